@@ -1,0 +1,194 @@
+//! The configuration schema: every field of every role's TOML config file,
+//! documented in one place. A process reads the section of its role; flags and
+//! environment variables of the `strata` binary override single fields.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, StrataError};
+
+/// A whole config file. Only the section of the role being started is needed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub master: Option<MasterConfig>,
+    pub metanode: Option<NodeConfig>,
+    pub datanode: Option<NodeConfig>,
+}
+
+/// Configuration of a master replica.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MasterConfig {
+    /// Raft id of this master: unique among the masters, never 0.
+    pub id: u64,
+    /// Address to listen on and to advertise to nodes and clients (`host:port`).
+    pub listen: String,
+    /// Every master of the cluster, this one included, as `"ID=HOST:PORT"`.
+    /// A single entry runs a one-master cluster (development only).
+    pub peers: Vec<String>,
+    /// Directory holding this master's RocksDB (Raft log and cluster state).
+    pub data_dir: PathBuf,
+    /// Raft timing and log retention.
+    #[serde(default)]
+    pub raft: RaftConfig,
+    /// How often metanodes and datanodes are told to heartbeat, in milliseconds.
+    #[serde(default = "default_node_heartbeat_interval_ms")]
+    pub node_heartbeat_interval_ms: u64,
+    /// A node not heard from for this long is considered dead, in milliseconds.
+    #[serde(default = "default_node_timeout_ms")]
+    pub node_timeout_ms: u64,
+    /// Replicas of every meta partition (each on a distinct metanode).
+    #[serde(default = "default_meta_replicas")]
+    pub meta_replicas: u32,
+    /// Meta partitions created with a new volume; the last one is open-ended.
+    #[serde(default = "default_initial_meta_partitions")]
+    pub initial_meta_partitions: u32,
+    /// Inodes covered by each closed meta partition of a new volume.
+    #[serde(default = "default_meta_partition_inode_span")]
+    pub meta_partition_inode_span: u64,
+    /// Data partitions created with a new volume.
+    #[serde(default = "default_initial_data_partitions")]
+    pub initial_data_partitions: u32,
+}
+
+/// Configuration of a metanode or datanode.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Stable node id, unique in the cluster. 0 lets the master assign one on
+    /// first start; the id is then kept in the data directory.
+    #[serde(default)]
+    pub node_id: u64,
+    /// Address to listen on and to advertise (`host:port`).
+    pub listen: String,
+    /// Directory for this node's state (and, for a datanode, its data).
+    pub data_dir: PathBuf,
+    /// Addresses of the masters (`host:port`); any one of them is enough to find the leader.
+    pub masters: Vec<String>,
+}
+
+/// Raft timing and log retention, shared by every Raft group a process hosts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftConfig {
+    /// Length of one Raft tick in milliseconds.
+    pub tick_ms: u64,
+    /// Ticks without a leader before a follower campaigns (randomized up to twice this).
+    pub election_ticks: usize,
+    /// Ticks between leader heartbeats.
+    pub heartbeat_ticks: usize,
+    /// Applied entries kept in the log before it is truncated; lagging
+    /// followers further behind than this receive a snapshot.
+    pub log_retain_entries: u64,
+    /// RocksDB's cap on open files (bounded: the process limit is 20,000).
+    pub rocksdb_max_open_files: i32,
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        RaftConfig {
+            tick_ms: 100,
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            log_retain_entries: 1000,
+            rocksdb_max_open_files: 256,
+        }
+    }
+}
+
+fn default_node_heartbeat_interval_ms() -> u64 {
+    1000
+}
+fn default_node_timeout_ms() -> u64 {
+    5000
+}
+fn default_meta_replicas() -> u32 {
+    3
+}
+fn default_initial_meta_partitions() -> u32 {
+    3
+}
+fn default_meta_partition_inode_span() -> u64 {
+    1 << 24
+}
+fn default_initial_data_partitions() -> u32 {
+    4
+}
+
+/// Parses `"ID=HOST:PORT"` peer entries.
+pub fn parse_peers(peers: &[String]) -> Result<Vec<(u64, String)>> {
+    let mut out = Vec::with_capacity(peers.len());
+    for entry in peers {
+        let (id, addr) = entry
+            .split_once('=')
+            .ok_or_else(|| StrataError::invalid(format!("peer {entry:?} is not ID=HOST:PORT")))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .ok()
+            .filter(|id| *id != 0)
+            .ok_or_else(|| StrataError::invalid(format!("peer {entry:?} needs a non-zero id")))?;
+        if out.iter().any(|(other, _)| *other == id) {
+            return Err(StrataError::invalid(format!("peer id {id} appears twice")));
+        }
+        out.push((id, addr.trim().to_string()));
+    }
+    Ok(out)
+}
+
+impl MasterConfig {
+    /// Checks the fields that have no safe default.
+    pub fn validate(&self) -> Result<()> {
+        if self.id == 0 {
+            return Err(StrataError::invalid("master id must not be 0"));
+        }
+        let peers = parse_peers(&self.peers)?;
+        if !peers.iter().any(|(id, _)| *id == self.id) {
+            return Err(StrataError::invalid(format!(
+                "master id {} is not among the peers {:?}",
+                self.id, self.peers
+            )));
+        }
+        if self.meta_replicas == 0 || self.initial_meta_partitions == 0 {
+            return Err(StrataError::invalid("meta_replicas and initial_meta_partitions must be >= 1"));
+        }
+        if self.meta_partition_inode_span == 0 {
+            return Err(StrataError::invalid("meta_partition_inode_span must be >= 1"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_parse() {
+        let peers = parse_peers(&["1=127.0.0.1:1".into(), "2 = h:2".into()]).unwrap();
+        assert_eq!(peers, vec![(1, "127.0.0.1:1".into()), (2, "h:2".into())]);
+        assert!(parse_peers(&["0=h:1".into()]).is_err());
+        assert!(parse_peers(&["1=h:1".into(), "1=h:2".into()]).is_err());
+        assert!(parse_peers(&["h:1".into()]).is_err());
+    }
+
+    #[test]
+    fn minimal_master_section_gets_defaults() {
+        let file: ConfigFile = toml::from_str(
+            "[master]\nid = 1\nlisten = \"127.0.0.1:1\"\npeers = [\"1=127.0.0.1:1\"]\ndata_dir = \"/tmp/x\"\n",
+        )
+        .unwrap();
+        let master = file.master.unwrap();
+        master.validate().unwrap();
+        assert_eq!(master.raft.election_ticks, 10);
+        assert_eq!(master.meta_replicas, 3);
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let err = toml::from_str::<ConfigFile>("[master]\nid = 1\nlisten=\"a\"\npeers=[]\ndata_dir=\"d\"\ntypo = 3\n");
+        assert!(err.is_err());
+    }
+}
