@@ -152,10 +152,14 @@ impl MasterConfig {
             )));
         }
         if self.meta_replicas == 0 || self.initial_meta_partitions == 0 {
-            return Err(StrataError::invalid("meta_replicas and initial_meta_partitions must be >= 1"));
+            return Err(StrataError::invalid(
+                "meta_replicas and initial_meta_partitions must be >= 1",
+            ));
         }
         if self.meta_partition_inode_span == 0 {
-            return Err(StrataError::invalid("meta_partition_inode_span must be >= 1"));
+            return Err(StrataError::invalid(
+                "meta_partition_inode_span must be >= 1",
+            ));
         }
         Ok(())
     }
@@ -188,7 +192,9 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_rejected() {
-        let err = toml::from_str::<ConfigFile>("[master]\nid = 1\nlisten=\"a\"\npeers=[]\ndata_dir=\"d\"\ntypo = 3\n");
+        let err = toml::from_str::<ConfigFile>(
+            "[master]\nid = 1\nlisten=\"a\"\npeers=[]\ndata_dir=\"d\"\ntypo = 3\n",
+        );
         assert!(err.is_err());
     }
 }

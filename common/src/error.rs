@@ -173,7 +173,11 @@ pub type Result<T, E = StrataError> = std::result::Result<T, E>;
 
 impl StrataError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        StrataError { code, message: message.into(), leader_hint: None }
+        StrataError {
+            code,
+            message: message.into(),
+            leader_hint: None,
+        }
     }
 
     pub fn not_leader(leader_hint: Option<String>) -> Self {
@@ -181,7 +185,11 @@ impl StrataError {
             Some(addr) => format!("not the leader; the leader is at {addr}"),
             None => "not the leader; no leader is known yet".to_string(),
         };
-        StrataError { code: ErrorCode::NotLeader, message, leader_hint }
+        StrataError {
+            code: ErrorCode::NotLeader,
+            message,
+            leader_hint,
+        }
     }
 
     pub fn not_found(what: impl Into<String>) -> Self {
@@ -199,7 +207,10 @@ impl StrataError {
 
     /// Whether a client may retry the same request elsewhere or later.
     pub fn is_retryable(&self) -> bool {
-        matches!(self.code, ErrorCode::NotLeader | ErrorCode::Unavailable | ErrorCode::Timeout)
+        matches!(
+            self.code,
+            ErrorCode::NotLeader | ErrorCode::Unavailable | ErrorCode::Timeout
+        )
     }
 }
 
@@ -207,7 +218,10 @@ impl From<StrataError> for tonic::Status {
     fn from(err: StrataError) -> tonic::Status {
         let mut status = tonic::Status::new(err.code.grpc_code(), err.message);
         let md = status.metadata_mut();
-        md.insert(CODE_METADATA_KEY, err.code.name().parse().expect("code names are ascii"));
+        md.insert(
+            CODE_METADATA_KEY,
+            err.code.name().parse().expect("code names are ascii"),
+        );
         if let Some(leader) = err.leader_hint.and_then(|l| l.parse().ok()) {
             md.insert(LEADER_METADATA_KEY, leader);
         }
@@ -227,7 +241,11 @@ impl From<tonic::Status> for StrataError {
             .get(LEADER_METADATA_KEY)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        StrataError { code, message: status.message().to_string(), leader_hint }
+        StrataError {
+            code,
+            message: status.message().to_string(),
+            leader_hint,
+        }
     }
 }
 

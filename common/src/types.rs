@@ -55,7 +55,9 @@ impl TryFrom<i32> for NodeRole {
             Ok(pb::NodeRole::Metanode) => Ok(NodeRole::Metanode),
             Ok(pb::NodeRole::Datanode) => Ok(NodeRole::Datanode),
             Ok(pb::NodeRole::Cachenode) => Ok(NodeRole::Cachenode),
-            _ => Err(StrataError::invalid(format!("node role {value} is not a known role"))),
+            _ => Err(StrataError::invalid(format!(
+                "node role {value} is not a known role"
+            ))),
         }
     }
 }
@@ -124,7 +126,9 @@ impl FromStr for Redundancy {
     fn from_str(s: &str) -> Result<Self> {
         let bad = || StrataError::invalid(format!("redundancy {s:?} is not replica:N or ec:K+M"));
         let parsed = if let Some(n) = s.strip_prefix("replica:") {
-            Redundancy::Replicated { replicas: n.parse().map_err(|_| bad())? }
+            Redundancy::Replicated {
+                replicas: n.parse().map_err(|_| bad())?,
+            }
         } else if let Some(km) = s.strip_prefix("ec:") {
             let (k, m) = km.split_once('+').ok_or_else(bad)?;
             Redundancy::ErasureCoded {
@@ -142,12 +146,13 @@ impl TryFrom<&pb::Redundancy> for Redundancy {
     type Error = StrataError;
     fn try_from(value: &pb::Redundancy) -> Result<Self> {
         let parsed = match &value.scheme {
-            Some(pb::redundancy::Scheme::Replicated(r)) => {
-                Redundancy::Replicated { replicas: r.replicas }
-            }
-            Some(pb::redundancy::Scheme::ErasureCoded(ec)) => {
-                Redundancy::ErasureCoded { data: ec.data_shards, parity: ec.parity_shards }
-            }
+            Some(pb::redundancy::Scheme::Replicated(r)) => Redundancy::Replicated {
+                replicas: r.replicas,
+            },
+            Some(pb::redundancy::Scheme::ErasureCoded(ec)) => Redundancy::ErasureCoded {
+                data: ec.data_shards,
+                parity: ec.parity_shards,
+            },
             None => return Err(StrataError::invalid("redundancy is missing")),
         };
         parsed.validate()
@@ -167,7 +172,9 @@ impl From<Redundancy> for pb::Redundancy {
                 })
             }
         };
-        pb::Redundancy { scheme: Some(scheme) }
+        pb::Redundancy {
+            scheme: Some(scheme),
+        }
     }
 }
 
@@ -175,7 +182,9 @@ impl From<Redundancy> for pb::Redundancy {
 /// apply: 3 to 63 characters of lowercase letters, digits and hyphens, starting
 /// and ending with a letter or digit.
 pub fn validate_volume_name(name: &str) -> Result<()> {
-    let valid_chars = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let valid_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     let valid_ends = name.bytes().next().is_some_and(|b| b != b'-')
         && name.bytes().last().is_some_and(|b| b != b'-');
     if (3..=63).contains(&name.len()) && valid_chars && valid_ends {
@@ -189,7 +198,9 @@ pub fn validate_volume_name(name: &str) -> Result<()> {
 /// Checks a user name: 1 to 64 characters of letters, digits, '-', '_' or '.'.
 pub fn validate_user_name(name: &str) -> Result<()> {
     let valid = (1..=64).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     if valid {
         Ok(())
     } else {
@@ -214,7 +225,15 @@ mod tests {
 
     #[test]
     fn redundancy_rejects_nonsense() {
-        for text in ["replica:0", "ec:0+2", "ec:4+0", "ec:4", "raid5", "replica:x", "ec:30+3"] {
+        for text in [
+            "replica:0",
+            "ec:0+2",
+            "ec:4+0",
+            "ec:4",
+            "raid5",
+            "replica:x",
+            "ec:30+3",
+        ] {
             assert!(text.parse::<Redundancy>().is_err(), "{text}");
         }
     }
@@ -237,9 +256,17 @@ mod tests {
 
     #[test]
     fn roles_round_trip() {
-        for role in [NodeRole::Master, NodeRole::Metanode, NodeRole::Datanode, NodeRole::Cachenode] {
+        for role in [
+            NodeRole::Master,
+            NodeRole::Metanode,
+            NodeRole::Datanode,
+            NodeRole::Cachenode,
+        ] {
             assert_eq!(role.as_str().parse::<NodeRole>().unwrap(), role);
-            assert_eq!(NodeRole::try_from(pb::NodeRole::from(role) as i32).unwrap(), role);
+            assert_eq!(
+                NodeRole::try_from(pb::NodeRole::from(role) as i32).unwrap(),
+                role
+            );
         }
         assert!(NodeRole::try_from(0).is_err());
     }

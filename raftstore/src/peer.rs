@@ -1,0 +1,256 @@
+//! One Raft group hosted on this node: its raft-rs node, its state machine,
+//! and the proposals and reads waiting on it. Only the engine thread touches it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use prost_raft::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType, Message, MessageType};
+use raft::{RawNode, SnapshotStatus, StateRole};
+use rocksdb::{DB, WriteBatch};
+use strata_common::{Result, StrataError};
+use tokio::sync::oneshot;
+
+use crate::StateMachine;
+use crate::engine::{GroupStatus, Role};
+use crate::kv::{ApplyBatch, GroupKv};
+use crate::storage::GroupStorage;
+use crate::transport::{AddressBook, Transport};
+
+pub type ProposalReply = oneshot::Sender<Result<Vec<u8>>>;
+pub type ReadReply = oneshot::Sender<Result<()>>;
+
+pub struct Peer {
+    pub group: u64,
+    pub node: RawNode<GroupStorage>,
+    pub sm: Box<dyn StateMachine>,
+    pub kv: GroupKv,
+    /// Proposals made on this node, by proposal id (the entry's context).
+    pub proposals: HashMap<u64, ProposalReply>,
+    /// ReadIndex requests not yet given a read index, by request id.
+    pub reads_waiting_index: HashMap<u64, ReadReply>,
+    /// ReadIndex requests waiting for the applied index to reach their index.
+    pub reads_waiting_apply: Vec<(u64, ReadReply)>,
+    /// Answers to proposals applied this round, sent once the round's status is published.
+    answers: Vec<(ProposalReply, Result<Vec<u8>>)>,
+    role: StateRole,
+    leader_id: u64,
+}
+
+pub fn id_bytes(id: u64) -> Vec<u8> {
+    id.to_be_bytes().to_vec()
+}
+
+fn id_from_bytes(bytes: &[u8]) -> Option<u64> {
+    bytes.try_into().ok().map(u64::from_be_bytes)
+}
+
+impl Peer {
+    pub fn new(
+        group: u64,
+        node: RawNode<GroupStorage>,
+        sm: Box<dyn StateMachine>,
+        kv: GroupKv,
+    ) -> Peer {
+        Peer {
+            group,
+            node,
+            sm,
+            kv,
+            proposals: HashMap::new(),
+            reads_waiting_index: HashMap::new(),
+            reads_waiting_apply: Vec::new(),
+            answers: Vec::new(),
+            role: StateRole::Follower,
+            leader_id: 0,
+        }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.node.raft.state == StateRole::Leader
+    }
+
+    pub fn leader_id(&self) -> u64 {
+        self.node.raft.leader_id
+    }
+
+    /// Hands outgoing messages to the transport. A snapshot counts as
+    /// delivered once handed over; if it is lost, the follower's rejection
+    /// makes the leader send another.
+    pub fn send(&mut self, transport: &dyn Transport, messages: Vec<Message>) {
+        for msg in messages {
+            let to = msg.to;
+            let is_snapshot = msg.msg_type == MessageType::MsgSnapshot as i32;
+            transport.send(to, self.group, msg);
+            if is_snapshot {
+                self.node.report_snapshot(to, SnapshotStatus::Finish);
+            }
+        }
+    }
+
+    /// Notes a change of leader or role; a leader that steps down fails what
+    /// was waiting on it, since it can no longer tell whether it will apply.
+    pub fn on_soft_state(&mut self, role: StateRole, leader_id: u64, addresses: &AddressBook) {
+        let was_leader = self.role == StateRole::Leader;
+        if role != self.role || leader_id != self.leader_id {
+            tracing::info!(
+                group_id = self.group,
+                node_id = self.node.raft.id,
+                leader_id,
+                term = self.node.raft.term,
+                role = ?role,
+                "raft group role changed"
+            );
+        }
+        self.role = role;
+        self.leader_id = leader_id;
+        if was_leader && role != StateRole::Leader {
+            let hint = addresses.get(leader_id);
+            for (_, reply) in self.proposals.drain() {
+                let _ = reply.send(Err(StrataError::unavailable(
+                    "leadership moved before the proposal applied; its outcome is unknown",
+                )));
+            }
+            let reads = self.reads_waiting_index.drain().map(|(_, r)| r);
+            for reply in reads.chain(self.reads_waiting_apply.drain(..).map(|(_, r)| r)) {
+                let _ = reply.send(Err(StrataError::not_leader(hint.clone())));
+            }
+        }
+    }
+
+    pub fn on_read_states(&mut self, states: Vec<raft::ReadState>) {
+        for state in states {
+            let Some(id) = id_from_bytes(&state.request_ctx) else {
+                continue;
+            };
+            if let Some(reply) = self.reads_waiting_index.remove(&id) {
+                self.reads_waiting_apply.push((state.index, reply));
+            }
+        }
+    }
+
+    /// Answers the proposals applied so far, and the reads they unblock.
+    pub fn answer(&mut self) {
+        for (reply, result) in self.answers.drain(..) {
+            let _ = reply.send(result);
+        }
+        self.finish_reads();
+    }
+
+    fn finish_reads(&mut self) {
+        let applied = self.node.store().applied();
+        let (ready, waiting): (Vec<_>, Vec<_>) = self
+            .reads_waiting_apply
+            .drain(..)
+            .partition(|(index, _)| *index <= applied);
+        self.reads_waiting_apply = waiting;
+        for (_, reply) in ready {
+            let _ = reply.send(Ok(()));
+        }
+    }
+
+    /// Applies committed entries in order, each in its own write batch with
+    /// the new applied index, and answers the proposals made here.
+    pub fn apply(&mut self, db: &Arc<DB>, addresses: &AddressBook, entries: Vec<Entry>) {
+        for entry in entries {
+            if entry.index <= self.node.store().applied() {
+                continue; // already covered by an installed snapshot
+            }
+            let mut wb = WriteBatch::default();
+            let result = match entry.get_entry_type() {
+                EntryType::EntryNormal if entry.data.is_empty() => None,
+                EntryType::EntryNormal => {
+                    let mut batch = ApplyBatch::new(&self.kv);
+                    let out = self.sm.apply(&mut batch, entry.index, &entry.data);
+                    wb = batch.batch;
+                    Some(Ok(out))
+                }
+                EntryType::EntryConfChange => {
+                    Some(self.apply_conf_change(&mut wb, addresses, &entry))
+                }
+                EntryType::EntryConfChangeV2 => Some(Err(StrataError::internal(
+                    "joint-consensus changes are not used by strata",
+                ))),
+            };
+            self.node.mut_store().stage_applied(&mut wb, entry.index);
+            if let Err(e) = db.write(wb) {
+                panic!(
+                    "group {}: writing applied entry {} failed: {e}",
+                    self.group, entry.index
+                );
+            }
+            let waiting = id_from_bytes(&entry.context).and_then(|id| self.proposals.remove(&id));
+            if let (Some(result), Some(reply)) = (result, waiting) {
+                self.answers.push((reply, result));
+            }
+        }
+    }
+
+    fn apply_conf_change(
+        &mut self,
+        wb: &mut WriteBatch,
+        addresses: &AddressBook,
+        entry: &Entry,
+    ) -> Result<Vec<u8>> {
+        let cc = ConfChange::decode(entry.data.as_slice())
+            .map_err(|e| StrataError::internal(format!("decoding conf change: {e}")))?;
+        let conf = self
+            .node
+            .apply_conf_change(&cc)
+            .map_err(|e| StrataError::invalid(format!("applying conf change: {e}")))?;
+        let store = self.node.mut_store();
+        store.set_conf_state(wb, conf);
+        match cc.get_change_type() {
+            ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                let address = String::from_utf8_lossy(&cc.context).into_owned();
+                addresses.set(cc.node_id, address.clone());
+                store.set_peer(wb, cc.node_id, Some(address));
+            }
+            ConfChangeType::RemoveNode => store.set_peer(wb, cc.node_id, None),
+        }
+        tracing::info!(group_id = self.group, node_id = cc.node_id, change = ?cc.get_change_type(), "applied membership change");
+        Ok(Vec::new())
+    }
+
+    /// Truncates the log once it holds more than twice `retain` applied entries.
+    pub fn maybe_compact(&mut self, db: &Arc<DB>, retain: u64) {
+        let store = self.node.store();
+        let applied = store.applied();
+        if applied.saturating_sub(store.truncated_index()) < 2 * retain.max(1) {
+            return;
+        }
+        let mut wb = WriteBatch::default();
+        let target = applied - retain;
+        if let Err(e) = self.node.mut_store().compact(&mut wb, target) {
+            tracing::warn!(group_id = self.group, error = %e, "log compaction skipped");
+            return;
+        }
+        if let Err(e) = db.write(wb) {
+            panic!("group {}: writing log truncation failed: {e}", self.group);
+        }
+    }
+
+    pub fn status(&self) -> GroupStatus {
+        let raft = &self.node.raft;
+        let store = self.node.store();
+        let conf = store.conf_state();
+        let sorted = |ids: &[u64]| {
+            let mut ids = ids.to_vec();
+            ids.sort_unstable();
+            ids
+        };
+        GroupStatus {
+            group_id: self.group,
+            node_id: raft.id,
+            leader_id: raft.leader_id,
+            term: raft.term,
+            role: Role::from(raft.state),
+            commit: raft.raft_log.committed,
+            applied: store.applied(),
+            first_index: store.truncated_index() + 1,
+            last_index: store.last_index_value(),
+            voters: sorted(&conf.voters),
+            learners: sorted(&conf.learners),
+        }
+    }
+}

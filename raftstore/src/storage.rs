@@ -1,0 +1,525 @@
+//! One group's Raft log and state in the node's RocksDB, behind raft-rs's
+//! [`Storage`] trait. The engine's ready loop is the only writer: it stages
+//! log appends, hard states and snapshot installs into the shared write batch
+//! and then updates the in-memory copies kept here.
+
+use std::sync::Arc;
+
+use prost_raft::Message as _;
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
+use raft::{GetEntriesContext, RaftState, Storage, StorageError};
+use rocksdb::{DB, Direction, IteratorMode, ReadOptions, WriteBatch};
+
+use crate::keys;
+use crate::snapshot::SnapshotData;
+
+/// The log index and term a freshly bootstrapped group starts from. Starting
+/// above zero means a member added later cannot replay the log from index 1
+/// (the bootstrap membership is not in the log), so it always gets a snapshot.
+pub const BOOTSTRAP_INDEX: u64 = 5;
+pub const BOOTSTRAP_TERM: u64 = 5;
+
+pub struct GroupStorage {
+    db: Arc<DB>,
+    group: u64,
+    hard: HardState,
+    conf: ConfState,
+    truncated_index: u64,
+    truncated_term: u64,
+    last_index: u64,
+    applied: u64,
+    peers: Vec<(u64, String)>,
+}
+
+fn other(err: impl std::fmt::Display) -> raft::Error {
+    raft::Error::Store(StorageError::Other(err.to_string().into()))
+}
+
+fn encode_pair(a: u64, b: u64) -> Vec<u8> {
+    let mut v = a.to_be_bytes().to_vec();
+    v.extend_from_slice(&b.to_be_bytes());
+    v
+}
+
+fn decode_pair(v: &[u8]) -> (u64, u64) {
+    (
+        u64::from_be_bytes(v[..8].try_into().unwrap()),
+        u64::from_be_bytes(v[8..16].try_into().unwrap()),
+    )
+}
+
+impl GroupStorage {
+    /// Loads a group's state; a group never seen before loads as empty.
+    pub fn load(db: Arc<DB>, group: u64) -> raft::Result<GroupStorage> {
+        let get = |kind| db.get(keys::state_key(group, kind)).map_err(other);
+        let hard = match get(keys::HARD_STATE)? {
+            Some(b) => HardState::decode(b.as_slice()).map_err(other)?,
+            None => HardState::default(),
+        };
+        let conf = match get(keys::CONF_STATE)? {
+            Some(b) => ConfState::decode(b.as_slice()).map_err(other)?,
+            None => ConfState::default(),
+        };
+        let (truncated_index, truncated_term) = get(keys::TRUNCATED)?
+            .map(|v| decode_pair(&v))
+            .unwrap_or((0, 0));
+        let applied = get(keys::APPLIED)?
+            .map(|v| u64::from_be_bytes(v[..8].try_into().unwrap()))
+            .unwrap_or(truncated_index);
+        let peers = match get(keys::PEERS)? {
+            Some(b) => SnapshotData::decode(&b).map_err(other)?.peers,
+            None => Vec::new(),
+        };
+        let mut storage = GroupStorage {
+            db,
+            group,
+            hard,
+            conf,
+            truncated_index,
+            truncated_term,
+            last_index: truncated_index,
+            applied,
+            peers,
+        };
+        storage.last_index = storage.find_last_index()?;
+        Ok(storage)
+    }
+
+    fn find_last_index(&self) -> raft::Result<u64> {
+        let upper = keys::log_key(self.group, u64::MAX);
+        let lower = keys::log_key(self.group, 0);
+        let mut iter = self
+            .db
+            .iterator(IteratorMode::From(&upper, Direction::Reverse));
+        match iter.next() {
+            Some(Ok((key, _))) if key.as_ref() >= lower.as_slice() && key.len() == upper.len() => {
+                Ok(keys::log_index(&key))
+            }
+            Some(Err(e)) => Err(other(e)),
+            _ => Ok(self.truncated_index),
+        }
+    }
+
+    pub fn is_initialized(&self) -> bool {
+        !self.conf.voters.is_empty() || !self.conf.learners.is_empty()
+    }
+
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+    pub fn truncated_index(&self) -> u64 {
+        self.truncated_index
+    }
+    pub fn last_index_value(&self) -> u64 {
+        self.last_index
+    }
+    pub fn conf_state(&self) -> &ConfState {
+        &self.conf
+    }
+    pub fn peers(&self) -> &[(u64, String)] {
+        &self.peers
+    }
+
+    /// Stages the initial state of a brand-new group whose members are `voters`.
+    pub fn bootstrap(&mut self, wb: &mut WriteBatch, voters: &[(u64, String)]) {
+        self.conf = ConfState {
+            voters: voters.iter().map(|(id, _)| *id).collect(),
+            ..Default::default()
+        };
+        self.hard = HardState {
+            term: BOOTSTRAP_TERM,
+            vote: 0,
+            commit: BOOTSTRAP_INDEX,
+        };
+        self.truncated_index = BOOTSTRAP_INDEX;
+        self.truncated_term = BOOTSTRAP_TERM;
+        self.last_index = BOOTSTRAP_INDEX;
+        self.applied = BOOTSTRAP_INDEX;
+        self.peers = voters.to_vec();
+        wb.put(
+            keys::state_key(self.group, keys::CONF_STATE),
+            self.conf.encode_to_vec(),
+        );
+        wb.put(
+            keys::state_key(self.group, keys::HARD_STATE),
+            self.hard.encode_to_vec(),
+        );
+        wb.put(
+            keys::state_key(self.group, keys::TRUNCATED),
+            encode_pair(BOOTSTRAP_INDEX, BOOTSTRAP_TERM),
+        );
+        self.stage_applied(wb, BOOTSTRAP_INDEX);
+        self.stage_peers(wb);
+    }
+
+    /// Stages new log entries, dropping any conflicting suffix they replace.
+    pub fn append(&mut self, wb: &mut WriteBatch, entries: &[Entry]) {
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            return;
+        };
+        for e in entries {
+            wb.put(keys::log_key(self.group, e.index), e.encode_to_vec());
+        }
+        if last.index < self.last_index {
+            wb.delete_range(
+                keys::log_key(self.group, last.index + 1),
+                keys::log_key(self.group, self.last_index + 1),
+            );
+        }
+        debug_assert!(first.index > self.truncated_index);
+        self.last_index = last.index;
+    }
+
+    pub fn set_hard_state(&mut self, wb: &mut WriteBatch, hs: HardState) {
+        wb.put(
+            keys::state_key(self.group, keys::HARD_STATE),
+            hs.encode_to_vec(),
+        );
+        self.hard = hs;
+    }
+
+    /// Raises the commit index (from a light ready) and stages it.
+    pub fn set_commit(&mut self, wb: &mut WriteBatch, commit: u64) {
+        let mut hs = self.hard.clone();
+        hs.commit = commit;
+        self.set_hard_state(wb, hs);
+    }
+
+    pub fn stage_applied(&mut self, wb: &mut WriteBatch, index: u64) {
+        wb.put(
+            keys::state_key(self.group, keys::APPLIED),
+            index.to_be_bytes(),
+        );
+        self.applied = index;
+    }
+
+    pub fn set_conf_state(&mut self, wb: &mut WriteBatch, conf: ConfState) {
+        wb.put(
+            keys::state_key(self.group, keys::CONF_STATE),
+            conf.encode_to_vec(),
+        );
+        self.conf = conf;
+    }
+
+    /// Records the address of a peer (added, or learned from a snapshot).
+    pub fn set_peer(&mut self, wb: &mut WriteBatch, id: u64, address: Option<String>) {
+        self.peers.retain(|(p, _)| *p != id);
+        if let Some(address) = address {
+            self.peers.push((id, address));
+        }
+        self.stage_peers(wb);
+    }
+
+    fn stage_peers(&self, wb: &mut WriteBatch) {
+        let data = SnapshotData {
+            peers: self.peers.clone(),
+            pairs: Vec::new(),
+        };
+        wb.put(keys::state_key(self.group, keys::PEERS), data.encode());
+    }
+
+    /// Stages replacing the whole group (log and data) with a received snapshot.
+    pub fn install_snapshot(&mut self, wb: &mut WriteBatch, snap: &Snapshot) -> raft::Result<()> {
+        let meta = snap.metadata.clone().unwrap_or_default();
+        let data = SnapshotData::decode(&snap.data).map_err(other)?;
+        wb.delete_range(
+            keys::log_key(self.group, 0),
+            keys::log_key(self.group, u64::MAX),
+        );
+        let (start, end) = keys::data_range(self.group);
+        wb.delete_range(start, end);
+        for (k, v) in &data.pairs {
+            wb.put(keys::data_key(self.group, k), v);
+        }
+        self.truncated_index = meta.index;
+        self.truncated_term = meta.term;
+        self.last_index = meta.index;
+        wb.put(
+            keys::state_key(self.group, keys::TRUNCATED),
+            encode_pair(meta.index, meta.term),
+        );
+        self.stage_applied(wb, meta.index);
+        self.set_conf_state(wb, meta.conf_state.unwrap_or_default());
+        let mut hs = self.hard.clone();
+        hs.term = hs.term.max(meta.term);
+        hs.commit = hs.commit.max(meta.index);
+        self.set_hard_state(wb, hs);
+        self.peers = data.peers;
+        self.stage_peers(wb);
+        Ok(())
+    }
+
+    /// Stages dropping log entries up to and including `index` (<= applied).
+    pub fn compact(&mut self, wb: &mut WriteBatch, index: u64) -> raft::Result<()> {
+        if index <= self.truncated_index {
+            return Ok(());
+        }
+        assert!(index <= self.applied, "compacting past the applied index");
+        let term = self.term(index)?;
+        wb.delete_range(
+            keys::log_key(self.group, 0),
+            keys::log_key(self.group, index + 1),
+        );
+        wb.put(
+            keys::state_key(self.group, keys::TRUNCATED),
+            encode_pair(index, term),
+        );
+        self.truncated_index = index;
+        self.truncated_term = term;
+        Ok(())
+    }
+
+    fn read_entry(&self, index: u64) -> raft::Result<Entry> {
+        match self
+            .db
+            .get(keys::log_key(self.group, index))
+            .map_err(other)?
+        {
+            Some(bytes) => Entry::decode(bytes.as_slice()).map_err(other),
+            None => Err(raft::Error::Store(StorageError::Unavailable)),
+        }
+    }
+
+    /// The group's state-machine data and peers, as of the applied index.
+    fn snapshot_data(&self) -> raft::Result<SnapshotData> {
+        let (start, end) = keys::data_range(self.group);
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_upper_bound(end);
+        let mut pairs = Vec::new();
+        for item in self
+            .db
+            .iterator_opt(IteratorMode::From(&start, Direction::Forward), opts)
+        {
+            let (k, v) = item.map_err(other)?;
+            pairs.push((k[keys::data_prefix_len()..].to_vec(), v.to_vec()));
+        }
+        Ok(SnapshotData {
+            peers: self.peers.clone(),
+            pairs,
+        })
+    }
+}
+
+impl Storage for GroupStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState {
+            hard_state: self.hard.clone(),
+            conf_state: self.conf.clone(),
+        })
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low <= self.truncated_index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > self.last_index + 1 {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        let max_size = max_size.into().unwrap_or(u64::MAX);
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_upper_bound(keys::log_key(self.group, high));
+        let start = keys::log_key(self.group, low);
+        let mut out = Vec::with_capacity((high - low) as usize);
+        let mut size = 0u64;
+        let mut expected = low;
+        for item in self
+            .db
+            .iterator_opt(IteratorMode::From(&start, Direction::Forward), opts)
+        {
+            let (key, value) = item.map_err(other)?;
+            if keys::log_index(&key) != expected {
+                return Err(raft::Error::Store(StorageError::Unavailable));
+            }
+            size += value.len() as u64;
+            if !out.is_empty() && size > max_size {
+                break;
+            }
+            out.push(Entry::decode(value.as_ref()).map_err(other)?);
+            expected += 1;
+        }
+        if out.is_empty() && low < high {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        if idx == self.truncated_index {
+            return Ok(self.truncated_term);
+        }
+        if idx < self.truncated_index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if idx > self.last_index {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        Ok(self.read_entry(idx)?.term)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.truncated_index + 1)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.last_index)
+    }
+
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        if self.applied < request_index {
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
+        let data = self.snapshot_data()?;
+        let metadata = SnapshotMetadata {
+            conf_state: Some(self.conf.clone()),
+            index: self.applied,
+            term: self.term(self.applied)?,
+        };
+        Ok(Snapshot {
+            data: data.encode(),
+            metadata: Some(metadata),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(index: u64, term: u64) -> Entry {
+        Entry {
+            index,
+            term,
+            data: vec![index as u8; 10],
+            ..Default::default()
+        }
+    }
+
+    fn write(db: &DB, wb: WriteBatch) {
+        db.write(wb).unwrap();
+    }
+
+    #[test]
+    fn append_overwrite_compact_and_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::open_db(dir.path(), 64).unwrap();
+        let mut s = GroupStorage::load(db.clone(), 3).unwrap();
+        assert!(!s.is_initialized());
+        let mut wb = WriteBatch::default();
+        s.bootstrap(&mut wb, &[(1, "a:1".into())]);
+        s.append(&mut wb, &(6..=20).map(|i| entry(i, 6)).collect::<Vec<_>>());
+        write(&db, wb);
+        assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (6, 20));
+        assert_eq!(
+            s.entries(6, 21, None, GetEntriesContext::empty(false))
+                .unwrap()
+                .len(),
+            15
+        );
+        // a size limit still returns at least one entry
+        assert_eq!(
+            s.entries(6, 21, 1, GetEntriesContext::empty(false))
+                .unwrap()
+                .len(),
+            1
+        );
+
+        // a new leader overwrites the tail from 15 on
+        let mut wb = WriteBatch::default();
+        s.append(&mut wb, &(15..=16).map(|i| entry(i, 7)).collect::<Vec<_>>());
+        write(&db, wb);
+        assert_eq!(s.last_index().unwrap(), 16);
+        assert_eq!(s.term(16).unwrap(), 7);
+        assert_eq!(s.term(14).unwrap(), 6);
+
+        let mut wb = WriteBatch::default();
+        s.stage_applied(&mut wb, 12);
+        s.compact(&mut wb, 10).unwrap();
+        write(&db, wb);
+        assert_eq!(s.first_index().unwrap(), 11);
+        assert_eq!(s.term(10).unwrap(), 6);
+        assert!(matches!(
+            s.term(9),
+            Err(raft::Error::Store(StorageError::Compacted))
+        ));
+        assert!(matches!(
+            s.entries(9, 12, None, GetEntriesContext::empty(false)),
+            Err(raft::Error::Store(StorageError::Compacted))
+        ));
+
+        let reloaded = GroupStorage::load(db, 3).unwrap();
+        assert_eq!(reloaded.first_index().unwrap(), 11);
+        assert_eq!(reloaded.last_index().unwrap(), 16);
+        assert_eq!(reloaded.applied(), 12);
+        assert_eq!(reloaded.conf_state().voters, vec![1]);
+        assert_eq!(reloaded.peers(), &[(1, "a:1".to_string())]);
+    }
+
+    #[test]
+    fn groups_do_not_see_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::open_db(dir.path(), 64).unwrap();
+        let mut a = GroupStorage::load(db.clone(), 1).unwrap();
+        let mut wb = WriteBatch::default();
+        a.bootstrap(&mut wb, &[(1, "a:1".into())]);
+        a.append(&mut wb, &[entry(6, 6), entry(7, 6)]);
+        write(&db, wb);
+        let b = GroupStorage::load(db, 2).unwrap();
+        assert_eq!(b.last_index().unwrap(), 0);
+        assert!(!b.is_initialized());
+    }
+
+    #[test]
+    fn snapshot_install_replaces_log_and_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::open_db(dir.path(), 64).unwrap();
+        let mut s = GroupStorage::load(db.clone(), 9).unwrap();
+        let mut wb = WriteBatch::default();
+        s.bootstrap(&mut wb, &[(1, "a:1".into())]);
+        s.append(&mut wb, &[entry(6, 6)]);
+        wb.put(keys::data_key(9, b"stale"), b"x");
+        write(&db, wb);
+
+        let data = SnapshotData {
+            peers: vec![(1, "a:1".into()), (2, "b:2".into())],
+            pairs: vec![(b"k".to_vec(), b"v".to_vec())],
+        };
+        let snap = Snapshot {
+            data: data.encode(),
+            metadata: Some(SnapshotMetadata {
+                index: 50,
+                term: 8,
+                conf_state: Some(ConfState {
+                    voters: vec![1, 2],
+                    ..Default::default()
+                }),
+            }),
+        };
+        let mut wb = WriteBatch::default();
+        s.install_snapshot(&mut wb, &snap).unwrap();
+        write(&db, wb);
+        assert_eq!(
+            (
+                s.first_index().unwrap(),
+                s.last_index().unwrap(),
+                s.applied()
+            ),
+            (51, 50, 50)
+        );
+        assert_eq!(s.term(50).unwrap(), 8);
+        let kv = crate::GroupKv::new(db.clone(), 9);
+        assert_eq!(kv.get(b"stale").unwrap(), None);
+        assert_eq!(kv.get(b"k").unwrap(), Some(b"v".to_vec()));
+        // the snapshot it would send on reproduces what it installed
+        let again = s.snapshot(0, 2).unwrap();
+        assert_eq!(SnapshotData::decode(&again.data).unwrap(), data);
+        assert_eq!(again.metadata.unwrap().index, 50);
+    }
+}
