@@ -1,1 +1,208 @@
-fn main() {}
+//! `strata`: every role and every admin command in one binary.
+
+mod admin;
+mod cluster_file;
+mod dev;
+mod serve;
+
+use clap::{Parser, Subcommand};
+use strata_sdk::MasterClient;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "strata",
+    version,
+    about = "Strata: a distributed file system with a cache tier"
+)]
+struct Cli {
+    /// Master addresses, HOST:PORT[,HOST:PORT…] (default: cluster.json of a `strata dev` cluster here).
+    #[arg(
+        long = "master",
+        env = "STRATA_MASTER",
+        global = true,
+        value_delimiter = ','
+    )]
+    masters: Vec<String>,
+    /// Machine-readable output.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run a master replica.
+    Master(serve::ServeArgs),
+    /// Run a metanode.
+    Metanode(serve::ServeArgs),
+    /// Run a datanode.
+    Datanode(serve::ServeArgs),
+    /// Run a local cluster (or restart/stop one of its nodes).
+    Dev(dev::DevArgs),
+    /// Which master leads, and whether every node is alive.
+    Status,
+    /// Nodes of the cluster.
+    Node {
+        #[command(subcommand)]
+        action: NodeCmd,
+    },
+    /// Volumes.
+    Volume {
+        #[command(subcommand)]
+        action: VolumeCmd,
+    },
+    /// Users and their S3 access keys.
+    User {
+        #[command(subcommand)]
+        action: UserCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum NodeCmd {
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum VolumeCmd {
+    /// Create a volume with its first meta and data partitions.
+    Create {
+        name: String,
+        /// replica:N or ec:K+M.
+        #[arg(long, default_value = "replica:3")]
+        redundancy: String,
+        /// Capacity, e.g. 100GiB.
+        #[arg(long, default_value = "100GiB")]
+        capacity: String,
+        #[arg(long, default_value = "")]
+        owner: String,
+    },
+    List,
+    Info {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCmd {
+    /// Create a user with one access key.
+    Create {
+        name: String,
+    },
+    List,
+    Delete {
+        name: String,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("starting the tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let admin_client = || -> anyhow::Result<MasterClient> {
+        Ok(MasterClient::new(admin::master_addresses(&cli.masters)?)?)
+    };
+    match cli.command {
+        Cmd::Master(args) => {
+            strata_common::logging::init("info");
+            strata_master::run(serve::master_config(&args)?, serve::shutdown_signal()).await
+        }
+        Cmd::Metanode(args) => {
+            strata_common::logging::init("info");
+            strata_metanode::run(
+                serve::node_config(&args, "metanode", &cli.masters)?,
+                serve::shutdown_signal(),
+            )
+            .await
+        }
+        Cmd::Datanode(args) => {
+            strata_common::logging::init("info");
+            strata_datanode::run(
+                serve::node_config(&args, "datanode", &cli.masters)?,
+                serve::shutdown_signal(),
+            )
+            .await
+        }
+        Cmd::Dev(args) => {
+            strata_common::logging::init("warn");
+            dev::run(args).await
+        }
+        Cmd::Status => admin::status(&admin_client()?, cli.json).await,
+        Cmd::Node {
+            action: NodeCmd::List,
+        } => admin::node_list(&admin_client()?, cli.json).await,
+        Cmd::Volume { action } => {
+            let client = admin_client()?;
+            match action {
+                VolumeCmd::Create {
+                    name,
+                    redundancy,
+                    capacity,
+                    owner,
+                } => {
+                    admin::volume_create(&client, &name, &redundancy, &capacity, &owner, cli.json)
+                        .await
+                }
+                VolumeCmd::List => admin::volume_list(&client, cli.json).await,
+                VolumeCmd::Info { name } => admin::volume_info(&client, &name, cli.json).await,
+                VolumeCmd::Delete { name } => admin::volume_delete(&client, &name).await,
+            }
+        }
+        Cmd::User { action } => {
+            let client = admin_client()?;
+            match action {
+                UserCmd::Create { name } => admin::user_create(&client, &name, cli.json).await,
+                UserCmd::List => admin::user_list(&client, cli.json).await,
+                UserCmd::Delete { name } => admin::user_delete(&client, &name).await,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn dev_counts_and_master_list_do_not_clash() {
+        let cli = Cli::try_parse_from([
+            "strata",
+            "--master",
+            "a:1,b:2",
+            "dev",
+            "--masters",
+            "1",
+            "--datanodes",
+            "4",
+        ])
+        .unwrap();
+        assert_eq!(cli.masters, vec!["a:1".to_string(), "b:2".to_string()]);
+        let Cmd::Dev(args) = cli.command else {
+            panic!("not dev")
+        };
+        assert_eq!((args.masters, args.datanodes), (1, 4));
+    }
+}

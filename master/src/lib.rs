@@ -1,1 +1,13 @@
-//! placeholder while deps build
+//! The Strata master: the cluster's source of truth for nodes, volumes and
+//! their partitions, and users. Its state is one Raft group (group id
+//! [`MASTER_GROUP`]) hosted by `strata-raftstore` on every master replica;
+//! only the leader answers requests, followers point clients at it.
+
+mod liveness;
+mod placement;
+mod server;
+mod service;
+mod state;
+
+pub use server::run;
+pub use state::MASTER_GROUP;

@@ -1,1 +1,9 @@
-//! placeholder while deps build
+//! The client side of Strata: how anything outside the master talks to it.
+//! [`MasterClient`] finds and follows the master leader; [`node_agent`] is
+//! the part of every metanode and datanode that registers with the master,
+//! heartbeats and serves the node's identity.
+
+pub mod master_client;
+pub mod node_agent;
+
+pub use master_client::MasterClient;

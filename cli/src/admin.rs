@@ -1,0 +1,436 @@
+//! Admin commands: `strata status`, `strata node list`, `strata volume …`,
+//! `strata user …`. Each prints a readable table, or JSON with `--json`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Serialize;
+use strata_common::size::{format_size, parse_size};
+use strata_common::types::{NodeRole, Redundancy};
+use strata_proto::master as pb;
+use strata_sdk::MasterClient;
+
+use crate::cluster_file::ClusterFile;
+
+/// Finds the masters: `--master`/`STRATA_MASTER`, else the `cluster.json` of
+/// a `strata dev` cluster in the current directory (or its `strata-dev/`).
+pub fn master_addresses(flag: &[String]) -> anyhow::Result<Vec<String>> {
+    let given: Vec<String> = flag
+        .iter()
+        .flat_map(|m| m.split(','))
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .map(String::from)
+        .collect();
+    if !given.is_empty() {
+        return Ok(given);
+    }
+    for dir in [Path::new("."), Path::new("strata-dev")] {
+        if let Some(file) = ClusterFile::load(dir)? {
+            let masters = file.master_addresses();
+            if !masters.is_empty() {
+                return Ok(masters);
+            }
+        }
+    }
+    anyhow::bail!(
+        "no masters given: pass --master HOST:PORT[,…], set STRATA_MASTER, or run where `strata dev` keeps its cluster.json"
+    )
+}
+
+fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+pub struct NodeView {
+    pub id: u64,
+    pub role: String,
+    pub address: String,
+    pub alive: bool,
+    pub leader: bool,
+    pub last_heartbeat_ms_ago: Option<u64>,
+    pub disk_total_bytes: Option<u64>,
+    pub disk_available_bytes: Option<u64>,
+    pub partitions_held: u64,
+    pub partitions_assigned: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LeaderView {
+    pub id: u64,
+    pub address: String,
+    pub term: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StatusView {
+    pub leader: Option<LeaderView>,
+    pub nodes: Vec<NodeView>,
+    pub volumes: Option<usize>,
+}
+
+fn role_name(role: i32) -> String {
+    NodeRole::try_from(role)
+        .map(|r| r.as_str().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Gathers the cluster's state: each master asked directly (alive = it
+/// answered), the rest from the leader's registry.
+pub async fn collect_status(client: &MasterClient) -> StatusView {
+    let mut masters: BTreeMap<u64, NodeView> = BTreeMap::new();
+    let mut leader: Option<LeaderView> = None;
+    let mut to_ask: Vec<String> = client.masters().to_vec();
+    let mut asked = Vec::new();
+    while let Some(address) = to_ask.pop() {
+        if asked.contains(&address) {
+            continue;
+        }
+        asked.push(address.clone());
+        let Ok(status) = client.cluster_status_of(&address).await else {
+            continue;
+        };
+        for peer in &status.masters {
+            masters
+                .entry(peer.id)
+                .or_insert_with(|| master_view(peer.id, &peer.address));
+            if !asked.contains(&peer.address) {
+                to_ask.push(peer.address.clone());
+            }
+        }
+        let me = masters
+            .entry(status.self_id)
+            .or_insert_with(|| master_view(status.self_id, &address));
+        me.alive = true;
+        if status.leader_id == status.self_id
+            && leader.as_ref().is_none_or(|l| l.term < status.term)
+        {
+            leader = Some(LeaderView {
+                id: status.self_id,
+                address: address.clone(),
+                term: status.term,
+            });
+        }
+    }
+    for m in masters.values_mut() {
+        m.leader = leader.as_ref().is_some_and(|l| l.id == m.id);
+    }
+    let mut nodes: Vec<NodeView> = masters.into_values().collect();
+    let mut volumes = None;
+    if leader.is_some() {
+        if let Ok(listed) = client.list_nodes().await {
+            nodes.extend(
+                listed
+                    .into_iter()
+                    .filter(|n| n.role != pb::NodeRole::Master as i32)
+                    .map(|n| NodeView {
+                        id: n.id,
+                        role: role_name(n.role),
+                        address: n.address,
+                        alive: n.alive,
+                        leader: false,
+                        last_heartbeat_ms_ago: n.last_heartbeat_ms_ago,
+                        disk_total_bytes: n.capacity.map(|c| c.total_bytes),
+                        disk_available_bytes: n.capacity.map(|c| c.available_bytes),
+                        partitions_held: n.partitions_held,
+                        partitions_assigned: n.partitions_assigned,
+                    }),
+            );
+        }
+        volumes = client.list_volumes().await.ok().map(|v| v.len());
+    }
+    StatusView {
+        leader,
+        nodes,
+        volumes,
+    }
+}
+
+fn master_view(id: u64, address: &str) -> NodeView {
+    NodeView {
+        id,
+        role: "master".into(),
+        address: address.into(),
+        alive: false,
+        leader: false,
+        last_heartbeat_ms_ago: None,
+        disk_total_bytes: None,
+        disk_available_bytes: None,
+        partitions_held: 0,
+        partitions_assigned: 0,
+    }
+}
+
+fn print_nodes(nodes: &[NodeView]) {
+    println!(
+        "{:<6} {:<9} {:<22} {:<6} {:<7} {:>11} {:>9} {:>9}",
+        "ID", "ROLE", "ADDRESS", "STATE", "LEADER", "DISK FREE", "HELD", "ASSIGNED"
+    );
+    for n in nodes {
+        let free = n
+            .disk_available_bytes
+            .map(format_size)
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<6} {:<9} {:<22} {:<6} {:<7} {:>11} {:>9} {:>9}",
+            n.id,
+            n.role,
+            n.address,
+            if n.alive { "alive" } else { "dead" },
+            if n.leader { "yes" } else { "" },
+            free,
+            n.partitions_held,
+            n.partitions_assigned
+        );
+    }
+}
+
+pub async fn status(client: &MasterClient, json: bool) -> anyhow::Result<()> {
+    let view = collect_status(client).await;
+    if json {
+        print_json(&view)?;
+    } else {
+        match &view.leader {
+            Some(l) => println!("leader: master {} at {} (term {})", l.id, l.address, l.term),
+            None => println!("leader: none known"),
+        }
+        if let Some(v) = view.volumes {
+            println!("volumes: {v}");
+        }
+        print_nodes(&view.nodes);
+    }
+    if view.leader.is_none() {
+        anyhow::bail!("no master leader could be reached");
+    }
+    Ok(())
+}
+
+pub async fn node_list(client: &MasterClient, json: bool) -> anyhow::Result<()> {
+    let view = collect_status(client).await;
+    if view.leader.is_none() {
+        anyhow::bail!("no master leader could be reached");
+    }
+    if json {
+        print_json(&view.nodes)
+    } else {
+        Ok(print_nodes(&view.nodes))
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct PartitionView {
+    pub id: u64,
+    pub members: Vec<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inode_start: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inode_end: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct VolumeView {
+    pub id: u64,
+    pub name: String,
+    pub redundancy: String,
+    pub capacity_bytes: u64,
+    pub owner: String,
+    pub created_at_ms: u64,
+    pub meta_partitions: Vec<PartitionView>,
+    pub data_partitions: Vec<PartitionView>,
+}
+
+impl From<pb::Volume> for VolumeView {
+    fn from(v: pb::Volume) -> Self {
+        let ids = |m: &[pb::PartitionMember]| m.iter().map(|m| m.node_id).collect();
+        VolumeView {
+            id: v.id,
+            redundancy: v
+                .redundancy
+                .as_ref()
+                .and_then(|r| Redundancy::try_from(r).ok())
+                .map(|r| r.to_string())
+                .unwrap_or_default(),
+            name: v.name,
+            capacity_bytes: v.capacity_bytes,
+            owner: v.owner,
+            created_at_ms: v.created_at_ms,
+            meta_partitions: v
+                .meta_partitions
+                .iter()
+                .map(|p| PartitionView {
+                    id: p.id,
+                    members: ids(&p.members),
+                    inode_start: Some(p.inode_start),
+                    inode_end: p.inode_end,
+                })
+                .collect(),
+            data_partitions: v
+                .data_partitions
+                .iter()
+                .map(|p| PartitionView {
+                    id: p.id,
+                    members: ids(&p.members),
+                    inode_start: None,
+                    inode_end: None,
+                })
+                .collect(),
+        }
+    }
+}
+
+fn print_volume(v: &VolumeView) {
+    println!(
+        "volume {} (id {}): {}, capacity {}",
+        v.name,
+        v.id,
+        v.redundancy,
+        format_size(v.capacity_bytes)
+    );
+    for p in &v.meta_partitions {
+        let end = p
+            .inode_end
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| "∞".into());
+        println!(
+            "  meta partition {:<5} inodes [{}, {end})  on {:?}",
+            p.id,
+            p.inode_start.unwrap_or(0),
+            p.members
+        );
+    }
+    for p in &v.data_partitions {
+        println!("  data partition {:<5} on {:?}", p.id, p.members);
+    }
+}
+
+pub async fn volume_create(
+    client: &MasterClient,
+    name: &str,
+    redundancy: &str,
+    capacity: &str,
+    owner: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    let redundancy: Redundancy = redundancy.parse()?;
+    let capacity_bytes = parse_size(capacity)?;
+    let request = pb::CreateVolumeRequest {
+        name: name.to_string(),
+        redundancy: Some(redundancy.into()),
+        capacity_bytes,
+        owner: owner.to_string(),
+        request_id: format!("{:032x}", rand_id()),
+    };
+    let volume = VolumeView::from(client.create_volume(request).await?);
+    if json {
+        print_json(&volume)
+    } else {
+        Ok(print_volume(&volume))
+    }
+}
+
+fn rand_id() -> u128 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    nanos ^ ((std::process::id() as u128) << 64)
+}
+
+pub async fn volume_list(client: &MasterClient, json: bool) -> anyhow::Result<()> {
+    let volumes: Vec<VolumeView> = client
+        .list_volumes()
+        .await?
+        .into_iter()
+        .map(VolumeView::from)
+        .collect();
+    if json {
+        return print_json(&volumes);
+    }
+    println!(
+        "{:<6} {:<24} {:<12} {:>12} {:>6} {:>6}",
+        "ID", "NAME", "REDUNDANCY", "CAPACITY", "META", "DATA"
+    );
+    for v in &volumes {
+        println!(
+            "{:<6} {:<24} {:<12} {:>12} {:>6} {:>6}",
+            v.id,
+            v.name,
+            v.redundancy,
+            format_size(v.capacity_bytes),
+            v.meta_partitions.len(),
+            v.data_partitions.len()
+        );
+    }
+    Ok(())
+}
+
+pub async fn volume_info(client: &MasterClient, name: &str, json: bool) -> anyhow::Result<()> {
+    let volume = VolumeView::from(client.get_volume(name).await?);
+    if json {
+        print_json(&volume)
+    } else {
+        Ok(print_volume(&volume))
+    }
+}
+
+pub async fn volume_delete(client: &MasterClient, name: &str) -> anyhow::Result<()> {
+    client.delete_volume(name).await?;
+    println!("volume {name} deleted");
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+struct UserView {
+    name: String,
+    access_keys: Vec<(String, String)>,
+}
+
+pub async fn user_create(client: &MasterClient, name: &str, json: bool) -> anyhow::Result<()> {
+    let user = client.create_user(name).await?;
+    let view = UserView {
+        name: user.name,
+        access_keys: user
+            .access_keys
+            .into_iter()
+            .map(|k| (k.access_key_id, k.secret_access_key))
+            .collect(),
+    };
+    if json {
+        return print_json(&view);
+    }
+    println!("user {} created", view.name);
+    for (id, secret) in &view.access_keys {
+        println!("  access key id:     {id}\n  secret access key: {secret}");
+    }
+    Ok(())
+}
+
+pub async fn user_list(client: &MasterClient, json: bool) -> anyhow::Result<()> {
+    let users = client.list_users().await?;
+    if json {
+        let names: Vec<(String, Vec<String>)> = users
+            .into_iter()
+            .map(|u| {
+                (
+                    u.name,
+                    u.access_keys.into_iter().map(|k| k.access_key_id).collect(),
+                )
+            })
+            .collect();
+        return print_json(&names);
+    }
+    for u in users {
+        let keys: Vec<String> = u.access_keys.into_iter().map(|k| k.access_key_id).collect();
+        println!("{:<24} {}", u.name, keys.join(","));
+    }
+    Ok(())
+}
+
+pub async fn user_delete(client: &MasterClient, name: &str) -> anyhow::Result<()> {
+    client.delete_user(name).await?;
+    println!("user {name} deleted");
+    Ok(())
+}

@@ -1,0 +1,434 @@
+//! `strata dev`: a whole local cluster on loopback, every node its own OS
+//! process, state under one directory, described by `cluster.json`.
+//! Run again on the same directory, it brings the same cluster back;
+//! `strata dev restart ID` starts one node again; Ctrl-C (or `strata dev
+//! stop`) stops every process it started.
+
+use std::fs::OpenOptions;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use strata_common::config::{ConfigFile, MasterConfig, NodeConfig, RaftConfig};
+use strata_common::size::parse_size;
+use strata_proto::master as pb;
+use strata_sdk::MasterClient;
+
+use crate::admin::collect_status;
+use crate::cluster_file::{ClusterFile, DevNode};
+use crate::serve::shutdown_signal;
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    #[command(subcommand)]
+    pub action: Option<DevAction>,
+    /// Directory holding the cluster's data, configs, logs and cluster.json.
+    #[arg(long, global = true, default_value = "strata-dev")]
+    pub dir: PathBuf,
+    /// Master replicas (1 is allowed for development).
+    #[arg(long = "masters", id = "master_count", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=99))]
+    pub masters: u64,
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=99))]
+    pub metanodes: u64,
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u64).range(1..=99))]
+    pub datanodes: u64,
+    /// First port: masters use BASE.., metanodes BASE+100.., datanodes BASE+200..;
+    /// 0 picks free ports (kept for later runs in cluster.json).
+    #[arg(long, default_value_t = 17100)]
+    pub base_port: u16,
+    /// Name of the volume created when the cluster first comes up; "" for none.
+    #[arg(long, default_value = "default")]
+    pub volume: String,
+    /// Capacity of that volume.
+    #[arg(long, default_value = "100GiB")]
+    pub volume_capacity: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DevAction {
+    /// Start one node of the cluster again (after it was killed).
+    Restart {
+        /// The node's id as listed in cluster.json.
+        node_id: u64,
+    },
+    /// Stop every process of the cluster.
+    Stop,
+}
+
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("creating {}", args.dir.display()))?;
+    let dir = args.dir.canonicalize()?;
+    match args.action {
+        Some(DevAction::Restart { node_id }) => restart(&dir, node_id),
+        Some(DevAction::Stop) => stop(&dir).await,
+        None => supervise(&dir, &args).await,
+    }
+}
+
+fn pid_alive(pid: u32) -> bool {
+    // A zombie (killed but not yet reaped) counts as dead.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Whether `pid` is still one of our node processes (pids get reused).
+fn is_node_process(pid: u32, node: &DevNode) -> bool {
+    pid_alive(pid)
+        && std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|c| String::from_utf8_lossy(&c).contains(&*node.config.to_string_lossy()))
+            .unwrap_or(false)
+}
+
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill has no memory effects; a stale pid only yields ESRCH.
+    unsafe {
+        libc::kill(pid as i32, sig);
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn port(args: &DevArgs, offset: u64) -> anyhow::Result<u16> {
+    if args.base_port == 0 {
+        return free_port();
+    }
+    u16::try_from(args.base_port as u64 + offset)
+        .context("ports past 65535: choose a lower --base-port")
+}
+
+/// Lays out a new cluster: ids, ports, directories and config files.
+fn create_layout(dir: &Path, args: &DevArgs) -> anyhow::Result<ClusterFile> {
+    let mut nodes = Vec::new();
+    let mut add = |id: u64, role: &str, address: String| {
+        let home = dir.join(format!("{role}-{id}"));
+        nodes.push(DevNode {
+            id,
+            role: role.into(),
+            address,
+            pid: None,
+            data_dir: home.join("data"),
+            config: home.join("strata.toml"),
+            log: home.join("node.log"),
+        });
+    };
+    for i in 0..args.masters {
+        add(1 + i, "master", format!("127.0.0.1:{}", port(args, i)?));
+    }
+    for i in 0..args.metanodes {
+        add(
+            101 + i,
+            "metanode",
+            format!("127.0.0.1:{}", port(args, 100 + i)?),
+        );
+    }
+    for i in 0..args.datanodes {
+        add(
+            201 + i,
+            "datanode",
+            format!("127.0.0.1:{}", port(args, 200 + i)?),
+        );
+    }
+    let file = ClusterFile {
+        nodes,
+        supervisor_pid: None,
+    };
+    let peers: Vec<String> = file
+        .nodes
+        .iter()
+        .filter(|n| n.role == "master")
+        .map(|n| format!("{}={}", n.id, n.address))
+        .collect();
+    let masters = file.master_addresses();
+    for node in &file.nodes {
+        std::fs::create_dir_all(node.config.parent().expect("config has a parent"))?;
+        let config = if node.role == "master" {
+            ConfigFile {
+                master: Some(MasterConfig {
+                    id: node.id,
+                    listen: node.address.clone(),
+                    peers: peers.clone(),
+                    data_dir: node.data_dir.clone(),
+                    raft: RaftConfig::default(),
+                    node_heartbeat_interval_ms: 1000,
+                    node_timeout_ms: 5000,
+                    meta_replicas: args.metanodes.min(3) as u32,
+                    initial_meta_partitions: 3,
+                    meta_partition_inode_span: 1 << 24,
+                    initial_data_partitions: 4,
+                }),
+                ..Default::default()
+            }
+        } else {
+            let section = NodeConfig {
+                node_id: node.id,
+                listen: node.address.clone(),
+                data_dir: node.data_dir.clone(),
+                masters: masters.clone(),
+            };
+            if node.role == "metanode" {
+                ConfigFile {
+                    metanode: Some(section),
+                    ..Default::default()
+                }
+            } else {
+                ConfigFile {
+                    datanode: Some(section),
+                    ..Default::default()
+                }
+            }
+        };
+        std::fs::write(&node.config, toml::to_string_pretty(&config)?)
+            .with_context(|| format!("writing {}", node.config.display()))?;
+    }
+    Ok(file)
+}
+
+fn spawn(node: &DevNode, detach: bool) -> anyhow::Result<Child> {
+    let exe = std::env::current_exe().context("locating the strata binary")?;
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&node.log)
+        .with_context(|| format!("opening {}", node.log.display()))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg(&node.role)
+        .arg("--config")
+        .arg(&node.config)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // A node is configured by its file alone; the caller's overrides must not leak in.
+    for var in [
+        "STRATA_CONFIG",
+        "STRATA_LISTEN",
+        "STRATA_DATA_DIR",
+        "STRATA_NODE_ID",
+        "STRATA_MASTER",
+    ] {
+        cmd.env_remove(var);
+    }
+    if detach {
+        cmd.process_group(0);
+    }
+    cmd.spawn()
+        .with_context(|| format!("starting {} {}", node.role, node.id))
+}
+
+async fn supervise(dir: &Path, args: &DevArgs) -> anyhow::Result<()> {
+    let mut file = match ClusterFile::load(dir)? {
+        Some(file) => {
+            if let Some(pid) = file.supervisor_pid.filter(|p| pid_alive(*p)) {
+                anyhow::bail!(
+                    "a strata dev for {} is already running (pid {pid}); stop it with `strata dev stop`",
+                    dir.display()
+                );
+            }
+            if let Some(running) = file
+                .nodes
+                .iter()
+                .find(|n| n.pid.is_some_and(|p| is_node_process(p, n)))
+            {
+                anyhow::bail!(
+                    "{} {} of this cluster is still running (pid {:?}); `strata dev stop` first",
+                    running.role,
+                    running.id,
+                    running.pid
+                );
+            }
+            println!("restarting the cluster in {}", dir.display());
+            file
+        }
+        None => {
+            println!("creating a cluster in {}", dir.display());
+            create_layout(dir, args)?
+        }
+    };
+    file.supervisor_pid = Some(std::process::id());
+    let mut children = Vec::new();
+    for node in file.nodes.iter_mut() {
+        let child = spawn(node, false)?;
+        node.pid = Some(child.id());
+        children.push(child);
+    }
+    file.store(dir)?;
+
+    let result = bring_up(&file, args).await;
+    match &result {
+        Ok(()) => println!(
+            "cluster is up; Ctrl-C stops it (data stays in {})",
+            dir.display()
+        ),
+        Err(e) => eprintln!("the cluster did not come up: {e:#}"),
+    }
+    if result.is_ok() {
+        let shutdown = shutdown_signal();
+        tokio::pin!(shutdown);
+        let mut reap = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = reap.tick() => children.retain_mut(|c| matches!(c.try_wait(), Ok(None))),
+            }
+        }
+    }
+    println!("stopping the cluster");
+    stop_nodes(dir).await?;
+    for mut child in children {
+        let _ = child.wait();
+    }
+    result
+}
+
+/// Waits for a leader and every node alive, then creates the default volume.
+async fn bring_up(file: &ClusterFile, args: &DevArgs) -> anyhow::Result<()> {
+    let client = MasterClient::new(file.master_addresses())?;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let status = collect_status(&client).await;
+        let alive = |n: &DevNode| status.nodes.iter().any(|v| v.id == n.id && v.alive);
+        let missing: Vec<u64> = file
+            .nodes
+            .iter()
+            .filter(|n| !alive(n))
+            .map(|n| n.id)
+            .collect();
+        if let (Some(leader), true) = (&status.leader, missing.is_empty()) {
+            println!("leader: master {} at {}", leader.id, leader.address);
+            break;
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "after 90 s: leader {:?}, nodes not alive {missing:?} (see the node.log files)",
+                status.leader.map(|l| l.id)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let count = |role: &str| file.nodes.iter().filter(|n| n.role == role).count();
+    println!(
+        "masters: {}  metanodes: {}  datanodes: {}",
+        count("master"),
+        count("metanode"),
+        count("datanode")
+    );
+    println!("export STRATA_MASTER={}", file.master_addresses().join(","));
+    if !args.volume.is_empty() {
+        ensure_volume(
+            &client,
+            &args.volume,
+            count("datanode"),
+            &args.volume_capacity,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn ensure_volume(
+    client: &MasterClient,
+    name: &str,
+    datanodes: usize,
+    capacity: &str,
+) -> anyhow::Result<()> {
+    if client.get_volume(name).await.is_ok() {
+        println!("volume {name} is there");
+        return Ok(());
+    }
+    let replicas = datanodes.clamp(1, 3) as u32;
+    let redundancy = strata_common::types::Redundancy::Replicated { replicas };
+    let request = pb::CreateVolumeRequest {
+        name: name.into(),
+        redundancy: Some(redundancy.into()),
+        capacity_bytes: parse_size(capacity)?,
+        owner: String::new(),
+        request_id: format!("strata-dev-{name}"),
+    };
+    client
+        .create_volume(request)
+        .await
+        .with_context(|| format!("creating volume {name}"))?;
+    println!("volume {name} created ({redundancy})");
+    Ok(())
+}
+
+/// SIGTERM to every node still running, SIGKILL after 10 s; records them stopped.
+async fn stop_nodes(dir: &Path) -> anyhow::Result<()> {
+    let Some(mut file) = ClusterFile::load(dir)? else {
+        return Ok(());
+    };
+    let running: Vec<u32> = file
+        .nodes
+        .iter()
+        .filter_map(|n| n.pid.filter(|p| is_node_process(*p, n)))
+        .collect();
+    for pid in &running {
+        signal(*pid, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running.iter().any(|p| pid_alive(*p)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for pid in running.iter().filter(|p| pid_alive(**p)) {
+        signal(*pid, libc::SIGKILL);
+    }
+    for node in file.nodes.iter_mut() {
+        node.pid = None;
+    }
+    if file.supervisor_pid == Some(std::process::id()) {
+        file.supervisor_pid = None;
+    }
+    file.store(dir)
+}
+
+fn restart(dir: &Path, node_id: u64) -> anyhow::Result<()> {
+    let mut file =
+        ClusterFile::load(dir)?.with_context(|| format!("no cluster.json in {}", dir.display()))?;
+    let node = file
+        .node(node_id)
+        .with_context(|| {
+            format!(
+                "node {node_id} is not in {}",
+                ClusterFile::path(dir).display()
+            )
+        })?
+        .clone();
+    if let Some(pid) = node.pid.filter(|p| is_node_process(*p, &node)) {
+        anyhow::bail!("{} {node_id} is already running (pid {pid})", node.role);
+    }
+    let child = spawn(&node, true)?;
+    let pid = child.id();
+    for n in file.nodes.iter_mut().filter(|n| n.id == node_id) {
+        n.pid = Some(pid);
+    }
+    file.store(dir)?;
+    println!("{} {node_id} started (pid {pid})", node.role);
+    Ok(())
+}
+
+async fn stop(dir: &Path) -> anyhow::Result<()> {
+    let file =
+        ClusterFile::load(dir)?.with_context(|| format!("no cluster.json in {}", dir.display()))?;
+    if let Some(pid) = file.supervisor_pid.filter(|p| pid_alive(*p)) {
+        signal(pid, libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while pid_alive(pid) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    stop_nodes(dir).await?;
+    println!("cluster in {} stopped", dir.display());
+    Ok(())
+}

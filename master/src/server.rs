@@ -1,0 +1,110 @@
+//! Running one master replica: its RocksDB, its raft engine hosting the
+//! master group, and a gRPC server carrying both the Master service and Raft
+//! traffic on the configured address.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use strata_common::config::{MasterConfig, parse_peers};
+use strata_proto::master::master_client::MasterClient;
+use strata_proto::master::{ClusterStatusRequest, master_server::MasterServer};
+use strata_raftstore::{AddressBook, Engine, GroupSpec, GrpcTransport, RaftService, open_db};
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::service::MasterService;
+use crate::state::{MASTER_GROUP, MasterMachine};
+
+/// Runs a master until `shutdown` resolves.
+pub async fn run(
+    config: MasterConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    config.validate()?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let db = open_db(
+        &config.data_dir.join("rocksdb"),
+        config.raft.rocksdb_max_open_files,
+    )?;
+    let peers = parse_peers(&config.peers)?;
+    let addresses = AddressBook::new();
+    for (id, address) in &peers {
+        addresses.set(*id, address.clone());
+    }
+    let transport = GrpcTransport::new(config.id, addresses.clone());
+    let engine = Engine::start(config.id, db, config.raft.clone(), transport, addresses);
+    engine
+        .create_group(
+            MASTER_GROUP,
+            GroupSpec {
+                initial_voters: peers.clone(),
+            },
+            Box::new(MasterMachine),
+        )
+        .await
+        .context("starting the master raft group")?;
+
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    tracing::info!(master_id = config.id, listen = %config.listen, peers = peers.len(), "master started");
+
+    let master_seen = Arc::new(RwLock::new(HashMap::new()));
+    let prober = tokio::spawn(probe_masters(
+        engine.clone(),
+        config.id,
+        master_seen.clone(),
+    ));
+    let service = MasterService::new(engine.clone(), config, master_seen);
+    let result = tonic::transport::Server::builder()
+        .add_service(MasterServer::new(service))
+        .add_service(RaftService::new(engine.clone()).into_server())
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    prober.abort();
+    engine.shutdown();
+    tracing::info!("master stopped");
+    result.context("serving gRPC")
+}
+
+/// While leading, asks every other master for its status once a second, so
+/// `strata status` can say which masters are alive.
+async fn probe_masters(engine: Engine, self_id: u64, seen: Arc<RwLock<HashMap<u64, Instant>>>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let Some(status) = engine.status(MASTER_GROUP) else {
+            continue;
+        };
+        if status.leader_id != self_id {
+            continue;
+        }
+        for peer in status.voters.iter().copied().filter(|id| *id != self_id) {
+            let Some(address) = engine.addresses().get(peer) else {
+                continue;
+            };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                if ping(&address).await {
+                    seen.write().unwrap().insert(peer, Instant::now());
+                }
+            });
+        }
+    }
+}
+
+async fn ping(address: &str) -> bool {
+    let call = async {
+        let mut client = MasterClient::connect(format!("http://{address}"))
+            .await
+            .ok()?;
+        client.cluster_status(ClusterStatusRequest {}).await.ok()
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_millis(800), call).await,
+        Ok(Some(_))
+    )
+}

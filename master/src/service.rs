@@ -1,0 +1,557 @@
+//! The master's gRPC service. Writes become Raft commands proposed by the
+//! leader; reads confirm leadership with ReadIndex and then read the applied
+//! state; heartbeats only touch the leader's in-memory liveness table.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use strata_common::config::MasterConfig;
+use strata_common::sys::DiskUsage;
+use strata_common::types::{NodeRole, Redundancy, validate_user_name, validate_volume_name};
+use strata_common::{ErrorCode, Result, StrataError};
+use strata_proto::master as pb;
+use strata_raftstore::{Engine, GroupStatus, Role};
+use tonic::{Request, Response, Status};
+
+use crate::liveness::Liveness;
+use crate::placement::{self, Candidate};
+use crate::state::{
+    AccessKeyRecord, Command, MASTER_GROUP, NodeRecord, Outcome, PlannedMetaPartition, StateReader,
+    UserRecord, VolumeRecord,
+};
+
+type RpcResult<T> = std::result::Result<Response<T>, Status>;
+
+pub struct MasterService {
+    engine: Engine,
+    config: MasterConfig,
+    liveness: Liveness,
+    /// When each other master last answered the leader's probe.
+    master_seen: Arc<RwLock<HashMap<u64, Instant>>>,
+    /// (term, when this replica saw itself lead that term).
+    leadership: Mutex<(u64, Instant)>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn random_token(len: usize) -> String {
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
+
+fn new_access_key() -> AccessKeyRecord {
+    AccessKeyRecord {
+        id: format!("SK{}", random_token(18).to_ascii_uppercase()),
+        secret: random_token(40),
+        created_at_ms: now_ms(),
+    }
+}
+
+fn capacity_from(c: Option<&pb::Capacity>) -> DiskUsage {
+    c.map(|c| DiskUsage {
+        total_bytes: c.total_bytes,
+        used_bytes: c.used_bytes,
+        available_bytes: c.available_bytes,
+    })
+    .unwrap_or_default()
+}
+
+fn capacity_to(c: DiskUsage) -> pb::Capacity {
+    pb::Capacity {
+        total_bytes: c.total_bytes,
+        used_bytes: c.used_bytes,
+        available_bytes: c.available_bytes,
+    }
+}
+
+impl MasterService {
+    pub fn new(
+        engine: Engine,
+        config: MasterConfig,
+        master_seen: Arc<RwLock<HashMap<u64, Instant>>>,
+    ) -> Self {
+        MasterService {
+            engine,
+            config,
+            liveness: Liveness::default(),
+            master_seen,
+            leadership: Mutex::new((0, Instant::now())),
+        }
+    }
+
+    fn node_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.node_timeout_ms)
+    }
+
+    fn ensure_leader(&self) -> Result<GroupStatus> {
+        let status = self
+            .engine
+            .status(MASTER_GROUP)
+            .ok_or_else(|| StrataError::unavailable("the master group is not running yet"))?;
+        if status.role != Role::Leader {
+            return Err(StrataError::not_leader(
+                self.engine.leader_address(MASTER_GROUP),
+            ));
+        }
+        let mut leadership = self.leadership.lock().unwrap();
+        if leadership.0 != status.term {
+            *leadership = (status.term, Instant::now());
+        }
+        Ok(status)
+    }
+
+    /// Whether this leader took over so recently that nodes may not have found it yet.
+    fn newly_elected(&self) -> bool {
+        self.leadership.lock().unwrap().1.elapsed() < self.node_timeout()
+    }
+
+    /// Confirms leadership (ReadIndex) and returns the applied state to read.
+    async fn read_state(&self) -> Result<StateReader> {
+        self.ensure_leader()?;
+        self.engine.read_index(MASTER_GROUP).await?;
+        Ok(StateReader(self.engine.kv(MASTER_GROUP)))
+    }
+
+    async fn propose(&self, command: Command) -> Result<Outcome> {
+        self.ensure_leader()?;
+        let bytes = serde_json::to_vec(&command).expect("commands serialize");
+        let reply = self.engine.propose(MASTER_GROUP, bytes).await?;
+        let outcome: Outcome = serde_json::from_slice(&reply)
+            .map_err(|e| StrataError::internal(format!("decoding command outcome: {e}")))?;
+        outcome.into_result()
+    }
+
+    fn candidates(&self, nodes: &[NodeRecord], role: NodeRole) -> Vec<Candidate> {
+        nodes
+            .iter()
+            .filter(|n| n.role == role.as_str())
+            .filter_map(|n| {
+                let health = self.liveness.get(n.id)?;
+                (health.last_seen.elapsed() < self.node_timeout()).then_some(Candidate {
+                    node_id: n.id,
+                    free_bytes: health.capacity.available_bytes,
+                })
+            })
+            .collect()
+    }
+
+    /// Places a new volume's partitions on live nodes.
+    fn plan_volume(
+        &self,
+        nodes: &[NodeRecord],
+        redundancy: Redundancy,
+    ) -> Result<(Vec<PlannedMetaPartition>, Vec<Vec<u64>>)> {
+        let mut rng = rand::rng();
+        let metanodes = self.candidates(nodes, NodeRole::Metanode);
+        let datanodes = self.candidates(nodes, NodeRole::Datanode);
+        let span = self.config.meta_partition_inode_span;
+        let count = self.config.initial_meta_partitions as u64;
+        let mut meta = Vec::new();
+        for i in 0..count {
+            let inode_start = 1 + i * span;
+            let inode_end = (i + 1 < count).then_some(1 + (i + 1) * span);
+            let what = format!(
+                "a meta partition with {} replicas",
+                self.config.meta_replicas
+            );
+            let members = placement::pick(
+                &metanodes,
+                self.config.meta_replicas as usize,
+                &what,
+                &mut rng,
+            )?;
+            meta.push(PlannedMetaPartition {
+                inode_start,
+                inode_end,
+                members,
+            });
+        }
+        let what = format!("a {redundancy} data partition");
+        let data = (0..self.config.initial_data_partitions)
+            .map(|_| placement::pick(&datanodes, redundancy.width() as usize, &what, &mut rng))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((meta, data))
+    }
+
+    fn volume_to_proto(volume: &VolumeRecord, addresses: &HashMap<u64, String>) -> pb::Volume {
+        let members = |ids: &[u64]| {
+            ids.iter()
+                .map(|id| pb::PartitionMember {
+                    node_id: *id,
+                    address: addresses.get(id).cloned().unwrap_or_default(),
+                })
+                .collect::<Vec<_>>()
+        };
+        let redundancy: Option<pb::Redundancy> =
+            volume.redundancy.parse::<Redundancy>().ok().map(Into::into);
+        pb::Volume {
+            id: volume.id,
+            name: volume.name.clone(),
+            redundancy,
+            capacity_bytes: volume.capacity_bytes,
+            owner: volume.owner.clone(),
+            created_at_ms: volume.created_at_ms,
+            meta_partitions: volume
+                .meta_partitions
+                .iter()
+                .map(|p| pb::MetaPartition {
+                    id: p.id,
+                    inode_start: p.inode_start,
+                    inode_end: p.inode_end,
+                    members: members(&p.members),
+                })
+                .collect(),
+            data_partitions: volume
+                .data_partitions
+                .iter()
+                .map(|p| pb::DataPartition {
+                    id: p.id,
+                    redundancy,
+                    members: members(&p.members),
+                })
+                .collect(),
+        }
+    }
+
+    fn addresses(nodes: &[NodeRecord]) -> HashMap<u64, String> {
+        nodes.iter().map(|n| (n.id, n.address.clone())).collect()
+    }
+
+    fn user_to_proto(user: UserRecord) -> pb::User {
+        let name = user.name.clone();
+        pb::User {
+            name: user.name,
+            created_at_ms: user.created_at_ms,
+            access_keys: user
+                .access_keys
+                .into_iter()
+                .map(|k| pb::AccessKey {
+                    access_key_id: k.id,
+                    secret_access_key: k.secret,
+                    user: name.clone(),
+                    created_at_ms: k.created_at_ms,
+                })
+                .collect(),
+        }
+    }
+
+    fn master_infos(&self, status: &GroupStatus) -> Vec<pb::NodeInfo> {
+        let seen = self.master_seen.read().unwrap();
+        status
+            .voters
+            .iter()
+            .map(|id| {
+                let is_self = *id == status.node_id;
+                let last = if is_self {
+                    Some(Duration::ZERO)
+                } else {
+                    seen.get(id).map(|t| t.elapsed())
+                };
+                pb::NodeInfo {
+                    id: *id,
+                    role: pb::NodeRole::Master as i32,
+                    address: self.engine.addresses().get(*id).unwrap_or_default(),
+                    alive: last.is_some_and(|d| d < self.node_timeout()),
+                    last_heartbeat_ms_ago: last.map(|d| d.as_millis() as u64),
+                    capacity: None,
+                    partitions_held: 0,
+                    partitions_assigned: 0,
+                    is_leader: *id == status.leader_id,
+                }
+            })
+            .collect()
+    }
+}
+
+#[tonic::async_trait]
+impl pb::master_server::Master for MasterService {
+    async fn register_node(
+        &self,
+        request: Request<pb::RegisterNodeRequest>,
+    ) -> RpcResult<pb::RegisterNodeResponse> {
+        let req = request.into_inner();
+        let role = NodeRole::try_from(req.role)?;
+        if role == NodeRole::Master {
+            return Err(
+                StrataError::invalid("masters are Raft members, they do not register").into(),
+            );
+        }
+        if req.address.is_empty() {
+            return Err(
+                StrataError::invalid("a node must register with the address it serves on").into(),
+            );
+        }
+        let command = Command::RegisterNode {
+            id: req.node_id,
+            role: role.as_str().into(),
+            address: req.address,
+            now_ms: now_ms(),
+        };
+        let Outcome::Node(node) = self.propose(command).await? else {
+            return Err(StrataError::internal("register returned no node").into());
+        };
+        self.liveness
+            .record(node.id, capacity_from(req.capacity.as_ref()), 0);
+        tracing::info!(node_id = node.id, role = %node.role, address = %node.address, "node registered");
+        Ok(Response::new(pb::RegisterNodeResponse {
+            node_id: node.id,
+            heartbeat_interval_ms: self.config.node_heartbeat_interval_ms,
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> RpcResult<pb::HeartbeatResponse> {
+        let req = request.into_inner();
+        self.ensure_leader()?;
+        // The leader's applied state is enough to know the node exists.
+        let kv = self.engine.kv(MASTER_GROUP);
+        if kv
+            .get(crate::state::node_key(req.node_id).as_bytes())?
+            .is_none()
+        {
+            return Err(
+                StrataError::not_found(format!("node {} is not registered", req.node_id)).into(),
+            );
+        }
+        self.liveness.record(
+            req.node_id,
+            capacity_from(req.capacity.as_ref()),
+            req.partitions_held,
+        );
+        Ok(Response::new(pb::HeartbeatResponse {}))
+    }
+
+    async fn list_nodes(
+        &self,
+        _request: Request<pb::ListNodesRequest>,
+    ) -> RpcResult<pb::ListNodesResponse> {
+        let state = self.read_state().await?;
+        let status = self.ensure_leader()?;
+        let mut assigned: HashMap<u64, u64> = HashMap::new();
+        for volume in state.volumes()? {
+            for id in volume.member_ids() {
+                *assigned.entry(id).or_default() += 1;
+            }
+        }
+        let mut nodes = self.master_infos(&status);
+        for node in state.nodes()? {
+            let health = self.liveness.get(node.id);
+            let role: NodeRole = node.role.parse()?;
+            nodes.push(pb::NodeInfo {
+                id: node.id,
+                role: pb::NodeRole::from(role) as i32,
+                address: node.address,
+                alive: self.liveness.is_alive(node.id, self.node_timeout()),
+                last_heartbeat_ms_ago: health.map(|h| h.last_seen.elapsed().as_millis() as u64),
+                capacity: health.map(|h| capacity_to(h.capacity)),
+                partitions_held: health.map(|h| h.partitions_held).unwrap_or(0),
+                partitions_assigned: assigned.get(&node.id).copied().unwrap_or(0),
+                is_leader: false,
+            });
+        }
+        Ok(Response::new(pb::ListNodesResponse { nodes }))
+    }
+
+    async fn cluster_status(
+        &self,
+        _request: Request<pb::ClusterStatusRequest>,
+    ) -> RpcResult<pb::ClusterStatusResponse> {
+        let status = self
+            .engine
+            .status(MASTER_GROUP)
+            .ok_or_else(|| StrataError::unavailable("the master group is not running yet"))?;
+        let addresses = self.engine.addresses();
+        Ok(Response::new(pb::ClusterStatusResponse {
+            self_id: status.node_id,
+            leader_id: status.leader_id,
+            leader_address: addresses.get(status.leader_id).unwrap_or_default(),
+            term: status.term,
+            applied_index: status.applied,
+            commit_index: status.commit,
+            masters: status
+                .voters
+                .iter()
+                .map(|id| pb::MasterPeer {
+                    id: *id,
+                    address: addresses.get(*id).unwrap_or_default(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn create_volume(
+        &self,
+        request: Request<pb::CreateVolumeRequest>,
+    ) -> RpcResult<pb::Volume> {
+        let req = request.into_inner();
+        validate_volume_name(&req.name)?;
+        let redundancy = Redundancy::try_from(
+            req.redundancy
+                .as_ref()
+                .ok_or_else(|| StrataError::invalid("redundancy is missing"))?,
+        )?;
+        if req.capacity_bytes == 0 {
+            return Err(StrataError::invalid("a volume needs a capacity above zero").into());
+        }
+        let state = self.read_state().await?;
+        let nodes = state.nodes()?;
+        if let Some(existing) = state.volume(&req.name)? {
+            if !req.request_id.is_empty() && existing.request_id == req.request_id {
+                return Ok(Response::new(Self::volume_to_proto(
+                    &existing,
+                    &Self::addresses(&nodes),
+                )));
+            }
+            return Err(StrataError::new(
+                ErrorCode::AlreadyExists,
+                format!("volume {} already exists", req.name),
+            )
+            .into());
+        }
+        let (meta, data) = match self.plan_volume(&nodes, redundancy) {
+            Ok(plan) => plan,
+            Err(e) if self.newly_elected() => {
+                return Err(StrataError::unavailable(format!(
+                    "new leader still hearing from nodes: {}",
+                    e.message
+                ))
+                .into());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let command = Command::CreateVolume {
+            name: req.name,
+            redundancy: redundancy.to_string(),
+            capacity_bytes: req.capacity_bytes,
+            owner: req.owner,
+            request_id: req.request_id,
+            now_ms: now_ms(),
+            meta,
+            data,
+        };
+        let Outcome::Volume(volume) = self.propose(command).await? else {
+            return Err(StrataError::internal("create volume returned no volume").into());
+        };
+        tracing::info!(volume_id = volume.id, volume = %volume.name, redundancy = %volume.redundancy, "volume created");
+        Ok(Response::new(Self::volume_to_proto(
+            &volume,
+            &Self::addresses(&nodes),
+        )))
+    }
+
+    async fn list_volumes(
+        &self,
+        _request: Request<pb::ListVolumesRequest>,
+    ) -> RpcResult<pb::ListVolumesResponse> {
+        let state = self.read_state().await?;
+        let addresses = Self::addresses(&state.nodes()?);
+        let volumes = state
+            .volumes()?
+            .iter()
+            .map(|v| Self::volume_to_proto(v, &addresses))
+            .collect();
+        Ok(Response::new(pb::ListVolumesResponse { volumes }))
+    }
+
+    async fn get_volume(&self, request: Request<pb::GetVolumeRequest>) -> RpcResult<pb::Volume> {
+        let name = request.into_inner().name;
+        let state = self.read_state().await?;
+        let volume = state
+            .volume(&name)?
+            .ok_or_else(|| StrataError::not_found(format!("volume {name} does not exist")))?;
+        Ok(Response::new(Self::volume_to_proto(
+            &volume,
+            &Self::addresses(&state.nodes()?),
+        )))
+    }
+
+    async fn delete_volume(
+        &self,
+        request: Request<pb::DeleteVolumeRequest>,
+    ) -> RpcResult<pb::DeleteVolumeResponse> {
+        let name = request.into_inner().name;
+        self.propose(Command::DeleteVolume { name: name.clone() })
+            .await?;
+        tracing::info!(volume = %name, "volume deleted");
+        Ok(Response::new(pb::DeleteVolumeResponse {}))
+    }
+
+    async fn create_user(&self, request: Request<pb::CreateUserRequest>) -> RpcResult<pb::User> {
+        let name = request.into_inner().name;
+        validate_user_name(&name)?;
+        let command = Command::CreateUser {
+            name,
+            access_key: new_access_key(),
+            now_ms: now_ms(),
+        };
+        let Outcome::User(user) = self.propose(command).await? else {
+            return Err(StrataError::internal("create user returned no user").into());
+        };
+        Ok(Response::new(Self::user_to_proto(user)))
+    }
+
+    async fn list_users(
+        &self,
+        _request: Request<pb::ListUsersRequest>,
+    ) -> RpcResult<pb::ListUsersResponse> {
+        let state = self.read_state().await?;
+        let users = state
+            .users()?
+            .into_iter()
+            .map(Self::user_to_proto)
+            .collect();
+        Ok(Response::new(pb::ListUsersResponse { users }))
+    }
+
+    async fn delete_user(
+        &self,
+        request: Request<pb::DeleteUserRequest>,
+    ) -> RpcResult<pb::DeleteUserResponse> {
+        let name = request.into_inner().name;
+        self.propose(Command::DeleteUser { name }).await?;
+        Ok(Response::new(pb::DeleteUserResponse {}))
+    }
+
+    async fn create_access_key(
+        &self,
+        request: Request<pb::CreateAccessKeyRequest>,
+    ) -> RpcResult<pb::AccessKey> {
+        let user = request.into_inner().user;
+        let command = Command::CreateAccessKey {
+            user: user.clone(),
+            access_key: new_access_key(),
+        };
+        let Outcome::AccessKey(key) = self.propose(command).await? else {
+            return Err(StrataError::internal("create access key returned no key").into());
+        };
+        Ok(Response::new(pb::AccessKey {
+            access_key_id: key.id,
+            secret_access_key: key.secret,
+            user,
+            created_at_ms: key.created_at_ms,
+        }))
+    }
+
+    async fn delete_access_key(
+        &self,
+        request: Request<pb::DeleteAccessKeyRequest>,
+    ) -> RpcResult<pb::DeleteAccessKeyResponse> {
+        let access_key_id = request.into_inner().access_key_id;
+        self.propose(Command::DeleteAccessKey { access_key_id })
+            .await?;
+        Ok(Response::new(pb::DeleteAccessKeyResponse {}))
+    }
+}
