@@ -55,6 +55,9 @@ pub struct NodeView {
     pub disk_available_bytes: Option<u64>,
     pub partitions_held: u64,
     pub partitions_assigned: u64,
+    /// For masters: the Raft log index this master has applied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub applied_index: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -104,6 +107,7 @@ pub async fn collect_status(client: &MasterClient) -> StatusView {
             .entry(status.self_id)
             .or_insert_with(|| master_view(status.self_id, &address));
         me.alive = true;
+        me.applied_index = Some(status.applied_index);
         if status.leader_id == status.self_id
             && leader.as_ref().is_none_or(|l| l.term < status.term)
         {
@@ -136,6 +140,7 @@ pub async fn collect_status(client: &MasterClient) -> StatusView {
                         disk_available_bytes: n.capacity.map(|c| c.available_bytes),
                         partitions_held: n.partitions_held,
                         partitions_assigned: n.partitions_assigned,
+                        applied_index: None,
                     }),
             );
         }
@@ -160,6 +165,7 @@ fn master_view(id: u64, address: &str) -> NodeView {
         disk_available_bytes: None,
         partitions_held: 0,
         partitions_assigned: 0,
+        applied_index: None,
     }
 }
 
