@@ -38,8 +38,17 @@ pub fn master_addresses(flag: &[String]) -> anyhow::Result<Vec<String>> {
     )
 }
 
-fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+fn print_json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Prints `value` as JSON, or for people with `human`.
+fn output<T: Serialize + ?Sized>(json: bool, value: &T, human: impl FnOnce(&T)) -> anyhow::Result<()> {
+    if json {
+        return print_json(value);
+    }
+    human(value);
     Ok(())
 }
 
@@ -218,11 +227,7 @@ pub async fn node_list(client: &MasterClient, json: bool) -> anyhow::Result<()> 
     if view.leader.is_none() {
         anyhow::bail!("no master leader could be reached");
     }
-    if json {
-        print_json(&view.nodes)
-    } else {
-        Ok(print_nodes(&view.nodes))
-    }
+    output(json, view.nodes.as_slice(), print_nodes)
 }
 
 #[derive(Debug, Serialize)]
@@ -329,11 +334,7 @@ pub async fn volume_create(
         request_id: format!("{:032x}", rand_id()),
     };
     let volume = VolumeView::from(client.create_volume(request).await?);
-    if json {
-        print_json(&volume)
-    } else {
-        Ok(print_volume(&volume))
-    }
+    output(json, &volume, print_volume)
 }
 
 fn rand_id() -> u128 {
@@ -375,11 +376,7 @@ pub async fn volume_list(client: &MasterClient, json: bool) -> anyhow::Result<()
 
 pub async fn volume_info(client: &MasterClient, name: &str, json: bool) -> anyhow::Result<()> {
     let volume = VolumeView::from(client.get_volume(name).await?);
-    if json {
-        print_json(&volume)
-    } else {
-        Ok(print_volume(&volume))
-    }
+    output(json, &volume, print_volume)
 }
 
 pub async fn volume_delete(client: &MasterClient, name: &str) -> anyhow::Result<()> {

@@ -178,17 +178,11 @@ impl Drop for DevCluster {
             kill(child.id() as u64, libc::SIGTERM);
             let _ = child.wait();
         }
-        if let Ok(bytes) = std::fs::read(self.cluster_dir().join("cluster.json")) {
-            if let Ok(file) = serde_json::from_slice::<Value>(&bytes) {
-                for pid in file["nodes"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|n| n["pid"].as_u64())
-                {
-                    kill(pid, libc::SIGKILL);
-                }
-            }
+        let file = std::fs::read(self.cluster_dir().join("cluster.json"))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok());
+        for pid in file.iter().flat_map(|f| f["nodes"].as_array().cloned().unwrap_or_default()).filter_map(|n| n["pid"].as_u64()) {
+            kill(pid, libc::SIGKILL);
         }
     }
 }

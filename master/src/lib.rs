@@ -8,6 +8,8 @@ mod placement;
 mod server;
 mod service;
 mod state;
+#[cfg(test)]
+mod state_tests;
 
 pub use server::run;
 pub use state::MASTER_GROUP;

@@ -327,23 +327,22 @@ impl Storage for GroupStorage {
         let start = keys::log_key(self.group, low);
         let mut out = Vec::with_capacity((high - low) as usize);
         let mut size = 0u64;
-        let mut expected = low;
-        for item in self
-            .db
-            .iterator_opt(IteratorMode::From(&start, Direction::Forward), opts)
-        {
+        let iter = self.db.iterator_opt(IteratorMode::From(&start, Direction::Forward), opts);
+        let mut size_limited = false;
+        for (expected, item) in (low..high).zip(iter) {
             let (key, value) = item.map_err(other)?;
             if keys::log_index(&key) != expected {
                 return Err(raft::Error::Store(StorageError::Unavailable));
             }
             size += value.len() as u64;
             if !out.is_empty() && size > max_size {
+                size_limited = true;
                 break;
             }
             out.push(Entry::decode(value.as_ref()).map_err(other)?);
-            expected += 1;
         }
-        if out.is_empty() && low < high {
+        if !size_limited && (out.len() as u64) < high - low {
+            // A hole in the log: entries raft-rs believes stored are missing.
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
         Ok(out)

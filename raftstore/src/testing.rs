@@ -209,12 +209,9 @@ impl TestCluster {
     ) -> bool {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
-            if let Some(engine) = self.engines.get(&node) {
-                if engine.kv(group).get(key.as_bytes()).unwrap().as_deref()
-                    == Some(value.as_bytes())
-                {
-                    return true;
-                }
+            let engine = self.engines.get(&node);
+            if engine.is_some_and(|e| e.kv(group).get(key.as_bytes()).unwrap().as_deref() == Some(value.as_bytes())) {
+                return true;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

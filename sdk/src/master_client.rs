@@ -118,11 +118,9 @@ impl MasterClient {
                                 format!("{what}: {}", err.message),
                             ));
                         }
-                        if err.code == ErrorCode::NotLeader {
-                            if let Some(hint) = err.leader_hint.clone() {
-                                *self.leader.lock().unwrap() = Some(hint.clone());
-                                queue.insert(0, hint);
-                            }
+                        if let (ErrorCode::NotLeader, Some(hint)) = (err.code, err.leader_hint.clone()) {
+                            *self.leader.lock().unwrap() = Some(hint.clone());
+                            queue.insert(0, hint);
                         }
                         tracing::debug!(%address, error = %err, "{what}: retrying");
                         last_error = err;

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what building and testing Strata needs on Debian, if missing:
+# clang/libclang (RocksDB's bindgen), protoc (raft-rs and our protos),
+# fuse3 (mounts), pkg-config, iproute2 (network namespaces in tests).
+# Sourced by dev-up.sh and test.sh; safe to run again.
+set -euo pipefail
+
+packages=(clang libclang-dev protobuf-compiler fuse3 libfuse3-dev pkg-config iproute2 build-essential)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${missing[@]}"
+fi
+
+for component in rustfmt clippy; do
+  if ! rustup component list --installed 2>/dev/null | grep -q "^$component"; then
+    rustup component add "$component"
+  fi
+done
+
+# One target directory outside the clone, kept across builds (RocksDB's C++ is slow to build).
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/strata/target}"
+mkdir -p "$CARGO_TARGET_DIR"

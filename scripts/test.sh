@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Quick start, command 2: the whole test suite — formatting, clippy with
+# warnings denied, and every test (unit, in-process multi-node, and the
+# multi-process cluster tests through `strata dev`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo test"
+cargo test --workspace
