@@ -44,7 +44,11 @@ fn print_json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
 }
 
 /// Prints `value` as JSON, or for people with `human`.
-fn output<T: Serialize + ?Sized>(json: bool, value: &T, human: impl FnOnce(&T)) -> anyhow::Result<()> {
+fn output<T: Serialize + ?Sized>(
+    json: bool,
+    value: &T,
+    human: impl FnOnce(&T),
+) -> anyhow::Result<()> {
     if json {
         return print_json(value);
     }

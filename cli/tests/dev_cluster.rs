@@ -181,7 +181,11 @@ impl Drop for DevCluster {
         let file = std::fs::read(self.cluster_dir().join("cluster.json"))
             .ok()
             .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok());
-        for pid in file.iter().flat_map(|f| f["nodes"].as_array().cloned().unwrap_or_default()).filter_map(|n| n["pid"].as_u64()) {
+        for pid in file
+            .iter()
+            .flat_map(|f| f["nodes"].as_array().cloned().unwrap_or_default())
+            .filter_map(|n| n["pid"].as_u64())
+        {
             kill(pid, libc::SIGKILL);
         }
     }

@@ -327,7 +327,9 @@ impl Storage for GroupStorage {
         let start = keys::log_key(self.group, low);
         let mut out = Vec::with_capacity((high - low) as usize);
         let mut size = 0u64;
-        let iter = self.db.iterator_opt(IteratorMode::From(&start, Direction::Forward), opts);
+        let iter = self
+            .db
+            .iterator_opt(IteratorMode::From(&start, Direction::Forward), opts);
         let mut size_limited = false;
         for (expected, item) in (low..high).zip(iter) {
             let (key, value) = item.map_err(other)?;

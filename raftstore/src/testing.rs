@@ -210,7 +210,9 @@ impl TestCluster {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             let engine = self.engines.get(&node);
-            if engine.is_some_and(|e| e.kv(group).get(key.as_bytes()).unwrap().as_deref() == Some(value.as_bytes())) {
+            if engine.is_some_and(|e| {
+                e.kv(group).get(key.as_bytes()).unwrap().as_deref() == Some(value.as_bytes())
+            }) {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -118,7 +118,9 @@ impl MasterClient {
                                 format!("{what}: {}", err.message),
                             ));
                         }
-                        if let (ErrorCode::NotLeader, Some(hint)) = (err.code, err.leader_hint.clone()) {
+                        if let (ErrorCode::NotLeader, Some(hint)) =
+                            (err.code, err.leader_hint.clone())
+                        {
                             *self.leader.lock().unwrap() = Some(hint.clone());
                             queue.insert(0, hint);
                         }

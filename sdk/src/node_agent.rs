@@ -227,7 +227,10 @@ async fn run_agent(
             partitions_held: stats.partitions_held.load(Ordering::Relaxed),
         };
         let result = client
-            .call("heartbeating", |mut c| async move { c.heartbeat(request).await })
+            .call(
+                "heartbeating",
+                |mut c| async move { c.heartbeat(request).await },
+            )
             .await;
         match result {
             Ok(_) => {}
