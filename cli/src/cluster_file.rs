@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use serde::{Deserialize, Serialize};
+use strata_common::files::{read_json, write_json};
 
 pub const CLUSTER_FILE: &str = "cluster.json";
 
@@ -38,25 +38,12 @@ impl ClusterFile {
     }
 
     pub fn load(dir: &Path) -> anyhow::Result<Option<ClusterFile>> {
-        let path = Self::path(dir);
-        match std::fs::read(&path) {
-            Ok(bytes) => Ok(Some(
-                serde_json::from_slice(&bytes)
-                    .with_context(|| format!("parsing {}", path.display()))?,
-            )),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-        }
+        Ok(read_json(&Self::path(dir))?)
     }
 
-    /// Writes atomically (temp file and rename) so readers never see half a file.
+    /// Replaces the file atomically so readers never see half of it.
     pub fn store(&self, dir: &Path) -> anyhow::Result<()> {
-        let path = Self::path(dir);
-        let tmp = dir.join(format!("{CLUSTER_FILE}.{}.tmp", std::process::id()));
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("replacing {}", path.display()))?;
-        Ok(())
+        Ok(write_json(&Self::path(dir), self, false)?)
     }
 
     pub fn master_addresses(&self) -> Vec<String> {

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod error;
+pub mod files;
 pub mod logging;
 pub mod size;
 pub mod sys;

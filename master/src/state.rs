@@ -388,34 +388,37 @@ fn register_node(
     address: String,
     now_ms: u64,
 ) -> Result<Outcome> {
-    if id != 0 {
-        if let Some(mut existing) = tx.get::<NodeRecord>(&node_key(id), "node")? {
-            if existing.role != role {
-                return Err(StrataError::new(
-                    ErrorCode::AlreadyExists,
-                    format!("node id {id} is already registered as a {}", existing.role),
-                ));
-            }
-            existing.address = address;
-            tx.put(&node_key(id), &existing);
-            return Ok(Outcome::Node(existing));
-        }
-        let record = NodeRecord {
-            id,
-            role,
-            address,
-            registered_at_ms: now_ms,
-        };
-        tx.put(&node_key(id), &record);
-        return Ok(Outcome::Node(record));
-    }
-    let id = tx.next_ids("node", 1, FIRST_ASSIGNED_NODE_ID)?;
-    let record = NodeRecord {
-        id,
-        role,
-        address,
-        registered_at_ms: now_ms,
+    let existing = if id == 0 {
+        None
+    } else {
+        tx.get::<NodeRecord>(&node_key(id), "node")?
     };
-    tx.put(&node_key(id), &record);
+    let record = match existing {
+        Some(existing) if existing.role != role => {
+            return Err(StrataError::new(
+                ErrorCode::AlreadyExists,
+                format!("node id {id} is already registered as a {}", existing.role),
+            ));
+        }
+        // A known node coming back, perhaps on another address.
+        Some(existing) => NodeRecord {
+            address,
+            ..existing
+        },
+        None => {
+            let id = if id == 0 {
+                tx.next_ids("node", 1, FIRST_ASSIGNED_NODE_ID)?
+            } else {
+                id
+            };
+            NodeRecord {
+                id,
+                role,
+                address,
+                registered_at_ms: now_ms,
+            }
+        }
+    };
+    tx.put(&node_key(record.id), &record);
     Ok(Outcome::Node(record))
 }

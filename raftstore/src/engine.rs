@@ -364,53 +364,24 @@ impl Worker {
                 let _ = reply.send(self.create_group(group, spec, sm));
             }
             Command::Propose { group, data, reply } => {
-                let id = self.request_id();
-                let Some(peer) = self.peers.get_mut(&group) else {
-                    let _ = reply.send(Err(Self::no_group(group)));
-                    return true;
-                };
-                if !peer.is_leader() {
-                    let err = StrataError::not_leader(self.shared.addresses.get(peer.leader_id()));
-                    let _ = reply.send(Err(err));
-                    return true;
-                }
-                match peer.node.propose(id_bytes(id), data) {
-                    Ok(()) => {
-                        peer.proposals.insert(id, reply);
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(StrataError::unavailable(format!(
-                            "proposal dropped: {e}"
-                        ))));
-                    }
-                }
+                self.start_proposal(group, reply, |node, ctx| {
+                    node.propose(ctx, data)
+                        .map_err(|e| StrataError::unavailable(format!("proposal dropped: {e}")))
+                });
             }
             Command::ChangeMembership {
                 group,
                 change,
                 reply,
             } => {
-                let id = self.request_id();
-                let Some(peer) = self.peers.get_mut(&group) else {
-                    let _ = reply.send(Err(Self::no_group(group)));
-                    return true;
-                };
-                if !peer.is_leader() {
-                    let err = StrataError::not_leader(self.shared.addresses.get(peer.leader_id()));
-                    let _ = reply.send(Err(err));
-                    return true;
-                }
-                match peer.node.propose_conf_change(id_bytes(id), change) {
-                    Ok(()) => {
-                        peer.proposals.insert(id, reply);
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(StrataError::new(
+                self.start_proposal(group, reply, |node, ctx| {
+                    node.propose_conf_change(ctx, change).map_err(|e| {
+                        StrataError::new(
                             ErrorCode::FailedPrecondition,
                             format!("membership change refused: {e}"),
-                        )));
-                    }
-                }
+                        )
+                    })
+                });
             }
             Command::ReadIndex { group, reply } => {
                 let id = self.request_id();
@@ -434,6 +405,35 @@ impl Worker {
             Command::Shutdown => return false,
         }
         true
+    }
+
+    /// Proposes on the group's leader with a fresh proposal id in the entry
+    /// context; the reply waits for that entry to apply here.
+    fn start_proposal(
+        &mut self,
+        group: u64,
+        reply: ProposalReply,
+        propose: impl FnOnce(&mut RawNode<GroupStorage>, Vec<u8>) -> Result<()>,
+    ) {
+        let id = self.request_id();
+        let Some(peer) = self.peers.get_mut(&group) else {
+            let _ = reply.send(Err(Self::no_group(group)));
+            return;
+        };
+        if !peer.is_leader() {
+            let _ = reply.send(Err(StrataError::not_leader(
+                self.shared.addresses.get(peer.leader_id()),
+            )));
+            return;
+        }
+        match propose(&mut peer.node, id_bytes(id)) {
+            Ok(()) => {
+                peer.proposals.insert(id, reply);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
     }
 
     fn create_group(

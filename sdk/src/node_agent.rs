@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use strata_common::config::NodeConfig;
+use strata_common::files::{read_json, write_json};
 use strata_common::sys::disk_usage;
 use strata_common::types::NodeRole;
 use strata_common::{ErrorCode, StrataError};
@@ -31,32 +32,13 @@ pub struct NodeIdentity {
 const IDENTITY_FILE: &str = "node.json";
 
 impl NodeIdentity {
-    pub fn load(data_dir: &Path) -> anyhow::Result<Option<NodeIdentity>> {
-        let path = data_dir.join(IDENTITY_FILE);
-        match std::fs::read(&path) {
-            Ok(bytes) => Ok(Some(
-                serde_json::from_slice(&bytes)
-                    .with_context(|| format!("parsing {}", path.display()))?,
-            )),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-        }
+    pub fn load(data_dir: &Path) -> strata_common::Result<Option<NodeIdentity>> {
+        read_json(&data_dir.join(IDENTITY_FILE))
     }
 
-    /// Writes the identity durably (temp file, fsync, rename).
-    pub fn store(&self, data_dir: &Path) -> anyhow::Result<()> {
-        let tmp = data_dir.join(format!("{IDENTITY_FILE}.tmp"));
-        let bytes = serde_json::to_vec_pretty(self)?;
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)
-                .with_context(|| format!("creating {}", tmp.display()))?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, data_dir.join(IDENTITY_FILE))?;
-        std::fs::File::open(data_dir)?.sync_all()?;
-        Ok(())
+    /// Writes the identity durably (temp file, fsync, rename, fsync of the directory).
+    pub fn store(&self, data_dir: &Path) -> strata_common::Result<()> {
+        write_json(&data_dir.join(IDENTITY_FILE), self, true)
     }
 }
 
