@@ -26,6 +26,11 @@ pub enum ErrorCode {
     IsDir,
     NameTooLong,
     PermissionDenied,
+    /// The operation is not allowed on this kind of object (EPERM), e.g. a hard link to a directory.
+    NotPermitted,
+    /// The requested attribute (xattr) does not exist.
+    NoData,
+    TooManyLinks,
     /// A peer could not be reached or did not answer in time; retrying may succeed.
     Unavailable,
     Timeout,
@@ -35,7 +40,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::NotFound,
         ErrorCode::AlreadyExists,
         ErrorCode::InvalidArgument,
@@ -47,6 +52,9 @@ impl ErrorCode {
         ErrorCode::IsDir,
         ErrorCode::NameTooLong,
         ErrorCode::PermissionDenied,
+        ErrorCode::NotPermitted,
+        ErrorCode::NoData,
+        ErrorCode::TooManyLinks,
         ErrorCode::Unavailable,
         ErrorCode::Timeout,
         ErrorCode::Corrupted,
@@ -66,6 +74,9 @@ impl ErrorCode {
             ErrorCode::IsDir => "is_dir",
             ErrorCode::NameTooLong => "name_too_long",
             ErrorCode::PermissionDenied => "permission_denied",
+            ErrorCode::NotPermitted => "not_permitted",
+            ErrorCode::NoData => "no_data",
+            ErrorCode::TooManyLinks => "too_many_links",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Timeout => "timeout",
             ErrorCode::Corrupted => "corrupted",
@@ -91,6 +102,9 @@ impl ErrorCode {
             ErrorCode::IsDir => libc::EISDIR,
             ErrorCode::NameTooLong => libc::ENAMETOOLONG,
             ErrorCode::PermissionDenied => libc::EACCES,
+            ErrorCode::NotPermitted => libc::EPERM,
+            ErrorCode::NoData => libc::ENODATA,
+            ErrorCode::TooManyLinks => libc::EMLINK,
             ErrorCode::Corrupted | ErrorCode::Internal => libc::EIO,
         }
     }
@@ -107,7 +121,9 @@ impl ErrorCode {
             ErrorCode::FailedPrecondition => "PreconditionFailed",
             ErrorCode::NotEmpty => "BucketNotEmpty",
             ErrorCode::NotDir | ErrorCode::IsDir => "InvalidRequest",
-            ErrorCode::PermissionDenied => "AccessDenied",
+            ErrorCode::PermissionDenied | ErrorCode::NotPermitted => "AccessDenied",
+            ErrorCode::NoData => "NoSuchKey",
+            ErrorCode::TooManyLinks => "InvalidRequest",
             ErrorCode::Corrupted | ErrorCode::Internal => "InternalError",
         }
     }
@@ -115,7 +131,7 @@ impl ErrorCode {
     /// The gRPC status code used between nodes and towards admin clients.
     pub fn grpc_code(self) -> tonic::Code {
         match self {
-            ErrorCode::NotFound => tonic::Code::NotFound,
+            ErrorCode::NotFound | ErrorCode::NoData => tonic::Code::NotFound,
             ErrorCode::AlreadyExists => tonic::Code::AlreadyExists,
             ErrorCode::InvalidArgument | ErrorCode::NameTooLong => tonic::Code::InvalidArgument,
             ErrorCode::NotLeader
@@ -124,7 +140,8 @@ impl ErrorCode {
             | ErrorCode::NotDir
             | ErrorCode::IsDir => tonic::Code::FailedPrecondition,
             ErrorCode::NoSpace => tonic::Code::ResourceExhausted,
-            ErrorCode::PermissionDenied => tonic::Code::PermissionDenied,
+            ErrorCode::PermissionDenied | ErrorCode::NotPermitted => tonic::Code::PermissionDenied,
+            ErrorCode::TooManyLinks => tonic::Code::FailedPrecondition,
             ErrorCode::Unavailable => tonic::Code::Unavailable,
             ErrorCode::Timeout => tonic::Code::DeadlineExceeded,
             ErrorCode::Corrupted => tonic::Code::DataLoss,

@@ -13,7 +13,7 @@ use strata_common::sys::DiskUsage;
 use strata_common::types::{NodeRole, Redundancy, validate_user_name, validate_volume_name};
 use strata_common::{ErrorCode, Result, StrataError};
 use strata_proto::master as pb;
-use strata_raftstore::{Engine, GroupStatus, Role};
+use strata_raftstore::{Engine, GroupStatus, KvRead, Role};
 use tonic::{Request, Response, Status};
 
 use crate::liveness::Liveness;
@@ -246,6 +246,26 @@ impl MasterService {
         }
     }
 
+    /// The meta partitions `node_id` must host, read from the leader's applied state.
+    fn meta_assignments(&self, node_id: u64) -> Result<Vec<pb::MetaPartitionAssignment>> {
+        let state = StateReader(self.engine.kv(MASTER_GROUP));
+        let volumes = state.volumes()?;
+        if !volumes.iter().any(|v| v.meta_partitions.iter().any(|p| p.members.contains(&node_id))) {
+            return Ok(Vec::new());
+        }
+        let addresses = Self::addresses(&state.nodes()?);
+        let mut out = Vec::new();
+        for volume in &volumes {
+            let view = Self::volume_to_proto(volume, &addresses);
+            for partition in view.meta_partitions {
+                if partition.members.iter().any(|m| m.node_id == node_id) {
+                    out.push(pb::MetaPartitionAssignment { volume_id: volume.id, partition: Some(partition) });
+                }
+            }
+        }
+        Ok(out)
+    }
+
     fn master_infos(&self, status: &GroupStatus) -> Vec<pb::NodeInfo> {
         let seen = self.master_seen.read().unwrap();
         status
@@ -331,7 +351,8 @@ impl pb::master_server::Master for MasterService {
             capacity_from(req.capacity.as_ref()),
             req.partitions_held,
         );
-        Ok(Response::new(pb::HeartbeatResponse {}))
+        let meta_partitions = self.meta_assignments(req.node_id)?;
+        Ok(Response::new(pb::HeartbeatResponse { meta_partitions }))
     }
 
     async fn list_nodes(

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 use strata_common::{ErrorCode, Result, StrataError};
-use strata_raftstore::{ApplyBatch, GroupKv, StateMachine};
+use strata_raftstore::{ApplyBatch, GroupKv, KvRead, StateMachine};
 
 /// Raft group id of the master's state.
 pub const MASTER_GROUP: u64 = 1;

@@ -13,3 +13,7 @@ pub mod raft {
 pub mod node {
     tonic::include_proto!("strata.node");
 }
+
+pub mod meta {
+    tonic::include_proto!("strata.meta");
+}

@@ -3,10 +3,25 @@
 
 use std::sync::Arc;
 
-use rocksdb::{DB, Direction, IteratorMode, WriteBatch};
+use rocksdb::{DB, Direction, IteratorMode, ReadOptions, WriteBatch};
 use strata_common::{Result, StrataError};
 
 use crate::keys;
+
+/// Reads of a group's key space, for code that runs both while applying a
+/// command and when serving reads.
+pub trait KvRead {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+
+    /// Up to `limit` key/values whose key starts with `prefix` and sorts after
+    /// `prefix + after` (all of them when `after` is empty), in key order,
+    /// keys relative to the group.
+    fn scan(&self, prefix: &[u8], after: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.scan(prefix, &[], usize::MAX)
+    }
+}
 
 /// Read access to one group's state-machine data. Cheap to clone; safe to use
 /// from any thread. Reads see everything applied so far on this node.
@@ -24,27 +39,33 @@ impl GroupKv {
     pub fn group_id(&self) -> u64 {
         self.group
     }
+}
 
-    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+impl KvRead for GroupKv {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.db
             .get(keys::data_key(self.group, key))
             .map_err(|e| StrataError::internal(format!("reading group {} key: {e}", self.group)))
     }
 
-    /// Every key/value whose key starts with `prefix`, in key order, with keys
-    /// relative to the group (as the state machine wrote them).
-    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let start = keys::data_key(self.group, prefix);
+    fn scan(&self, prefix: &[u8], after: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let full_prefix = keys::data_key(self.group, prefix);
+        let mut start = full_prefix.clone();
+        start.extend_from_slice(after);
+        let mut opts = ReadOptions::default();
+        if let Some(end) = keys::next_prefix(&full_prefix) {
+            opts.set_iterate_upper_bound(end);
+        }
         let mut out = Vec::new();
-        for item in self
-            .db
-            .iterator(IteratorMode::From(&start, Direction::Forward))
-        {
-            let (key, value) = item.map_err(|e| {
-                StrataError::internal(format!("scanning group {}: {e}", self.group))
-            })?;
-            if !key.starts_with(&start) {
+        let iter = self.db.iterator_opt(IteratorMode::From(&start, Direction::Forward), opts);
+        for item in iter {
+            if out.len() >= limit {
                 break;
+            }
+            let (key, value) = item
+                .map_err(|e| StrataError::internal(format!("scanning group {}: {e}", self.group)))?;
+            if !after.is_empty() && key.as_ref() == start.as_slice() {
+                continue; // strictly after the cookie
             }
             out.push((key[keys::data_prefix_len()..].to_vec(), value.to_vec()));
         }
@@ -74,13 +95,15 @@ impl<'a> ApplyBatch<'a> {
     pub fn delete(&mut self, key: &[u8]) {
         self.batch.delete(keys::data_key(self.kv.group, key));
     }
+}
 
-    /// Reads the state as it was before this command.
-    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+/// Reads see the state as it was before this command.
+impl KvRead for ApplyBatch<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.kv.get(key)
     }
 
-    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.kv.scan_prefix(prefix)
+    fn scan(&self, prefix: &[u8], after: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.kv.scan(prefix, after, limit)
     }
 }

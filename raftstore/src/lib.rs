@@ -21,7 +21,7 @@ mod transport;
 
 pub use db::open_db;
 pub use engine::{Engine, GroupSpec, GroupStatus, Role};
-pub use kv::{ApplyBatch, GroupKv};
+pub use kv::{ApplyBatch, GroupKv, KvRead};
 pub use transport::{AddressBook, GrpcTransport, RaftService, Transport};
 
 /// A replicated state machine hosted by one Raft group.

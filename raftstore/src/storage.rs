@@ -393,6 +393,7 @@ impl Storage for GroupStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::KvRead;
 
     fn entry(index: u64, term: u64) -> Entry {
         Entry {

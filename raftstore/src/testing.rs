@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use raft::eraftpb::Message;
 use strata_common::config::RaftConfig;
 
-use crate::{AddressBook, ApplyBatch, Engine, GroupSpec, StateMachine, Transport, open_db};
+use crate::{AddressBook, ApplyBatch, Engine, GroupSpec, KvRead, StateMachine, Transport, open_db};
 
 /// Delivers messages between engines in this process, subject to a filter.
 #[derive(Default)]

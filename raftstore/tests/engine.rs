@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use strata_common::ErrorCode;
 use strata_raftstore::testing::{KvMachine, TestCluster, address_of, fast_config};
-use strata_raftstore::{GroupSpec, Role};
+use strata_raftstore::{GroupSpec, KvRead, Role};
 
 const GROUP: u64 = 7;
 const WAIT: Duration = Duration::from_secs(10);
@@ -257,4 +257,20 @@ async fn single_voter_group_elects_itself() {
     let cluster = TestCluster::start(&[1], &[GROUP], fast_config(1000)).await;
     assert_eq!(leader(&cluster, &[1]).await, 1);
     assert_eq!(put(&cluster, 1, "solo", "yes").await.unwrap(), b"");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paged_scans_resume_strictly_after_the_cookie() {
+    let cluster = TestCluster::start(&[1], &[GROUP], fast_config(1000)).await;
+    leader(&cluster, &[1]).await;
+    for key in ["d/a", "d/b", "d/c", "d/d", "e/x"] {
+        put(&cluster, 1, key, "v").await.unwrap();
+    }
+    let kv = cluster.engines[&1].kv(GROUP);
+    let names = |page: Vec<(Vec<u8>, Vec<u8>)>| page.into_iter().map(|(k, _)| String::from_utf8(k).unwrap()).collect::<Vec<_>>();
+    assert_eq!(names(kv.scan(b"d/", b"", 2).unwrap()), ["d/a", "d/b"]);
+    assert_eq!(names(kv.scan(b"d/", b"b", 2).unwrap()), ["d/c", "d/d"]);
+    assert_eq!(names(kv.scan(b"d/", b"d", 2).unwrap()), Vec::<String>::new(), "nothing past the prefix");
+    assert_eq!(names(kv.scan(b"d/", b"bb", 10).unwrap()), ["d/c", "d/d"], "a cookie that no longer exists still resumes");
+    assert_eq!(kv.scan_prefix(b"e/").unwrap().len(), 1);
 }
