@@ -250,7 +250,11 @@ impl MasterService {
     fn meta_assignments(&self, node_id: u64) -> Result<Vec<pb::MetaPartitionAssignment>> {
         let state = StateReader(self.engine.kv(MASTER_GROUP));
         let volumes = state.volumes()?;
-        if !volumes.iter().any(|v| v.meta_partitions.iter().any(|p| p.members.contains(&node_id))) {
+        if !volumes.iter().any(|v| {
+            v.meta_partitions
+                .iter()
+                .any(|p| p.members.contains(&node_id))
+        }) {
             return Ok(Vec::new());
         }
         let addresses = Self::addresses(&state.nodes()?);
@@ -259,7 +263,10 @@ impl MasterService {
             let view = Self::volume_to_proto(volume, &addresses);
             for partition in view.meta_partitions {
                 if partition.members.iter().any(|m| m.node_id == node_id) {
-                    out.push(pb::MetaPartitionAssignment { volume_id: volume.id, partition: Some(partition) });
+                    out.push(pb::MetaPartitionAssignment {
+                        volume_id: volume.id,
+                        partition: Some(partition),
+                    });
                 }
             }
         }

@@ -1,7 +1,17 @@
-//! The metanode role. For now it runs the part every node shares (see
-//! `strata_sdk::node_agent`): it registers with the master, heartbeats its
-//! capacity and the partitions it holds, and serves its identity. The
-//! metanode services themselves arrive with their own issues.
+//! The metanode: hosts the meta partitions the master assigns to it, each a
+//! Raft group (one RocksDB, one engine thread and one transport for all of
+//! them), holding a volume's namespace by inode range: inodes, dentries and
+//! xattrs in RocksDB, never all in memory.
+
+mod attrs;
+mod keys;
+pub mod machine;
+mod ops;
+pub mod read;
+mod rename;
+mod txn;
+
+pub use machine::MetaMachine;
 
 use std::future::Future;
 

@@ -57,13 +57,16 @@ impl KvRead for GroupKv {
             opts.set_iterate_upper_bound(end);
         }
         let mut out = Vec::new();
-        let iter = self.db.iterator_opt(IteratorMode::From(&start, Direction::Forward), opts);
+        let iter = self
+            .db
+            .iterator_opt(IteratorMode::From(&start, Direction::Forward), opts);
         for item in iter {
             if out.len() >= limit {
                 break;
             }
-            let (key, value) = item
-                .map_err(|e| StrataError::internal(format!("scanning group {}: {e}", self.group)))?;
+            let (key, value) = item.map_err(|e| {
+                StrataError::internal(format!("scanning group {}: {e}", self.group))
+            })?;
             if !after.is_empty() && key.as_ref() == start.as_slice() {
                 continue; // strictly after the cookie
             }
@@ -94,6 +97,11 @@ impl<'a> ApplyBatch<'a> {
 
     pub fn delete(&mut self, key: &[u8]) {
         self.batch.delete(keys::data_key(self.kv.group, key));
+    }
+
+    /// Drops every write staged so far, so a command that fails halfway changes nothing.
+    pub fn discard(&mut self) {
+        self.batch.clear();
     }
 }
 

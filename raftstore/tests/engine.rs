@@ -267,10 +267,22 @@ async fn paged_scans_resume_strictly_after_the_cookie() {
         put(&cluster, 1, key, "v").await.unwrap();
     }
     let kv = cluster.engines[&1].kv(GROUP);
-    let names = |page: Vec<(Vec<u8>, Vec<u8>)>| page.into_iter().map(|(k, _)| String::from_utf8(k).unwrap()).collect::<Vec<_>>();
+    let names = |page: Vec<(Vec<u8>, Vec<u8>)>| {
+        page.into_iter()
+            .map(|(k, _)| String::from_utf8(k).unwrap())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(names(kv.scan(b"d/", b"", 2).unwrap()), ["d/a", "d/b"]);
     assert_eq!(names(kv.scan(b"d/", b"b", 2).unwrap()), ["d/c", "d/d"]);
-    assert_eq!(names(kv.scan(b"d/", b"d", 2).unwrap()), Vec::<String>::new(), "nothing past the prefix");
-    assert_eq!(names(kv.scan(b"d/", b"bb", 10).unwrap()), ["d/c", "d/d"], "a cookie that no longer exists still resumes");
+    assert_eq!(
+        names(kv.scan(b"d/", b"d", 2).unwrap()),
+        Vec::<String>::new(),
+        "nothing past the prefix"
+    );
+    assert_eq!(
+        names(kv.scan(b"d/", b"bb", 10).unwrap()),
+        ["d/c", "d/d"],
+        "a cookie that no longer exists still resumes"
+    );
     assert_eq!(kv.scan_prefix(b"e/").unwrap().len(), 1);
 }

@@ -1,0 +1,94 @@
+//! Key layout of a meta partition's key space (inside its Raft group's range):
+//!
+//! | key | value |
+//! |---|---|
+//! | `P` | partition info (`InitPartition`) |
+//! | `N` | next inode number to allocate (u64 BE) |
+//! | `C` | live inode count (u64 BE) |
+//! | `i` ino | `Inode` |
+//! | `d` parent name | `Dentry` (name bytes sort the directory) |
+//! | `x` ino name | xattr value |
+//! | `o` ino | orphan: unlinked, still open; value = unlink time (i64 BE ns) |
+//! | `q` request-id | applied index (u64 BE) then the stored reply |
+//! | `Q` index request-id | empty; orders request ids for pruning |
+
+pub const PARTITION: &[u8] = b"P";
+pub const NEXT_INODE: &[u8] = b"N";
+pub const INODE_COUNT: &[u8] = b"C";
+pub const ORPHAN_PREFIX: &[u8] = b"o";
+pub const REQUEST_INDEX_PREFIX: &[u8] = b"Q";
+
+fn with_u64(tag: u8, n: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(9);
+    key.push(tag);
+    key.extend_from_slice(&n.to_be_bytes());
+    key
+}
+
+pub fn inode(ino: u64) -> Vec<u8> {
+    with_u64(b'i', ino)
+}
+
+/// Prefix of every dentry of `parent`.
+pub fn dentries(parent: u64) -> Vec<u8> {
+    with_u64(b'd', parent)
+}
+
+pub fn dentry(parent: u64, name: &[u8]) -> Vec<u8> {
+    let mut key = dentries(parent);
+    key.extend_from_slice(name);
+    key
+}
+
+/// Prefix of every xattr of `ino`.
+pub fn xattrs(ino: u64) -> Vec<u8> {
+    with_u64(b'x', ino)
+}
+
+pub fn xattr(ino: u64, name: &[u8]) -> Vec<u8> {
+    let mut key = xattrs(ino);
+    key.extend_from_slice(name);
+    key
+}
+
+pub fn orphan(ino: u64) -> Vec<u8> {
+    with_u64(b'o', ino)
+}
+
+pub fn request(id: u64) -> Vec<u8> {
+    with_u64(b'q', id)
+}
+
+pub fn request_index(index: u64, id: u64) -> Vec<u8> {
+    let mut key = with_u64(b'Q', index);
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+/// The u64 at `offset` of a key built above.
+pub fn u64_at(key: &[u8], offset: usize) -> u64 {
+    u64::from_be_bytes(
+        key[offset..offset + 8]
+            .try_into()
+            .expect("keys hold full u64s"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dentries_of_one_directory_share_a_prefix_and_sort_by_name() {
+        assert!(dentry(7, b"a").starts_with(&dentries(7)));
+        assert!(dentry(7, b"a") < dentry(7, b"b"));
+        assert!(!dentry(8, b"").starts_with(&dentries(7)));
+        assert!(dentry(7, &[0xff; 8]) < dentries(8));
+    }
+
+    #[test]
+    fn numbers_round_trip() {
+        assert_eq!(u64_at(&inode(42), 1), 42);
+        assert_eq!(u64_at(&request_index(5, 9), 9), 9);
+    }
+}

@@ -1,0 +1,126 @@
+//! The meta partition's state machine: applies `MutateRequest`s (a
+//! `MetaCommand` plus the client's request id). A command either applies
+//! whole or not at all; its reply (success or error) is stored under its
+//! request id, so a retried request is answered without applying twice.
+
+use prost::Message;
+use strata_common::{ErrorCode, Result, StrataError};
+use strata_proto::meta::{MutateReply, MutateRequest, meta_command::Op};
+use strata_raftstore::{ApplyBatch, KvRead, StateMachine};
+
+use crate::txn::Txn;
+use crate::{attrs, keys, ops, rename};
+
+/// Request ids are remembered for this many applied entries.
+const REQUEST_WINDOW: u64 = 200_000;
+/// How often (in applied entries) old request ids are pruned, and how many at most.
+const PRUNE_EVERY: u64 = 1024;
+const PRUNE_BATCH: usize = 4096;
+
+#[derive(Default)]
+pub struct MetaMachine;
+
+/// Encodes a command's outcome for the proposer: 0 + `MutateReply`, or
+/// 1 + error code name + NUL + message.
+pub fn encode_outcome(result: &Result<MutateReply>) -> Vec<u8> {
+    match result {
+        Ok(reply) => {
+            let mut out = vec![0];
+            out.extend(reply.encode_to_vec());
+            out
+        }
+        Err(e) => {
+            let mut out = vec![1];
+            out.extend_from_slice(e.code.name().as_bytes());
+            out.push(0);
+            out.extend_from_slice(e.message.as_bytes());
+            out
+        }
+    }
+}
+
+pub fn decode_outcome(bytes: &[u8]) -> Result<MutateReply> {
+    match bytes.split_first() {
+        Some((0, reply)) => MutateReply::decode(reply)
+            .map_err(|e| StrataError::internal(format!("decoding reply: {e}"))),
+        Some((1, err)) => {
+            let (code, message) =
+                err.split_at(err.iter().position(|b| *b == 0).unwrap_or(err.len()));
+            let code =
+                ErrorCode::from_name(&String::from_utf8_lossy(code)).unwrap_or(ErrorCode::Internal);
+            Err(StrataError::new(
+                code,
+                String::from_utf8_lossy(message.get(1..).unwrap_or_default()),
+            ))
+        }
+        _ => Err(StrataError::internal("empty command outcome")),
+    }
+}
+
+fn execute(txn: &mut Txn<'_, '_>, op: Option<Op>) -> Result<MutateReply> {
+    let inode = match op.ok_or_else(|| StrataError::invalid("command without an operation"))? {
+        Op::Init(op) => ops::init(txn, op)?,
+        Op::Create(op) => Some(ops::create(txn, op)?),
+        Op::Unlink(op) => Some(ops::unlink(txn, op)?),
+        Op::Rename(op) => Some(rename::rename(txn, op)?),
+        Op::Link(op) => Some(ops::link(txn, op)?),
+        Op::SetAttr(op) => Some(attrs::set_attr(txn, op)?),
+        Op::SetXattr(op) => Some(attrs::set_xattr(txn, op)?),
+        Op::RemoveXattr(op) => Some(attrs::remove_xattr(txn, op)?),
+        Op::Evict(op) => ops::evict(txn, op.ino)?,
+    };
+    Ok(MutateReply { inode })
+}
+
+fn prune_request_ids(batch: &mut ApplyBatch<'_>, index: u64) -> Result<()> {
+    let Some(oldest_kept) = index.checked_sub(REQUEST_WINDOW) else {
+        return Ok(());
+    };
+    for (key, _) in batch.scan(keys::REQUEST_INDEX_PREFIX, &[], PRUNE_BATCH)? {
+        if keys::u64_at(&key, 1) >= oldest_kept {
+            break;
+        }
+        batch.delete(&key);
+        batch.delete(&keys::request(keys::u64_at(&key, 9)));
+    }
+    Ok(())
+}
+
+impl StateMachine for MetaMachine {
+    fn apply(&mut self, batch: &mut ApplyBatch<'_>, index: u64, command: &[u8]) -> Vec<u8> {
+        let request = match MutateRequest::decode(command) {
+            Ok(r) => r,
+            Err(e) => {
+                return encode_outcome(&Err(StrataError::internal(format!(
+                    "undecodable command at {index}: {e}"
+                ))));
+            }
+        };
+        let id = request.request_id;
+        if id != 0 {
+            match batch.get(&keys::request(id)) {
+                Ok(Some(stored)) => return stored[8..].to_vec(),
+                Ok(None) => {}
+                Err(e) => return encode_outcome(&Err(e)),
+            }
+        }
+        let command = request.command.unwrap_or_default();
+        let result = execute(&mut Txn::new(batch, command.now_ns), command.op);
+        if result.is_err() {
+            batch.discard();
+        }
+        let reply = encode_outcome(&result);
+        if id != 0 {
+            let mut stored = index.to_be_bytes().to_vec();
+            stored.extend_from_slice(&reply);
+            batch.put(&keys::request(id), &stored);
+            batch.put(&keys::request_index(index, id), b"");
+        }
+        if index % PRUNE_EVERY == 0 {
+            if let Err(e) = prune_request_ids(batch, index) {
+                tracing::warn!(error = %e, "pruning request ids failed");
+            }
+        }
+        reply
+    }
+}

@@ -1,0 +1,192 @@
+//! Typed access to a partition's records, for reads (any [`KvRead`]) and for
+//! the writes of one command ([`Txn`]). Writes are staged in the command's
+//! batch; reads inside a command see the state before it, so a command that
+//! reads what it wrote keeps its own view (`Txn` caches written inodes).
+
+use std::collections::HashMap;
+
+use prost::Message;
+use strata_common::{ErrorCode, Result, StrataError};
+use strata_proto::meta::{Dentry, InitPartition, Inode};
+use strata_raftstore::{ApplyBatch, KvRead};
+
+use crate::keys;
+
+pub const S_IFMT: u32 = libc::S_IFMT;
+pub const S_IFDIR: u32 = libc::S_IFDIR;
+pub const S_IFREG: u32 = libc::S_IFREG;
+pub const S_IFLNK: u32 = libc::S_IFLNK;
+
+pub fn is_dir(inode: &Inode) -> bool {
+    inode.mode & S_IFMT == S_IFDIR
+}
+
+fn decode<T: Message + Default>(bytes: &[u8], what: &str) -> Result<T> {
+    T::decode(bytes)
+        .map_err(|e| StrataError::new(ErrorCode::Corrupted, format!("decoding stored {what}: {e}")))
+}
+
+pub fn read_u64(kv: &impl KvRead, key: &[u8]) -> Result<Option<u64>> {
+    Ok(kv.get(key)?.map(|v| keys::u64_at(&v, 0)))
+}
+
+pub fn partition_info(kv: &impl KvRead) -> Result<Option<InitPartition>> {
+    kv.get(keys::PARTITION)?
+        .map(|b| decode(&b, "partition info"))
+        .transpose()
+}
+
+pub fn get_inode(kv: &impl KvRead, ino: u64) -> Result<Option<Inode>> {
+    kv.get(&keys::inode(ino))?
+        .map(|b| decode(&b, "inode"))
+        .transpose()
+}
+
+pub fn must_inode(kv: &impl KvRead, ino: u64) -> Result<Inode> {
+    get_inode(kv, ino)?.ok_or_else(|| StrataError::not_found(format!("inode {ino} does not exist")))
+}
+
+/// The inode of a directory that may still hold entries.
+pub fn must_dir(kv: &impl KvRead, ino: u64) -> Result<Inode> {
+    let dir = must_inode(kv, ino)?;
+    if !is_dir(&dir) {
+        return Err(StrataError::new(
+            ErrorCode::NotDir,
+            format!("inode {ino} is not a directory"),
+        ));
+    }
+    if dir.nlink == 0 {
+        return Err(StrataError::not_found(format!(
+            "directory {ino} has been removed"
+        )));
+    }
+    Ok(dir)
+}
+
+pub fn get_dentry(kv: &impl KvRead, parent: u64, name: &[u8]) -> Result<Option<Dentry>> {
+    kv.get(&keys::dentry(parent, name))?
+        .map(|b| decode(&b, "dentry"))
+        .transpose()
+}
+
+pub fn dir_is_empty(kv: &impl KvRead, dir: u64) -> Result<bool> {
+    Ok(kv.scan(&keys::dentries(dir), &[], 1)?.is_empty())
+}
+
+/// One page of a directory: (name, dentry) after `after`.
+pub fn list_dentries(
+    kv: &impl KvRead,
+    dir: u64,
+    after: &[u8],
+    limit: usize,
+) -> Result<Vec<(Vec<u8>, Dentry)>> {
+    let prefix = keys::dentries(dir);
+    kv.scan(&prefix, after, limit)?
+        .into_iter()
+        .map(|(k, v)| Ok((k[prefix.len()..].to_vec(), decode(&v, "dentry")?)))
+        .collect()
+}
+
+/// The writes of one command, over the command's apply batch.
+pub struct Txn<'a, 'b> {
+    batch: &'a mut ApplyBatch<'b>,
+    inodes: HashMap<u64, Option<Inode>>,
+    inode_count: Option<u64>,
+    pub now_ns: i64,
+}
+
+impl<'a, 'b> Txn<'a, 'b> {
+    pub fn new(batch: &'a mut ApplyBatch<'b>, now_ns: i64) -> Self {
+        Txn {
+            batch,
+            inodes: HashMap::new(),
+            inode_count: None,
+            now_ns,
+        }
+    }
+
+    pub fn kv(&self) -> &ApplyBatch<'b> {
+        self.batch
+    }
+
+    /// The inode as this command last left it.
+    pub fn inode(&self, ino: u64) -> Result<Option<Inode>> {
+        match self.inodes.get(&ino) {
+            Some(cached) => Ok(cached.clone()),
+            None => get_inode(self.batch, ino),
+        }
+    }
+
+    pub fn must_inode(&self, ino: u64) -> Result<Inode> {
+        self.inode(ino)?
+            .ok_or_else(|| StrataError::not_found(format!("inode {ino} does not exist")))
+    }
+
+    pub fn must_dir(&self, ino: u64) -> Result<Inode> {
+        match self.inodes.get(&ino) {
+            Some(_) => {
+                let dir = self.must_inode(ino)?;
+                if !is_dir(&dir) {
+                    return Err(StrataError::new(
+                        ErrorCode::NotDir,
+                        format!("inode {ino} is not a directory"),
+                    ));
+                }
+                Ok(dir)
+            }
+            None => must_dir(self.batch, ino),
+        }
+    }
+
+    pub fn put_inode(&mut self, inode: Inode) {
+        self.batch
+            .put(&keys::inode(inode.ino), &inode.encode_to_vec());
+        self.inodes.insert(inode.ino, Some(inode));
+    }
+
+    pub fn delete_inode(&mut self, ino: u64) -> Result<()> {
+        self.batch.delete(&keys::inode(ino));
+        for (key, _) in self.batch.scan_prefix(&keys::xattrs(ino))? {
+            self.batch.delete(&key);
+        }
+        self.batch.delete(&keys::orphan(ino));
+        self.inodes.insert(ino, None);
+        self.add_inode_count(-1)
+    }
+
+    pub fn put_dentry(&mut self, parent: u64, name: &[u8], dentry: Dentry) {
+        self.batch
+            .put(&keys::dentry(parent, name), &dentry.encode_to_vec());
+    }
+
+    pub fn delete_dentry(&mut self, parent: u64, name: &[u8]) {
+        self.batch.delete(&keys::dentry(parent, name));
+    }
+
+    pub fn put(&mut self, key: &[u8], value: &[u8]) {
+        self.batch.put(key, value);
+    }
+
+    pub fn delete(&mut self, key: &[u8]) {
+        self.batch.delete(key);
+    }
+
+    pub fn add_inode_count(&mut self, delta: i64) -> Result<()> {
+        let count = match self.inode_count {
+            Some(count) => count,
+            None => read_u64(self.batch, keys::INODE_COUNT)?.unwrap_or(0),
+        };
+        let updated = count.saturating_add_signed(delta);
+        self.inode_count = Some(updated);
+        self.batch.put(keys::INODE_COUNT, &updated.to_be_bytes());
+        Ok(())
+    }
+
+    /// Marks the times of a directory whose entries changed.
+    pub fn touch_dir(&mut self, mut dir: Inode, nlink_delta: i32) {
+        dir.mtime_ns = self.now_ns;
+        dir.ctime_ns = self.now_ns;
+        dir.nlink = dir.nlink.saturating_add_signed(nlink_delta);
+        self.put_inode(dir);
+    }
+}
