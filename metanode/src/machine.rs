@@ -116,10 +116,10 @@ impl StateMachine for MetaMachine {
             batch.put(&keys::request(id), &stored);
             batch.put(&keys::request_index(index, id), b"");
         }
-        if index % PRUNE_EVERY == 0 {
-            if let Err(e) = prune_request_ids(batch, index) {
-                tracing::warn!(error = %e, "pruning request ids failed");
-            }
+        if index.is_multiple_of(PRUNE_EVERY)
+            && let Err(e) = prune_request_ids(batch, index)
+        {
+            tracing::warn!(error = %e, "pruning request ids failed");
         }
         reply
     }
