@@ -177,6 +177,7 @@ fn create_layout(dir: &Path, args: &DevArgs) -> anyhow::Result<ClusterFile> {
                 listen: node.address.clone(),
                 data_dir: node.data_dir.clone(),
                 masters: masters.clone(),
+                raft: RaftConfig::default(),
             };
             if node.role == "metanode" {
                 ConfigFile {

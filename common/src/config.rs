@@ -67,6 +67,9 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Addresses of the masters (`host:port`); any one of them is enough to find the leader.
     pub masters: Vec<String>,
+    /// Raft timing and log retention of the partitions this node hosts (metanodes).
+    #[serde(default)]
+    pub raft: RaftConfig,
 }
 
 /// Raft timing and log retention, shared by every Raft group a process hosts.

@@ -149,9 +149,12 @@ impl ErrorCode {
         }
     }
 
-    /// Best guess for a status that did not come from a Strata node.
+    /// Best guess for a status that did not come from a Strata node. Those
+    /// come from the client's own transport: `Unknown` is what a connection
+    /// broken mid-call looks like, so it is `Unavailable` (worth retrying).
     fn from_grpc_code(code: tonic::Code) -> ErrorCode {
         match code {
+            tonic::Code::Unknown => ErrorCode::Unavailable,
             tonic::Code::NotFound => ErrorCode::NotFound,
             tonic::Code::AlreadyExists => ErrorCode::AlreadyExists,
             tonic::Code::InvalidArgument | tonic::Code::OutOfRange => ErrorCode::InvalidArgument,
@@ -300,5 +303,12 @@ mod tests {
     fn foreign_status_gets_a_code_from_its_grpc_code() {
         let err = StrataError::from(tonic::Status::unavailable("connection refused"));
         assert_eq!(err.code, ErrorCode::Unavailable);
+        let broken = StrataError::from(tonic::Status::unknown("transport error"));
+        assert!(
+            broken.is_retryable(),
+            "a connection broken mid-call is retried"
+        );
+        let ours = StrataError::from(tonic::Status::from(StrataError::internal("bug")));
+        assert!(!ours.is_retryable(), "a node's own internal error is not");
     }
 }

@@ -4,24 +4,16 @@
 //! xattrs in RocksDB, never all in memory.
 
 mod attrs;
+mod host;
 mod keys;
 pub mod machine;
 mod ops;
 pub mod read;
 mod rename;
+mod server;
+mod service;
 mod txn;
 
 pub use machine::MetaMachine;
 
-use std::future::Future;
-
-use strata_common::config::NodeConfig;
-use strata_common::types::NodeRole;
-
-/// Runs a metanode until `shutdown` resolves.
-pub async fn run(
-    config: NodeConfig,
-    shutdown: impl Future<Output = ()> + Send,
-) -> anyhow::Result<()> {
-    strata_sdk::node_agent::serve(NodeRole::Metanode, config, shutdown).await
-}
+pub use server::run;

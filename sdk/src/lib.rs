@@ -4,6 +4,9 @@
 //! heartbeats and serves the node's identity.
 
 pub mod master_client;
+pub mod meta_client;
 pub mod node_agent;
+pub mod rpc;
 
 pub use master_client::MasterClient;
+pub use meta_client::MetaClient;

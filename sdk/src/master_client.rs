@@ -1,34 +1,24 @@
-//! A master client that finds the leader among the given master addresses,
-//! follows the leader hints followers give, and retries what is safe to retry
-//! until a deadline.
+//! A master client: finds the leader among the given master addresses,
+//! follows the hints followers give, and retries what is safe to retry until
+//! a deadline (see [`crate::rpc`]).
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use strata_common::{ErrorCode, Result, StrataError};
 use strata_proto::master as pb;
 use strata_proto::master::master_client::MasterClient as GrpcClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
+
+use crate::rpc::{Channels, LeaderRouter};
 
 /// How long a call keeps retrying across masters before giving up.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(20);
 
 pub struct MasterClient {
-    masters: Vec<String>,
-    leader: Mutex<Option<String>>,
-    channels: Mutex<HashMap<String, Channel>>,
+    router: LeaderRouter,
+    channels: Channels,
     deadline: Duration,
-}
-
-fn channel_for(address: &str) -> Result<Channel> {
-    let endpoint = Endpoint::from_shared(format!("http://{address}"))
-        .map_err(|e| StrataError::invalid(format!("master address {address:?}: {e}")))?
-        .connect_timeout(Duration::from_secs(1))
-        .timeout(Duration::from_secs(15))
-        .tcp_nodelay(true);
-    Ok(endpoint.connect_lazy())
 }
 
 impl MasterClient {
@@ -43,9 +33,8 @@ impl MasterClient {
             return Err(StrataError::invalid("no master address given"));
         }
         Ok(MasterClient {
-            masters,
-            leader: Mutex::new(None),
-            channels: Mutex::new(HashMap::new()),
+            router: LeaderRouter::new(masters),
+            channels: Channels::default(),
             deadline: DEFAULT_DEADLINE,
         })
     }
@@ -56,34 +45,7 @@ impl MasterClient {
     }
 
     pub fn masters(&self) -> &[String] {
-        &self.masters
-    }
-
-    fn grpc(&self, address: &str) -> Result<GrpcClient<Channel>> {
-        let mut channels = self.channels.lock().unwrap();
-        let channel = match channels.get(address) {
-            Some(c) => c.clone(),
-            None => {
-                let c = channel_for(address)?;
-                channels.insert(address.to_string(), c.clone());
-                c
-            }
-        };
-        Ok(GrpcClient::new(channel))
-    }
-
-    /// The order in which to try masters: the known leader first.
-    fn candidates(&self) -> Vec<String> {
-        let mut order = Vec::with_capacity(self.masters.len() + 1);
-        if let Some(leader) = self.leader.lock().unwrap().clone() {
-            order.push(leader);
-        }
-        for m in &self.masters {
-            if !order.contains(m) {
-                order.push(m.clone());
-            }
-        }
-        order
+        self.router.members()
     }
 
     /// Runs `call` against the leader, following hints and retrying
@@ -93,56 +55,16 @@ impl MasterClient {
         F: FnMut(GrpcClient<Channel>) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
-        let started = Instant::now();
-        let mut backoff = Duration::from_millis(50);
-        let mut last_error = StrataError::unavailable("no master was tried");
-        loop {
-            let mut queue = self.candidates();
-            let mut tried = Vec::new();
-            while let Some(address) = queue.first().cloned() {
-                queue.remove(0);
-                if tried.contains(&address) {
-                    continue;
-                }
-                tried.push(address.clone());
-                match call(self.grpc(&address)?).await {
-                    Ok(response) => {
-                        *self.leader.lock().unwrap() = Some(address);
-                        return Ok(response.into_inner());
-                    }
-                    Err(status) => {
-                        let err = StrataError::from(status);
-                        if !err.is_retryable() {
-                            return Err(StrataError::new(
-                                err.code,
-                                format!("{what}: {}", err.message),
-                            ));
-                        }
-                        if let (ErrorCode::NotLeader, Some(hint)) =
-                            (err.code, err.leader_hint.clone())
-                        {
-                            *self.leader.lock().unwrap() = Some(hint.clone());
-                            queue.insert(0, hint);
-                        }
-                        tracing::debug!(%address, error = %err, "{what}: retrying");
-                        last_error = err;
-                    }
-                }
-            }
-            if started.elapsed() + backoff > self.deadline {
-                return Err(StrataError::new(
-                    last_error.code,
-                    format!("{what}: {}", last_error.message),
-                ));
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_millis(500));
-        }
+        self.router
+            .call(&self.channels, self.deadline, what, |channel| {
+                call(GrpcClient::new(channel))
+            })
+            .await
     }
 
     /// Asks one specific master for its own Raft view (no leader needed).
     pub async fn cluster_status_of(&self, address: &str) -> Result<pb::ClusterStatusResponse> {
-        let mut client = self.grpc(address)?;
+        let mut client = GrpcClient::new(self.channels.get(address)?);
         let call = client.cluster_status(pb::ClusterStatusRequest {});
         match tokio::time::timeout(Duration::from_secs(2), call).await {
             Ok(Ok(r)) => Ok(r.into_inner()),

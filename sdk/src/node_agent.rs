@@ -48,7 +48,7 @@ pub struct NodeStats {
     pub partitions_held: AtomicU64,
 }
 
-struct NodeInfoService {
+pub struct NodeInfoService {
     node_id: Arc<AtomicU64>,
     role: NodeRole,
     started: Instant,
@@ -83,148 +83,163 @@ fn capacity(data_dir: &Path) -> pb::Capacity {
     }
 }
 
-/// Runs a metanode or datanode's common part until `shutdown` resolves: the
-/// `Node` service on the configured address and the master agent.
-pub async fn serve(
-    role: NodeRole,
-    config: NodeConfig,
-    shutdown: impl Future<Output = ()> + Send,
-) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let stored = NodeIdentity::load(&config.data_dir)?;
-    if let Some(identity) = &stored {
-        if identity.role != role.as_str() {
-            anyhow::bail!(
-                "{} belongs to a {}, not a {role}",
-                config.data_dir.display(),
-                identity.role
-            );
-        }
-        if config.node_id != 0 && config.node_id != identity.node_id {
-            anyhow::bail!(
-                "configured node id {} differs from id {} stored in {}",
-                config.node_id,
-                identity.node_id,
-                config.data_dir.display()
-            );
-        }
-    }
-    let known_id = stored.map(|i| i.node_id).unwrap_or(config.node_id);
-    let node_id = Arc::new(AtomicU64::new(known_id));
-    let listener = tokio::net::TcpListener::bind(&config.listen)
-        .await
-        .with_context(|| format!("listening on {}", config.listen))?;
-    let client = MasterClient::new(config.masters.clone())?;
-    let stats = Arc::new(NodeStats::default());
-    let agent = tokio::spawn(run_agent(
-        client,
-        role,
-        config.listen.clone(),
-        config.data_dir.clone(),
-        node_id.clone(),
-        stats,
-    ));
-    tracing::info!(%role, listen = %config.listen, node_id = known_id, "node started");
-
-    let info = NodeInfoService {
-        node_id,
-        role,
-        started: Instant::now(),
-    };
-    let result = tonic::transport::Server::builder()
-        .add_service(node_pb::node_server::NodeServer::new(info))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await;
-    agent.abort();
-    tracing::info!(%role, "node stopped");
-    result.context("serving gRPC")
-}
-
-async fn register(
-    client: &MasterClient,
-    role: NodeRole,
-    address: &str,
-    data_dir: &Path,
-    node_id: &AtomicU64,
-) -> Result<Duration, StrataError> {
-    let request = pb::RegisterNodeRequest {
-        node_id: node_id.load(Ordering::Relaxed),
-        role: pb::NodeRole::from(role) as i32,
-        address: address.to_string(),
-        capacity: Some(capacity(data_dir)),
-    };
-    let response = client
-        .call("registering with the master", |mut c| {
-            let request = request.clone();
-            async move { c.register_node(request).await }
-        })
-        .await?;
-    if node_id.load(Ordering::Relaxed) != response.node_id {
-        let identity = NodeIdentity {
-            node_id: response.node_id,
-            role: role.as_str().into(),
-        };
-        identity
-            .store(data_dir)
-            .map_err(|e| StrataError::internal(format!("storing node identity: {e:#}")))?;
-        node_id.store(response.node_id, Ordering::Relaxed);
-    } else if NodeIdentity::load(data_dir).ok().flatten().is_none() {
-        let identity = NodeIdentity {
-            node_id: response.node_id,
-            role: role.as_str().into(),
-        };
-        identity
-            .store(data_dir)
-            .map_err(|e| StrataError::internal(format!("storing node identity: {e:#}")))?;
-    }
-    tracing::info!(node_id = response.node_id, "registered with the master");
-    Ok(Duration::from_millis(
-        response.heartbeat_interval_ms.max(100),
-    ))
-}
-
-async fn run_agent(
+/// A node's link to the master: identity, registration and heartbeats.
+pub struct Agent {
     client: MasterClient,
     role: NodeRole,
     address: String,
     data_dir: PathBuf,
     node_id: Arc<AtomicU64>,
-    stats: Arc<NodeStats>,
-) {
-    let mut interval = loop {
-        match register(&client, role, &address, &data_dir, &node_id).await {
-            Ok(interval) => break interval,
-            Err(e) => {
-                tracing::warn!(error = %e, "registration failed; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+    started: Instant,
+    /// What the heartbeats report; the node's services update it.
+    pub stats: Arc<NodeStats>,
+}
+
+impl Agent {
+    /// Checks the data directory's identity against the configuration.
+    pub fn new(role: NodeRole, config: &NodeConfig) -> anyhow::Result<Agent> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+        let stored = NodeIdentity::load(&config.data_dir)?;
+        if let Some(identity) = &stored {
+            if identity.role != role.as_str() {
+                anyhow::bail!(
+                    "{} belongs to a {}, not a {role}",
+                    config.data_dir.display(),
+                    identity.role
+                );
+            }
+            if config.node_id != 0 && config.node_id != identity.node_id {
+                anyhow::bail!(
+                    "configured node id {} differs from id {} stored in {}",
+                    config.node_id,
+                    identity.node_id,
+                    config.data_dir.display()
+                );
             }
         }
-    };
-    loop {
-        tokio::time::sleep(interval).await;
-        let request = pb::HeartbeatRequest {
-            node_id: node_id.load(Ordering::Relaxed),
-            capacity: Some(capacity(&data_dir)),
-            partitions_held: stats.partitions_held.load(Ordering::Relaxed),
+        let known_id = stored.map(|i| i.node_id).unwrap_or(config.node_id);
+        Ok(Agent {
+            client: MasterClient::new(config.masters.clone())?,
+            role,
+            address: config.listen.clone(),
+            data_dir: config.data_dir.clone(),
+            node_id: Arc::new(AtomicU64::new(known_id)),
+            started: Instant::now(),
+            stats: Arc::new(NodeStats::default()),
+        })
+    }
+
+    /// The node's id: 0 until the first registration if the master assigns it.
+    pub fn node_id(&self) -> u64 {
+        self.node_id.load(Ordering::Relaxed)
+    }
+
+    /// The `Node` gRPC service telling who this node is.
+    pub fn info_service(&self) -> node_pb::node_server::NodeServer<NodeInfoService> {
+        node_pb::node_server::NodeServer::new(NodeInfoService {
+            node_id: self.node_id.clone(),
+            role: self.role,
+            started: self.started,
+        })
+    }
+
+    async fn try_register(&self) -> Result<Duration, StrataError> {
+        let request = pb::RegisterNodeRequest {
+            node_id: self.node_id(),
+            role: pb::NodeRole::from(self.role) as i32,
+            address: self.address.clone(),
+            capacity: Some(capacity(&self.data_dir)),
         };
-        let result = client
-            .call(
-                "heartbeating",
-                |mut c| async move { c.heartbeat(request).await },
-            )
-            .await;
-        match result {
-            Ok(_) => {}
-            Err(e) if e.code == ErrorCode::NotFound => {
-                tracing::warn!("the master does not know this node; registering again");
-                if let Ok(new_interval) =
-                    register(&client, role, &address, &data_dir, &node_id).await
-                {
-                    interval = new_interval;
+        let response = self
+            .client
+            .call("registering with the master", |mut c| {
+                let request = request.clone();
+                async move { c.register_node(request).await }
+            })
+            .await?;
+        let identity = NodeIdentity {
+            node_id: response.node_id,
+            role: self.role.as_str().into(),
+        };
+        if NodeIdentity::load(&self.data_dir)?.as_ref() != Some(&identity) {
+            identity.store(&self.data_dir)?;
+        }
+        self.node_id.store(response.node_id, Ordering::Relaxed);
+        tracing::info!(node_id = response.node_id, "registered with the master");
+        Ok(Duration::from_millis(
+            response.heartbeat_interval_ms.max(100),
+        ))
+    }
+
+    /// Registers, retrying until the master accepts; returns the heartbeat interval.
+    pub async fn register(&self) -> Duration {
+        loop {
+            match self.try_register().await {
+                Ok(interval) => return interval,
+                Err(e) => {
+                    tracing::warn!(error = %e, "registration failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
         }
     }
+
+    /// Heartbeats every `interval` forever, handing each answer to `on_response`;
+    /// registers again if the master has forgotten this node.
+    pub async fn heartbeat_loop(
+        self,
+        mut interval: Duration,
+        mut on_response: impl FnMut(pb::HeartbeatResponse) + Send,
+    ) {
+        loop {
+            tokio::time::sleep(interval).await;
+            let request = pb::HeartbeatRequest {
+                node_id: self.node_id(),
+                capacity: Some(capacity(&self.data_dir)),
+                partitions_held: self.stats.partitions_held.load(Ordering::Relaxed),
+            };
+            match self
+                .client
+                .call(
+                    "heartbeating",
+                    |mut c| async move { c.heartbeat(request).await },
+                )
+                .await
+            {
+                Ok(response) => on_response(response),
+                Err(e) if e.code == ErrorCode::NotFound => {
+                    tracing::warn!("the master does not know this node; registering again");
+                    interval = self.register().await;
+                }
+                Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+            }
+        }
+    }
+}
+
+/// Runs a node that has no services of its own yet: the `Node` service on the
+/// configured address and the master agent, until `shutdown` resolves.
+pub async fn serve(
+    role: NodeRole,
+    config: NodeConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let agent = Agent::new(role, &config)?;
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let info = agent.info_service();
+    tracing::info!(%role, listen = %config.listen, node_id = agent.node_id(), "node started");
+    let heartbeats = tokio::spawn(async move {
+        let interval = agent.register().await;
+        agent.heartbeat_loop(interval, |_| {}).await;
+    });
+    let result = tonic::transport::Server::builder()
+        .add_service(info)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    heartbeats.abort();
+    tracing::info!(%role, "node stopped");
+    result.context("serving gRPC")
 }

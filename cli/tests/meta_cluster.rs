@@ -1,0 +1,178 @@
+//! The namespace under failures, through real processes: concurrent clients
+//! create, rename and unlink while the partition's leader metanode is killed
+//! with SIGKILL and restarted, again and again. Every acknowledged operation
+//! must be there exactly once afterwards, and no client may see an error.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use strata_sdk::{MasterClient, MetaClient};
+
+const ROOT: u64 = 1;
+const CLIENTS: usize = 3;
+
+async fn open_volume(masters: Vec<String>) -> MetaClient {
+    let master = MasterClient::new(masters).unwrap();
+    let meta = MetaClient::open(&master, "default").await.unwrap();
+    // The partitions become usable once their leaders initialised them.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while meta.partition_stats().await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "meta partitions never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    meta
+}
+
+/// One client's work: its own directory with files, some renamed into a
+/// shared directory, some unlinked. Returns the names that must exist.
+struct Done {
+    dir: u64,
+    /// Names left in the client's directory.
+    own: BTreeSet<String>,
+    /// Names moved into the shared directory.
+    moved: BTreeSet<String>,
+    /// Files unlinked (orphans until evicted: nobody holds them open, but no client evicts here).
+    unlinked: u64,
+}
+
+async fn client_work(
+    meta: Arc<MetaClient>,
+    client: usize,
+    shared: u64,
+    stop: Arc<AtomicBool>,
+) -> Done {
+    let dir = meta
+        .mkdir(ROOT, format!("client-{client}").as_bytes(), 0o755, 0, 0)
+        .await
+        .expect("mkdir");
+    let mut own = BTreeSet::new();
+    let mut moved = BTreeSet::new();
+    let mut unlinked = 0;
+    let mut i = 0;
+    while !stop.load(Ordering::Relaxed) || i < 30 {
+        let name = format!("f{i:05}");
+        meta.create(dir.ino, name.as_bytes(), libc::S_IFREG | 0o644, 0, 0, 0)
+            .await
+            .unwrap_or_else(|e| panic!("client {client} create {name}: {e}"));
+        match i % 3 {
+            0 => {
+                let target = format!("c{client}-{name}");
+                meta.rename(dir.ino, name.as_bytes(), shared, target.as_bytes(), 0)
+                    .await
+                    .unwrap_or_else(|e| panic!("client {client} rename {name}: {e}"));
+                moved.insert(target);
+            }
+            1 => {
+                meta.unlink(dir.ino, name.as_bytes())
+                    .await
+                    .unwrap_or_else(|e| panic!("client {client} unlink {name}: {e}"));
+                unlinked += 1;
+            }
+            _ => {
+                own.insert(name);
+            }
+        }
+        i += 1;
+    }
+    Done {
+        dir: dir.ino,
+        own,
+        moved,
+        unlinked,
+    }
+}
+
+async fn list(meta: &MetaClient, dir: u64) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut after = Vec::new();
+    loop {
+        let (page, more) = meta.readdir(dir, &after, 100, false).await.unwrap();
+        after = page.last().map(|e| e.name.clone()).unwrap_or_default();
+        names.extend(page.into_iter().map(|e| String::from_utf8(e.name).unwrap()));
+        if !more {
+            return names;
+        }
+    }
+}
+
+#[test]
+fn namespace_survives_leader_kills_under_concurrent_clients() {
+    let mut cluster = DevCluster::new();
+    cluster.start();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let meta = Arc::new(runtime.block_on(open_volume(cluster.masters())));
+    let root_partition = meta.partition_id_of(ROOT).unwrap();
+    let shared = runtime
+        .block_on(meta.mkdir(ROOT, b"shared", 0o777, 0, 0))
+        .unwrap()
+        .ino;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..CLIENTS)
+        .map(|c| runtime.spawn(client_work(meta.clone(), c, shared, stop.clone())))
+        .collect();
+
+    // Kill the partition leader's metanode three times while the clients work.
+    for round in 0..3 {
+        std::thread::sleep(Duration::from_secs(2));
+        runtime.block_on(meta.partition_stats()).unwrap();
+        let leader = meta
+            .partition_leader(root_partition)
+            .expect("a known leader");
+        let victim = cluster.node_at(&leader);
+        kill(cluster.pid_of(victim), libc::SIGKILL);
+        eprintln!("round {round}: killed metanode {victim} leading partition {root_partition}");
+        std::thread::sleep(Duration::from_secs(3));
+        cluster.restart(victim);
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    let results: Vec<_> = workers
+        .into_iter()
+        .map(|w| runtime.block_on(w).expect("a client failed"))
+        .collect();
+
+    // Every acknowledged operation is there exactly once.
+    let mut all_moved = BTreeSet::new();
+    for done in &results {
+        let listed = runtime.block_on(list(&meta, done.dir));
+        assert_eq!(
+            listed,
+            done.own.iter().cloned().collect::<Vec<_>>(),
+            "client directory {}",
+            done.dir
+        );
+        all_moved.extend(done.moved.iter().cloned());
+    }
+    let listed = runtime.block_on(list(&meta, shared));
+    assert_eq!(listed, all_moved.into_iter().collect::<Vec<_>>());
+    // Links add up: the root holds the shared and the client directories.
+    let root = runtime.block_on(meta.getattr(ROOT)).unwrap();
+    assert_eq!(root.nlink as usize, 2 + 1 + CLIENTS);
+    // No inode was created twice: root, shared, client dirs, live files, orphans.
+    let files: u64 = results
+        .iter()
+        .map(|d| (d.own.len() + d.moved.len()) as u64)
+        .sum();
+    let orphans: u64 = results.iter().map(|d| d.unlinked).sum();
+    let stats = runtime.block_on(meta.partition_stats()).unwrap();
+    let inodes = stats
+        .iter()
+        .find(|(id, _)| *id == root_partition)
+        .unwrap()
+        .1
+        .inode_count;
+    assert_eq!(inodes, 2 + CLIENTS as u64 + files + orphans);
+}

@@ -1,0 +1,193 @@
+//! The meta partitions this metanode hosts. The master assigns them (in
+//! heartbeat answers); the host starts a Raft group for each new one, keeps
+//! the list in its data directory to host them again after a restart, and,
+//! where it leads a partition not yet initialised, proposes its inode range.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use strata_common::files::{read_json, write_json};
+use strata_common::{Result, StrataError};
+use strata_proto::master as master_pb;
+use strata_proto::meta::{InitPartition, MetaCommand, MutateRequest, meta_command::Op};
+use strata_raftstore::{Engine, GroupSpec, Role};
+use strata_sdk::node_agent::NodeStats;
+
+use crate::MetaMachine;
+use crate::txn::partition_info;
+
+const ASSIGNMENTS_FILE: &str = "meta-partitions.json";
+
+/// A partition as assigned by the master.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub partition_id: u64,
+    pub volume_id: u64,
+    pub inode_start: u64,
+    pub inode_end: Option<u64>,
+    /// (node id, address) of every member.
+    pub members: Vec<(u64, String)>,
+}
+
+impl From<&master_pb::MetaPartitionAssignment> for Assignment {
+    fn from(a: &master_pb::MetaPartitionAssignment) -> Self {
+        let p = a.partition.clone().unwrap_or_default();
+        Assignment {
+            partition_id: p.id,
+            volume_id: a.volume_id,
+            inode_start: p.inode_start,
+            inode_end: p.inode_end,
+            members: p
+                .members
+                .iter()
+                .map(|m| (m.node_id, m.address.clone()))
+                .collect(),
+        }
+    }
+}
+
+pub struct PartitionHost {
+    pub engine: Engine,
+    node_id: u64,
+    file: PathBuf,
+    hosted: RwLock<HashMap<u64, Assignment>>,
+    stats: Arc<NodeStats>,
+}
+
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+impl PartitionHost {
+    pub fn new(engine: Engine, node_id: u64, data_dir: PathBuf, stats: Arc<NodeStats>) -> Self {
+        PartitionHost {
+            engine,
+            node_id,
+            file: data_dir.join(ASSIGNMENTS_FILE),
+            hosted: RwLock::new(HashMap::new()),
+            stats,
+        }
+    }
+
+    pub fn assignment(&self, partition_id: u64) -> Result<Assignment> {
+        self.hosted
+            .read()
+            .unwrap()
+            .get(&partition_id)
+            .cloned()
+            .ok_or_else(|| {
+                StrataError::not_found(format!(
+                    "meta partition {partition_id} is not hosted on this metanode"
+                ))
+            })
+    }
+
+    /// Hosts again every partition this node hosted before a restart.
+    pub async fn restore(&self) -> Result<()> {
+        let stored: Vec<Assignment> = read_json(&self.file)?.unwrap_or_default();
+        for assignment in stored {
+            self.host(assignment).await?;
+        }
+        Ok(())
+    }
+
+    async fn host(&self, assignment: Assignment) -> Result<()> {
+        let spec = GroupSpec {
+            initial_voters: assignment.members.clone(),
+        };
+        self.engine
+            .create_group(assignment.partition_id, spec, Box::new(MetaMachine))
+            .await?;
+        tracing::info!(
+            partition_id = assignment.partition_id,
+            volume_id = assignment.volume_id,
+            "hosting meta partition"
+        );
+        let mut hosted = self.hosted.write().unwrap();
+        hosted.insert(assignment.partition_id, assignment);
+        self.stats
+            .partitions_held
+            .store(hosted.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Hosts newly assigned partitions and initialises the ones this node leads.
+    pub async fn reconcile(&self, assigned: &[master_pb::MetaPartitionAssignment]) {
+        let mut added = false;
+        for a in assigned {
+            let assignment = Assignment::from(a);
+            if self
+                .hosted
+                .read()
+                .unwrap()
+                .contains_key(&assignment.partition_id)
+            {
+                continue;
+            }
+            if !assignment.members.iter().any(|(id, _)| *id == self.node_id) {
+                continue;
+            }
+            match self.host(assignment).await {
+                Ok(()) => added = true,
+                Err(e) => tracing::warn!(error = %e, "hosting a meta partition failed"),
+            }
+        }
+        if added {
+            let all: Vec<Assignment> = self.hosted.read().unwrap().values().cloned().collect();
+            if let Err(e) = write_json(&self.file, &all, true) {
+                tracing::error!(error = %e, "recording hosted meta partitions failed");
+            }
+        }
+        self.initialise_led_partitions().await;
+    }
+
+    async fn initialise_led_partitions(&self) {
+        let hosted: Vec<Assignment> = self.hosted.read().unwrap().values().cloned().collect();
+        for a in hosted {
+            let leading = self
+                .engine
+                .status(a.partition_id)
+                .is_some_and(|s| s.role == Role::Leader);
+            if !leading
+                || partition_info(&self.engine.kv(a.partition_id))
+                    .ok()
+                    .flatten()
+                    .is_some()
+            {
+                continue;
+            }
+            let init = InitPartition {
+                volume_id: a.volume_id,
+                inode_start: a.inode_start,
+                inode_end: a.inode_end,
+            };
+            let request = MutateRequest {
+                partition_id: a.partition_id,
+                request_id: 0,
+                command: Some(MetaCommand {
+                    now_ns: now_ns(),
+                    op: Some(Op::Init(init)),
+                }),
+            };
+            match self
+                .engine
+                .propose(a.partition_id, request.encode_to_vec())
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(partition_id = a.partition_id, "initialised meta partition")
+                }
+                Err(e) => {
+                    tracing::warn!(partition_id = a.partition_id, error = %e, "initialising meta partition failed")
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,402 @@
+//! The namespace client of one volume: routes each operation by inode to its
+//! meta partition, finds and caches each partition's leader, retries on
+//! not-leader, unreachable members and timeouts, and gives every logical
+//! operation one request id that its retries reuse, so the partition applies
+//! it once however often it is sent.
+
+use std::future::Future;
+use std::time::Duration;
+
+use strata_common::{ErrorCode, Result, StrataError};
+use strata_proto::master as master_pb;
+use strata_proto::meta::meta_client::MetaClient as GrpcClient;
+use strata_proto::meta::{self as pb, meta_command::Op};
+use tonic::transport::Channel;
+
+use crate::MasterClient;
+use crate::rpc::{Channels, LeaderRouter};
+
+/// How long one operation keeps retrying before the caller sees the error.
+pub const META_DEADLINE: Duration = Duration::from_secs(30);
+
+struct Partition {
+    id: u64,
+    inode_start: u64,
+    inode_end: Option<u64>,
+    router: LeaderRouter,
+}
+
+pub struct MetaClient {
+    volume: String,
+    partitions: Vec<Partition>,
+    channels: Channels,
+    deadline: Duration,
+}
+
+fn request_id() -> u64 {
+    // Random and never 0 (0 means "no deduplication").
+    rand::random::<u64>() | 1
+}
+
+impl MetaClient {
+    /// Opens the namespace of `volume`, as the master describes it.
+    pub async fn open(master: &MasterClient, volume: &str) -> Result<MetaClient> {
+        let view = master.get_volume(volume).await?;
+        MetaClient::from_view(&view)
+    }
+
+    pub fn from_view(view: &master_pb::Volume) -> Result<MetaClient> {
+        let mut partitions: Vec<Partition> = view
+            .meta_partitions
+            .iter()
+            .map(|p| Partition {
+                id: p.id,
+                inode_start: p.inode_start,
+                inode_end: p.inode_end,
+                router: LeaderRouter::new(p.members.iter().map(|m| m.address.clone()).collect()),
+            })
+            .collect();
+        if partitions.is_empty() {
+            return Err(StrataError::internal(format!(
+                "volume {} has no meta partitions",
+                view.name
+            )));
+        }
+        partitions.sort_by_key(|p| p.inode_start);
+        Ok(MetaClient {
+            volume: view.name.clone(),
+            partitions,
+            channels: Channels::default(),
+            deadline: META_DEADLINE,
+        })
+    }
+
+    pub fn volume(&self) -> &str {
+        &self.volume
+    }
+
+    fn partition_of(&self, ino: u64) -> Result<&Partition> {
+        self.partitions
+            .iter()
+            .find(|p| ino >= p.inode_start && p.inode_end.is_none_or(|end| ino < end))
+            .ok_or_else(|| {
+                StrataError::not_found(format!(
+                    "inode {ino} is in no meta partition of {}",
+                    self.volume
+                ))
+            })
+    }
+
+    /// The partition id holding `ino` (for tests and tools).
+    pub fn partition_id_of(&self, ino: u64) -> Result<u64> {
+        Ok(self.partition_of(ino)?.id)
+    }
+
+    /// The address that last answered for a partition (its leader, as far as this client knows).
+    pub fn partition_leader(&self, partition_id: u64) -> Option<String> {
+        self.partitions
+            .iter()
+            .find(|p| p.id == partition_id)
+            .and_then(|p| p.router.leader())
+    }
+
+    /// The member addresses of a partition.
+    pub fn partition_members(&self, partition_id: u64) -> Option<&[String]> {
+        self.partitions
+            .iter()
+            .find(|p| p.id == partition_id)
+            .map(|p| p.router.members())
+    }
+
+    async fn call<T, F, Fut>(&self, ino: u64, what: &str, mut call: F) -> Result<T>
+    where
+        F: FnMut(GrpcClient<Channel>, u64) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let partition = self.partition_of(ino)?;
+        let id = partition.id;
+        partition
+            .router
+            .call(&self.channels, self.deadline, what, |channel| {
+                call(GrpcClient::new(channel), id)
+            })
+            .await
+    }
+
+    async fn mutate(&self, ino: u64, what: &str, op: Op) -> Result<Option<pb::Inode>> {
+        let request_id = request_id();
+        let reply = self
+            .call(ino, what, |mut c, partition_id| {
+                let request = pb::MutateRequest {
+                    partition_id,
+                    request_id,
+                    command: Some(pb::MetaCommand {
+                        now_ns: 0,
+                        op: Some(op.clone()),
+                    }),
+                };
+                async move { c.mutate(request).await }
+            })
+            .await?;
+        Ok(reply.inode)
+    }
+
+    async fn mutate_inode(&self, ino: u64, what: &str, op: Op) -> Result<pb::Inode> {
+        self.mutate(ino, what, op)
+            .await?
+            .ok_or_else(|| StrataError::internal(format!("{what}: no inode in the reply")))
+    }
+
+    pub async fn lookup(&self, parent: u64, name: &[u8]) -> Result<pb::Inode> {
+        let inode = self
+            .call(parent, "looking up a name", |mut c, partition_id| {
+                let request = pb::LookupRequest {
+                    partition_id,
+                    parent,
+                    name: name.to_vec(),
+                };
+                async move { c.lookup(request).await }
+            })
+            .await?;
+        // A bare answer means the inode lives in another partition.
+        if inode.nlink == 0 && self.partition_of(inode.ino)?.id != self.partition_of(parent)?.id {
+            return self.getattr(inode.ino).await;
+        }
+        Ok(inode)
+    }
+
+    pub async fn getattr(&self, ino: u64) -> Result<pb::Inode> {
+        self.call(
+            ino,
+            "reading attributes",
+            |mut c, partition_id| async move {
+                c.get_attr(pb::GetAttrRequest { partition_id, ino }).await
+            },
+        )
+        .await
+    }
+
+    /// Creates a regular file, directory, fifo, socket or device node (by `mode`'s type bits).
+    pub async fn create(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        rdev: u64,
+    ) -> Result<pb::Inode> {
+        let op = Op::Create(pb::CreateOp {
+            parent,
+            name: name.to_vec(),
+            mode,
+            uid,
+            gid,
+            rdev,
+            symlink_target: Vec::new(),
+        });
+        self.mutate_inode(parent, "creating", op).await
+    }
+
+    pub async fn mkdir(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<pb::Inode> {
+        self.create(parent, name, libc::S_IFDIR | (mode & 0o7777), uid, gid, 0)
+            .await
+    }
+
+    pub async fn symlink(
+        &self,
+        parent: u64,
+        name: &[u8],
+        target: &[u8],
+        uid: u32,
+        gid: u32,
+    ) -> Result<pb::Inode> {
+        let op = Op::Create(pb::CreateOp {
+            parent,
+            name: name.to_vec(),
+            mode: libc::S_IFLNK | 0o777,
+            uid,
+            gid,
+            rdev: 0,
+            symlink_target: target.to_vec(),
+        });
+        self.mutate_inode(parent, "creating a symlink", op).await
+    }
+
+    pub async fn unlink(&self, parent: u64, name: &[u8]) -> Result<pb::Inode> {
+        let op = Op::Unlink(pb::UnlinkOp {
+            parent,
+            name: name.to_vec(),
+            directory: false,
+        });
+        self.mutate_inode(parent, "unlinking", op).await
+    }
+
+    pub async fn rmdir(&self, parent: u64, name: &[u8]) -> Result<pb::Inode> {
+        let op = Op::Unlink(pb::UnlinkOp {
+            parent,
+            name: name.to_vec(),
+            directory: true,
+        });
+        self.mutate_inode(parent, "removing a directory", op).await
+    }
+
+    /// rename(2)/renameat2(2); `flags` is 0, RENAME_NOREPLACE (1) or RENAME_EXCHANGE (2).
+    pub async fn rename(
+        &self,
+        src_parent: u64,
+        src_name: &[u8],
+        dst_parent: u64,
+        dst_name: &[u8],
+        flags: u32,
+    ) -> Result<pb::Inode> {
+        if self.partition_of(src_parent)?.id != self.partition_of(dst_parent)?.id {
+            return Err(StrataError::new(
+                ErrorCode::FailedPrecondition,
+                "rename across meta partitions needs the cross-partition transaction, not built yet",
+            ));
+        }
+        let op = Op::Rename(pb::RenameOp {
+            src_parent,
+            src_name: src_name.to_vec(),
+            dst_parent,
+            dst_name: dst_name.to_vec(),
+            flags,
+        });
+        self.mutate_inode(src_parent, "renaming", op).await
+    }
+
+    pub async fn link(&self, ino: u64, new_parent: u64, new_name: &[u8]) -> Result<pb::Inode> {
+        if self.partition_of(ino)?.id != self.partition_of(new_parent)?.id {
+            return Err(StrataError::new(
+                ErrorCode::FailedPrecondition,
+                "a hard link across meta partitions needs the cross-partition transaction, not built yet",
+            ));
+        }
+        let op = Op::Link(pb::LinkOp {
+            ino,
+            new_parent,
+            new_name: new_name.to_vec(),
+        });
+        self.mutate_inode(new_parent, "linking", op).await
+    }
+
+    pub async fn setattr(&self, op: pb::SetAttrOp) -> Result<pb::Inode> {
+        let ino = op.ino;
+        self.mutate_inode(ino, "setting attributes", Op::SetAttr(op))
+            .await
+    }
+
+    /// One page of `parent` after the name `after` (empty: from the start); `true` if more follow.
+    pub async fn readdir(
+        &self,
+        parent: u64,
+        after: &[u8],
+        limit: u32,
+        plus: bool,
+    ) -> Result<(Vec<pb::DirEntry>, bool)> {
+        let reply = self
+            .call(parent, "reading a directory", |mut c, partition_id| {
+                let request = pb::ReadDirRequest {
+                    partition_id,
+                    parent,
+                    after: after.to_vec(),
+                    limit,
+                    plus,
+                };
+                async move { c.read_dir(request).await }
+            })
+            .await?;
+        Ok((reply.entries, reply.more))
+    }
+
+    pub async fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
+        let reply = self
+            .call(ino, "reading a symlink", |mut c, partition_id| async move {
+                c.read_link(pb::GetAttrRequest { partition_id, ino }).await
+            })
+            .await?;
+        Ok(reply.target)
+    }
+
+    pub async fn set_xattr(&self, ino: u64, name: &[u8], value: &[u8], flags: u32) -> Result<()> {
+        let op = Op::SetXattr(pb::SetXattrOp {
+            ino,
+            name: name.to_vec(),
+            value: value.to_vec(),
+            flags,
+        });
+        self.mutate(ino, "setting an xattr", op).await.map(drop)
+    }
+
+    pub async fn get_xattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
+        let reply = self
+            .call(ino, "reading an xattr", |mut c, partition_id| {
+                let request = pb::GetXattrRequest {
+                    partition_id,
+                    ino,
+                    name: name.to_vec(),
+                };
+                async move { c.get_xattr(request).await }
+            })
+            .await?;
+        Ok(reply.value)
+    }
+
+    pub async fn list_xattr(&self, ino: u64) -> Result<Vec<Vec<u8>>> {
+        let reply = self
+            .call(ino, "listing xattrs", |mut c, partition_id| async move {
+                c.list_xattr(pb::ListXattrRequest { partition_id, ino })
+                    .await
+            })
+            .await?;
+        Ok(reply.names)
+    }
+
+    pub async fn remove_xattr(&self, ino: u64, name: &[u8]) -> Result<()> {
+        let op = Op::RemoveXattr(pb::RemoveXattrOp {
+            ino,
+            name: name.to_vec(),
+        });
+        self.mutate(ino, "removing an xattr", op).await.map(drop)
+    }
+
+    /// The last open handle of `ino` closed: lets the partition reclaim an unlinked inode.
+    pub async fn evict(&self, ino: u64) -> Result<()> {
+        self.mutate(ino, "evicting", Op::Evict(pb::EvictOp { ino }))
+            .await
+            .map(drop)
+    }
+
+    /// Statistics of every partition of the volume.
+    pub async fn partition_stats(&self) -> Result<Vec<(u64, pb::PartitionStatsReply)>> {
+        let mut out = Vec::new();
+        for p in &self.partitions {
+            let stats = self
+                .call(
+                    p.inode_start,
+                    "reading partition statistics",
+                    |mut c, partition_id| async move {
+                        c.partition_stats(pb::PartitionStatsRequest { partition_id })
+                            .await
+                    },
+                )
+                .await?;
+            out.push((p.id, stats));
+        }
+        Ok(out)
+    }
+
+    /// Leaves the deadline of each operation as given (tests shorten it).
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+}
