@@ -441,3 +441,30 @@ pub async fn user_delete(client: &MasterClient, name: &str) -> anyhow::Result<()
     println!("user {name} deleted");
     Ok(())
 }
+
+pub async fn fsck(
+    client: &MasterClient,
+    volume: &str,
+    grace_secs: u64,
+    json: bool,
+) -> anyhow::Result<()> {
+    let meta = strata_sdk::MetaClient::open(client, volume).await?;
+    let grace_ns = i64::try_from(grace_secs.saturating_mul(1_000_000_000)).unwrap_or(i64::MAX);
+    let report = strata_sdk::fsck::fsck(&meta, grace_ns).await?;
+    output(json, &report, |r| {
+        println!(
+            "volume {volume}: {} inodes, {} entries, {} orphans",
+            r.inodes, r.dentries, r.orphans
+        );
+        if r.problems.is_empty() {
+            println!("no problems found");
+        }
+        for p in &r.problems {
+            println!("problem: {p}");
+        }
+    })?;
+    if !report.problems.is_empty() {
+        anyhow::bail!("{} problems in volume {volume}", report.problems.len());
+    }
+    Ok(())
+}

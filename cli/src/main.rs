@@ -52,6 +52,13 @@ enum Cmd {
         #[command(subcommand)]
         action: VolumeCmd,
     },
+    /// Check a volume's namespace invariants; exits non-zero if anything is wrong.
+    Fsck {
+        volume: String,
+        /// Unlinked files still open may stay this long before they count as leaked.
+        #[arg(long, default_value_t = 86_400)]
+        grace_secs: u64,
+    },
     /// Users and their S3 access keys.
     User {
         #[command(subcommand)]
@@ -163,6 +170,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 VolumeCmd::Info { name } => admin::volume_info(&client, &name, cli.json).await,
                 VolumeCmd::Delete { name } => admin::volume_delete(&client, &name).await,
             }
+        }
+        Cmd::Fsck { volume, grace_secs } => {
+            admin::fsck(&admin_client()?, &volume, grace_secs, cli.json).await
         }
         Cmd::User { action } => {
             let client = admin_client()?;

@@ -175,4 +175,15 @@ fn namespace_survives_leader_kills_under_concurrent_clients() {
         .1
         .inode_count;
     assert_eq!(inodes, 2 + CLIENTS as u64 + files + orphans);
+
+    // fsck agrees: no broken invariant, and the unlinked files are (young) orphans.
+    let report: serde_json::Value =
+        serde_json::from_str(&cluster.strata_ok(&["fsck", "default", "--json"])).unwrap();
+    assert_eq!(report["problems"], serde_json::json!([]), "{report:#}");
+    assert_eq!(report["orphans"].as_u64(), Some(orphans));
+    assert_eq!(report["inodes"].as_u64(), Some(inodes));
+    // ...and with no grace period, those orphans are reported as leaked.
+    let out = cluster.strata(&["fsck", "default", "--grace-secs", "0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("was unlinked"));
 }

@@ -1,7 +1,11 @@
 //! Reads of a partition's namespace, served by the leader after ReadIndex.
 
+use prost::Message;
 use strata_common::{ErrorCode, Result, StrataError};
-use strata_proto::meta::{DirEntry, InitPartition, Inode, PartitionStatsReply};
+use strata_proto::meta::{
+    DentryRecord, DirEntry, InitPartition, Inode, OrphanRecord, PartitionStatsReply, ScanKind,
+    ScanReply,
+};
 use strata_raftstore::KvRead;
 
 use crate::keys;
@@ -117,4 +121,56 @@ pub fn orphans(kv: &impl KvRead, limit: usize) -> Result<Vec<(u64, i64)>> {
         .into_iter()
         .map(|(k, v)| (keys::u64_at(&k, 1), keys::u64_at(&v, 0) as i64))
         .collect())
+}
+
+/// One page of a partition's raw records of `kind`, after the cursor `after`
+/// (a key suffix returned as `next` by the previous page).
+pub fn scan(kv: &impl KvRead, kind: ScanKind, after: &[u8], limit: usize) -> Result<ScanReply> {
+    let limit = limit.clamp(1, MAX_PAGE);
+    let prefix: &[u8] = match kind {
+        ScanKind::Inodes => b"i",
+        ScanKind::Dentries => b"d",
+        ScanKind::Orphans => keys::ORPHAN_PREFIX,
+        ScanKind::Unspecified => return Err(StrataError::invalid("scan kind is missing")),
+    };
+    let page = kv.scan(prefix, after, limit)?;
+    let next = if page.len() == limit {
+        page.last()
+            .map(|(k, _)| k[prefix.len()..].to_vec())
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let corrupt = |e: prost::DecodeError| {
+        StrataError::new(
+            ErrorCode::Corrupted,
+            format!("decoding a stored record: {e}"),
+        )
+    };
+    let mut reply = ScanReply {
+        next,
+        ..Default::default()
+    };
+    for (key, value) in page {
+        match kind {
+            ScanKind::Inodes => reply
+                .inodes
+                .push(Inode::decode(value.as_slice()).map_err(corrupt)?),
+            ScanKind::Dentries => {
+                let d = strata_proto::meta::Dentry::decode(value.as_slice()).map_err(corrupt)?;
+                reply.dentries.push(DentryRecord {
+                    parent: keys::u64_at(&key, 1),
+                    name: key[9..].to_vec(),
+                    ino: d.ino,
+                    file_type: d.file_type,
+                });
+            }
+            ScanKind::Orphans => reply.orphans.push(OrphanRecord {
+                ino: keys::u64_at(&key, 1),
+                unlinked_at_ns: keys::u64_at(&value, 0) as i64,
+            }),
+            ScanKind::Unspecified => unreachable!("rejected above"),
+        }
+    }
+    Ok(reply)
 }

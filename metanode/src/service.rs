@@ -151,6 +151,18 @@ impl pb::meta_server::Meta for MetaService {
         Ok(Response::new(decode_outcome(&outcome)?))
     }
 
+    async fn scan(&self, request: Request<pb::ScanRequest>) -> RpcResult<pb::ScanReply> {
+        let req = request.into_inner();
+        let (kv, _) = self.reader(req.partition_id).await?;
+        let kind = pb::ScanKind::try_from(req.kind).unwrap_or(pb::ScanKind::Unspecified);
+        Ok(Response::new(read::scan(
+            &kv,
+            kind,
+            &req.after,
+            req.limit as usize,
+        )?))
+    }
+
     async fn partition_stats(
         &self,
         request: Request<pb::PartitionStatsRequest>,

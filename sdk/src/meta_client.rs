@@ -394,6 +394,39 @@ impl MetaClient {
         Ok(out)
     }
 
+    /// Every record of `kind` in every partition, page by page.
+    pub async fn scan_all(&self, kind: pb::ScanKind) -> Result<pb::ScanReply> {
+        let mut all = pb::ScanReply::default();
+        for p in &self.partitions {
+            let mut after = Vec::new();
+            loop {
+                let page = self
+                    .call(
+                        p.inode_start,
+                        "scanning a partition",
+                        |mut c, partition_id| {
+                            let request = pb::ScanRequest {
+                                partition_id,
+                                kind: kind as i32,
+                                after: after.clone(),
+                                limit: 4096,
+                            };
+                            async move { c.scan(request).await }
+                        },
+                    )
+                    .await?;
+                all.inodes.extend(page.inodes);
+                all.dentries.extend(page.dentries);
+                all.orphans.extend(page.orphans);
+                if page.next.is_empty() {
+                    break;
+                }
+                after = page.next;
+            }
+        }
+        Ok(all)
+    }
+
     /// Leaves the deadline of each operation as given (tests shorten it).
     pub fn with_deadline(mut self, deadline: Duration) -> Self {
         self.deadline = deadline;
