@@ -15,13 +15,8 @@ use crate::cluster_file::ClusterFile;
 /// Finds the masters: `--master`/`STRATA_MASTER`, else the `cluster.json` of
 /// a `strata dev` cluster in the current directory (or its `strata-dev/`).
 pub fn master_addresses(flag: &[String]) -> anyhow::Result<Vec<String>> {
-    let given: Vec<String> = flag
-        .iter()
-        .flat_map(|m| m.split(','))
-        .map(str::trim)
-        .filter(|m| !m.is_empty())
-        .map(String::from)
-        .collect();
+    let given: Vec<String> =
+        flag.iter().flat_map(|m| m.split(',')).map(str::trim).filter(|m| !m.is_empty()).map(String::from).collect();
     if !given.is_empty() {
         return Ok(given);
     }
@@ -44,11 +39,7 @@ fn print_json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
 }
 
 /// Prints `value` as JSON, or for people with `human`.
-fn output<T: Serialize + ?Sized>(
-    json: bool,
-    value: &T,
-    human: impl FnOnce(&T),
-) -> anyhow::Result<()> {
+fn output<T: Serialize + ?Sized>(json: bool, value: &T, human: impl FnOnce(&T)) -> anyhow::Result<()> {
     if json {
         return print_json(value);
     }
@@ -88,9 +79,7 @@ pub struct StatusView {
 }
 
 fn role_name(role: i32) -> String {
-    NodeRole::try_from(role)
-        .map(|r| r.as_str().to_string())
-        .unwrap_or_else(|_| "unknown".into())
+    NodeRole::try_from(role).map(|r| r.as_str().to_string()).unwrap_or_else(|_| "unknown".into())
 }
 
 /// Gathers the cluster's state: each master asked directly (alive = it
@@ -109,26 +98,16 @@ pub async fn collect_status(client: &MasterClient) -> StatusView {
             continue;
         };
         for peer in &status.masters {
-            masters
-                .entry(peer.id)
-                .or_insert_with(|| master_view(peer.id, &peer.address));
+            masters.entry(peer.id).or_insert_with(|| master_view(peer.id, &peer.address));
             if !asked.contains(&peer.address) {
                 to_ask.push(peer.address.clone());
             }
         }
-        let me = masters
-            .entry(status.self_id)
-            .or_insert_with(|| master_view(status.self_id, &address));
+        let me = masters.entry(status.self_id).or_insert_with(|| master_view(status.self_id, &address));
         me.alive = true;
         me.applied_index = Some(status.applied_index);
-        if status.leader_id == status.self_id
-            && leader.as_ref().is_none_or(|l| l.term < status.term)
-        {
-            leader = Some(LeaderView {
-                id: status.self_id,
-                address: address.clone(),
-                term: status.term,
-            });
+        if status.leader_id == status.self_id && leader.as_ref().is_none_or(|l| l.term < status.term) {
+            leader = Some(LeaderView { id: status.self_id, address: address.clone(), term: status.term });
         }
     }
     for m in masters.values_mut() {
@@ -138,32 +117,23 @@ pub async fn collect_status(client: &MasterClient) -> StatusView {
     let mut volumes = None;
     if leader.is_some() {
         if let Ok(listed) = client.list_nodes().await {
-            nodes.extend(
-                listed
-                    .into_iter()
-                    .filter(|n| n.role != pb::NodeRole::Master as i32)
-                    .map(|n| NodeView {
-                        id: n.id,
-                        role: role_name(n.role),
-                        address: n.address,
-                        alive: n.alive,
-                        leader: false,
-                        last_heartbeat_ms_ago: n.last_heartbeat_ms_ago,
-                        disk_total_bytes: n.capacity.map(|c| c.total_bytes),
-                        disk_available_bytes: n.capacity.map(|c| c.available_bytes),
-                        partitions_held: n.partitions_held,
-                        partitions_assigned: n.partitions_assigned,
-                        applied_index: None,
-                    }),
-            );
+            nodes.extend(listed.into_iter().filter(|n| n.role != pb::NodeRole::Master as i32).map(|n| NodeView {
+                id: n.id,
+                role: role_name(n.role),
+                address: n.address,
+                alive: n.alive,
+                leader: false,
+                last_heartbeat_ms_ago: n.last_heartbeat_ms_ago,
+                disk_total_bytes: n.capacity.map(|c| c.total_bytes),
+                disk_available_bytes: n.capacity.map(|c| c.available_bytes),
+                partitions_held: n.partitions_held,
+                partitions_assigned: n.partitions_assigned,
+                applied_index: None,
+            }));
         }
         volumes = client.list_volumes().await.ok().map(|v| v.len());
     }
-    StatusView {
-        leader,
-        nodes,
-        volumes,
-    }
+    StatusView { leader, nodes, volumes }
 }
 
 fn master_view(id: u64, address: &str) -> NodeView {
@@ -188,10 +158,7 @@ fn print_nodes(nodes: &[NodeView]) {
         "ID", "ROLE", "ADDRESS", "STATE", "LEADER", "DISK FREE", "HELD", "ASSIGNED"
     );
     for n in nodes {
-        let free = n
-            .disk_available_bytes
-            .map(format_size)
-            .unwrap_or_else(|| "-".into());
+        let free = n.disk_available_bytes.map(format_size).unwrap_or_else(|| "-".into());
         println!(
             "{:<6} {:<9} {:<22} {:<6} {:<7} {:>11} {:>9} {:>9}",
             n.id,
@@ -284,36 +251,17 @@ impl From<pb::Volume> for VolumeView {
             data_partitions: v
                 .data_partitions
                 .iter()
-                .map(|p| PartitionView {
-                    id: p.id,
-                    members: ids(&p.members),
-                    inode_start: None,
-                    inode_end: None,
-                })
+                .map(|p| PartitionView { id: p.id, members: ids(&p.members), inode_start: None, inode_end: None })
                 .collect(),
         }
     }
 }
 
 fn print_volume(v: &VolumeView) {
-    println!(
-        "volume {} (id {}): {}, capacity {}",
-        v.name,
-        v.id,
-        v.redundancy,
-        format_size(v.capacity_bytes)
-    );
+    println!("volume {} (id {}): {}, capacity {}", v.name, v.id, v.redundancy, format_size(v.capacity_bytes));
     for p in &v.meta_partitions {
-        let end = p
-            .inode_end
-            .map(|e| e.to_string())
-            .unwrap_or_else(|| "∞".into());
-        println!(
-            "  meta partition {:<5} inodes [{}, {end})  on {:?}",
-            p.id,
-            p.inode_start.unwrap_or(0),
-            p.members
-        );
+        let end = p.inode_end.map(|e| e.to_string()).unwrap_or_else(|| "∞".into());
+        println!("  meta partition {:<5} inodes [{}, {end})  on {:?}", p.id, p.inode_start.unwrap_or(0), p.members);
     }
     for p in &v.data_partitions {
         println!("  data partition {:<5} on {:?}", p.id, p.members);
@@ -343,27 +291,16 @@ pub async fn volume_create(
 
 fn rand_id() -> u128 {
     use std::time::{SystemTime, UNIX_EPOCH};
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     nanos ^ ((std::process::id() as u128) << 64)
 }
 
 pub async fn volume_list(client: &MasterClient, json: bool) -> anyhow::Result<()> {
-    let volumes: Vec<VolumeView> = client
-        .list_volumes()
-        .await?
-        .into_iter()
-        .map(VolumeView::from)
-        .collect();
+    let volumes: Vec<VolumeView> = client.list_volumes().await?.into_iter().map(VolumeView::from).collect();
     if json {
         return print_json(&volumes);
     }
-    println!(
-        "{:<6} {:<24} {:<12} {:>12} {:>6} {:>6}",
-        "ID", "NAME", "REDUNDANCY", "CAPACITY", "META", "DATA"
-    );
+    println!("{:<6} {:<24} {:<12} {:>12} {:>6} {:>6}", "ID", "NAME", "REDUNDANCY", "CAPACITY", "META", "DATA");
     for v in &volumes {
         println!(
             "{:<6} {:<24} {:<12} {:>12} {:>6} {:>6}",
@@ -399,11 +336,7 @@ pub async fn user_create(client: &MasterClient, name: &str, json: bool) -> anyho
     let user = client.create_user(name).await?;
     let view = UserView {
         name: user.name,
-        access_keys: user
-            .access_keys
-            .into_iter()
-            .map(|k| (k.access_key_id, k.secret_access_key))
-            .collect(),
+        access_keys: user.access_keys.into_iter().map(|k| (k.access_key_id, k.secret_access_key)).collect(),
     };
     if json {
         return print_json(&view);
@@ -418,15 +351,8 @@ pub async fn user_create(client: &MasterClient, name: &str, json: bool) -> anyho
 pub async fn user_list(client: &MasterClient, json: bool) -> anyhow::Result<()> {
     let users = client.list_users().await?;
     if json {
-        let names: Vec<(String, Vec<String>)> = users
-            .into_iter()
-            .map(|u| {
-                (
-                    u.name,
-                    u.access_keys.into_iter().map(|k| k.access_key_id).collect(),
-                )
-            })
-            .collect();
+        let names: Vec<(String, Vec<String>)> =
+            users.into_iter().map(|u| (u.name, u.access_keys.into_iter().map(|k| k.access_key_id).collect())).collect();
         return print_json(&names);
     }
     for u in users {
@@ -442,20 +368,12 @@ pub async fn user_delete(client: &MasterClient, name: &str) -> anyhow::Result<()
     Ok(())
 }
 
-pub async fn fsck(
-    client: &MasterClient,
-    volume: &str,
-    grace_secs: u64,
-    json: bool,
-) -> anyhow::Result<()> {
+pub async fn fsck(client: &MasterClient, volume: &str, grace_secs: u64, json: bool) -> anyhow::Result<()> {
     let meta = strata_sdk::MetaClient::open(client, volume).await?;
     let grace_ns = i64::try_from(grace_secs.saturating_mul(1_000_000_000)).unwrap_or(i64::MAX);
     let report = strata_sdk::fsck::fsck(&meta, grace_ns).await?;
     output(json, &report, |r| {
-        println!(
-            "volume {volume}: {} inodes, {} entries, {} orphans",
-            r.inodes, r.dentries, r.orphans
-        );
+        println!("volume {volume}: {} inodes, {} entries, {} orphans", r.inodes, r.dentries, r.orphans);
         if r.problems.is_empty() {
             println!("no problems found");
         }

@@ -47,11 +47,7 @@ impl ClusterFile {
     }
 
     pub fn master_addresses(&self) -> Vec<String> {
-        self.nodes
-            .iter()
-            .filter(|n| n.role == "master")
-            .map(|n| n.address.clone())
-            .collect()
+        self.nodes.iter().filter(|n| n.role == "master").map(|n| n.address.clone()).collect()
     }
 
     pub fn node(&self, id: u64) -> Option<&DevNode> {

@@ -59,8 +59,7 @@ pub enum DevAction {
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.dir)
-        .with_context(|| format!("creating {}", args.dir.display()))?;
+    std::fs::create_dir_all(&args.dir).with_context(|| format!("creating {}", args.dir.display()))?;
     let dir = args.dir.canonicalize()?;
     match args.action {
         Some(DevAction::Restart { node_id }) => restart(&dir, node_id),
@@ -72,10 +71,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 fn pid_alive(pid: u32) -> bool {
     // A zombie (killed but not yet reaped) counts as dead.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| !rest.trim_start().starts_with('Z')),
+        Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')),
         Err(_) => false,
     }
 }
@@ -96,17 +92,14 @@ fn signal(pid: u32, sig: i32) {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 fn port(args: &DevArgs, offset: u64) -> anyhow::Result<u16> {
     if args.base_port == 0 {
         return free_port();
     }
-    u16::try_from(args.base_port as u64 + offset)
-        .context("ports past 65535: choose a lower --base-port")
+    u16::try_from(args.base_port as u64 + offset).context("ports past 65535: choose a lower --base-port")
 }
 
 /// Lays out a new cluster: ids, ports, directories and config files.
@@ -128,29 +121,14 @@ fn create_layout(dir: &Path, args: &DevArgs) -> anyhow::Result<ClusterFile> {
         add(1 + i, "master", format!("127.0.0.1:{}", port(args, i)?));
     }
     for i in 0..args.metanodes {
-        add(
-            101 + i,
-            "metanode",
-            format!("127.0.0.1:{}", port(args, 100 + i)?),
-        );
+        add(101 + i, "metanode", format!("127.0.0.1:{}", port(args, 100 + i)?));
     }
     for i in 0..args.datanodes {
-        add(
-            201 + i,
-            "datanode",
-            format!("127.0.0.1:{}", port(args, 200 + i)?),
-        );
+        add(201 + i, "datanode", format!("127.0.0.1:{}", port(args, 200 + i)?));
     }
-    let file = ClusterFile {
-        nodes,
-        supervisor_pid: None,
-    };
-    let peers: Vec<String> = file
-        .nodes
-        .iter()
-        .filter(|n| n.role == "master")
-        .map(|n| format!("{}={}", n.id, n.address))
-        .collect();
+    let file = ClusterFile { nodes, supervisor_pid: None };
+    let peers: Vec<String> =
+        file.nodes.iter().filter(|n| n.role == "master").map(|n| format!("{}={}", n.id, n.address)).collect();
     let masters = file.master_addresses();
     for node in &file.nodes {
         std::fs::create_dir_all(node.config.parent().expect("config has a parent"))?;
@@ -180,15 +158,9 @@ fn create_layout(dir: &Path, args: &DevArgs) -> anyhow::Result<ClusterFile> {
                 raft: RaftConfig::default(),
             };
             if node.role == "metanode" {
-                ConfigFile {
-                    metanode: Some(section),
-                    ..Default::default()
-                }
+                ConfigFile { metanode: Some(section), ..Default::default() }
             } else {
-                ConfigFile {
-                    datanode: Some(section),
-                    ..Default::default()
-                }
+                ConfigFile { datanode: Some(section), ..Default::default() }
             }
         };
         std::fs::write(&node.config, toml::to_string_pretty(&config)?)
@@ -205,27 +177,15 @@ fn spawn(node: &DevNode, detach: bool) -> anyhow::Result<Child> {
         .open(&node.log)
         .with_context(|| format!("opening {}", node.log.display()))?;
     let mut cmd = Command::new(exe);
-    cmd.arg(&node.role)
-        .arg("--config")
-        .arg(&node.config)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
+    cmd.arg(&node.role).arg("--config").arg(&node.config).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
     // A node is configured by its file alone; the caller's overrides must not leak in.
-    for var in [
-        "STRATA_CONFIG",
-        "STRATA_LISTEN",
-        "STRATA_DATA_DIR",
-        "STRATA_NODE_ID",
-        "STRATA_MASTER",
-    ] {
+    for var in ["STRATA_CONFIG", "STRATA_LISTEN", "STRATA_DATA_DIR", "STRATA_NODE_ID", "STRATA_MASTER"] {
         cmd.env_remove(var);
     }
     if detach {
         cmd.process_group(0);
     }
-    cmd.spawn()
-        .with_context(|| format!("starting {} {}", node.role, node.id))
+    cmd.spawn().with_context(|| format!("starting {} {}", node.role, node.id))
 }
 
 async fn supervise(dir: &Path, args: &DevArgs) -> anyhow::Result<()> {
@@ -237,11 +197,7 @@ async fn supervise(dir: &Path, args: &DevArgs) -> anyhow::Result<()> {
                     dir.display()
                 );
             }
-            if let Some(running) = file
-                .nodes
-                .iter()
-                .find(|n| n.pid.is_some_and(|p| is_node_process(p, n)))
-            {
+            if let Some(running) = file.nodes.iter().find(|n| n.pid.is_some_and(|p| is_node_process(p, n))) {
                 anyhow::bail!(
                     "{} {} of this cluster is still running (pid {:?}); `strata dev stop` first",
                     running.role,
@@ -268,10 +224,7 @@ async fn supervise(dir: &Path, args: &DevArgs) -> anyhow::Result<()> {
 
     let result = bring_up(&file, args).await;
     match &result {
-        Ok(()) => println!(
-            "cluster is up; Ctrl-C stops it (data stays in {})",
-            dir.display()
-        ),
+        Ok(()) => println!("cluster is up; Ctrl-C stops it (data stays in {})", dir.display()),
         Err(e) => eprintln!("the cluster did not come up: {e:#}"),
     }
     if result.is_ok() {
@@ -300,12 +253,7 @@ async fn bring_up(file: &ClusterFile, args: &DevArgs) -> anyhow::Result<()> {
     loop {
         let status = collect_status(&client).await;
         let alive = |n: &DevNode| status.nodes.iter().any(|v| v.id == n.id && v.alive);
-        let missing: Vec<u64> = file
-            .nodes
-            .iter()
-            .filter(|n| !alive(n))
-            .map(|n| n.id)
-            .collect();
+        let missing: Vec<u64> = file.nodes.iter().filter(|n| !alive(n)).map(|n| n.id).collect();
         if let (Some(leader), true) = (&status.leader, missing.is_empty()) {
             println!("leader: master {} at {}", leader.id, leader.address);
             break;
@@ -319,31 +267,31 @@ async fn bring_up(file: &ClusterFile, args: &DevArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let count = |role: &str| file.nodes.iter().filter(|n| n.role == role).count();
-    println!(
-        "masters: {}  metanodes: {}  datanodes: {}",
-        count("master"),
-        count("metanode"),
-        count("datanode")
-    );
+    println!("masters: {}  metanodes: {}  datanodes: {}", count("master"), count("metanode"), count("datanode"));
     println!("export STRATA_MASTER={}", file.master_addresses().join(","));
     if !args.volume.is_empty() {
-        ensure_volume(
-            &client,
-            &args.volume,
-            count("datanode"),
-            &args.volume_capacity,
-        )
-        .await?;
+        ensure_volume(&client, &args.volume, count("datanode"), &args.volume_capacity).await?;
+        wait_namespace(&client, &args.volume).await?;
     }
     Ok(())
 }
 
-async fn ensure_volume(
-    client: &MasterClient,
-    name: &str,
-    datanodes: usize,
-    capacity: &str,
-) -> anyhow::Result<()> {
+/// Waits until every meta partition of `name` answers (hosted and initialised).
+async fn wait_namespace(client: &MasterClient, name: &str) -> anyhow::Result<()> {
+    let meta = strata_sdk::MetaClient::open(client, name).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match meta.partition_stats().await {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() > deadline => {
+                return Err(e).context(format!("the namespace of volume {name} is not ready"));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+async fn ensure_volume(client: &MasterClient, name: &str, datanodes: usize, capacity: &str) -> anyhow::Result<()> {
     if client.get_volume(name).await.is_ok() {
         println!("volume {name} is there");
         return Ok(());
@@ -357,10 +305,7 @@ async fn ensure_volume(
         owner: String::new(),
         request_id: format!("strata-dev-{name}"),
     };
-    client
-        .create_volume(request)
-        .await
-        .with_context(|| format!("creating volume {name}"))?;
+    client.create_volume(request).await.with_context(|| format!("creating volume {name}"))?;
     println!("volume {name} created ({redundancy})");
     Ok(())
 }
@@ -370,11 +315,7 @@ async fn stop_nodes(dir: &Path) -> anyhow::Result<()> {
     let Some(mut file) = ClusterFile::load(dir)? else {
         return Ok(());
     };
-    let running: Vec<u32> = file
-        .nodes
-        .iter()
-        .filter_map(|n| n.pid.filter(|p| is_node_process(*p, n)))
-        .collect();
+    let running: Vec<u32> = file.nodes.iter().filter_map(|n| n.pid.filter(|p| is_node_process(*p, n))).collect();
     for pid in &running {
         signal(*pid, libc::SIGTERM);
     }
@@ -395,16 +336,10 @@ async fn stop_nodes(dir: &Path) -> anyhow::Result<()> {
 }
 
 fn restart(dir: &Path, node_id: u64) -> anyhow::Result<()> {
-    let mut file =
-        ClusterFile::load(dir)?.with_context(|| format!("no cluster.json in {}", dir.display()))?;
+    let mut file = ClusterFile::load(dir)?.with_context(|| format!("no cluster.json in {}", dir.display()))?;
     let node = file
         .node(node_id)
-        .with_context(|| {
-            format!(
-                "node {node_id} is not in {}",
-                ClusterFile::path(dir).display()
-            )
-        })?
+        .with_context(|| format!("node {node_id} is not in {}", ClusterFile::path(dir).display()))?
         .clone();
     if let Some(pid) = node.pid.filter(|p| is_node_process(*p, &node)) {
         anyhow::bail!("{} {node_id} is already running (pid {pid})", node.role);
@@ -420,8 +355,7 @@ fn restart(dir: &Path, node_id: u64) -> anyhow::Result<()> {
 }
 
 async fn stop(dir: &Path) -> anyhow::Result<()> {
-    let file =
-        ClusterFile::load(dir)?.with_context(|| format!("no cluster.json in {}", dir.display()))?;
+    let file = ClusterFile::load(dir)?.with_context(|| format!("no cluster.json in {}", dir.display()))?;
     if let Some(pid) = file.supervisor_pid.filter(|p| pid_alive(*p)) {
         signal(pid, libc::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(20);

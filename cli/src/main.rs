@@ -1,6 +1,7 @@
 //! `strata`: every role and every admin command in one binary.
 
 mod admin;
+mod bench_cmd;
 mod cluster_file;
 mod dev;
 mod serve;
@@ -9,19 +10,10 @@ use clap::{Parser, Subcommand};
 use strata_sdk::MasterClient;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "strata",
-    version,
-    about = "Strata: a distributed file system with a cache tier"
-)]
+#[command(name = "strata", version, about = "Strata: a distributed file system with a cache tier")]
 struct Cli {
     /// Master addresses, HOST:PORT[,HOST:PORT…] (default: cluster.json of a `strata dev` cluster here).
-    #[arg(
-        long = "master",
-        env = "STRATA_MASTER",
-        global = true,
-        value_delimiter = ','
-    )]
+    #[arg(long = "master", env = "STRATA_MASTER", global = true, value_delimiter = ',')]
     masters: Vec<String>,
     /// Machine-readable output.
     #[arg(long, global = true)]
@@ -58,6 +50,11 @@ enum Cmd {
         /// Unlinked files still open may stay this long before they count as leaked.
         #[arg(long, default_value_t = 86_400)]
         grace_secs: u64,
+    },
+    /// Benchmarks, each next to a baseline measured in the same run.
+    Bench {
+        #[command(subcommand)]
+        action: bench_cmd::BenchCmd,
     },
     /// Users and their S3 access keys.
     User {
@@ -108,10 +105,7 @@ enum UserCmd {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("starting the tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("starting the tokio runtime");
     match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -122,9 +116,8 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let admin_client = || -> anyhow::Result<MasterClient> {
-        Ok(MasterClient::new(admin::master_addresses(&cli.masters)?)?)
-    };
+    let admin_client =
+        || -> anyhow::Result<MasterClient> { Ok(MasterClient::new(admin::master_addresses(&cli.masters)?)?) };
     match cli.command {
         Cmd::Master(args) => {
             strata_common::logging::init("info");
@@ -132,48 +125,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Metanode(args) => {
             strata_common::logging::init("info");
-            strata_metanode::run(
-                serve::node_config(&args, "metanode", &cli.masters)?,
-                serve::shutdown_signal(),
-            )
-            .await
+            strata_metanode::run(serve::node_config(&args, "metanode", &cli.masters)?, serve::shutdown_signal()).await
         }
         Cmd::Datanode(args) => {
             strata_common::logging::init("info");
-            strata_datanode::run(
-                serve::node_config(&args, "datanode", &cli.masters)?,
-                serve::shutdown_signal(),
-            )
-            .await
+            strata_datanode::run(serve::node_config(&args, "datanode", &cli.masters)?, serve::shutdown_signal()).await
         }
         Cmd::Dev(args) => {
             strata_common::logging::init("warn");
             dev::run(args).await
         }
         Cmd::Status => admin::status(&admin_client()?, cli.json).await,
-        Cmd::Node {
-            action: NodeCmd::List,
-        } => admin::node_list(&admin_client()?, cli.json).await,
+        Cmd::Node { action: NodeCmd::List } => admin::node_list(&admin_client()?, cli.json).await,
         Cmd::Volume { action } => {
             let client = admin_client()?;
             match action {
-                VolumeCmd::Create {
-                    name,
-                    redundancy,
-                    capacity,
-                    owner,
-                } => {
-                    admin::volume_create(&client, &name, &redundancy, &capacity, &owner, cli.json)
-                        .await
+                VolumeCmd::Create { name, redundancy, capacity, owner } => {
+                    admin::volume_create(&client, &name, &redundancy, &capacity, &owner, cli.json).await
                 }
                 VolumeCmd::List => admin::volume_list(&client, cli.json).await,
                 VolumeCmd::Info { name } => admin::volume_info(&client, &name, cli.json).await,
                 VolumeCmd::Delete { name } => admin::volume_delete(&client, &name).await,
             }
         }
-        Cmd::Fsck { volume, grace_secs } => {
-            admin::fsck(&admin_client()?, &volume, grace_secs, cli.json).await
-        }
+        Cmd::Fsck { volume, grace_secs } => admin::fsck(&admin_client()?, &volume, grace_secs, cli.json).await,
+        Cmd::Bench { action } => bench_cmd::run(&admin_client()?, action).await,
         Cmd::User { action } => {
             let client = admin_client()?;
             match action {
@@ -198,21 +174,10 @@ mod tests {
 
     #[test]
     fn dev_counts_and_master_list_do_not_clash() {
-        let cli = Cli::try_parse_from([
-            "strata",
-            "--master",
-            "a:1,b:2",
-            "dev",
-            "--masters",
-            "1",
-            "--datanodes",
-            "4",
-        ])
-        .unwrap();
+        let cli = Cli::try_parse_from(["strata", "--master", "a:1,b:2", "dev", "--masters", "1", "--datanodes", "4"])
+            .unwrap();
         assert_eq!(cli.masters, vec!["a:1".to_string(), "b:2".to_string()]);
-        let Cmd::Dev(args) = cli.command else {
-            panic!("not dev")
-        };
+        let Cmd::Dev(args) = cli.command else { panic!("not dev") };
         assert_eq!((args.masters, args.datanodes), (1, 4));
     }
 }

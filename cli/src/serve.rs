@@ -31,11 +31,9 @@ pub struct ServeArgs {
 fn section(args: &ServeArgs, role: &str, masters: &[String]) -> anyhow::Result<toml::Table> {
     let mut file = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
             // Validate the whole file first so typos in other sections are caught too.
-            toml::from_str::<ConfigFile>(&text)
-                .with_context(|| format!("parsing {}", path.display()))?;
+            toml::from_str::<ConfigFile>(&text).with_context(|| format!("parsing {}", path.display()))?;
             toml::from_str::<toml::Table>(&text)?
         }
         None => toml::Table::new(),
@@ -65,29 +63,24 @@ fn section(args: &ServeArgs, role: &str, masters: &[String]) -> anyhow::Result<t
 }
 
 pub fn master_config(args: &ServeArgs) -> anyhow::Result<MasterConfig> {
-    let config: MasterConfig = section(args, "master", &[])?
-        .try_into()
-        .context("master configuration")?;
+    let config: MasterConfig = section(args, "master", &[])?.try_into().context("master configuration")?;
     config.validate()?;
     Ok(config)
 }
 
 pub fn node_config(args: &ServeArgs, role: &str, masters: &[String]) -> anyhow::Result<NodeConfig> {
-    let config: NodeConfig = section(args, role, masters)?
-        .try_into()
-        .with_context(|| format!("{role} configuration"))?;
+    let config: NodeConfig =
+        section(args, role, masters)?.try_into().with_context(|| format!("{role} configuration"))?;
     if config.masters.is_empty() {
-        anyhow::bail!(
-            "a {role} needs the masters' addresses (--master, STRATA_MASTER or `masters` in the config)"
-        );
+        anyhow::bail!("a {role} needs the masters' addresses (--master, STRATA_MASTER or `masters` in the config)");
     }
     Ok(config)
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing SIGTERM handler");
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("installing SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}

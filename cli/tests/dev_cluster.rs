@@ -16,18 +16,8 @@ fn master_failover_and_full_restart_keep_every_volume() {
 
     // The cluster as started: 3 masters with one leader, 3 metanodes, 6 datanodes, all alive.
     let status = cluster.status().unwrap();
-    assert_eq!(
-        (
-            count(&status, "master"),
-            count(&status, "metanode"),
-            count(&status, "datanode")
-        ),
-        (3, 3, 6)
-    );
-    let leaders: Vec<_> = nodes(&status)
-        .into_iter()
-        .filter(|n| n["leader"] == true)
-        .collect();
+    assert_eq!((count(&status, "master"), count(&status, "metanode"), count(&status, "datanode")), (3, 3, 6));
+    let leaders: Vec<_> = nodes(&status).into_iter().filter(|n| n["leader"] == true).collect();
     assert_eq!(leaders.len(), 1, "exactly one leader: {status:#}");
     let old_leader = leader_id(&status);
 
@@ -48,47 +38,21 @@ fn master_failover_and_full_restart_keep_every_volume() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    cluster.strata_ok(&[
-        "volume",
-        "create",
-        "before-kill",
-        "--redundancy",
-        "ec:4+2",
-        "--capacity",
-        "1TiB",
-    ]);
-    let before: Value =
-        serde_json::from_str(&cluster.strata_ok(&["volume", "info", "before-kill", "--json"]))
-            .unwrap();
+    cluster.strata_ok(&["volume", "create", "before-kill", "--redundancy", "ec:4+2", "--capacity", "1TiB"]);
+    let before: Value = serde_json::from_str(&cluster.strata_ok(&["volume", "info", "before-kill", "--json"])).unwrap();
     for p in before["data_partitions"].as_array().unwrap() {
-        let mut members: Vec<u64> = p["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m.as_u64().unwrap())
-            .collect();
+        let mut members: Vec<u64> = p["members"].as_array().unwrap().iter().map(|m| m.as_u64().unwrap()).collect();
         members.sort();
         members.dedup();
-        assert_eq!(
-            members.len(),
-            6,
-            "ec:4+2 shards on 6 distinct datanodes: {p}"
-        );
+        assert_eq!(members.len(), 6, "ec:4+2 shards on 6 distinct datanodes: {p}");
     }
 
     // kill -9 the leader: another master takes over and accepts writes.
     kill(cluster.pid_of(old_leader), libc::SIGKILL);
-    let status = cluster.wait_for("a new leader", Duration::from_secs(30), |s| {
-        s["leader"].is_object() && leader_id(s) != old_leader
-    });
+    let status = cluster
+        .wait_for("a new leader", Duration::from_secs(30), |s| s["leader"].is_object() && leader_id(s) != old_leader);
     let new_leader = leader_id(&status);
-    cluster.strata_ok(&[
-        "volume",
-        "create",
-        "after-kill",
-        "--redundancy",
-        "replica:3",
-    ]);
+    cluster.strata_ok(&["volume", "create", "after-kill", "--redundancy", "replica:3"]);
     let names: Vec<String> = cluster.volumes().into_iter().map(|v| v.0).collect();
     assert_eq!(names, ["after-kill", "before-kill", "default"]);
 
@@ -96,16 +60,10 @@ fn master_failover_and_full_restart_keep_every_volume() {
     let leader_applied = applied_of(&cluster.status().unwrap(), new_leader);
     cluster.strata_ok(&["dev", "restart", &old_leader.to_string()]);
     let status = cluster.wait_for("the old leader caught up", Duration::from_secs(30), |s| {
-        nodes(s)
-            .iter()
-            .any(|n| n["id"] == old_leader && n["alive"] == true && n["leader"] == false)
+        nodes(s).iter().any(|n| n["id"] == old_leader && n["alive"] == true && n["leader"] == false)
             && applied_of(s, old_leader) >= leader_applied
     });
-    assert_eq!(
-        leader_id(&status),
-        new_leader,
-        "the restarted master did not disturb the leader"
-    );
+    assert_eq!(leader_id(&status), new_leader, "the restarted master did not disturb the leader");
 
     // Kill every process, start again: every volume is still there, unchanged.
     let volumes_before = cluster.volumes();

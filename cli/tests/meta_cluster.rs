@@ -22,10 +22,7 @@ async fn open_volume(masters: Vec<String>) -> MetaClient {
     // The partitions become usable once their leaders initialised them.
     let deadline = Instant::now() + Duration::from_secs(60);
     while meta.partition_stats().await.is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "meta partitions never became ready"
-        );
+        assert!(Instant::now() < deadline, "meta partitions never became ready");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     meta
@@ -43,16 +40,8 @@ struct Done {
     unlinked: u64,
 }
 
-async fn client_work(
-    meta: Arc<MetaClient>,
-    client: usize,
-    shared: u64,
-    stop: Arc<AtomicBool>,
-) -> Done {
-    let dir = meta
-        .mkdir(ROOT, format!("client-{client}").as_bytes(), 0o755, 0, 0)
-        .await
-        .expect("mkdir");
+async fn client_work(meta: Arc<MetaClient>, client: usize, shared: u64, stop: Arc<AtomicBool>) -> Done {
+    let dir = meta.mkdir(ROOT, format!("client-{client}").as_bytes(), 0o755, 0, 0).await.expect("mkdir");
     let mut own = BTreeSet::new();
     let mut moved = BTreeSet::new();
     let mut unlinked = 0;
@@ -82,12 +71,7 @@ async fn client_work(
         }
         i += 1;
     }
-    Done {
-        dir: dir.ino,
-        own,
-        moved,
-        unlinked,
-    }
+    Done { dir: dir.ino, own, moved, unlinked }
 }
 
 async fn list(meta: &MetaClient, dir: u64) -> Vec<String> {
@@ -107,30 +91,20 @@ async fn list(meta: &MetaClient, dir: u64) -> Vec<String> {
 fn namespace_survives_leader_kills_under_concurrent_clients() {
     let mut cluster = DevCluster::new();
     cluster.start();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let meta = Arc::new(runtime.block_on(open_volume(cluster.masters())));
     let root_partition = meta.partition_id_of(ROOT).unwrap();
-    let shared = runtime
-        .block_on(meta.mkdir(ROOT, b"shared", 0o777, 0, 0))
-        .unwrap()
-        .ino;
+    let shared = runtime.block_on(meta.mkdir(ROOT, b"shared", 0o777, 0, 0)).unwrap().ino;
 
     let stop = Arc::new(AtomicBool::new(false));
-    let workers: Vec<_> = (0..CLIENTS)
-        .map(|c| runtime.spawn(client_work(meta.clone(), c, shared, stop.clone())))
-        .collect();
+    let workers: Vec<_> =
+        (0..CLIENTS).map(|c| runtime.spawn(client_work(meta.clone(), c, shared, stop.clone()))).collect();
 
     // Kill the partition leader's metanode three times while the clients work.
     for round in 0..3 {
         std::thread::sleep(Duration::from_secs(2));
         runtime.block_on(meta.partition_stats()).unwrap();
-        let leader = meta
-            .partition_leader(root_partition)
-            .expect("a known leader");
+        let leader = meta.partition_leader(root_partition).expect("a known leader");
         let victim = cluster.node_at(&leader);
         kill(cluster.pid_of(victim), libc::SIGKILL);
         eprintln!("round {round}: killed metanode {victim} leading partition {root_partition}");
@@ -139,21 +113,13 @@ fn namespace_survives_leader_kills_under_concurrent_clients() {
     }
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, Ordering::Relaxed);
-    let results: Vec<_> = workers
-        .into_iter()
-        .map(|w| runtime.block_on(w).expect("a client failed"))
-        .collect();
+    let results: Vec<_> = workers.into_iter().map(|w| runtime.block_on(w).expect("a client failed")).collect();
 
     // Every acknowledged operation is there exactly once.
     let mut all_moved = BTreeSet::new();
     for done in &results {
         let listed = runtime.block_on(list(&meta, done.dir));
-        assert_eq!(
-            listed,
-            done.own.iter().cloned().collect::<Vec<_>>(),
-            "client directory {}",
-            done.dir
-        );
+        assert_eq!(listed, done.own.iter().cloned().collect::<Vec<_>>(), "client directory {}", done.dir);
         all_moved.extend(done.moved.iter().cloned());
     }
     let listed = runtime.block_on(list(&meta, shared));
@@ -162,23 +128,14 @@ fn namespace_survives_leader_kills_under_concurrent_clients() {
     let root = runtime.block_on(meta.getattr(ROOT)).unwrap();
     assert_eq!(root.nlink as usize, 2 + 1 + CLIENTS);
     // No inode was created twice: root, shared, client dirs, live files, orphans.
-    let files: u64 = results
-        .iter()
-        .map(|d| (d.own.len() + d.moved.len()) as u64)
-        .sum();
+    let files: u64 = results.iter().map(|d| (d.own.len() + d.moved.len()) as u64).sum();
     let orphans: u64 = results.iter().map(|d| d.unlinked).sum();
     let stats = runtime.block_on(meta.partition_stats()).unwrap();
-    let inodes = stats
-        .iter()
-        .find(|(id, _)| *id == root_partition)
-        .unwrap()
-        .1
-        .inode_count;
+    let inodes = stats.iter().find(|(id, _)| *id == root_partition).unwrap().1.inode_count;
     assert_eq!(inodes, 2 + CLIENTS as u64 + files + orphans);
 
     // fsck agrees: no broken invariant, and the unlinked files are (young) orphans.
-    let report: serde_json::Value =
-        serde_json::from_str(&cluster.strata_ok(&["fsck", "default", "--json"])).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&cluster.strata_ok(&["fsck", "default", "--json"])).unwrap();
     assert_eq!(report["problems"], serde_json::json!([]), "{report:#}");
     assert_eq!(report["orphans"].as_u64(), Some(orphans));
     assert_eq!(report["inodes"].as_u64(), Some(inodes));

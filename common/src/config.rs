@@ -124,9 +124,8 @@ fn default_initial_data_partitions() -> u32 {
 pub fn parse_peers(peers: &[String]) -> Result<Vec<(u64, String)>> {
     let mut out = Vec::with_capacity(peers.len());
     for entry in peers {
-        let (id, addr) = entry
-            .split_once('=')
-            .ok_or_else(|| StrataError::invalid(format!("peer {entry:?} is not ID=HOST:PORT")))?;
+        let (id, addr) =
+            entry.split_once('=').ok_or_else(|| StrataError::invalid(format!("peer {entry:?} is not ID=HOST:PORT")))?;
         let id: u64 = id
             .trim()
             .parse()
@@ -149,20 +148,13 @@ impl MasterConfig {
         }
         let peers = parse_peers(&self.peers)?;
         if !peers.iter().any(|(id, _)| *id == self.id) {
-            return Err(StrataError::invalid(format!(
-                "master id {} is not among the peers {:?}",
-                self.id, self.peers
-            )));
+            return Err(StrataError::invalid(format!("master id {} is not among the peers {:?}", self.id, self.peers)));
         }
         if self.meta_replicas == 0 || self.initial_meta_partitions == 0 {
-            return Err(StrataError::invalid(
-                "meta_replicas and initial_meta_partitions must be >= 1",
-            ));
+            return Err(StrataError::invalid("meta_replicas and initial_meta_partitions must be >= 1"));
         }
         if self.meta_partition_inode_span == 0 {
-            return Err(StrataError::invalid(
-                "meta_partition_inode_span must be >= 1",
-            ));
+            return Err(StrataError::invalid("meta_partition_inode_span must be >= 1"));
         }
         Ok(())
     }
@@ -195,9 +187,7 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_rejected() {
-        let err = toml::from_str::<ConfigFile>(
-            "[master]\nid = 1\nlisten=\"a\"\npeers=[]\ndata_dir=\"d\"\ntypo = 3\n",
-        );
+        let err = toml::from_str::<ConfigFile>("[master]\nid = 1\nlisten=\"a\"\npeers=[]\ndata_dir=\"d\"\ntypo = 3\n");
         assert!(err.is_err());
     }
 }

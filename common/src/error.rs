@@ -160,12 +160,8 @@ impl ErrorCode {
             tonic::Code::InvalidArgument | tonic::Code::OutOfRange => ErrorCode::InvalidArgument,
             tonic::Code::FailedPrecondition => ErrorCode::FailedPrecondition,
             tonic::Code::ResourceExhausted => ErrorCode::NoSpace,
-            tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => {
-                ErrorCode::PermissionDenied
-            }
-            tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Aborted => {
-                ErrorCode::Unavailable
-            }
+            tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => ErrorCode::PermissionDenied,
+            tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Aborted => ErrorCode::Unavailable,
             tonic::Code::DeadlineExceeded => ErrorCode::Timeout,
             tonic::Code::DataLoss => ErrorCode::Corrupted,
             _ => ErrorCode::Internal,
@@ -193,11 +189,7 @@ pub type Result<T, E = StrataError> = std::result::Result<T, E>;
 
 impl StrataError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        StrataError {
-            code,
-            message: message.into(),
-            leader_hint: None,
-        }
+        StrataError { code, message: message.into(), leader_hint: None }
     }
 
     pub fn not_leader(leader_hint: Option<String>) -> Self {
@@ -205,11 +197,7 @@ impl StrataError {
             Some(addr) => format!("not the leader; the leader is at {addr}"),
             None => "not the leader; no leader is known yet".to_string(),
         };
-        StrataError {
-            code: ErrorCode::NotLeader,
-            message,
-            leader_hint,
-        }
+        StrataError { code: ErrorCode::NotLeader, message, leader_hint }
     }
 
     pub fn not_found(what: impl Into<String>) -> Self {
@@ -227,10 +215,7 @@ impl StrataError {
 
     /// Whether a client may retry the same request elsewhere or later.
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self.code,
-            ErrorCode::NotLeader | ErrorCode::Unavailable | ErrorCode::Timeout
-        )
+        matches!(self.code, ErrorCode::NotLeader | ErrorCode::Unavailable | ErrorCode::Timeout)
     }
 }
 
@@ -238,10 +223,7 @@ impl From<StrataError> for tonic::Status {
     fn from(err: StrataError) -> tonic::Status {
         let mut status = tonic::Status::new(err.code.grpc_code(), err.message);
         let md = status.metadata_mut();
-        md.insert(
-            CODE_METADATA_KEY,
-            err.code.name().parse().expect("code names are ascii"),
-        );
+        md.insert(CODE_METADATA_KEY, err.code.name().parse().expect("code names are ascii"));
         if let Some(leader) = err.leader_hint.and_then(|l| l.parse().ok()) {
             md.insert(LEADER_METADATA_KEY, leader);
         }
@@ -257,15 +239,8 @@ impl From<tonic::Status> for StrataError {
             .and_then(|v| v.to_str().ok())
             .and_then(ErrorCode::from_name)
             .unwrap_or_else(|| ErrorCode::from_grpc_code(status.code()));
-        let leader_hint = md
-            .get(LEADER_METADATA_KEY)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        StrataError {
-            code,
-            message: status.message().to_string(),
-            leader_hint,
-        }
+        let leader_hint = md.get(LEADER_METADATA_KEY).and_then(|v| v.to_str().ok()).map(str::to_string);
+        StrataError { code, message: status.message().to_string(), leader_hint }
     }
 }
 
@@ -304,10 +279,7 @@ mod tests {
         let err = StrataError::from(tonic::Status::unavailable("connection refused"));
         assert_eq!(err.code, ErrorCode::Unavailable);
         let broken = StrataError::from(tonic::Status::unknown("transport error"));
-        assert!(
-            broken.is_retryable(),
-            "a connection broken mid-call is retried"
-        );
+        assert!(broken.is_retryable(), "a connection broken mid-call is retried");
         let ours = StrataError::from(tonic::Status::from(StrataError::internal("bug")));
         assert!(!ours.is_retryable(), "a node's own internal error is not");
     }

@@ -16,10 +16,7 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
             .map(Some)
             .map_err(|e| StrataError::invalid(format!("parsing {}: {e}", path.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(StrataError::internal(format!(
-            "reading {}: {e}",
-            path.display()
-        ))),
+        Err(e) => Err(StrataError::internal(format!("reading {}: {e}", path.display()))),
     }
 }
 
@@ -27,28 +24,19 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
 /// rename, so readers see the old or the new file, never half of one. With
 /// `durable`, the file and its directory are fsynced before returning.
 pub fn write_json<T: Serialize>(path: &Path, value: &T, durable: bool) -> Result<()> {
-    let io = |what: &str, e: std::io::Error| {
-        StrataError::internal(format!("{what} {}: {e}", path.display()))
-    };
+    let io = |what: &str, e: std::io::Error| StrataError::internal(format!("{what} {}: {e}", path.display()));
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let bytes = serde_json::to_vec_pretty(value)
-        .map_err(|e| StrataError::internal(format!("encoding {name}: {e}")))?;
-    let mut file =
-        std::fs::File::create(&tmp).map_err(|e| io("creating a temporary file for", e))?;
+    let bytes = serde_json::to_vec_pretty(value).map_err(|e| StrataError::internal(format!("encoding {name}: {e}")))?;
+    let mut file = std::fs::File::create(&tmp).map_err(|e| io("creating a temporary file for", e))?;
     file.write_all(&bytes).map_err(|e| io("writing", e))?;
     if durable {
         file.sync_all().map_err(|e| io("syncing", e))?;
     }
     std::fs::rename(&tmp, path).map_err(|e| io("replacing", e))?;
     if durable {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io("syncing the directory of", e))?;
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io("syncing the directory of", e))?;
     }
     Ok(())
 }

@@ -6,9 +6,7 @@ use crate::error::{Result, StrataError};
 /// without "i"/"iB"/"B"; all powers of 1024). A bare number is bytes.
 pub fn parse_size(text: &str) -> Result<u64> {
     let t = text.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let unit = unit.trim().to_ascii_lowercase();
     let shift = match unit.trim_end_matches('b').trim_end_matches('i') {
@@ -19,19 +17,13 @@ pub fn parse_size(text: &str) -> Result<u64> {
         "t" => 40,
         "p" => 50,
         _ => {
-            return Err(StrataError::invalid(format!(
-                "unknown size unit in {text:?}"
-            )));
+            return Err(StrataError::invalid(format!("unknown size unit in {text:?}")));
         }
     };
-    let value: f64 = num
-        .parse()
-        .map_err(|_| StrataError::invalid(format!("{text:?} is not a size such as 10GiB")))?;
+    let value: f64 = num.parse().map_err(|_| StrataError::invalid(format!("{text:?} is not a size such as 10GiB")))?;
     let bytes = value * (1u64 << shift) as f64;
     if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
-        return Err(StrataError::invalid(format!(
-            "size {text:?} is out of range"
-        )));
+        return Err(StrataError::invalid(format!("size {text:?} is out of range")));
     }
     Ok(bytes as u64)
 }
@@ -45,11 +37,7 @@ pub fn format_size(bytes: u64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
 }
 
 #[cfg(test)]

@@ -15,18 +15,14 @@ pub struct DiskUsage {
 
 /// Space of the file system holding `path` (statvfs).
 pub fn disk_usage(path: &Path) -> Result<DiskUsage> {
-    let c_path = CString::new(path.as_os_str().as_bytes()).map_err(|_| {
-        StrataError::invalid(format!("path {} contains a NUL byte", path.display()))
-    })?;
+    let c_path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| StrataError::invalid(format!("path {} contains a NUL byte", path.display())))?;
     // SAFETY: statvfs only writes into the struct we pass, and c_path is NUL-terminated.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     let rc = unsafe { libc::statvfs(c_path.as_ptr(), &mut st) };
     if rc != 0 {
         let err = std::io::Error::last_os_error();
-        return Err(StrataError::internal(format!(
-            "statvfs {}: {err}",
-            path.display()
-        )));
+        return Err(StrataError::internal(format!("statvfs {}: {err}", path.display())));
     }
     let frsize = st.f_frsize as u64;
     let total = st.f_blocks as u64 * frsize;

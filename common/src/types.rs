@@ -55,9 +55,7 @@ impl TryFrom<i32> for NodeRole {
             Ok(pb::NodeRole::Metanode) => Ok(NodeRole::Metanode),
             Ok(pb::NodeRole::Datanode) => Ok(NodeRole::Datanode),
             Ok(pb::NodeRole::Cachenode) => Ok(NodeRole::Cachenode),
-            _ => Err(StrataError::invalid(format!(
-                "node role {value} is not a known role"
-            ))),
+            _ => Err(StrataError::invalid(format!("node role {value} is not a known role"))),
         }
     }
 }
@@ -126,15 +124,10 @@ impl FromStr for Redundancy {
     fn from_str(s: &str) -> Result<Self> {
         let bad = || StrataError::invalid(format!("redundancy {s:?} is not replica:N or ec:K+M"));
         let parsed = if let Some(n) = s.strip_prefix("replica:") {
-            Redundancy::Replicated {
-                replicas: n.parse().map_err(|_| bad())?,
-            }
+            Redundancy::Replicated { replicas: n.parse().map_err(|_| bad())? }
         } else if let Some(km) = s.strip_prefix("ec:") {
             let (k, m) = km.split_once('+').ok_or_else(bad)?;
-            Redundancy::ErasureCoded {
-                data: k.parse().map_err(|_| bad())?,
-                parity: m.parse().map_err(|_| bad())?,
-            }
+            Redundancy::ErasureCoded { data: k.parse().map_err(|_| bad())?, parity: m.parse().map_err(|_| bad())? }
         } else {
             return Err(bad());
         };
@@ -146,13 +139,10 @@ impl TryFrom<&pb::Redundancy> for Redundancy {
     type Error = StrataError;
     fn try_from(value: &pb::Redundancy) -> Result<Self> {
         let parsed = match &value.scheme {
-            Some(pb::redundancy::Scheme::Replicated(r)) => Redundancy::Replicated {
-                replicas: r.replicas,
-            },
-            Some(pb::redundancy::Scheme::ErasureCoded(ec)) => Redundancy::ErasureCoded {
-                data: ec.data_shards,
-                parity: ec.parity_shards,
-            },
+            Some(pb::redundancy::Scheme::Replicated(r)) => Redundancy::Replicated { replicas: r.replicas },
+            Some(pb::redundancy::Scheme::ErasureCoded(ec)) => {
+                Redundancy::ErasureCoded { data: ec.data_shards, parity: ec.parity_shards }
+            }
             None => return Err(StrataError::invalid("redundancy is missing")),
         };
         parsed.validate()
@@ -162,19 +152,12 @@ impl TryFrom<&pb::Redundancy> for Redundancy {
 impl From<Redundancy> for pb::Redundancy {
     fn from(r: Redundancy) -> pb::Redundancy {
         let scheme = match r {
-            Redundancy::Replicated { replicas } => {
-                pb::redundancy::Scheme::Replicated(pb::Replicated { replicas })
-            }
+            Redundancy::Replicated { replicas } => pb::redundancy::Scheme::Replicated(pb::Replicated { replicas }),
             Redundancy::ErasureCoded { data, parity } => {
-                pb::redundancy::Scheme::ErasureCoded(pb::ErasureCoded {
-                    data_shards: data,
-                    parity_shards: parity,
-                })
+                pb::redundancy::Scheme::ErasureCoded(pb::ErasureCoded { data_shards: data, parity_shards: parity })
             }
         };
-        pb::Redundancy {
-            scheme: Some(scheme),
-        }
+        pb::Redundancy { scheme: Some(scheme) }
     }
 }
 
@@ -182,11 +165,8 @@ impl From<Redundancy> for pb::Redundancy {
 /// apply: 3 to 63 characters of lowercase letters, digits and hyphens, starting
 /// and ending with a letter or digit.
 pub fn validate_volume_name(name: &str) -> Result<()> {
-    let valid_chars = name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    let valid_ends = name.bytes().next().is_some_and(|b| b != b'-')
-        && name.bytes().last().is_some_and(|b| b != b'-');
+    let valid_chars = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let valid_ends = name.bytes().next().is_some_and(|b| b != b'-') && name.bytes().last().is_some_and(|b| b != b'-');
     if (3..=63).contains(&name.len()) && valid_chars && valid_ends {
         return Ok(());
     }
@@ -198,15 +178,11 @@ pub fn validate_volume_name(name: &str) -> Result<()> {
 /// Checks a user name: 1 to 64 characters of letters, digits, '-', '_' or '.'.
 pub fn validate_user_name(name: &str) -> Result<()> {
     let valid = (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     if valid {
         Ok(())
     } else {
-        Err(StrataError::invalid(format!(
-            "user name {name:?} must be 1-64 letters, digits, '-', '_' or '.'"
-        )))
+        Err(StrataError::invalid(format!("user name {name:?} must be 1-64 letters, digits, '-', '_' or '.'")))
     }
 }
 
@@ -225,15 +201,7 @@ mod tests {
 
     #[test]
     fn redundancy_rejects_nonsense() {
-        for text in [
-            "replica:0",
-            "ec:0+2",
-            "ec:4+0",
-            "ec:4",
-            "raid5",
-            "replica:x",
-            "ec:30+3",
-        ] {
+        for text in ["replica:0", "ec:0+2", "ec:4+0", "ec:4", "raid5", "replica:x", "ec:30+3"] {
             assert!(text.parse::<Redundancy>().is_err(), "{text}");
         }
     }
@@ -256,17 +224,9 @@ mod tests {
 
     #[test]
     fn roles_round_trip() {
-        for role in [
-            NodeRole::Master,
-            NodeRole::Metanode,
-            NodeRole::Datanode,
-            NodeRole::Cachenode,
-        ] {
+        for role in [NodeRole::Master, NodeRole::Metanode, NodeRole::Datanode, NodeRole::Cachenode] {
             assert_eq!(role.as_str().parse::<NodeRole>().unwrap(), role);
-            assert_eq!(
-                NodeRole::try_from(pb::NodeRole::from(role) as i32).unwrap(),
-                role
-            );
+            assert_eq!(NodeRole::try_from(pb::NodeRole::from(role) as i32).unwrap(), role);
         }
         assert!(NodeRole::try_from(0).is_err());
     }

@@ -9,9 +9,6 @@ use strata_common::config::NodeConfig;
 use strata_common::types::NodeRole;
 
 /// Runs a datanode until `shutdown` resolves.
-pub async fn run(
-    config: NodeConfig,
-    shutdown: impl Future<Output = ()> + Send,
-) -> anyhow::Result<()> {
+pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
     strata_sdk::node_agent::serve(NodeRole::Datanode, config, shutdown).await
 }

@@ -22,11 +22,7 @@ pub struct Liveness {
 
 impl Liveness {
     pub fn record(&self, node_id: u64, capacity: DiskUsage, partitions_held: u64) {
-        let health = Health {
-            last_seen: Instant::now(),
-            capacity,
-            partitions_held,
-        };
+        let health = Health { last_seen: Instant::now(), capacity, partitions_held };
         self.nodes.write().unwrap().insert(node_id, health);
     }
 
@@ -35,8 +31,7 @@ impl Liveness {
     }
 
     pub fn is_alive(&self, node_id: u64, timeout: Duration) -> bool {
-        self.get(node_id)
-            .is_some_and(|h| h.last_seen.elapsed() < timeout)
+        self.get(node_id).is_some_and(|h| h.last_seen.elapsed() < timeout)
     }
 }
 
@@ -47,10 +42,7 @@ mod tests {
     #[test]
     fn a_node_is_alive_only_within_the_timeout() {
         let liveness = Liveness::default();
-        assert!(
-            !liveness.is_alive(5, Duration::from_secs(5)),
-            "never heard of"
-        );
+        assert!(!liveness.is_alive(5, Duration::from_secs(5)), "never heard of");
         liveness.record(5, DiskUsage::default(), 2);
         assert!(liveness.is_alive(5, Duration::from_secs(5)));
         assert!(!liveness.is_alive(5, Duration::ZERO));

@@ -13,19 +13,11 @@ pub struct Candidate {
 }
 
 /// Picks `count` distinct candidates, favouring free space.
-pub fn pick(
-    candidates: &[Candidate],
-    count: usize,
-    what: &str,
-    rng: &mut impl Rng,
-) -> Result<Vec<u64>> {
+pub fn pick(candidates: &[Candidate], count: usize, what: &str, rng: &mut impl Rng) -> Result<Vec<u64>> {
     if candidates.len() < count {
         return Err(StrataError::new(
             ErrorCode::FailedPrecondition,
-            format!(
-                "{what} needs {count} distinct live nodes, {} are available",
-                candidates.len()
-            ),
+            format!("{what} needs {count} distinct live nodes, {} are available", candidates.len()),
         ));
     }
     let mut keyed: Vec<(f64, u64)> = candidates
@@ -50,13 +42,7 @@ mod tests {
     use super::*;
 
     fn candidates(free: &[u64]) -> Vec<Candidate> {
-        free.iter()
-            .enumerate()
-            .map(|(i, f)| Candidate {
-                node_id: i as u64 + 1,
-                free_bytes: *f,
-            })
-            .collect()
+        free.iter().enumerate().map(|(i, f)| Candidate { node_id: i as u64 + 1, free_bytes: *f }).collect()
     }
 
     #[test]

@@ -18,17 +18,11 @@ use crate::service::MasterService;
 use crate::state::{MASTER_GROUP, MasterMachine};
 
 /// Runs a master until `shutdown` resolves.
-pub async fn run(
-    config: MasterConfig,
-    shutdown: impl Future<Output = ()> + Send,
-) -> anyhow::Result<()> {
+pub async fn run(config: MasterConfig, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
     config.validate()?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let db = open_db(
-        &config.data_dir.join("rocksdb"),
-        config.raft.rocksdb_max_open_files,
-    )?;
+    let db = open_db(&config.data_dir.join("rocksdb"), config.raft.rocksdb_max_open_files)?;
     let peers = parse_peers(&config.peers)?;
     let addresses = AddressBook::new();
     for (id, address) in &peers {
@@ -37,13 +31,7 @@ pub async fn run(
     let transport = GrpcTransport::new(config.id, addresses.clone());
     let engine = Engine::start(config.id, db, config.raft.clone(), transport, addresses);
     engine
-        .create_group(
-            MASTER_GROUP,
-            GroupSpec {
-                initial_voters: peers.clone(),
-            },
-            Box::new(MasterMachine),
-        )
+        .create_group(MASTER_GROUP, GroupSpec { initial_voters: peers.clone() }, Box::new(MasterMachine))
         .await
         .context("starting the master raft group")?;
 
@@ -53,11 +41,7 @@ pub async fn run(
     tracing::info!(master_id = config.id, listen = %config.listen, peers = peers.len(), "master started");
 
     let master_seen = Arc::new(RwLock::new(HashMap::new()));
-    let prober = tokio::spawn(probe_masters(
-        engine.clone(),
-        config.id,
-        master_seen.clone(),
-    ));
+    let prober = tokio::spawn(probe_masters(engine.clone(), config.id, master_seen.clone()));
     let service = MasterService::new(engine.clone(), config, master_seen);
     let result = tonic::transport::Server::builder()
         .add_service(MasterServer::new(service))
@@ -98,13 +82,8 @@ async fn probe_masters(engine: Engine, self_id: u64, seen: Arc<RwLock<HashMap<u6
 
 async fn ping(address: &str) -> bool {
     let call = async {
-        let mut client = MasterClient::connect(format!("http://{address}"))
-            .await
-            .ok()?;
+        let mut client = MasterClient::connect(format!("http://{address}")).await.ok()?;
         client.cluster_status(ClusterStatusRequest {}).await.ok()
     };
-    matches!(
-        tokio::time::timeout(Duration::from_millis(800), call).await,
-        Ok(Some(_))
-    )
+    matches!(tokio::time::timeout(Duration::from_millis(800), call).await, Ok(Some(_)))
 }

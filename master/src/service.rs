@@ -19,8 +19,8 @@ use tonic::{Request, Response, Status};
 use crate::liveness::Liveness;
 use crate::placement::{self, Candidate};
 use crate::state::{
-    AccessKeyRecord, Command, MASTER_GROUP, NodeRecord, Outcome, PlannedMetaPartition, StateReader,
-    UserRecord, VolumeRecord,
+    AccessKeyRecord, Command, MASTER_GROUP, NodeRecord, Outcome, PlannedMetaPartition, StateReader, UserRecord,
+    VolumeRecord,
 };
 
 type RpcResult<T> = std::result::Result<Response<T>, Status>;
@@ -36,18 +36,11 @@ pub struct MasterService {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 fn random_token(len: usize) -> String {
-    rand::rng()
-        .sample_iter(&Alphanumeric)
-        .take(len)
-        .map(char::from)
-        .collect()
+    rand::rng().sample_iter(&Alphanumeric).take(len).map(char::from).collect()
 }
 
 fn new_access_key() -> AccessKeyRecord {
@@ -59,28 +52,16 @@ fn new_access_key() -> AccessKeyRecord {
 }
 
 fn capacity_from(c: Option<&pb::Capacity>) -> DiskUsage {
-    c.map(|c| DiskUsage {
-        total_bytes: c.total_bytes,
-        used_bytes: c.used_bytes,
-        available_bytes: c.available_bytes,
-    })
-    .unwrap_or_default()
+    c.map(|c| DiskUsage { total_bytes: c.total_bytes, used_bytes: c.used_bytes, available_bytes: c.available_bytes })
+        .unwrap_or_default()
 }
 
 fn capacity_to(c: DiskUsage) -> pb::Capacity {
-    pb::Capacity {
-        total_bytes: c.total_bytes,
-        used_bytes: c.used_bytes,
-        available_bytes: c.available_bytes,
-    }
+    pb::Capacity { total_bytes: c.total_bytes, used_bytes: c.used_bytes, available_bytes: c.available_bytes }
 }
 
 impl MasterService {
-    pub fn new(
-        engine: Engine,
-        config: MasterConfig,
-        master_seen: Arc<RwLock<HashMap<u64, Instant>>>,
-    ) -> Self {
+    pub fn new(engine: Engine, config: MasterConfig, master_seen: Arc<RwLock<HashMap<u64, Instant>>>) -> Self {
         MasterService {
             engine,
             config,
@@ -100,9 +81,7 @@ impl MasterService {
             .status(MASTER_GROUP)
             .ok_or_else(|| StrataError::unavailable("the master group is not running yet"))?;
         if status.role != Role::Leader {
-            return Err(StrataError::not_leader(
-                self.engine.leader_address(MASTER_GROUP),
-            ));
+            return Err(StrataError::not_leader(self.engine.leader_address(MASTER_GROUP)));
         }
         let mut leadership = self.leadership.lock().unwrap();
         if leadership.0 != status.term {
@@ -138,10 +117,8 @@ impl MasterService {
             .filter(|n| n.role == role.as_str())
             .filter_map(|n| {
                 let health = self.liveness.get(n.id)?;
-                (health.last_seen.elapsed() < self.node_timeout()).then_some(Candidate {
-                    node_id: n.id,
-                    free_bytes: health.capacity.available_bytes,
-                })
+                (health.last_seen.elapsed() < self.node_timeout())
+                    .then_some(Candidate { node_id: n.id, free_bytes: health.capacity.available_bytes })
             })
             .collect()
     }
@@ -161,21 +138,9 @@ impl MasterService {
         for i in 0..count {
             let inode_start = 1 + i * span;
             let inode_end = (i + 1 < count).then_some(1 + (i + 1) * span);
-            let what = format!(
-                "a meta partition with {} replicas",
-                self.config.meta_replicas
-            );
-            let members = placement::pick(
-                &metanodes,
-                self.config.meta_replicas as usize,
-                &what,
-                &mut rng,
-            )?;
-            meta.push(PlannedMetaPartition {
-                inode_start,
-                inode_end,
-                members,
-            });
+            let what = format!("a meta partition with {} replicas", self.config.meta_replicas);
+            let members = placement::pick(&metanodes, self.config.meta_replicas as usize, &what, &mut rng)?;
+            meta.push(PlannedMetaPartition { inode_start, inode_end, members });
         }
         let what = format!("a {redundancy} data partition");
         let data = (0..self.config.initial_data_partitions)
@@ -187,14 +152,10 @@ impl MasterService {
     fn volume_to_proto(volume: &VolumeRecord, addresses: &HashMap<u64, String>) -> pb::Volume {
         let members = |ids: &[u64]| {
             ids.iter()
-                .map(|id| pb::PartitionMember {
-                    node_id: *id,
-                    address: addresses.get(id).cloned().unwrap_or_default(),
-                })
+                .map(|id| pb::PartitionMember { node_id: *id, address: addresses.get(id).cloned().unwrap_or_default() })
                 .collect::<Vec<_>>()
         };
-        let redundancy: Option<pb::Redundancy> =
-            volume.redundancy.parse::<Redundancy>().ok().map(Into::into);
+        let redundancy: Option<pb::Redundancy> = volume.redundancy.parse::<Redundancy>().ok().map(Into::into);
         pb::Volume {
             id: volume.id,
             name: volume.name.clone(),
@@ -215,11 +176,7 @@ impl MasterService {
             data_partitions: volume
                 .data_partitions
                 .iter()
-                .map(|p| pb::DataPartition {
-                    id: p.id,
-                    redundancy,
-                    members: members(&p.members),
-                })
+                .map(|p| pb::DataPartition { id: p.id, redundancy, members: members(&p.members) })
                 .collect(),
         }
     }
@@ -250,11 +207,7 @@ impl MasterService {
     fn meta_assignments(&self, node_id: u64) -> Result<Vec<pb::MetaPartitionAssignment>> {
         let state = StateReader(self.engine.kv(MASTER_GROUP));
         let volumes = state.volumes()?;
-        if !volumes.iter().any(|v| {
-            v.meta_partitions
-                .iter()
-                .any(|p| p.members.contains(&node_id))
-        }) {
+        if !volumes.iter().any(|v| v.meta_partitions.iter().any(|p| p.members.contains(&node_id))) {
             return Ok(Vec::new());
         }
         let addresses = Self::addresses(&state.nodes()?);
@@ -263,10 +216,7 @@ impl MasterService {
             let view = Self::volume_to_proto(volume, &addresses);
             for partition in view.meta_partitions {
                 if partition.members.iter().any(|m| m.node_id == node_id) {
-                    out.push(pb::MetaPartitionAssignment {
-                        volume_id: volume.id,
-                        partition: Some(partition),
-                    });
+                    out.push(pb::MetaPartitionAssignment { volume_id: volume.id, partition: Some(partition) });
                 }
             }
         }
@@ -280,11 +230,7 @@ impl MasterService {
             .iter()
             .map(|id| {
                 let is_self = *id == status.node_id;
-                let last = if is_self {
-                    Some(Duration::ZERO)
-                } else {
-                    seen.get(id).map(|t| t.elapsed())
-                };
+                let last = if is_self { Some(Duration::ZERO) } else { seen.get(id).map(|t| t.elapsed()) };
                 pb::NodeInfo {
                     id: *id,
                     role: pb::NodeRole::Master as i32,
@@ -303,21 +249,14 @@ impl MasterService {
 
 #[tonic::async_trait]
 impl pb::master_server::Master for MasterService {
-    async fn register_node(
-        &self,
-        request: Request<pb::RegisterNodeRequest>,
-    ) -> RpcResult<pb::RegisterNodeResponse> {
+    async fn register_node(&self, request: Request<pb::RegisterNodeRequest>) -> RpcResult<pb::RegisterNodeResponse> {
         let req = request.into_inner();
         let role = NodeRole::try_from(req.role)?;
         if role == NodeRole::Master {
-            return Err(
-                StrataError::invalid("masters are Raft members, they do not register").into(),
-            );
+            return Err(StrataError::invalid("masters are Raft members, they do not register").into());
         }
         if req.address.is_empty() {
-            return Err(
-                StrataError::invalid("a node must register with the address it serves on").into(),
-            );
+            return Err(StrataError::invalid("a node must register with the address it serves on").into());
         }
         let command = Command::RegisterNode {
             id: req.node_id,
@@ -328,8 +267,7 @@ impl pb::master_server::Master for MasterService {
         let Outcome::Node(node) = self.propose(command).await? else {
             return Err(StrataError::internal("register returned no node").into());
         };
-        self.liveness
-            .record(node.id, capacity_from(req.capacity.as_ref()), 0);
+        self.liveness.record(node.id, capacity_from(req.capacity.as_ref()), 0);
         tracing::info!(node_id = node.id, role = %node.role, address = %node.address, "node registered");
         Ok(Response::new(pb::RegisterNodeResponse {
             node_id: node.id,
@@ -337,35 +275,20 @@ impl pb::master_server::Master for MasterService {
         }))
     }
 
-    async fn heartbeat(
-        &self,
-        request: Request<pb::HeartbeatRequest>,
-    ) -> RpcResult<pb::HeartbeatResponse> {
+    async fn heartbeat(&self, request: Request<pb::HeartbeatRequest>) -> RpcResult<pb::HeartbeatResponse> {
         let req = request.into_inner();
         self.ensure_leader()?;
         // The leader's applied state is enough to know the node exists.
         let kv = self.engine.kv(MASTER_GROUP);
-        if kv
-            .get(crate::state::node_key(req.node_id).as_bytes())?
-            .is_none()
-        {
-            return Err(
-                StrataError::not_found(format!("node {} is not registered", req.node_id)).into(),
-            );
+        if kv.get(crate::state::node_key(req.node_id).as_bytes())?.is_none() {
+            return Err(StrataError::not_found(format!("node {} is not registered", req.node_id)).into());
         }
-        self.liveness.record(
-            req.node_id,
-            capacity_from(req.capacity.as_ref()),
-            req.partitions_held,
-        );
+        self.liveness.record(req.node_id, capacity_from(req.capacity.as_ref()), req.partitions_held);
         let meta_partitions = self.meta_assignments(req.node_id)?;
         Ok(Response::new(pb::HeartbeatResponse { meta_partitions }))
     }
 
-    async fn list_nodes(
-        &self,
-        _request: Request<pb::ListNodesRequest>,
-    ) -> RpcResult<pb::ListNodesResponse> {
+    async fn list_nodes(&self, _request: Request<pb::ListNodesRequest>) -> RpcResult<pb::ListNodesResponse> {
         let state = self.read_state().await?;
         let status = self.ensure_leader()?;
         let mut assigned: HashMap<u64, u64> = HashMap::new();
@@ -412,24 +335,16 @@ impl pb::master_server::Master for MasterService {
             masters: status
                 .voters
                 .iter()
-                .map(|id| pb::MasterPeer {
-                    id: *id,
-                    address: addresses.get(*id).unwrap_or_default(),
-                })
+                .map(|id| pb::MasterPeer { id: *id, address: addresses.get(*id).unwrap_or_default() })
                 .collect(),
         }))
     }
 
-    async fn create_volume(
-        &self,
-        request: Request<pb::CreateVolumeRequest>,
-    ) -> RpcResult<pb::Volume> {
+    async fn create_volume(&self, request: Request<pb::CreateVolumeRequest>) -> RpcResult<pb::Volume> {
         let req = request.into_inner();
         validate_volume_name(&req.name)?;
         let redundancy = Redundancy::try_from(
-            req.redundancy
-                .as_ref()
-                .ok_or_else(|| StrataError::invalid("redundancy is missing"))?,
+            req.redundancy.as_ref().ok_or_else(|| StrataError::invalid("redundancy is missing"))?,
         )?;
         if req.capacity_bytes == 0 {
             return Err(StrataError::invalid("a volume needs a capacity above zero").into());
@@ -438,25 +353,18 @@ impl pb::master_server::Master for MasterService {
         let nodes = state.nodes()?;
         if let Some(existing) = state.volume(&req.name)? {
             if !req.request_id.is_empty() && existing.request_id == req.request_id {
-                return Ok(Response::new(Self::volume_to_proto(
-                    &existing,
-                    &Self::addresses(&nodes),
-                )));
+                return Ok(Response::new(Self::volume_to_proto(&existing, &Self::addresses(&nodes))));
             }
-            return Err(StrataError::new(
-                ErrorCode::AlreadyExists,
-                format!("volume {} already exists", req.name),
-            )
-            .into());
+            return Err(
+                StrataError::new(ErrorCode::AlreadyExists, format!("volume {} already exists", req.name)).into()
+            );
         }
         let (meta, data) = match self.plan_volume(&nodes, redundancy) {
             Ok(plan) => plan,
             Err(e) if self.newly_elected() => {
-                return Err(StrataError::unavailable(format!(
-                    "new leader still hearing from nodes: {}",
-                    e.message
-                ))
-                .into());
+                return Err(
+                    StrataError::unavailable(format!("new leader still hearing from nodes: {}", e.message)).into()
+                );
             }
             Err(e) => return Err(e.into()),
         };
@@ -474,45 +382,27 @@ impl pb::master_server::Master for MasterService {
             return Err(StrataError::internal("create volume returned no volume").into());
         };
         tracing::info!(volume_id = volume.id, volume = %volume.name, redundancy = %volume.redundancy, "volume created");
-        Ok(Response::new(Self::volume_to_proto(
-            &volume,
-            &Self::addresses(&nodes),
-        )))
+        Ok(Response::new(Self::volume_to_proto(&volume, &Self::addresses(&nodes))))
     }
 
-    async fn list_volumes(
-        &self,
-        _request: Request<pb::ListVolumesRequest>,
-    ) -> RpcResult<pb::ListVolumesResponse> {
+    async fn list_volumes(&self, _request: Request<pb::ListVolumesRequest>) -> RpcResult<pb::ListVolumesResponse> {
         let state = self.read_state().await?;
         let addresses = Self::addresses(&state.nodes()?);
-        let volumes = state
-            .volumes()?
-            .iter()
-            .map(|v| Self::volume_to_proto(v, &addresses))
-            .collect();
+        let volumes = state.volumes()?.iter().map(|v| Self::volume_to_proto(v, &addresses)).collect();
         Ok(Response::new(pb::ListVolumesResponse { volumes }))
     }
 
     async fn get_volume(&self, request: Request<pb::GetVolumeRequest>) -> RpcResult<pb::Volume> {
         let name = request.into_inner().name;
         let state = self.read_state().await?;
-        let volume = state
-            .volume(&name)?
-            .ok_or_else(|| StrataError::not_found(format!("volume {name} does not exist")))?;
-        Ok(Response::new(Self::volume_to_proto(
-            &volume,
-            &Self::addresses(&state.nodes()?),
-        )))
+        let volume =
+            state.volume(&name)?.ok_or_else(|| StrataError::not_found(format!("volume {name} does not exist")))?;
+        Ok(Response::new(Self::volume_to_proto(&volume, &Self::addresses(&state.nodes()?))))
     }
 
-    async fn delete_volume(
-        &self,
-        request: Request<pb::DeleteVolumeRequest>,
-    ) -> RpcResult<pb::DeleteVolumeResponse> {
+    async fn delete_volume(&self, request: Request<pb::DeleteVolumeRequest>) -> RpcResult<pb::DeleteVolumeResponse> {
         let name = request.into_inner().name;
-        self.propose(Command::DeleteVolume { name: name.clone() })
-            .await?;
+        self.propose(Command::DeleteVolume { name: name.clone() }).await?;
         tracing::info!(volume = %name, "volume deleted");
         Ok(Response::new(pb::DeleteVolumeResponse {}))
     }
@@ -520,48 +410,28 @@ impl pb::master_server::Master for MasterService {
     async fn create_user(&self, request: Request<pb::CreateUserRequest>) -> RpcResult<pb::User> {
         let name = request.into_inner().name;
         validate_user_name(&name)?;
-        let command = Command::CreateUser {
-            name,
-            access_key: new_access_key(),
-            now_ms: now_ms(),
-        };
+        let command = Command::CreateUser { name, access_key: new_access_key(), now_ms: now_ms() };
         let Outcome::User(user) = self.propose(command).await? else {
             return Err(StrataError::internal("create user returned no user").into());
         };
         Ok(Response::new(Self::user_to_proto(user)))
     }
 
-    async fn list_users(
-        &self,
-        _request: Request<pb::ListUsersRequest>,
-    ) -> RpcResult<pb::ListUsersResponse> {
+    async fn list_users(&self, _request: Request<pb::ListUsersRequest>) -> RpcResult<pb::ListUsersResponse> {
         let state = self.read_state().await?;
-        let users = state
-            .users()?
-            .into_iter()
-            .map(Self::user_to_proto)
-            .collect();
+        let users = state.users()?.into_iter().map(Self::user_to_proto).collect();
         Ok(Response::new(pb::ListUsersResponse { users }))
     }
 
-    async fn delete_user(
-        &self,
-        request: Request<pb::DeleteUserRequest>,
-    ) -> RpcResult<pb::DeleteUserResponse> {
+    async fn delete_user(&self, request: Request<pb::DeleteUserRequest>) -> RpcResult<pb::DeleteUserResponse> {
         let name = request.into_inner().name;
         self.propose(Command::DeleteUser { name }).await?;
         Ok(Response::new(pb::DeleteUserResponse {}))
     }
 
-    async fn create_access_key(
-        &self,
-        request: Request<pb::CreateAccessKeyRequest>,
-    ) -> RpcResult<pb::AccessKey> {
+    async fn create_access_key(&self, request: Request<pb::CreateAccessKeyRequest>) -> RpcResult<pb::AccessKey> {
         let user = request.into_inner().user;
-        let command = Command::CreateAccessKey {
-            user: user.clone(),
-            access_key: new_access_key(),
-        };
+        let command = Command::CreateAccessKey { user: user.clone(), access_key: new_access_key() };
         let Outcome::AccessKey(key) = self.propose(command).await? else {
             return Err(StrataError::internal("create access key returned no key").into());
         };
@@ -578,8 +448,7 @@ impl pb::master_server::Master for MasterService {
         request: Request<pb::DeleteAccessKeyRequest>,
     ) -> RpcResult<pb::DeleteAccessKeyResponse> {
         let access_key_id = request.into_inner().access_key_id;
-        self.propose(Command::DeleteAccessKey { access_key_id })
-            .await?;
+        self.propose(Command::DeleteAccessKey { access_key_id }).await?;
         Ok(Response::new(pb::DeleteAccessKeyResponse {}))
     }
 }

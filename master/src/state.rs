@@ -162,8 +162,7 @@ fn access_key_key(id: &str) -> String {
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| StrataError::internal(format!("decoding stored {what}: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| StrataError::internal(format!("decoding stored {what}: {e}")))
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -175,17 +174,10 @@ pub struct StateReader(pub GroupKv);
 
 impl StateReader {
     fn get<T: for<'de> Deserialize<'de>>(&self, key: &str, what: &str) -> Result<Option<T>> {
-        self.0
-            .get(key.as_bytes())?
-            .map(|b| decode(&b, what))
-            .transpose()
+        self.0.get(key.as_bytes())?.map(|b| decode(&b, what)).transpose()
     }
     fn list<T: for<'de> Deserialize<'de>>(&self, prefix: &str, what: &str) -> Result<Vec<T>> {
-        self.0
-            .scan_prefix(prefix.as_bytes())?
-            .iter()
-            .map(|(_, v)| decode(v, what))
-            .collect()
+        self.0.scan_prefix(prefix.as_bytes())?.iter().map(|(_, v)| decode(v, what)).collect()
     }
     pub fn nodes(&self) -> Result<Vec<NodeRecord>> {
         self.list(NODE_PREFIX, "node")
@@ -209,14 +201,9 @@ impl StateMachine for MasterMachine {
     fn apply(&mut self, batch: &mut ApplyBatch<'_>, index: u64, command: &[u8]) -> Vec<u8> {
         let outcome = match serde_json::from_slice::<Command>(command) {
             Ok(cmd) => apply(batch, cmd),
-            Err(e) => Err(StrataError::internal(format!(
-                "undecodable master command at index {index}: {e}"
-            ))),
+            Err(e) => Err(StrataError::internal(format!("undecodable master command at index {index}: {e}"))),
         };
-        let outcome = outcome.unwrap_or_else(|e| Outcome::Failed {
-            code: e.code.name().into(),
-            message: e.message,
-        });
+        let outcome = outcome.unwrap_or_else(|e| Outcome::Failed { code: e.code.name().into(), message: e.message });
         encode(&outcome)
     }
 }
@@ -225,10 +212,7 @@ struct Tx<'a, 'b>(&'a mut ApplyBatch<'b>);
 
 impl Tx<'_, '_> {
     fn get<T: for<'de> Deserialize<'de>>(&self, key: &str, what: &str) -> Result<Option<T>> {
-        self.0
-            .get(key.as_bytes())?
-            .map(|b| decode(&b, what))
-            .transpose()
+        self.0.get(key.as_bytes())?.map(|b| decode(&b, what)).transpose()
     }
     fn put<T: Serialize>(&mut self, key: &str, value: &T) {
         self.0.put(key.as_bytes(), &encode(value));
@@ -248,30 +232,13 @@ impl Tx<'_, '_> {
 fn apply(batch: &mut ApplyBatch<'_>, cmd: Command) -> Result<Outcome> {
     let mut tx = Tx(batch);
     match cmd {
-        Command::RegisterNode {
-            id,
-            role,
-            address,
-            now_ms,
-        } => register_node(&mut tx, id, role, address, now_ms),
-        Command::CreateVolume {
-            name,
-            redundancy,
-            capacity_bytes,
-            owner,
-            request_id,
-            now_ms,
-            meta,
-            data,
-        } => {
+        Command::RegisterNode { id, role, address, now_ms } => register_node(&mut tx, id, role, address, now_ms),
+        Command::CreateVolume { name, redundancy, capacity_bytes, owner, request_id, now_ms, meta, data } => {
             if let Some(existing) = tx.get::<VolumeRecord>(&volume_key(&name), "volume")? {
                 if existing.request_id == request_id && !request_id.is_empty() {
                     return Ok(Outcome::Volume(existing));
                 }
-                return Err(StrataError::new(
-                    ErrorCode::AlreadyExists,
-                    format!("volume {name} already exists"),
-                ));
+                return Err(StrataError::new(ErrorCode::AlreadyExists, format!("volume {name} already exists")));
             }
             let id = tx.next_ids("volume", 1, 1)?;
             let partitions = meta.len() as u64 + data.len() as u64;
@@ -290,10 +257,7 @@ fn apply(batch: &mut ApplyBatch<'_>, cmd: Command) -> Result<Outcome> {
             let data_partitions = data
                 .into_iter()
                 .enumerate()
-                .map(|(i, members)| DataPartitionRecord {
-                    id: first_data + i as u64,
-                    members,
-                })
+                .map(|(i, members)| DataPartitionRecord { id: first_data + i as u64, members })
                 .collect();
             let volume = VolumeRecord {
                 id,
@@ -310,42 +274,24 @@ fn apply(batch: &mut ApplyBatch<'_>, cmd: Command) -> Result<Outcome> {
             Ok(Outcome::Volume(volume))
         }
         Command::DeleteVolume { name } => {
-            if tx
-                .get::<VolumeRecord>(&volume_key(&name), "volume")?
-                .is_none()
-            {
-                return Err(StrataError::not_found(format!(
-                    "volume {name} does not exist"
-                )));
+            if tx.get::<VolumeRecord>(&volume_key(&name), "volume")?.is_none() {
+                return Err(StrataError::not_found(format!("volume {name} does not exist")));
             }
             tx.delete(&volume_key(&name));
             Ok(Outcome::Done)
         }
-        Command::CreateUser {
-            name,
-            access_key,
-            now_ms,
-        } => {
+        Command::CreateUser { name, access_key, now_ms } => {
             if tx.get::<UserRecord>(&user_key(&name), "user")?.is_some() {
-                return Err(StrataError::new(
-                    ErrorCode::AlreadyExists,
-                    format!("user {name} already exists"),
-                ));
+                return Err(StrataError::new(ErrorCode::AlreadyExists, format!("user {name} already exists")));
             }
             tx.put(&access_key_key(&access_key.id), &name);
-            let user = UserRecord {
-                name: name.clone(),
-                created_at_ms: now_ms,
-                access_keys: vec![access_key],
-            };
+            let user = UserRecord { name: name.clone(), created_at_ms: now_ms, access_keys: vec![access_key] };
             tx.put(&user_key(&name), &user);
             Ok(Outcome::User(user))
         }
         Command::DeleteUser { name } => {
             let Some(user) = tx.get::<UserRecord>(&user_key(&name), "user")? else {
-                return Err(StrataError::not_found(format!(
-                    "user {name} does not exist"
-                )));
+                return Err(StrataError::not_found(format!("user {name} does not exist")));
             };
             for key in &user.access_keys {
                 tx.delete(&access_key_key(&key.id));
@@ -355,9 +301,7 @@ fn apply(batch: &mut ApplyBatch<'_>, cmd: Command) -> Result<Outcome> {
         }
         Command::CreateAccessKey { user, access_key } => {
             let Some(mut record) = tx.get::<UserRecord>(&user_key(&user), "user")? else {
-                return Err(StrataError::not_found(format!(
-                    "user {user} does not exist"
-                )));
+                return Err(StrataError::not_found(format!("user {user} does not exist")));
             };
             tx.put(&access_key_key(&access_key.id), &user);
             record.access_keys.push(access_key.clone());
@@ -365,11 +309,8 @@ fn apply(batch: &mut ApplyBatch<'_>, cmd: Command) -> Result<Outcome> {
             Ok(Outcome::AccessKey(access_key))
         }
         Command::DeleteAccessKey { access_key_id } => {
-            let Some(user) = tx.get::<String>(&access_key_key(&access_key_id), "access key")?
-            else {
-                return Err(StrataError::not_found(format!(
-                    "access key {access_key_id} does not exist"
-                )));
+            let Some(user) = tx.get::<String>(&access_key_key(&access_key_id), "access key")? else {
+                return Err(StrataError::not_found(format!("access key {access_key_id} does not exist")));
             };
             tx.delete(&access_key_key(&access_key_id));
             if let Some(mut record) = tx.get::<UserRecord>(&user_key(&user), "user")? {
@@ -381,18 +322,8 @@ fn apply(batch: &mut ApplyBatch<'_>, cmd: Command) -> Result<Outcome> {
     }
 }
 
-fn register_node(
-    tx: &mut Tx<'_, '_>,
-    id: u64,
-    role: String,
-    address: String,
-    now_ms: u64,
-) -> Result<Outcome> {
-    let existing = if id == 0 {
-        None
-    } else {
-        tx.get::<NodeRecord>(&node_key(id), "node")?
-    };
+fn register_node(tx: &mut Tx<'_, '_>, id: u64, role: String, address: String, now_ms: u64) -> Result<Outcome> {
+    let existing = if id == 0 { None } else { tx.get::<NodeRecord>(&node_key(id), "node")? };
     let record = match existing {
         Some(existing) if existing.role != role => {
             return Err(StrataError::new(
@@ -401,22 +332,10 @@ fn register_node(
             ));
         }
         // A known node coming back, perhaps on another address.
-        Some(existing) => NodeRecord {
-            address,
-            ..existing
-        },
+        Some(existing) => NodeRecord { address, ..existing },
         None => {
-            let id = if id == 0 {
-                tx.next_ids("node", 1, FIRST_ASSIGNED_NODE_ID)?
-            } else {
-                id
-            };
-            NodeRecord {
-                id,
-                role,
-                address,
-                registered_at_ms: now_ms,
-            }
+            let id = if id == 0 { tx.next_ids("node", 1, FIRST_ASSIGNED_NODE_ID)? } else { id };
+            NodeRecord { id, role, address, registered_at_ms: now_ms }
         }
     };
     tx.put(&node_key(record.id), &record);

@@ -28,15 +28,10 @@ pub fn set_attr(txn: &mut Txn<'_, '_>, op: SetAttrOp) -> Result<Inode> {
     }
     if let Some(size) = op.size {
         if is_dir(&inode) {
-            return Err(StrataError::new(
-                ErrorCode::IsDir,
-                "cannot truncate a directory",
-            ));
+            return Err(StrataError::new(ErrorCode::IsDir, "cannot truncate a directory"));
         }
         if inode.mode & S_IFMT != S_IFREG {
-            return Err(StrataError::invalid(
-                "only regular files have a size to set",
-            ));
+            return Err(StrataError::invalid("only regular files have a size to set"));
         }
         if size != inode.size {
             inode.size = size;
@@ -60,15 +55,10 @@ pub fn set_attr(txn: &mut Txn<'_, '_>, op: SetAttrOp) -> Result<Inode> {
 
 fn validate_xattr_name(name: &[u8]) -> Result<()> {
     if name.is_empty() || name.contains(&0) {
-        return Err(StrataError::invalid(
-            "xattr names are non-empty and without NUL",
-        ));
+        return Err(StrataError::invalid("xattr names are non-empty and without NUL"));
     }
     if name.len() > XATTR_NAME_MAX {
-        return Err(StrataError::new(
-            ErrorCode::NameTooLong,
-            "xattr name is too long",
-        ));
+        return Err(StrataError::new(ErrorCode::NameTooLong, "xattr name is too long"));
     }
     Ok(())
 }
@@ -76,30 +66,19 @@ fn validate_xattr_name(name: &[u8]) -> Result<()> {
 pub fn set_xattr(txn: &mut Txn<'_, '_>, op: SetXattrOp) -> Result<Inode> {
     validate_xattr_name(&op.name)?;
     if op.value.len() > XATTR_SIZE_MAX {
-        return Err(StrataError::invalid(format!(
-            "xattr values are at most {XATTR_SIZE_MAX} bytes"
-        )));
+        return Err(StrataError::invalid(format!("xattr values are at most {XATTR_SIZE_MAX} bytes")));
     }
     if op.flags & !(XATTR_CREATE | XATTR_REPLACE) != 0 {
-        return Err(StrataError::invalid(format!(
-            "xattr flags {:#x} are not valid",
-            op.flags
-        )));
+        return Err(StrataError::invalid(format!("xattr flags {:#x} are not valid", op.flags)));
     }
     let mut inode = txn.must_inode(op.ino)?;
     let key = keys::xattr(op.ino, &op.name);
     let present = txn.kv().get(&key)?.is_some();
     if op.flags & XATTR_CREATE != 0 && present {
-        return Err(StrataError::new(
-            ErrorCode::AlreadyExists,
-            "xattr exists (XATTR_CREATE)",
-        ));
+        return Err(StrataError::new(ErrorCode::AlreadyExists, "xattr exists (XATTR_CREATE)"));
     }
     if op.flags & XATTR_REPLACE != 0 && !present {
-        return Err(StrataError::new(
-            ErrorCode::NoData,
-            "no such xattr (XATTR_REPLACE)",
-        ));
+        return Err(StrataError::new(ErrorCode::NoData, "no such xattr (XATTR_REPLACE)"));
     }
     txn.put(&key, &op.value);
     inode.ctime_ns = txn.now_ns;

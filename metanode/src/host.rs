@@ -41,11 +41,7 @@ impl From<&master_pb::MetaPartitionAssignment> for Assignment {
             volume_id: a.volume_id,
             inode_start: p.inode_start,
             inode_end: p.inode_end,
-            members: p
-                .members
-                .iter()
-                .map(|m| (m.node_id, m.address.clone()))
-                .collect(),
+            members: p.members.iter().map(|m| (m.node_id, m.address.clone())).collect(),
         }
     }
 }
@@ -59,10 +55,7 @@ pub struct PartitionHost {
 }
 
 pub fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
 }
 
 impl PartitionHost {
@@ -82,10 +75,9 @@ impl PartitionHost {
             .unwrap()
             .get(&partition_id)
             .cloned()
+            // Retryable: the master may have assigned it and no heartbeat brought it yet.
             .ok_or_else(|| {
-                StrataError::not_found(format!(
-                    "meta partition {partition_id} is not hosted on this metanode"
-                ))
+                StrataError::unavailable(format!("meta partition {partition_id} is not hosted on this metanode (yet)"))
             })
     }
 
@@ -99,12 +91,8 @@ impl PartitionHost {
     }
 
     async fn host(&self, assignment: Assignment) -> Result<()> {
-        let spec = GroupSpec {
-            initial_voters: assignment.members.clone(),
-        };
-        self.engine
-            .create_group(assignment.partition_id, spec, Box::new(MetaMachine))
-            .await?;
+        let spec = GroupSpec { initial_voters: assignment.members.clone() };
+        self.engine.create_group(assignment.partition_id, spec, Box::new(MetaMachine)).await?;
         tracing::info!(
             partition_id = assignment.partition_id,
             volume_id = assignment.volume_id,
@@ -112,9 +100,7 @@ impl PartitionHost {
         );
         let mut hosted = self.hosted.write().unwrap();
         hosted.insert(assignment.partition_id, assignment);
-        self.stats
-            .partitions_held
-            .store(hosted.len() as u64, Ordering::Relaxed);
+        self.stats.partitions_held.store(hosted.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 
@@ -123,12 +109,7 @@ impl PartitionHost {
         let mut added = false;
         for a in assigned {
             let assignment = Assignment::from(a);
-            if self
-                .hosted
-                .read()
-                .unwrap()
-                .contains_key(&assignment.partition_id)
-            {
+            if self.hosted.read().unwrap().contains_key(&assignment.partition_id) {
                 continue;
             }
             if !assignment.members.iter().any(|(id, _)| *id == self.node_id) {
@@ -151,36 +132,17 @@ impl PartitionHost {
     async fn initialise_led_partitions(&self) {
         let hosted: Vec<Assignment> = self.hosted.read().unwrap().values().cloned().collect();
         for a in hosted {
-            let leading = self
-                .engine
-                .status(a.partition_id)
-                .is_some_and(|s| s.role == Role::Leader);
-            if !leading
-                || partition_info(&self.engine.kv(a.partition_id))
-                    .ok()
-                    .flatten()
-                    .is_some()
-            {
+            let leading = self.engine.status(a.partition_id).is_some_and(|s| s.role == Role::Leader);
+            if !leading || partition_info(&self.engine.kv(a.partition_id)).ok().flatten().is_some() {
                 continue;
             }
-            let init = InitPartition {
-                volume_id: a.volume_id,
-                inode_start: a.inode_start,
-                inode_end: a.inode_end,
-            };
+            let init = InitPartition { volume_id: a.volume_id, inode_start: a.inode_start, inode_end: a.inode_end };
             let request = MutateRequest {
                 partition_id: a.partition_id,
                 request_id: 0,
-                command: Some(MetaCommand {
-                    now_ns: now_ns(),
-                    op: Some(Op::Init(init)),
-                }),
+                command: Some(MetaCommand { now_ns: now_ns(), op: Some(Op::Init(init)) }),
             };
-            match self
-                .engine
-                .propose(a.partition_id, request.encode_to_vec())
-                .await
-            {
+            match self.engine.propose(a.partition_id, request.encode_to_vec()).await {
                 Ok(_) => {
                     tracing::info!(partition_id = a.partition_id, "initialised meta partition")
                 }

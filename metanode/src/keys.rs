@@ -67,11 +67,7 @@ pub fn request_index(index: u64, id: u64) -> Vec<u8> {
 
 /// The u64 at `offset` of a key built above.
 pub fn u64_at(key: &[u8], offset: usize) -> u64 {
-    u64::from_be_bytes(
-        key[offset..offset + 8]
-            .try_into()
-            .expect("keys hold full u64s"),
-    )
+    u64::from_be_bytes(key[offset..offset + 8].try_into().expect("keys hold full u64s"))
 }
 
 #[cfg(test)]

@@ -41,17 +41,13 @@ pub fn encode_outcome(result: &Result<MutateReply>) -> Vec<u8> {
 
 pub fn decode_outcome(bytes: &[u8]) -> Result<MutateReply> {
     match bytes.split_first() {
-        Some((0, reply)) => MutateReply::decode(reply)
-            .map_err(|e| StrataError::internal(format!("decoding reply: {e}"))),
+        Some((0, reply)) => {
+            MutateReply::decode(reply).map_err(|e| StrataError::internal(format!("decoding reply: {e}")))
+        }
         Some((1, err)) => {
-            let (code, message) =
-                err.split_at(err.iter().position(|b| *b == 0).unwrap_or(err.len()));
-            let code =
-                ErrorCode::from_name(&String::from_utf8_lossy(code)).unwrap_or(ErrorCode::Internal);
-            Err(StrataError::new(
-                code,
-                String::from_utf8_lossy(message.get(1..).unwrap_or_default()),
-            ))
+            let (code, message) = err.split_at(err.iter().position(|b| *b == 0).unwrap_or(err.len()));
+            let code = ErrorCode::from_name(&String::from_utf8_lossy(code)).unwrap_or(ErrorCode::Internal);
+            Err(StrataError::new(code, String::from_utf8_lossy(message.get(1..).unwrap_or_default())))
         }
         _ => Err(StrataError::internal("empty command outcome")),
     }
@@ -91,9 +87,7 @@ impl StateMachine for MetaMachine {
         let request = match MutateRequest::decode(command) {
             Ok(r) => r,
             Err(e) => {
-                return encode_outcome(&Err(StrataError::internal(format!(
-                    "undecodable command at {index}: {e}"
-                ))));
+                return encode_outcome(&Err(StrataError::internal(format!("undecodable command at {index}: {e}"))));
             }
         };
         let id = request.request_id;

@@ -5,10 +5,7 @@ use strata_common::{ErrorCode, Result, StrataError};
 use strata_proto::meta::{CreateOp, Dentry, InitPartition, Inode, LinkOp, UnlinkOp};
 
 use crate::keys;
-use crate::txn::{
-    S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, Txn, dir_is_empty, get_dentry, is_dir, partition_info,
-    read_u64,
-};
+use crate::txn::{S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, Txn, dir_is_empty, get_dentry, is_dir, partition_info, read_u64};
 
 /// Longest name in a directory, as NAME_MAX.
 pub const NAME_MAX: usize = 255;
@@ -20,12 +17,8 @@ pub const ROOT_INO: u64 = 1;
 
 /// Checks a name for a new or existing directory entry.
 pub fn validate_name(name: &[u8]) -> Result<()> {
-    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
-    {
-        return Err(StrataError::invalid(format!(
-            "{:?} is not a valid file name",
-            String::from_utf8_lossy(name)
-        )));
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
+        return Err(StrataError::invalid(format!("{:?} is not a valid file name", String::from_utf8_lossy(name))));
     }
     if name.len() > NAME_MAX {
         return Err(StrataError::new(
@@ -39,18 +32,12 @@ pub fn validate_name(name: &[u8]) -> Result<()> {
 fn exists(parent: u64, name: &[u8]) -> StrataError {
     StrataError::new(
         ErrorCode::AlreadyExists,
-        format!(
-            "{:?} exists in directory {parent}",
-            String::from_utf8_lossy(name)
-        ),
+        format!("{:?} exists in directory {parent}", String::from_utf8_lossy(name)),
     )
 }
 
 fn no_entry(parent: u64, name: &[u8]) -> StrataError {
-    StrataError::not_found(format!(
-        "no {:?} in directory {parent}",
-        String::from_utf8_lossy(name)
-    ))
+    StrataError::not_found(format!("no {:?} in directory {parent}", String::from_utf8_lossy(name)))
 }
 
 /// Sets the partition's range once; the partition of inode 1 also makes the root.
@@ -88,10 +75,7 @@ fn allocate_inode(txn: &mut Txn<'_, '_>) -> Result<u64> {
         .ok_or_else(|| StrataError::unavailable("the meta partition is not initialised yet"))?;
     let next = read_u64(txn.kv(), keys::NEXT_INODE)?.unwrap_or(info.inode_start);
     if info.inode_end.is_some_and(|end| next >= end) {
-        return Err(StrataError::new(
-            ErrorCode::NoSpace,
-            "the meta partition has used its whole inode range",
-        ));
+        return Err(StrataError::new(ErrorCode::NoSpace, "the meta partition has used its whole inode range"));
     }
     txn.put(keys::NEXT_INODE, &(next + 1).to_be_bytes());
     Ok(next)
@@ -105,17 +89,9 @@ pub fn create(txn: &mut Txn<'_, '_>, op: CreateOp) -> Result<Inode> {
     }
     let file_type = match op.mode & S_IFMT {
         0 => S_IFREG,
-        t @ (S_IFREG
-        | S_IFDIR
-        | S_IFLNK
-        | libc::S_IFIFO
-        | libc::S_IFSOCK
-        | libc::S_IFCHR
-        | libc::S_IFBLK) => t,
+        t @ (S_IFREG | S_IFDIR | S_IFLNK | libc::S_IFIFO | libc::S_IFSOCK | libc::S_IFCHR | libc::S_IFBLK) => t,
         other => {
-            return Err(StrataError::invalid(format!(
-                "file type {other:o} is not supported"
-            )));
+            return Err(StrataError::invalid(format!("file type {other:o} is not supported")));
         }
     };
     let directory = file_type == S_IFDIR;
@@ -124,10 +100,7 @@ pub fn create(txn: &mut Txn<'_, '_>, op: CreateOp) -> Result<Inode> {
             return Err(StrataError::not_found("a symlink needs a target"));
         }
         if op.symlink_target.len() > SYMLINK_MAX {
-            return Err(StrataError::new(
-                ErrorCode::NameTooLong,
-                "symlink target is too long",
-            ));
+            return Err(StrataError::new(ErrorCode::NameTooLong, "symlink target is too long"));
         }
     } else if !op.symlink_target.is_empty() {
         return Err(StrataError::invalid("only symlinks have a target"));
@@ -148,11 +121,7 @@ pub fn create(txn: &mut Txn<'_, '_>, op: CreateOp) -> Result<Inode> {
         mode,
         uid: op.uid,
         gid,
-        size: if file_type == S_IFLNK {
-            op.symlink_target.len() as u64
-        } else {
-            0
-        },
+        size: if file_type == S_IFLNK { op.symlink_target.len() as u64 } else { 0 },
         nlink: if directory { 2 } else { 1 },
         atime_ns: now,
         mtime_ns: now,
@@ -184,10 +153,7 @@ pub fn drop_link(txn: &mut Txn<'_, '_>, mut inode: Inode) -> Inode {
 /// Removes an empty directory's inode; its parent loses the `..` link.
 pub fn remove_dir(txn: &mut Txn<'_, '_>, mut dir: Inode) -> Result<Inode> {
     if !dir_is_empty(txn.kv(), dir.ino)? {
-        return Err(StrataError::new(
-            ErrorCode::NotEmpty,
-            format!("directory {} is not empty", dir.ino),
-        ));
+        return Err(StrataError::new(ErrorCode::NotEmpty, format!("directory {} is not empty", dir.ino)));
     }
     txn.delete_inode(dir.ino)?;
     dir.nlink = 0;
@@ -204,15 +170,11 @@ pub fn unlink(txn: &mut Txn<'_, '_>, op: UnlinkOp) -> Result<Inode> {
     }
     validate_name(&op.name)?;
     let parent = txn.must_dir(op.parent)?;
-    let dentry =
-        get_dentry(txn.kv(), op.parent, &op.name)?.ok_or_else(|| no_entry(op.parent, &op.name))?;
+    let dentry = get_dentry(txn.kv(), op.parent, &op.name)?.ok_or_else(|| no_entry(op.parent, &op.name))?;
     let inode = txn.must_inode(dentry.ino)?;
     let removed = match (op.directory, is_dir(&inode)) {
         (true, false) => {
-            return Err(StrataError::new(
-                ErrorCode::NotDir,
-                "rmdir of a non-directory",
-            ));
+            return Err(StrataError::new(ErrorCode::NotDir, "rmdir of a non-directory"));
         }
         (false, true) => return Err(StrataError::new(ErrorCode::IsDir, "unlink of a directory")),
         (true, true) => remove_dir(txn, inode)?,
@@ -227,22 +189,13 @@ pub fn link(txn: &mut Txn<'_, '_>, op: LinkOp) -> Result<Inode> {
     validate_name(&op.new_name)?;
     let mut inode = txn.must_inode(op.ino)?;
     if is_dir(&inode) {
-        return Err(StrataError::new(
-            ErrorCode::NotPermitted,
-            "hard links to directories are not allowed",
-        ));
+        return Err(StrataError::new(ErrorCode::NotPermitted, "hard links to directories are not allowed"));
     }
     if inode.nlink == 0 {
-        return Err(StrataError::not_found(format!(
-            "inode {} has been unlinked",
-            op.ino
-        )));
+        return Err(StrataError::not_found(format!("inode {} has been unlinked", op.ino)));
     }
     if inode.nlink >= LINK_MAX {
-        return Err(StrataError::new(
-            ErrorCode::TooManyLinks,
-            format!("inode {} has {LINK_MAX} links", op.ino),
-        ));
+        return Err(StrataError::new(ErrorCode::TooManyLinks, format!("inode {} has {LINK_MAX} links", op.ino)));
     }
     let parent = txn.must_dir(op.new_parent)?;
     if get_dentry(txn.kv(), op.new_parent, &op.new_name)?.is_some() {
@@ -251,14 +204,7 @@ pub fn link(txn: &mut Txn<'_, '_>, op: LinkOp) -> Result<Inode> {
     inode.nlink += 1;
     inode.ctime_ns = txn.now_ns;
     txn.put_inode(inode.clone());
-    txn.put_dentry(
-        op.new_parent,
-        &op.new_name,
-        Dentry {
-            ino: inode.ino,
-            file_type: inode.mode & S_IFMT,
-        },
-    );
+    txn.put_dentry(op.new_parent, &op.new_name, Dentry { ino: inode.ino, file_type: inode.mode & S_IFMT });
     txn.touch_dir(parent, 0);
     Ok(inode)
 }

@@ -3,24 +3,21 @@
 use prost::Message;
 use strata_common::{ErrorCode, Result, StrataError};
 use strata_proto::meta::{
-    DentryRecord, DirEntry, InitPartition, Inode, OrphanRecord, PartitionStatsReply, ScanKind,
-    ScanReply,
+    DentryRecord, DirEntry, InitPartition, Inode, OrphanRecord, PartitionStatsReply, ScanKind, ScanReply,
 };
 use strata_raftstore::KvRead;
 
 use crate::keys;
 use crate::ops::validate_name;
 use crate::txn::{
-    S_IFLNK, S_IFMT, get_dentry, get_inode, list_dentries, must_dir, must_inode, partition_info,
-    read_u64,
+    S_IFLNK, S_IFMT, get_dentry, get_inode, list_dentries, must_dir, must_inode, partition_info, read_u64,
 };
 
 /// Most entries one readdir page returns.
 pub const MAX_PAGE: usize = 4096;
 
 pub fn info(kv: &impl KvRead) -> Result<InitPartition> {
-    partition_info(kv)?
-        .ok_or_else(|| StrataError::unavailable("the meta partition is not initialised yet"))
+    partition_info(kv)?.ok_or_else(|| StrataError::unavailable("the meta partition is not initialised yet"))
 }
 
 /// Refuses inodes outside the partition's range: the client routed wrongly.
@@ -28,35 +25,20 @@ pub fn check_owned(info: &InitPartition, ino: u64) -> Result<()> {
     if ino >= info.inode_start && info.inode_end.is_none_or(|end| ino < end) {
         return Ok(());
     }
-    Err(StrataError::invalid(format!(
-        "inode {ino} does not belong to this meta partition"
-    )))
+    Err(StrataError::invalid(format!("inode {ino} does not belong to this meta partition")))
 }
 
 pub fn lookup(kv: &impl KvRead, parent: u64, name: &[u8]) -> Result<Inode> {
     validate_name(name)?;
     must_dir(kv, parent)?;
     let dentry = get_dentry(kv, parent, name)?.ok_or_else(|| {
-        StrataError::not_found(format!(
-            "no {:?} in directory {parent}",
-            String::from_utf8_lossy(name)
-        ))
+        StrataError::not_found(format!("no {:?} in directory {parent}", String::from_utf8_lossy(name)))
     })?;
     // An inode of another partition comes back bare (nlink 0): the client asks its partition.
-    Ok(get_inode(kv, dentry.ino)?.unwrap_or(Inode {
-        ino: dentry.ino,
-        mode: dentry.file_type,
-        ..Default::default()
-    }))
+    Ok(get_inode(kv, dentry.ino)?.unwrap_or(Inode { ino: dentry.ino, mode: dentry.file_type, ..Default::default() }))
 }
 
-pub fn readdir(
-    kv: &impl KvRead,
-    parent: u64,
-    after: &[u8],
-    limit: usize,
-    plus: bool,
-) -> Result<(Vec<DirEntry>, bool)> {
+pub fn readdir(kv: &impl KvRead, parent: u64, after: &[u8], limit: usize, plus: bool) -> Result<(Vec<DirEntry>, bool)> {
     must_dir(kv, parent)?;
     let limit = limit.clamp(1, MAX_PAGE);
     let mut page = list_dentries(kv, parent, after, limit + 1)?;
@@ -66,12 +48,7 @@ pub fn readdir(
         .into_iter()
         .map(|(name, d)| {
             let attr = if plus { get_inode(kv, d.ino)? } else { None };
-            Ok(DirEntry {
-                name,
-                ino: d.ino,
-                file_type: d.file_type,
-                attr,
-            })
+            Ok(DirEntry { name, ino: d.ino, file_type: d.file_type, attr })
         })
         .collect::<Result<_>>()?;
     Ok((entries, more))
@@ -80,27 +57,20 @@ pub fn readdir(
 pub fn readlink(kv: &impl KvRead, ino: u64) -> Result<Vec<u8>> {
     let inode = must_inode(kv, ino)?;
     if inode.mode & S_IFMT != S_IFLNK {
-        return Err(StrataError::invalid(format!(
-            "inode {ino} is not a symlink"
-        )));
+        return Err(StrataError::invalid(format!("inode {ino} is not a symlink")));
     }
     Ok(inode.symlink_target)
 }
 
 pub fn get_xattr(kv: &impl KvRead, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
     must_inode(kv, ino)?;
-    kv.get(&keys::xattr(ino, name))?
-        .ok_or_else(|| StrataError::new(ErrorCode::NoData, "no such xattr"))
+    kv.get(&keys::xattr(ino, name))?.ok_or_else(|| StrataError::new(ErrorCode::NoData, "no such xattr"))
 }
 
 pub fn list_xattr(kv: &impl KvRead, ino: u64) -> Result<Vec<Vec<u8>>> {
     must_inode(kv, ino)?;
     let prefix = keys::xattrs(ino);
-    Ok(kv
-        .scan_prefix(&prefix)?
-        .into_iter()
-        .map(|(k, _)| k[prefix.len()..].to_vec())
-        .collect())
+    Ok(kv.scan_prefix(&prefix)?.into_iter().map(|(k, _)| k[prefix.len()..].to_vec()).collect())
 }
 
 pub fn stats(kv: &impl KvRead, applied_index: u64) -> Result<PartitionStatsReply> {
@@ -135,27 +105,16 @@ pub fn scan(kv: &impl KvRead, kind: ScanKind, after: &[u8], limit: usize) -> Res
     };
     let page = kv.scan(prefix, after, limit)?;
     let next = if page.len() == limit {
-        page.last()
-            .map(|(k, _)| k[prefix.len()..].to_vec())
-            .unwrap_or_default()
+        page.last().map(|(k, _)| k[prefix.len()..].to_vec()).unwrap_or_default()
     } else {
         Vec::new()
     };
-    let corrupt = |e: prost::DecodeError| {
-        StrataError::new(
-            ErrorCode::Corrupted,
-            format!("decoding a stored record: {e}"),
-        )
-    };
-    let mut reply = ScanReply {
-        next,
-        ..Default::default()
-    };
+    let corrupt =
+        |e: prost::DecodeError| StrataError::new(ErrorCode::Corrupted, format!("decoding a stored record: {e}"));
+    let mut reply = ScanReply { next, ..Default::default() };
     for (key, value) in page {
         match kind {
-            ScanKind::Inodes => reply
-                .inodes
-                .push(Inode::decode(value.as_slice()).map_err(corrupt)?),
+            ScanKind::Inodes => reply.inodes.push(Inode::decode(value.as_slice()).map_err(corrupt)?),
             ScanKind::Dentries => {
                 let d = strata_proto::meta::Dentry::decode(value.as_slice()).map_err(corrupt)?;
                 reply.dentries.push(DentryRecord {
@@ -165,10 +124,9 @@ pub fn scan(kv: &impl KvRead, kind: ScanKind, after: &[u8], limit: usize) -> Res
                     file_type: d.file_type,
                 });
             }
-            ScanKind::Orphans => reply.orphans.push(OrphanRecord {
-                ino: keys::u64_at(&key, 1),
-                unlinked_at_ns: keys::u64_at(&value, 0) as i64,
-            }),
+            ScanKind::Orphans => reply
+                .orphans
+                .push(OrphanRecord { ino: keys::u64_at(&key, 1), unlinked_at_ns: keys::u64_at(&value, 0) as i64 }),
             ScanKind::Unspecified => unreachable!("rejected above"),
         }
     }

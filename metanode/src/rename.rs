@@ -12,10 +12,7 @@ pub const RENAME_NOREPLACE: u32 = 1;
 pub const RENAME_EXCHANGE: u32 = 2;
 
 fn dentry_of(inode: &Inode) -> Dentry {
-    Dentry {
-        ino: inode.ino,
-        file_type: inode.mode & S_IFMT,
-    }
+    Dentry { ino: inode.ino, file_type: inode.mode & S_IFMT }
 }
 
 /// Whether `dir` is `ancestor` or lies below it, walking parent links up to the root.
@@ -29,57 +26,37 @@ fn is_within(txn: &Txn<'_, '_>, mut dir: u64, ancestor: u64) -> Result<bool> {
         }
         dir = txn.must_inode(dir)?.parent;
     }
-    Err(StrataError::internal(
-        "directory parent chain does not reach the root",
-    ))
+    Err(StrataError::internal("directory parent chain does not reach the root"))
 }
 
 pub fn rename(txn: &mut Txn<'_, '_>, op: RenameOp) -> Result<Inode> {
-    if op.flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE) != 0
-        || op.flags == RENAME_NOREPLACE | RENAME_EXCHANGE
-    {
-        return Err(StrataError::invalid(format!(
-            "rename flags {:#x} are not valid",
-            op.flags
-        )));
+    if op.flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE) != 0 || op.flags == RENAME_NOREPLACE | RENAME_EXCHANGE {
+        return Err(StrataError::invalid(format!("rename flags {:#x} are not valid", op.flags)));
     }
     validate_name(&op.src_name)?;
     validate_name(&op.dst_name)?;
     txn.must_dir(op.src_parent)?;
     txn.must_dir(op.dst_parent)?;
-    let src_dentry = get_dentry(txn.kv(), op.src_parent, &op.src_name)?.ok_or_else(|| {
-        StrataError::not_found(format!(
-            "no {:?} to rename",
-            String::from_utf8_lossy(&op.src_name)
-        ))
-    })?;
+    let src_dentry = get_dentry(txn.kv(), op.src_parent, &op.src_name)?
+        .ok_or_else(|| StrataError::not_found(format!("no {:?} to rename", String::from_utf8_lossy(&op.src_name))))?;
     let src = txn.must_inode(src_dentry.ino)?;
     let dst_dentry = get_dentry(txn.kv(), op.dst_parent, &op.dst_name)?;
 
     if op.flags == RENAME_NOREPLACE && dst_dentry.is_some() {
-        return Err(StrataError::new(
-            ErrorCode::AlreadyExists,
-            "rename target exists (RENAME_NOREPLACE)",
-        ));
+        return Err(StrataError::new(ErrorCode::AlreadyExists, "rename target exists (RENAME_NOREPLACE)"));
     }
     if op.src_parent == op.dst_parent && op.src_name == op.dst_name {
         return Ok(src);
     }
     // A directory may not move below itself.
     if is_dir(&src) && op.src_parent != op.dst_parent && is_within(txn, op.dst_parent, src.ino)? {
-        return Err(StrataError::invalid(
-            "cannot move a directory into its own subtree",
-        ));
+        return Err(StrataError::invalid("cannot move a directory into its own subtree"));
     }
     if op.flags == RENAME_EXCHANGE {
-        let dst_dentry = dst_dentry
-            .ok_or_else(|| StrataError::not_found("RENAME_EXCHANGE target does not exist"))?;
+        let dst_dentry = dst_dentry.ok_or_else(|| StrataError::not_found("RENAME_EXCHANGE target does not exist"))?;
         let dst = txn.must_inode(dst_dentry.ino)?;
-        if is_dir(&dst) && op.src_parent != op.dst_parent && is_within(txn, op.src_parent, dst.ino)?
-        {
-            return Err(StrataError::invalid(
-                "cannot move a directory into its own subtree",
-            ));
+        if is_dir(&dst) && op.src_parent != op.dst_parent && is_within(txn, op.src_parent, dst.ino)? {
+            return Err(StrataError::invalid("cannot move a directory into its own subtree"));
         }
         return exchange(txn, &op, src, dst);
     }
@@ -90,16 +67,10 @@ pub fn rename(txn: &mut Txn<'_, '_>, op: RenameOp) -> Result<Inode> {
         let target = txn.must_inode(existing.ino)?;
         match (is_dir(&src), is_dir(&target)) {
             (true, false) => {
-                return Err(StrataError::new(
-                    ErrorCode::NotDir,
-                    "cannot replace a file with a directory",
-                ));
+                return Err(StrataError::new(ErrorCode::NotDir, "cannot replace a file with a directory"));
             }
             (false, true) => {
-                return Err(StrataError::new(
-                    ErrorCode::IsDir,
-                    "cannot replace a directory with a file",
-                ));
+                return Err(StrataError::new(ErrorCode::IsDir, "cannot replace a directory with a file"));
             }
             (true, true) => {
                 remove_dir(txn, target)?;

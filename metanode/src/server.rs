@@ -17,10 +17,7 @@ use crate::host::PartitionHost;
 use crate::service::MetaService;
 
 /// Runs a metanode until `shutdown` resolves.
-pub async fn run(
-    config: NodeConfig,
-    shutdown: impl Future<Output = ()> + Send,
-) -> anyhow::Result<()> {
+pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
     let agent = Agent::new(NodeRole::Metanode, &config)?;
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
@@ -28,22 +25,12 @@ pub async fn run(
     // The node id is the Raft id of every replica here: learn it before starting Raft.
     let interval = agent.register().await;
     let node_id = agent.node_id();
-    let db = open_db(
-        &config.data_dir.join("rocksdb"),
-        config.raft.rocksdb_max_open_files,
-    )?;
+    let db = open_db(&config.data_dir.join("rocksdb"), config.raft.rocksdb_max_open_files)?;
     let addresses = AddressBook::new();
     let transport = GrpcTransport::new(node_id, addresses.clone());
     let engine = Engine::start(node_id, db, config.raft.clone(), transport, addresses);
-    let host = Arc::new(PartitionHost::new(
-        engine.clone(),
-        node_id,
-        config.data_dir.clone(),
-        agent.stats.clone(),
-    ));
-    host.restore()
-        .await
-        .context("hosting the partitions held before the restart")?;
+    let host = Arc::new(PartitionHost::new(engine.clone(), node_id, config.data_dir.clone(), agent.stats.clone()));
+    host.restore().await.context("hosting the partitions held before the restart")?;
     tracing::info!(node_id, listen = %config.listen, "metanode started");
 
     let info = agent.info_service();

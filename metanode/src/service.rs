@@ -48,9 +48,7 @@ impl MetaService {
     fn check_targets(info: &pb::InitPartition, op: &Op) -> Result<()> {
         let targets: Vec<u64> = match op {
             Op::Init(_) => {
-                return Err(StrataError::invalid(
-                    "partitions are initialised by their metanodes",
-                ));
+                return Err(StrataError::invalid("partitions are initialised by their metanodes"));
             }
             Op::Create(o) => vec![o.parent],
             Op::Unlink(o) => vec![o.parent],
@@ -61,9 +59,7 @@ impl MetaService {
             Op::RemoveXattr(o) => vec![o.ino],
             Op::Evict(o) => vec![o.ino],
         };
-        targets
-            .into_iter()
-            .try_for_each(|ino| check_owned(info, ino))
+        targets.into_iter().try_for_each(|ino| check_owned(info, ino))
     }
 }
 
@@ -87,45 +83,29 @@ impl pb::meta_server::Meta for MetaService {
         let req = request.into_inner();
         let (kv, info) = self.reader(req.partition_id).await?;
         check_owned(&info, req.parent)?;
-        let (entries, more) =
-            read::readdir(&kv, req.parent, &req.after, req.limit as usize, req.plus)?;
+        let (entries, more) = read::readdir(&kv, req.parent, &req.after, req.limit as usize, req.plus)?;
         Ok(Response::new(pb::ReadDirReply { entries, more }))
     }
 
-    async fn read_link(
-        &self,
-        request: Request<pb::GetAttrRequest>,
-    ) -> RpcResult<pb::ReadLinkReply> {
+    async fn read_link(&self, request: Request<pb::GetAttrRequest>) -> RpcResult<pb::ReadLinkReply> {
         let req = request.into_inner();
         let (kv, info) = self.reader(req.partition_id).await?;
         check_owned(&info, req.ino)?;
-        Ok(Response::new(pb::ReadLinkReply {
-            target: read::readlink(&kv, req.ino)?,
-        }))
+        Ok(Response::new(pb::ReadLinkReply { target: read::readlink(&kv, req.ino)? }))
     }
 
-    async fn get_xattr(
-        &self,
-        request: Request<pb::GetXattrRequest>,
-    ) -> RpcResult<pb::GetXattrReply> {
+    async fn get_xattr(&self, request: Request<pb::GetXattrRequest>) -> RpcResult<pb::GetXattrReply> {
         let req = request.into_inner();
         let (kv, info) = self.reader(req.partition_id).await?;
         check_owned(&info, req.ino)?;
-        Ok(Response::new(pb::GetXattrReply {
-            value: read::get_xattr(&kv, req.ino, &req.name)?,
-        }))
+        Ok(Response::new(pb::GetXattrReply { value: read::get_xattr(&kv, req.ino, &req.name)? }))
     }
 
-    async fn list_xattr(
-        &self,
-        request: Request<pb::ListXattrRequest>,
-    ) -> RpcResult<pb::ListXattrReply> {
+    async fn list_xattr(&self, request: Request<pb::ListXattrRequest>) -> RpcResult<pb::ListXattrReply> {
         let req = request.into_inner();
         let (kv, info) = self.reader(req.partition_id).await?;
         check_owned(&info, req.ino)?;
-        Ok(Response::new(pb::ListXattrReply {
-            names: read::list_xattr(&kv, req.ino)?,
-        }))
+        Ok(Response::new(pb::ListXattrReply { names: read::list_xattr(&kv, req.ino)? }))
     }
 
     async fn mutate(&self, request: Request<pb::MutateRequest>) -> RpcResult<pb::MutateReply> {
@@ -133,21 +113,11 @@ impl pb::meta_server::Meta for MetaService {
         let partition_id = req.partition_id;
         self.ensure_leader(partition_id)?;
         let info = read::info(&self.host.engine.kv(partition_id))?;
-        let command = req
-            .command
-            .as_mut()
-            .ok_or_else(|| StrataError::invalid("mutation without a command"))?;
-        let op = command
-            .op
-            .as_ref()
-            .ok_or_else(|| StrataError::invalid("command without an operation"))?;
+        let command = req.command.as_mut().ok_or_else(|| StrataError::invalid("mutation without a command"))?;
+        let op = command.op.as_ref().ok_or_else(|| StrataError::invalid("command without an operation"))?;
         Self::check_targets(&info, op)?;
         command.now_ns = now_ns();
-        let outcome = self
-            .host
-            .engine
-            .propose(partition_id, req.encode_to_vec())
-            .await?;
+        let outcome = self.host.engine.propose(partition_id, req.encode_to_vec()).await?;
         Ok(Response::new(decode_outcome(&outcome)?))
     }
 
@@ -155,26 +125,13 @@ impl pb::meta_server::Meta for MetaService {
         let req = request.into_inner();
         let (kv, _) = self.reader(req.partition_id).await?;
         let kind = pb::ScanKind::try_from(req.kind).unwrap_or(pb::ScanKind::Unspecified);
-        Ok(Response::new(read::scan(
-            &kv,
-            kind,
-            &req.after,
-            req.limit as usize,
-        )?))
+        Ok(Response::new(read::scan(&kv, kind, &req.after, req.limit as usize)?))
     }
 
-    async fn partition_stats(
-        &self,
-        request: Request<pb::PartitionStatsRequest>,
-    ) -> RpcResult<pb::PartitionStatsReply> {
+    async fn partition_stats(&self, request: Request<pb::PartitionStatsRequest>) -> RpcResult<pb::PartitionStatsReply> {
         let req = request.into_inner();
         let (kv, _) = self.reader(req.partition_id).await?;
-        let applied = self
-            .host
-            .engine
-            .status(req.partition_id)
-            .map(|s| s.applied)
-            .unwrap_or(0);
+        let applied = self.host.engine.status(req.partition_id).map(|s| s.applied).unwrap_or(0);
         Ok(Response::new(read::stats(&kv, applied)?))
     }
 }

@@ -22,8 +22,7 @@ pub fn is_dir(inode: &Inode) -> bool {
 }
 
 fn decode<T: Message + Default>(bytes: &[u8], what: &str) -> Result<T> {
-    T::decode(bytes)
-        .map_err(|e| StrataError::new(ErrorCode::Corrupted, format!("decoding stored {what}: {e}")))
+    T::decode(bytes).map_err(|e| StrataError::new(ErrorCode::Corrupted, format!("decoding stored {what}: {e}")))
 }
 
 pub fn read_u64(kv: &impl KvRead, key: &[u8]) -> Result<Option<u64>> {
@@ -31,15 +30,11 @@ pub fn read_u64(kv: &impl KvRead, key: &[u8]) -> Result<Option<u64>> {
 }
 
 pub fn partition_info(kv: &impl KvRead) -> Result<Option<InitPartition>> {
-    kv.get(keys::PARTITION)?
-        .map(|b| decode(&b, "partition info"))
-        .transpose()
+    kv.get(keys::PARTITION)?.map(|b| decode(&b, "partition info")).transpose()
 }
 
 pub fn get_inode(kv: &impl KvRead, ino: u64) -> Result<Option<Inode>> {
-    kv.get(&keys::inode(ino))?
-        .map(|b| decode(&b, "inode"))
-        .transpose()
+    kv.get(&keys::inode(ino))?.map(|b| decode(&b, "inode")).transpose()
 }
 
 pub fn must_inode(kv: &impl KvRead, ino: u64) -> Result<Inode> {
@@ -50,23 +45,16 @@ pub fn must_inode(kv: &impl KvRead, ino: u64) -> Result<Inode> {
 pub fn must_dir(kv: &impl KvRead, ino: u64) -> Result<Inode> {
     let dir = must_inode(kv, ino)?;
     if !is_dir(&dir) {
-        return Err(StrataError::new(
-            ErrorCode::NotDir,
-            format!("inode {ino} is not a directory"),
-        ));
+        return Err(StrataError::new(ErrorCode::NotDir, format!("inode {ino} is not a directory")));
     }
     if dir.nlink == 0 {
-        return Err(StrataError::not_found(format!(
-            "directory {ino} has been removed"
-        )));
+        return Err(StrataError::not_found(format!("directory {ino} has been removed")));
     }
     Ok(dir)
 }
 
 pub fn get_dentry(kv: &impl KvRead, parent: u64, name: &[u8]) -> Result<Option<Dentry>> {
-    kv.get(&keys::dentry(parent, name))?
-        .map(|b| decode(&b, "dentry"))
-        .transpose()
+    kv.get(&keys::dentry(parent, name))?.map(|b| decode(&b, "dentry")).transpose()
 }
 
 pub fn dir_is_empty(kv: &impl KvRead, dir: u64) -> Result<bool> {
@@ -74,12 +62,7 @@ pub fn dir_is_empty(kv: &impl KvRead, dir: u64) -> Result<bool> {
 }
 
 /// One page of a directory: (name, dentry) after `after`.
-pub fn list_dentries(
-    kv: &impl KvRead,
-    dir: u64,
-    after: &[u8],
-    limit: usize,
-) -> Result<Vec<(Vec<u8>, Dentry)>> {
+pub fn list_dentries(kv: &impl KvRead, dir: u64, after: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Dentry)>> {
     let prefix = keys::dentries(dir);
     kv.scan(&prefix, after, limit)?
         .into_iter()
@@ -97,12 +80,7 @@ pub struct Txn<'a, 'b> {
 
 impl<'a, 'b> Txn<'a, 'b> {
     pub fn new(batch: &'a mut ApplyBatch<'b>, now_ns: i64) -> Self {
-        Txn {
-            batch,
-            inodes: HashMap::new(),
-            inode_count: None,
-            now_ns,
-        }
+        Txn { batch, inodes: HashMap::new(), inode_count: None, now_ns }
     }
 
     pub fn kv(&self) -> &ApplyBatch<'b> {
@@ -118,8 +96,7 @@ impl<'a, 'b> Txn<'a, 'b> {
     }
 
     pub fn must_inode(&self, ino: u64) -> Result<Inode> {
-        self.inode(ino)?
-            .ok_or_else(|| StrataError::not_found(format!("inode {ino} does not exist")))
+        self.inode(ino)?.ok_or_else(|| StrataError::not_found(format!("inode {ino} does not exist")))
     }
 
     pub fn must_dir(&self, ino: u64) -> Result<Inode> {
@@ -127,10 +104,7 @@ impl<'a, 'b> Txn<'a, 'b> {
             Some(_) => {
                 let dir = self.must_inode(ino)?;
                 if !is_dir(&dir) {
-                    return Err(StrataError::new(
-                        ErrorCode::NotDir,
-                        format!("inode {ino} is not a directory"),
-                    ));
+                    return Err(StrataError::new(ErrorCode::NotDir, format!("inode {ino} is not a directory")));
                 }
                 Ok(dir)
             }
@@ -139,8 +113,7 @@ impl<'a, 'b> Txn<'a, 'b> {
     }
 
     pub fn put_inode(&mut self, inode: Inode) {
-        self.batch
-            .put(&keys::inode(inode.ino), &inode.encode_to_vec());
+        self.batch.put(&keys::inode(inode.ino), &inode.encode_to_vec());
         self.inodes.insert(inode.ino, Some(inode));
     }
 
@@ -155,8 +128,7 @@ impl<'a, 'b> Txn<'a, 'b> {
     }
 
     pub fn put_dentry(&mut self, parent: u64, name: &[u8], dentry: Dentry) {
-        self.batch
-            .put(&keys::dentry(parent, name), &dentry.encode_to_vec());
+        self.batch.put(&keys::dentry(parent, name), &dentry.encode_to_vec());
     }
 
     pub fn delete_dentry(&mut self, parent: u64, name: &[u8]) {

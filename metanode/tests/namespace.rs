@@ -27,41 +27,18 @@ impl Ns {
     async fn new(inode_end: Option<u64>) -> Ns {
         let dir = tempfile::tempdir().unwrap();
         let net = LocalNetwork::new();
-        let engine = Engine::start(
-            1,
-            open_db(dir.path(), 64).unwrap(),
-            fast_config(1000),
-            net.transport(1),
-            AddressBook::new(),
-        );
-        let spec = GroupSpec {
-            initial_voters: vec![(1, "local-1".into())],
-        };
-        engine
-            .create_group(PARTITION, spec, Box::new(MetaMachine))
-            .await
-            .unwrap();
+        let engine =
+            Engine::start(1, open_db(dir.path(), 64).unwrap(), fast_config(1000), net.transport(1), AddressBook::new());
+        let spec = GroupSpec { initial_voters: vec![(1, "local-1".into())] };
+        engine.create_group(PARTITION, spec, Box::new(MetaMachine)).await.unwrap();
         for _ in 0..500 {
             if engine.status(PARTITION).is_some_and(|s| s.leader_id == 1) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let mut ns = Ns {
-            engine,
-            _dir: dir,
-            clock: 1_000,
-        };
-        ns.run(
-            0,
-            Op::Init(InitPartition {
-                volume_id: 1,
-                inode_start: 1,
-                inode_end,
-            }),
-        )
-        .await
-        .unwrap();
+        let mut ns = Ns { engine, _dir: dir, clock: 1_000 };
+        ns.run(0, Op::Init(InitPartition { volume_id: 1, inode_start: 1, inode_end })).await.unwrap();
         ns
     }
 
@@ -74,27 +51,14 @@ impl Ns {
         let request = MutateRequest {
             partition_id: PARTITION,
             request_id,
-            command: Some(MetaCommand {
-                now_ns: self.clock,
-                op: Some(op),
-            }),
+            command: Some(MetaCommand { now_ns: self.clock, op: Some(op) }),
         };
-        let reply = self
-            .engine
-            .propose(PARTITION, request.encode_to_vec())
-            .await?;
+        let reply = self.engine.propose(PARTITION, request.encode_to_vec()).await?;
         decode_outcome(&reply).map(|r| r.inode)
     }
 
     async fn create(&mut self, parent: u64, name: &str, mode: u32) -> Result<Inode> {
-        let op = CreateOp {
-            parent,
-            name: name.into(),
-            mode,
-            uid: 1000,
-            gid: 100,
-            ..Default::default()
-        };
+        let op = CreateOp { parent, name: name.into(), mode, uid: 1000, gid: 100, ..Default::default() };
         self.run(0, Op::Create(op)).await.map(Option::unwrap)
     }
 
@@ -107,40 +71,16 @@ impl Ns {
     }
 
     async fn unlink(&mut self, parent: u64, name: &str, directory: bool) -> Result<Inode> {
-        self.run(
-            0,
-            Op::Unlink(UnlinkOp {
-                parent,
-                name: name.into(),
-                directory,
-            }),
-        )
-        .await
-        .map(Option::unwrap)
+        self.run(0, Op::Unlink(UnlinkOp { parent, name: name.into(), directory })).await.map(Option::unwrap)
     }
 
     async fn rename(&mut self, sp: u64, sn: &str, dp: u64, dn: &str, flags: u32) -> Result<Inode> {
-        let op = RenameOp {
-            src_parent: sp,
-            src_name: sn.into(),
-            dst_parent: dp,
-            dst_name: dn.into(),
-            flags,
-        };
+        let op = RenameOp { src_parent: sp, src_name: sn.into(), dst_parent: dp, dst_name: dn.into(), flags };
         self.run(0, Op::Rename(op)).await.map(Option::unwrap)
     }
 
     async fn link(&mut self, ino: u64, parent: u64, name: &str) -> Result<Inode> {
-        self.run(
-            0,
-            Op::Link(LinkOp {
-                ino,
-                new_parent: parent,
-                new_name: name.into(),
-            }),
-        )
-        .await
-        .map(Option::unwrap)
+        self.run(0, Op::Link(LinkOp { ino, new_parent: parent, new_name: name.into() })).await.map(Option::unwrap)
     }
 
     fn lookup(&self, parent: u64, name: &str) -> Result<Inode> {
@@ -157,10 +97,7 @@ impl Ns {
 
     fn names(&self, dir: u64) -> Vec<String> {
         let (entries, _) = read::readdir(&self.kv(), dir, b"", 4096, false).unwrap();
-        entries
-            .into_iter()
-            .map(|e| String::from_utf8(e.name).unwrap())
-            .collect()
+        entries.into_iter().map(|e| String::from_utf8(e.name).unwrap()).collect()
     }
 }
 
@@ -168,9 +105,7 @@ fn read_inode(kv: &GroupKv, ino: u64) -> Option<Inode> {
     use strata_raftstore::KvRead;
     let mut key = vec![b'i'];
     key.extend_from_slice(&ino.to_be_bytes());
-    kv.get(&key)
-        .unwrap()
-        .map(|b| Inode::decode(b.as_slice()).unwrap())
+    kv.get(&key).unwrap().map(|b| Inode::decode(b.as_slice()).unwrap())
 }
 
 fn code<T: std::fmt::Debug>(r: Result<T>) -> ErrorCode {
@@ -182,16 +117,7 @@ async fn root_exists_and_init_is_idempotent() {
     let mut ns = Ns::new(None).await;
     let root = ns.attr(ROOT);
     assert_eq!((root.mode, root.nlink), (DIR | 0o755, 2));
-    ns.run(
-        0,
-        Op::Init(InitPartition {
-            volume_id: 1,
-            inode_start: 1,
-            inode_end: None,
-        }),
-    )
-    .await
-    .unwrap();
+    ns.run(0, Op::Init(InitPartition { volume_id: 1, inode_start: 1, inode_end: None })).await.unwrap();
     assert_eq!(read::stats(&ns.kv(), 0).unwrap().inode_count, 1);
 }
 
@@ -204,11 +130,7 @@ async fn create_every_file_type_with_posix_errors() {
     let f = ns.file(d.ino, "f").await.unwrap();
     assert_eq!((f.nlink, f.uid, f.gid, f.size), (1, 1000, 100, 0));
     assert_eq!(ns.lookup(d.ino, "f").unwrap(), f);
-    assert_eq!(
-        ns.attr(d.ino).mtime_ns,
-        f.ctime_ns,
-        "creating touches the parent"
-    );
+    assert_eq!(ns.attr(d.ino).mtime_ns, f.ctime_ns, "creating touches the parent");
 
     let op = CreateOp {
         parent: ROOT,
@@ -226,13 +148,7 @@ async fn create_every_file_type_with_posix_errors() {
         ("chr", libc::S_IFCHR, 0x0103),
         ("blk", libc::S_IFBLK, 0x0801),
     ] {
-        let op = CreateOp {
-            parent: ROOT,
-            name: name.into(),
-            mode: mode | 0o600,
-            rdev,
-            ..Default::default()
-        };
+        let op = CreateOp { parent: ROOT, name: name.into(), mode: mode | 0o600, rdev, ..Default::default() };
         let inode = ns.run(0, Op::Create(op)).await.unwrap().unwrap();
         assert_eq!((inode.mode & libc::S_IFMT, inode.rdev), (mode, rdev));
     }
@@ -241,23 +157,12 @@ async fn create_every_file_type_with_posix_errors() {
     assert_eq!(code(ns.mkdir(d.ino, "f").await), ErrorCode::AlreadyExists);
     assert_eq!(code(ns.file(999, "x").await), ErrorCode::NotFound);
     assert_eq!(code(ns.file(f.ino, "x").await), ErrorCode::NotDir);
-    assert_eq!(
-        code(ns.file(ROOT, &"n".repeat(256)).await),
-        ErrorCode::NameTooLong
-    );
+    assert_eq!(code(ns.file(ROOT, &"n".repeat(256)).await), ErrorCode::NameTooLong);
     ns.file(ROOT, &"n".repeat(255)).await.unwrap();
     assert_eq!(code(ns.file(ROOT, "a/b").await), ErrorCode::InvalidArgument);
     assert_eq!(code(ns.file(ROOT, "..").await), ErrorCode::InvalidArgument);
-    let empty_link = CreateOp {
-        parent: ROOT,
-        name: "bad".into(),
-        mode: libc::S_IFLNK | 0o777,
-        ..Default::default()
-    };
-    assert_eq!(
-        code(ns.run(0, Op::Create(empty_link)).await),
-        ErrorCode::NotFound
-    );
+    let empty_link = CreateOp { parent: ROOT, name: "bad".into(), mode: libc::S_IFLNK | 0o777, ..Default::default() };
+    assert_eq!(code(ns.run(0, Op::Create(empty_link)).await), ErrorCode::NotFound);
     assert_eq!(code(ns.lookup(ROOT, "missing")), ErrorCode::NotFound);
     assert_eq!(code(ns.lookup(f.ino, "x")), ErrorCode::NotDir);
 }
@@ -288,29 +193,13 @@ async fn unlink_rmdir_orphans_and_evict() {
     assert_eq!(code(ns.unlink(ROOT, "d", true).await), ErrorCode::NotEmpty);
     assert_eq!(code(ns.unlink(ROOT, "d", false).await), ErrorCode::IsDir);
     assert_eq!(code(ns.unlink(d.ino, "f", true).await), ErrorCode::NotDir);
-    assert_eq!(
-        code(ns.unlink(d.ino, "nope", false).await),
-        ErrorCode::NotFound
-    );
-    assert_eq!(
-        code(ns.unlink(ROOT, ".", true).await),
-        ErrorCode::InvalidArgument
-    );
+    assert_eq!(code(ns.unlink(d.ino, "nope", false).await), ErrorCode::NotFound);
+    assert_eq!(code(ns.unlink(ROOT, ".", true).await), ErrorCode::InvalidArgument);
 
     let gone = ns.unlink(d.ino, "f", false).await.unwrap();
     assert_eq!(gone.nlink, 0);
-    assert_eq!(
-        read::orphans(&ns.kv(), 10)
-            .unwrap()
-            .iter()
-            .map(|o| o.0)
-            .collect::<Vec<_>>(),
-        vec![f.ino]
-    );
-    assert!(
-        ns.get(f.ino).is_some(),
-        "an unlinked file stays until its last close"
-    );
+    assert_eq!(read::orphans(&ns.kv(), 10).unwrap().iter().map(|o| o.0).collect::<Vec<_>>(), vec![f.ino]);
+    assert!(ns.get(f.ino).is_some(), "an unlinked file stays until its last close");
     ns.run(0, Op::Evict(EvictOp { ino: f.ino })).await.unwrap();
     assert!(ns.get(f.ino).is_none());
     assert!(read::orphans(&ns.kv(), 10).unwrap().is_empty());
@@ -318,16 +207,8 @@ async fn unlink_rmdir_orphans_and_evict() {
     ns.unlink(ROOT, "d", true).await.unwrap();
     assert!(ns.get(d.ino).is_none());
     assert_eq!(ns.attr(ROOT).nlink, 2);
-    assert_eq!(
-        read::stats(&ns.kv(), 0).unwrap().inode_count,
-        1,
-        "only the root is left"
-    );
-    assert_eq!(
-        code(ns.file(d.ino, "late").await),
-        ErrorCode::NotFound,
-        "no creating in a removed directory"
-    );
+    assert_eq!(read::stats(&ns.kv(), 0).unwrap().inode_count, 1, "only the root is left");
+    assert_eq!(code(ns.file(d.ino, "late").await), ErrorCode::NotFound, "no creating in a removed directory");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -337,25 +218,12 @@ async fn hard_links_count() {
     let d = ns.mkdir(ROOT, "d").await.unwrap();
     assert_eq!(ns.link(f.ino, d.ino, "g").await.unwrap().nlink, 2);
     assert_eq!(ns.lookup(d.ino, "g").unwrap().ino, f.ino);
-    assert_eq!(
-        code(ns.link(f.ino, ROOT, "d").await),
-        ErrorCode::AlreadyExists
-    );
-    assert_eq!(
-        code(ns.link(d.ino, ROOT, "dlink").await),
-        ErrorCode::NotPermitted
-    );
+    assert_eq!(code(ns.link(f.ino, ROOT, "d").await), ErrorCode::AlreadyExists);
+    assert_eq!(code(ns.link(d.ino, ROOT, "dlink").await), ErrorCode::NotPermitted);
     assert_eq!(ns.unlink(ROOT, "f", false).await.unwrap().nlink, 1);
-    assert!(
-        read::orphans(&ns.kv(), 10).unwrap().is_empty(),
-        "still linked, not an orphan"
-    );
+    assert!(read::orphans(&ns.kv(), 10).unwrap().is_empty(), "still linked, not an orphan");
     assert_eq!(ns.unlink(d.ino, "g", false).await.unwrap().nlink, 0);
-    assert_eq!(
-        code(ns.link(f.ino, ROOT, "back").await),
-        ErrorCode::NotFound,
-        "no linking an unlinked inode"
-    );
+    assert_eq!(code(ns.link(f.ino, ROOT, "back").await), ErrorCode::NotFound, "no linking an unlinked inode");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -376,54 +244,26 @@ async fn rename_rules() {
     assert_eq!(ns.get(g.ino).unwrap().nlink, 0);
     // RENAME_NOREPLACE
     ns.file(b.ino, "h").await.unwrap();
-    assert_eq!(
-        code(ns.rename(b.ino, "g", b.ino, "h", 1).await),
-        ErrorCode::AlreadyExists
-    );
+    assert_eq!(code(ns.rename(b.ino, "g", b.ino, "h", 1).await), ErrorCode::AlreadyExists);
     // RENAME_EXCHANGE swaps a file and a directory between parents
     let sub = ns.mkdir(a.ino, "sub").await.unwrap();
     ns.rename(b.ino, "h", a.ino, "sub", 2).await.unwrap();
     assert_eq!(ns.lookup(b.ino, "h").unwrap().ino, sub.ino);
     assert_eq!(ns.get(sub.ino).unwrap().parent, b.ino);
-    assert_eq!(
-        (ns.attr(a.ino).nlink, ns.attr(b.ino).nlink),
-        (2, 3),
-        "the directory's .. moved"
-    );
-    assert_eq!(
-        code(ns.rename(a.ino, "sub", b.ino, "missing", 2).await),
-        ErrorCode::NotFound
-    );
+    assert_eq!((ns.attr(a.ino).nlink, ns.attr(b.ino).nlink), (2, 3), "the directory's .. moved");
+    assert_eq!(code(ns.rename(a.ino, "sub", b.ino, "missing", 2).await), ErrorCode::NotFound);
     // directory moves
     let d1 = ns.mkdir(ROOT, "d1").await.unwrap();
     let deep = ns.mkdir(d1.ino, "deep").await.unwrap();
-    assert_eq!(
-        code(ns.rename(ROOT, "d1", deep.ino, "loop", 0).await),
-        ErrorCode::InvalidArgument
-    );
-    assert_eq!(
-        code(ns.rename(ROOT, "d1", d1.ino, "self", 0).await),
-        ErrorCode::InvalidArgument
-    );
-    assert_eq!(
-        code(ns.rename(ROOT, "d1", b.ino, "g", 0).await),
-        ErrorCode::NotDir
-    );
-    assert_eq!(
-        code(ns.rename(b.ino, "g", ROOT, "d1", 0).await),
-        ErrorCode::IsDir
-    );
+    assert_eq!(code(ns.rename(ROOT, "d1", deep.ino, "loop", 0).await), ErrorCode::InvalidArgument);
+    assert_eq!(code(ns.rename(ROOT, "d1", d1.ino, "self", 0).await), ErrorCode::InvalidArgument);
+    assert_eq!(code(ns.rename(ROOT, "d1", b.ino, "g", 0).await), ErrorCode::NotDir);
+    assert_eq!(code(ns.rename(b.ino, "g", ROOT, "d1", 0).await), ErrorCode::IsDir);
     let empty = ns.mkdir(ROOT, "empty").await.unwrap();
-    assert_eq!(
-        code(ns.rename(ROOT, "empty", ROOT, "d1", 0).await),
-        ErrorCode::NotEmpty
-    );
+    assert_eq!(code(ns.rename(ROOT, "empty", ROOT, "d1", 0).await), ErrorCode::NotEmpty);
     let root_links = ns.attr(ROOT).nlink;
     ns.rename(ROOT, "d1", ROOT, "empty", 0).await.unwrap();
-    assert!(
-        ns.get(empty.ino).is_none(),
-        "the replaced empty directory is gone"
-    );
+    assert!(ns.get(empty.ino).is_none(), "the replaced empty directory is gone");
     assert_eq!(ns.attr(ROOT).nlink, root_links - 1);
     // a failed rename changed nothing
     assert_eq!(ns.names(ROOT), ["a", "b", "empty"]);
@@ -432,10 +272,7 @@ async fn rename_rules() {
     ns.link(f.ino, b.ino, "g-link").await.unwrap();
     ns.rename(b.ino, "g", b.ino, "g-link", 0).await.unwrap();
     assert_eq!(ns.names(b.ino), ["g", "g-link", "h"]);
-    assert_eq!(
-        code(ns.rename(b.ino, "g", b.ino, "x", 3).await),
-        ErrorCode::InvalidArgument
-    );
+    assert_eq!(code(ns.rename(b.ino, "g", b.ino, "x", 3).await), ErrorCode::InvalidArgument);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -452,69 +289,25 @@ async fn setattr_and_xattrs() {
         ..Default::default()
     };
     let changed = ns.run(0, Op::SetAttr(op)).await.unwrap().unwrap();
-    assert_eq!(
-        (changed.mode, changed.uid, changed.size, changed.mtime_ns),
-        (REG | 0o4711, 7, 4096, 55)
-    );
+    assert_eq!((changed.mode, changed.uid, changed.size, changed.mtime_ns), (REG | 0o4711, 7, 4096, 55));
     assert!(changed.ctime_ns > f.ctime_ns && changed.atime_ns == changed.ctime_ns);
-    let truncate_dir = SetAttrOp {
-        ino: ROOT,
-        size: Some(0),
-        ..Default::default()
-    };
-    assert_eq!(
-        code(ns.run(0, Op::SetAttr(truncate_dir)).await),
-        ErrorCode::IsDir
-    );
+    let truncate_dir = SetAttrOp { ino: ROOT, size: Some(0), ..Default::default() };
+    assert_eq!(code(ns.run(0, Op::SetAttr(truncate_dir)).await), ErrorCode::IsDir);
 
     let set = |name: &str, value: &str, flags| {
-        Op::SetXattr(SetXattrOp {
-            ino: f.ino,
-            name: name.into(),
-            value: value.into(),
-            flags,
-        })
+        Op::SetXattr(SetXattrOp { ino: f.ino, name: name.into(), value: value.into(), flags })
     };
-    assert_eq!(
-        code(ns.run(0, set("user.a", "1", 2)).await),
-        ErrorCode::NoData
-    );
+    assert_eq!(code(ns.run(0, set("user.a", "1", 2)).await), ErrorCode::NoData);
     ns.run(0, set("user.a", "1", 1)).await.unwrap();
-    assert_eq!(
-        code(ns.run(0, set("user.a", "2", 1)).await),
-        ErrorCode::AlreadyExists
-    );
+    assert_eq!(code(ns.run(0, set("user.a", "2", 1)).await), ErrorCode::AlreadyExists);
     ns.run(0, set("user.a", "2", 2)).await.unwrap();
     ns.run(0, set("user.b", "", 0)).await.unwrap();
     assert_eq!(read::get_xattr(&ns.kv(), f.ino, b"user.a").unwrap(), b"2");
+    assert_eq!(read::list_xattr(&ns.kv(), f.ino).unwrap(), vec![b"user.a".to_vec(), b"user.b".to_vec()]);
+    ns.run(0, Op::RemoveXattr(RemoveXattrOp { ino: f.ino, name: "user.a".into() })).await.unwrap();
+    assert_eq!(code(read::get_xattr(&ns.kv(), f.ino, b"user.a")), ErrorCode::NoData);
     assert_eq!(
-        read::list_xattr(&ns.kv(), f.ino).unwrap(),
-        vec![b"user.a".to_vec(), b"user.b".to_vec()]
-    );
-    ns.run(
-        0,
-        Op::RemoveXattr(RemoveXattrOp {
-            ino: f.ino,
-            name: "user.a".into(),
-        }),
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        code(read::get_xattr(&ns.kv(), f.ino, b"user.a")),
-        ErrorCode::NoData
-    );
-    assert_eq!(
-        code(
-            ns.run(
-                0,
-                Op::RemoveXattr(RemoveXattrOp {
-                    ino: f.ino,
-                    name: "user.a".into()
-                })
-            )
-            .await
-        ),
+        code(ns.run(0, Op::RemoveXattr(RemoveXattrOp { ino: f.ino, name: "user.a".into() })).await),
         ErrorCode::NoData
     );
 }
@@ -530,11 +323,7 @@ async fn readdir_pages_with_stable_cookies() {
     let mut cookie = Vec::new();
     loop {
         let (page, more) = read::readdir(&ns.kv(), d.ino, &cookie, 64, true).unwrap();
-        assert!(
-            page.iter()
-                .all(|e| e.attr.as_ref().is_some_and(|a| a.ino == e.ino)),
-            "readdirplus carries attributes"
-        );
+        assert!(page.iter().all(|e| e.attr.as_ref().is_some_and(|a| a.ino == e.ino)), "readdirplus carries attributes");
         cookie = page.last().map(|e| e.name.clone()).unwrap_or_default();
         seen.extend(page.into_iter().map(|e| String::from_utf8(e.name).unwrap()));
         if !more {
@@ -552,22 +341,11 @@ async fn readdir_pages_with_stable_cookies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retried_requests_apply_once() {
     let mut ns = Ns::new(None).await;
-    let op = || {
-        Op::Create(CreateOp {
-            parent: ROOT,
-            name: "once".into(),
-            mode: REG | 0o600,
-            ..Default::default()
-        })
-    };
+    let op = || Op::Create(CreateOp { parent: ROOT, name: "once".into(), mode: REG | 0o600, ..Default::default() });
     let first = ns.run(42, op()).await.unwrap();
     let retry = ns.run(42, op()).await.unwrap();
     assert_eq!(first, retry, "the retry gets the first answer, not EEXIST");
-    assert_eq!(
-        code(ns.run(43, op()).await),
-        ErrorCode::AlreadyExists,
-        "a new request is a new create"
-    );
+    assert_eq!(code(ns.run(43, op()).await), ErrorCode::AlreadyExists, "a new request is a new create");
     assert_eq!(read::stats(&ns.kv(), 0).unwrap().inode_count, 2);
 }
 

@@ -77,29 +77,11 @@ pub struct GroupSpec {
 
 enum Command {
     Deliver(Vec<(u64, Message)>),
-    CreateGroup {
-        group: u64,
-        spec: GroupSpec,
-        sm: Box<dyn StateMachine>,
-        reply: oneshot::Sender<Result<()>>,
-    },
-    Propose {
-        group: u64,
-        data: Vec<u8>,
-        reply: ProposalReply,
-    },
-    ChangeMembership {
-        group: u64,
-        change: ConfChange,
-        reply: ProposalReply,
-    },
-    ReadIndex {
-        group: u64,
-        reply: ReadReply,
-    },
-    Campaign {
-        group: u64,
-    },
+    CreateGroup { group: u64, spec: GroupSpec, sm: Box<dyn StateMachine>, reply: oneshot::Sender<Result<()>> },
+    Propose { group: u64, data: Vec<u8>, reply: ProposalReply },
+    ChangeMembership { group: u64, change: ConfChange, reply: ProposalReply },
+    ReadIndex { group: u64, reply: ReadReply },
+    Campaign { group: u64 },
     Shutdown,
 }
 
@@ -160,39 +142,24 @@ impl Engine {
     }
 
     fn command(&self, cmd: Command) -> Result<()> {
-        self.tx
-            .send(cmd)
-            .map_err(|_| StrataError::unavailable("the raft engine has stopped"))
+        self.tx.send(cmd).map_err(|_| StrataError::unavailable("the raft engine has stopped"))
     }
 
     async fn wait<T>(rx: oneshot::Receiver<Result<T>>, what: &str) -> Result<T> {
         match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
             Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(StrataError::unavailable(format!(
-                "{what}: the raft engine dropped the request"
-            ))),
-            Err(_) => Err(StrataError::new(
-                ErrorCode::Timeout,
-                format!("{what}: no outcome within {REQUEST_TIMEOUT:?}"),
-            )),
+            Ok(Err(_)) => Err(StrataError::unavailable(format!("{what}: the raft engine dropped the request"))),
+            Err(_) => {
+                Err(StrataError::new(ErrorCode::Timeout, format!("{what}: no outcome within {REQUEST_TIMEOUT:?}")))
+            }
         }
     }
 
     /// Hosts a group on this node (bootstrapping it if `spec` says so and it
     /// has no state yet).
-    pub async fn create_group(
-        &self,
-        group: u64,
-        spec: GroupSpec,
-        sm: Box<dyn StateMachine>,
-    ) -> Result<()> {
+    pub async fn create_group(&self, group: u64, spec: GroupSpec, sm: Box<dyn StateMachine>) -> Result<()> {
         let (reply, rx) = oneshot::channel();
-        self.command(Command::CreateGroup {
-            group,
-            spec,
-            sm,
-            reply,
-        })?;
+        self.command(Command::CreateGroup { group, spec, sm, reply })?;
         Self::wait(rx, "creating raft group").await
     }
 
@@ -200,11 +167,7 @@ impl Engine {
     /// it applied here. Fails with NotLeader (and the leader's address) on a follower.
     pub async fn propose(&self, group: u64, command: Vec<u8>) -> Result<Vec<u8>> {
         let (reply, rx) = oneshot::channel();
-        self.command(Command::Propose {
-            group,
-            data: command,
-            reply,
-        })?;
+        self.command(Command::Propose { group, data: command, reply })?;
         Self::wait(rx, "proposing").await
     }
 
@@ -217,26 +180,14 @@ impl Engine {
             ..Default::default()
         };
         let (reply, rx) = oneshot::channel();
-        self.command(Command::ChangeMembership {
-            group,
-            change,
-            reply,
-        })?;
+        self.command(Command::ChangeMembership { group, change, reply })?;
         Self::wait(rx, "adding a voter").await.map(drop)
     }
 
     pub async fn remove_voter(&self, group: u64, node: u64) -> Result<()> {
-        let change = ConfChange {
-            change_type: ConfChangeType::RemoveNode as i32,
-            node_id: node,
-            ..Default::default()
-        };
+        let change = ConfChange { change_type: ConfChangeType::RemoveNode as i32, node_id: node, ..Default::default() };
         let (reply, rx) = oneshot::channel();
-        self.command(Command::ChangeMembership {
-            group,
-            change,
-            reply,
-        })?;
+        self.command(Command::ChangeMembership { group, change, reply })?;
         Self::wait(rx, "removing a voter").await.map(drop)
     }
 
@@ -343,11 +294,7 @@ impl Worker {
             Command::Deliver(messages) => {
                 for (group, msg) in messages {
                     let Some(peer) = self.peers.get_mut(&group) else {
-                        tracing::debug!(
-                            group_id = group,
-                            from = msg.from,
-                            "message for a group not hosted here"
-                        );
+                        tracing::debug!(group_id = group, from = msg.from, "message for a group not hosted here");
                         continue;
                     };
                     if let Err(e) = peer.node.step(msg) {
@@ -355,31 +302,18 @@ impl Worker {
                     }
                 }
             }
-            Command::CreateGroup {
-                group,
-                spec,
-                sm,
-                reply,
-            } => {
+            Command::CreateGroup { group, spec, sm, reply } => {
                 let _ = reply.send(self.create_group(group, spec, sm));
             }
             Command::Propose { group, data, reply } => {
                 self.start_proposal(group, reply, |node, ctx| {
-                    node.propose(ctx, data)
-                        .map_err(|e| StrataError::unavailable(format!("proposal dropped: {e}")))
+                    node.propose(ctx, data).map_err(|e| StrataError::unavailable(format!("proposal dropped: {e}")))
                 });
             }
-            Command::ChangeMembership {
-                group,
-                change,
-                reply,
-            } => {
+            Command::ChangeMembership { group, change, reply } => {
                 self.start_proposal(group, reply, |node, ctx| {
                     node.propose_conf_change(ctx, change).map_err(|e| {
-                        StrataError::new(
-                            ErrorCode::FailedPrecondition,
-                            format!("membership change refused: {e}"),
-                        )
+                        StrataError::new(ErrorCode::FailedPrecondition, format!("membership change refused: {e}"))
                     })
                 });
             }
@@ -421,9 +355,7 @@ impl Worker {
             return;
         };
         if !peer.is_leader() {
-            let _ = reply.send(Err(StrataError::not_leader(
-                self.shared.addresses.get(peer.leader_id()),
-            )));
+            let _ = reply.send(Err(StrataError::not_leader(self.shared.addresses.get(peer.leader_id()))));
             return;
         }
         match propose(&mut peer.node, id_bytes(id)) {
@@ -436,17 +368,9 @@ impl Worker {
         }
     }
 
-    fn create_group(
-        &mut self,
-        group: u64,
-        spec: GroupSpec,
-        sm: Box<dyn StateMachine>,
-    ) -> Result<()> {
+    fn create_group(&mut self, group: u64, spec: GroupSpec, sm: Box<dyn StateMachine>) -> Result<()> {
         if self.peers.contains_key(&group) {
-            return Err(StrataError::new(
-                ErrorCode::AlreadyExists,
-                format!("raft group {group} is already hosted"),
-            ));
+            return Err(StrataError::new(ErrorCode::AlreadyExists, format!("raft group {group} is already hosted")));
         }
         let db = self.shared.db.clone();
         let raft_err = |e: raft::Error| StrataError::internal(format!("raft group {group}: {e}"));
@@ -456,8 +380,7 @@ impl Worker {
             storage.bootstrap(&mut wb, &spec.initial_voters);
             let mut opts = WriteOptions::default();
             opts.set_sync(true);
-            db.write_opt(wb, &opts)
-                .map_err(|e| StrataError::internal(format!("bootstrapping group {group}: {e}")))?;
+            db.write_opt(wb, &opts).map_err(|e| StrataError::internal(format!("bootstrapping group {group}: {e}")))?;
         }
         for (id, address) in storage.peers().iter().chain(&spec.initial_voters) {
             self.shared.addresses.set(*id, address.clone());
@@ -482,23 +405,15 @@ impl Worker {
         }
         let mut peer = Peer::new(group, node, sm, GroupKv::new(db, group));
         peer.sm.restored(&peer.kv);
-        self.shared
-            .statuses
-            .write()
-            .unwrap()
-            .insert(group, peer.status());
+        self.shared.statuses.write().unwrap().insert(group, peer.status());
         self.peers.insert(group, peer);
         Ok(())
     }
 
     fn on_ready(&mut self) {
         for _ in 0..MAX_READY_ROUNDS {
-            let ready_groups: Vec<u64> = self
-                .peers
-                .iter()
-                .filter(|(_, p)| p.node.has_ready())
-                .map(|(g, _)| *g)
-                .collect();
+            let ready_groups: Vec<u64> =
+                self.peers.iter().filter(|(_, p)| p.node.has_ready()).map(|(g, _)| *g).collect();
             if ready_groups.is_empty() {
                 return;
             }
@@ -520,11 +435,7 @@ impl Worker {
             peer.send(transport.as_ref(), rd.take_messages());
             let mut restored = false;
             if !rd.snapshot().is_empty() {
-                if let Err(e) = peer
-                    .node
-                    .mut_store()
-                    .install_snapshot(&mut wb, rd.snapshot())
-                {
+                if let Err(e) = peer.node.mut_store().install_snapshot(&mut wb, rd.snapshot()) {
                     panic!("group {group}: installing snapshot failed: {e}");
                 }
                 restored = true;
@@ -553,11 +464,7 @@ impl Worker {
                     addresses.set(*id, address.clone());
                 }
                 peer.sm.restored(&peer.kv);
-                tracing::info!(
-                    group_id = group,
-                    applied = peer.node.store().applied(),
-                    "installed snapshot"
-                );
+                tracing::info!(group_id = group, applied = peer.node.store().applied(), "installed snapshot");
             }
             if let Some(ss) = rd.ss() {
                 peer.on_soft_state(ss.raft_state, ss.leader_id, &addresses);
@@ -577,11 +484,7 @@ impl Worker {
             peer.apply(&db, &addresses, light.take_committed_entries());
             peer.node.advance_apply();
             peer.maybe_compact(&db, self.config.log_retain_entries);
-            self.shared
-                .statuses
-                .write()
-                .unwrap()
-                .insert(group, peer.status());
+            self.shared.statuses.write().unwrap().insert(group, peer.status());
             peer.answer();
         }
     }

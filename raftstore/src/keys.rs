@@ -31,11 +31,7 @@ pub fn log_key(group: u64, index: u64) -> Vec<u8> {
 }
 
 pub fn log_index(key: &[u8]) -> u64 {
-    u64::from_be_bytes(
-        key[key.len() - 8..]
-            .try_into()
-            .expect("log keys end in an index"),
-    )
+    u64::from_be_bytes(key[key.len() - 8..].try_into().expect("log keys end in an index"))
 }
 
 pub fn state_key(group: u64, kind: u8) -> Vec<u8> {

@@ -57,16 +57,13 @@ impl KvRead for GroupKv {
             opts.set_iterate_upper_bound(end);
         }
         let mut out = Vec::new();
-        let iter = self
-            .db
-            .iterator_opt(IteratorMode::From(&start, Direction::Forward), opts);
+        let iter = self.db.iterator_opt(IteratorMode::From(&start, Direction::Forward), opts);
         for item in iter {
             if out.len() >= limit {
                 break;
             }
-            let (key, value) = item.map_err(|e| {
-                StrataError::internal(format!("scanning group {}: {e}", self.group))
-            })?;
+            let (key, value) =
+                item.map_err(|e| StrataError::internal(format!("scanning group {}: {e}", self.group)))?;
             if !after.is_empty() && key.as_ref() == start.as_slice() {
                 continue; // strictly after the cookie
             }
@@ -85,10 +82,7 @@ pub struct ApplyBatch<'a> {
 
 impl<'a> ApplyBatch<'a> {
     pub(crate) fn new(kv: &'a GroupKv) -> Self {
-        ApplyBatch {
-            kv,
-            batch: WriteBatch::default(),
-        }
+        ApplyBatch { kv, batch: WriteBatch::default() }
     }
 
     pub fn put(&mut self, key: &[u8], value: &[u8]) {

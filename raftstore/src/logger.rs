@@ -37,8 +37,5 @@ impl Drain for TracingDrain {
 }
 
 pub fn group_logger(node_id: u64, group: u64) -> slog::Logger {
-    slog::Logger::root(
-        TracingDrain.fuse(),
-        slog::o!("node_id" => node_id, "group_id" => group),
-    )
+    slog::Logger::root(TracingDrain.fuse(), slog::o!("node_id" => node_id, "group_id" => group))
 }

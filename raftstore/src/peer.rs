@@ -46,12 +46,7 @@ fn id_from_bytes(bytes: &[u8]) -> Option<u64> {
 }
 
 impl Peer {
-    pub fn new(
-        group: u64,
-        node: RawNode<GroupStorage>,
-        sm: Box<dyn StateMachine>,
-        kv: GroupKv,
-    ) -> Peer {
+    pub fn new(group: u64, node: RawNode<GroupStorage>, sm: Box<dyn StateMachine>, kv: GroupKv) -> Peer {
         Peer {
             group,
             node,
@@ -139,10 +134,8 @@ impl Peer {
 
     fn finish_reads(&mut self) {
         let applied = self.node.store().applied();
-        let (ready, waiting): (Vec<_>, Vec<_>) = self
-            .reads_waiting_apply
-            .drain(..)
-            .partition(|(index, _)| *index <= applied);
+        let (ready, waiting): (Vec<_>, Vec<_>) =
+            self.reads_waiting_apply.drain(..).partition(|(index, _)| *index <= applied);
         self.reads_waiting_apply = waiting;
         for (_, reply) in ready {
             let _ = reply.send(Ok(()));
@@ -165,19 +158,14 @@ impl Peer {
                     wb = batch.batch;
                     Some(Ok(out))
                 }
-                EntryType::EntryConfChange => {
-                    Some(self.apply_conf_change(&mut wb, addresses, &entry))
+                EntryType::EntryConfChange => Some(self.apply_conf_change(&mut wb, addresses, &entry)),
+                EntryType::EntryConfChangeV2 => {
+                    Some(Err(StrataError::internal("joint-consensus changes are not used by strata")))
                 }
-                EntryType::EntryConfChangeV2 => Some(Err(StrataError::internal(
-                    "joint-consensus changes are not used by strata",
-                ))),
             };
             self.node.mut_store().stage_applied(&mut wb, entry.index);
             if let Err(e) = db.write(wb) {
-                panic!(
-                    "group {}: writing applied entry {} failed: {e}",
-                    self.group, entry.index
-                );
+                panic!("group {}: writing applied entry {} failed: {e}", self.group, entry.index);
             }
             let waiting = id_from_bytes(&entry.context).and_then(|id| self.proposals.remove(&id));
             if let (Some(result), Some(reply)) = (result, waiting) {
@@ -186,18 +174,11 @@ impl Peer {
         }
     }
 
-    fn apply_conf_change(
-        &mut self,
-        wb: &mut WriteBatch,
-        addresses: &AddressBook,
-        entry: &Entry,
-    ) -> Result<Vec<u8>> {
+    fn apply_conf_change(&mut self, wb: &mut WriteBatch, addresses: &AddressBook, entry: &Entry) -> Result<Vec<u8>> {
         let cc = ConfChange::decode(entry.data.as_slice())
             .map_err(|e| StrataError::internal(format!("decoding conf change: {e}")))?;
-        let conf = self
-            .node
-            .apply_conf_change(&cc)
-            .map_err(|e| StrataError::invalid(format!("applying conf change: {e}")))?;
+        let conf =
+            self.node.apply_conf_change(&cc).map_err(|e| StrataError::invalid(format!("applying conf change: {e}")))?;
         let store = self.node.mut_store();
         store.set_conf_state(wb, conf);
         match cc.get_change_type() {

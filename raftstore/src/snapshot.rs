@@ -42,8 +42,8 @@ impl SnapshotData {
         let mut data = SnapshotData::default();
         for _ in 0..peer_count {
             let id = u64::from_le_bytes(take(&mut buf, 8)?.try_into().unwrap());
-            let addr = String::from_utf8(take_bytes(&mut buf)?.to_vec())
-                .map_err(|_| corrupt("peer address is not utf-8"))?;
+            let addr =
+                String::from_utf8(take_bytes(&mut buf)?.to_vec()).map_err(|_| corrupt("peer address is not utf-8"))?;
             data.peers.push((id, addr));
         }
         while !buf.is_empty() {
@@ -75,10 +75,7 @@ fn take_bytes<'a>(buf: &mut &'a [u8]) -> Result<&'a [u8]> {
 }
 
 fn corrupt(what: &str) -> StrataError {
-    StrataError::new(
-        strata_common::ErrorCode::Corrupted,
-        format!("decoding snapshot: {what}"),
-    )
+    StrataError::new(strata_common::ErrorCode::Corrupted, format!("decoding snapshot: {what}"))
 }
 
 #[cfg(test)]
@@ -89,20 +86,14 @@ mod tests {
     fn round_trips() {
         let data = SnapshotData {
             peers: vec![(1, "127.0.0.1:1".into()), (2, "h:2".into())],
-            pairs: vec![
-                (b"a".to_vec(), b"".to_vec()),
-                (vec![0xff; 3], vec![7; 1000]),
-            ],
+            pairs: vec![(b"a".to_vec(), b"".to_vec()), (vec![0xff; 3], vec![7; 1000])],
         };
         assert_eq!(SnapshotData::decode(&data.encode()).unwrap(), data);
     }
 
     #[test]
     fn truncation_is_detected() {
-        let data = SnapshotData {
-            peers: vec![],
-            pairs: vec![(b"key".to_vec(), b"value".to_vec())],
-        };
+        let data = SnapshotData { peers: vec![], pairs: vec![(b"key".to_vec(), b"value".to_vec())] };
         let bytes = data.encode();
         assert!(SnapshotData::decode(&bytes[..bytes.len() - 1]).is_err());
         assert!(SnapshotData::decode(&[9]).is_err());

@@ -42,10 +42,7 @@ fn encode_pair(a: u64, b: u64) -> Vec<u8> {
 }
 
 fn decode_pair(v: &[u8]) -> (u64, u64) {
-    (
-        u64::from_be_bytes(v[..8].try_into().unwrap()),
-        u64::from_be_bytes(v[8..16].try_into().unwrap()),
-    )
+    (u64::from_be_bytes(v[..8].try_into().unwrap()), u64::from_be_bytes(v[8..16].try_into().unwrap()))
 }
 
 impl GroupStorage {
@@ -60,12 +57,9 @@ impl GroupStorage {
             Some(b) => ConfState::decode(b.as_slice()).map_err(other)?,
             None => ConfState::default(),
         };
-        let (truncated_index, truncated_term) = get(keys::TRUNCATED)?
-            .map(|v| decode_pair(&v))
-            .unwrap_or((0, 0));
-        let applied = get(keys::APPLIED)?
-            .map(|v| u64::from_be_bytes(v[..8].try_into().unwrap()))
-            .unwrap_or(truncated_index);
+        let (truncated_index, truncated_term) = get(keys::TRUNCATED)?.map(|v| decode_pair(&v)).unwrap_or((0, 0));
+        let applied =
+            get(keys::APPLIED)?.map(|v| u64::from_be_bytes(v[..8].try_into().unwrap())).unwrap_or(truncated_index);
         let peers = match get(keys::PEERS)? {
             Some(b) => SnapshotData::decode(&b).map_err(other)?.peers,
             None => Vec::new(),
@@ -88,9 +82,7 @@ impl GroupStorage {
     fn find_last_index(&self) -> raft::Result<u64> {
         let upper = keys::log_key(self.group, u64::MAX);
         let lower = keys::log_key(self.group, 0);
-        let mut iter = self
-            .db
-            .iterator(IteratorMode::From(&upper, Direction::Reverse));
+        let mut iter = self.db.iterator(IteratorMode::From(&upper, Direction::Reverse));
         match iter.next() {
             Some(Ok((key, _))) if key.as_ref() >= lower.as_slice() && key.len() == upper.len() => {
                 Ok(keys::log_index(&key))
@@ -122,32 +114,16 @@ impl GroupStorage {
 
     /// Stages the initial state of a brand-new group whose members are `voters`.
     pub fn bootstrap(&mut self, wb: &mut WriteBatch, voters: &[(u64, String)]) {
-        self.conf = ConfState {
-            voters: voters.iter().map(|(id, _)| *id).collect(),
-            ..Default::default()
-        };
-        self.hard = HardState {
-            term: BOOTSTRAP_TERM,
-            vote: 0,
-            commit: BOOTSTRAP_INDEX,
-        };
+        self.conf = ConfState { voters: voters.iter().map(|(id, _)| *id).collect(), ..Default::default() };
+        self.hard = HardState { term: BOOTSTRAP_TERM, vote: 0, commit: BOOTSTRAP_INDEX };
         self.truncated_index = BOOTSTRAP_INDEX;
         self.truncated_term = BOOTSTRAP_TERM;
         self.last_index = BOOTSTRAP_INDEX;
         self.applied = BOOTSTRAP_INDEX;
         self.peers = voters.to_vec();
-        wb.put(
-            keys::state_key(self.group, keys::CONF_STATE),
-            self.conf.encode_to_vec(),
-        );
-        wb.put(
-            keys::state_key(self.group, keys::HARD_STATE),
-            self.hard.encode_to_vec(),
-        );
-        wb.put(
-            keys::state_key(self.group, keys::TRUNCATED),
-            encode_pair(BOOTSTRAP_INDEX, BOOTSTRAP_TERM),
-        );
+        wb.put(keys::state_key(self.group, keys::CONF_STATE), self.conf.encode_to_vec());
+        wb.put(keys::state_key(self.group, keys::HARD_STATE), self.hard.encode_to_vec());
+        wb.put(keys::state_key(self.group, keys::TRUNCATED), encode_pair(BOOTSTRAP_INDEX, BOOTSTRAP_TERM));
         self.stage_applied(wb, BOOTSTRAP_INDEX);
         self.stage_peers(wb);
     }
@@ -161,20 +137,14 @@ impl GroupStorage {
             wb.put(keys::log_key(self.group, e.index), e.encode_to_vec());
         }
         if last.index < self.last_index {
-            wb.delete_range(
-                keys::log_key(self.group, last.index + 1),
-                keys::log_key(self.group, self.last_index + 1),
-            );
+            wb.delete_range(keys::log_key(self.group, last.index + 1), keys::log_key(self.group, self.last_index + 1));
         }
         debug_assert!(first.index > self.truncated_index);
         self.last_index = last.index;
     }
 
     pub fn set_hard_state(&mut self, wb: &mut WriteBatch, hs: HardState) {
-        wb.put(
-            keys::state_key(self.group, keys::HARD_STATE),
-            hs.encode_to_vec(),
-        );
+        wb.put(keys::state_key(self.group, keys::HARD_STATE), hs.encode_to_vec());
         self.hard = hs;
     }
 
@@ -186,18 +156,12 @@ impl GroupStorage {
     }
 
     pub fn stage_applied(&mut self, wb: &mut WriteBatch, index: u64) {
-        wb.put(
-            keys::state_key(self.group, keys::APPLIED),
-            index.to_be_bytes(),
-        );
+        wb.put(keys::state_key(self.group, keys::APPLIED), index.to_be_bytes());
         self.applied = index;
     }
 
     pub fn set_conf_state(&mut self, wb: &mut WriteBatch, conf: ConfState) {
-        wb.put(
-            keys::state_key(self.group, keys::CONF_STATE),
-            conf.encode_to_vec(),
-        );
+        wb.put(keys::state_key(self.group, keys::CONF_STATE), conf.encode_to_vec());
         self.conf = conf;
     }
 
@@ -211,10 +175,7 @@ impl GroupStorage {
     }
 
     fn stage_peers(&self, wb: &mut WriteBatch) {
-        let data = SnapshotData {
-            peers: self.peers.clone(),
-            pairs: Vec::new(),
-        };
+        let data = SnapshotData { peers: self.peers.clone(), pairs: Vec::new() };
         wb.put(keys::state_key(self.group, keys::PEERS), data.encode());
     }
 
@@ -222,10 +183,7 @@ impl GroupStorage {
     pub fn install_snapshot(&mut self, wb: &mut WriteBatch, snap: &Snapshot) -> raft::Result<()> {
         let meta = snap.metadata.clone().unwrap_or_default();
         let data = SnapshotData::decode(&snap.data).map_err(other)?;
-        wb.delete_range(
-            keys::log_key(self.group, 0),
-            keys::log_key(self.group, u64::MAX),
-        );
+        wb.delete_range(keys::log_key(self.group, 0), keys::log_key(self.group, u64::MAX));
         let (start, end) = keys::data_range(self.group);
         wb.delete_range(start, end);
         for (k, v) in &data.pairs {
@@ -234,10 +192,7 @@ impl GroupStorage {
         self.truncated_index = meta.index;
         self.truncated_term = meta.term;
         self.last_index = meta.index;
-        wb.put(
-            keys::state_key(self.group, keys::TRUNCATED),
-            encode_pair(meta.index, meta.term),
-        );
+        wb.put(keys::state_key(self.group, keys::TRUNCATED), encode_pair(meta.index, meta.term));
         self.stage_applied(wb, meta.index);
         self.set_conf_state(wb, meta.conf_state.unwrap_or_default());
         let mut hs = self.hard.clone();
@@ -256,25 +211,15 @@ impl GroupStorage {
         }
         assert!(index <= self.applied, "compacting past the applied index");
         let term = self.term(index)?;
-        wb.delete_range(
-            keys::log_key(self.group, 0),
-            keys::log_key(self.group, index + 1),
-        );
-        wb.put(
-            keys::state_key(self.group, keys::TRUNCATED),
-            encode_pair(index, term),
-        );
+        wb.delete_range(keys::log_key(self.group, 0), keys::log_key(self.group, index + 1));
+        wb.put(keys::state_key(self.group, keys::TRUNCATED), encode_pair(index, term));
         self.truncated_index = index;
         self.truncated_term = term;
         Ok(())
     }
 
     fn read_entry(&self, index: u64) -> raft::Result<Entry> {
-        match self
-            .db
-            .get(keys::log_key(self.group, index))
-            .map_err(other)?
-        {
+        match self.db.get(keys::log_key(self.group, index)).map_err(other)? {
             Some(bytes) => Entry::decode(bytes.as_slice()).map_err(other),
             None => Err(raft::Error::Store(StorageError::Unavailable)),
         }
@@ -286,26 +231,17 @@ impl GroupStorage {
         let mut opts = ReadOptions::default();
         opts.set_iterate_upper_bound(end);
         let mut pairs = Vec::new();
-        for item in self
-            .db
-            .iterator_opt(IteratorMode::From(&start, Direction::Forward), opts)
-        {
+        for item in self.db.iterator_opt(IteratorMode::From(&start, Direction::Forward), opts) {
             let (k, v) = item.map_err(other)?;
             pairs.push((k[keys::data_prefix_len()..].to_vec(), v.to_vec()));
         }
-        Ok(SnapshotData {
-            peers: self.peers.clone(),
-            pairs,
-        })
+        Ok(SnapshotData { peers: self.peers.clone(), pairs })
     }
 }
 
 impl Storage for GroupStorage {
     fn initial_state(&self) -> raft::Result<RaftState> {
-        Ok(RaftState {
-            hard_state: self.hard.clone(),
-            conf_state: self.conf.clone(),
-        })
+        Ok(RaftState { hard_state: self.hard.clone(), conf_state: self.conf.clone() })
     }
 
     fn entries(
@@ -327,9 +263,7 @@ impl Storage for GroupStorage {
         let start = keys::log_key(self.group, low);
         let mut out = Vec::with_capacity((high - low) as usize);
         let mut size = 0u64;
-        let iter = self
-            .db
-            .iterator_opt(IteratorMode::From(&start, Direction::Forward), opts);
+        let iter = self.db.iterator_opt(IteratorMode::From(&start, Direction::Forward), opts);
         let mut size_limited = false;
         for (expected, item) in (low..high).zip(iter) {
             let (key, value) = item.map_err(other)?;
@@ -373,9 +307,7 @@ impl Storage for GroupStorage {
 
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
         if self.applied < request_index {
-            return Err(raft::Error::Store(
-                StorageError::SnapshotTemporarilyUnavailable,
-            ));
+            return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
         }
         let data = self.snapshot_data()?;
         let metadata = SnapshotMetadata {
@@ -383,10 +315,7 @@ impl Storage for GroupStorage {
             index: self.applied,
             term: self.term(self.applied)?,
         };
-        Ok(Snapshot {
-            data: data.encode(),
-            metadata: Some(metadata),
-        })
+        Ok(Snapshot { data: data.encode(), metadata: Some(metadata) })
     }
 }
 
@@ -396,12 +325,7 @@ mod tests {
     use crate::KvRead;
 
     fn entry(index: u64, term: u64) -> Entry {
-        Entry {
-            index,
-            term,
-            data: vec![index as u8; 10],
-            ..Default::default()
-        }
+        Entry { index, term, data: vec![index as u8; 10], ..Default::default() }
     }
 
     fn write(db: &DB, wb: WriteBatch) {
@@ -419,19 +343,9 @@ mod tests {
         s.append(&mut wb, &(6..=20).map(|i| entry(i, 6)).collect::<Vec<_>>());
         write(&db, wb);
         assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (6, 20));
-        assert_eq!(
-            s.entries(6, 21, None, GetEntriesContext::empty(false))
-                .unwrap()
-                .len(),
-            15
-        );
+        assert_eq!(s.entries(6, 21, None, GetEntriesContext::empty(false)).unwrap().len(), 15);
         // a size limit still returns at least one entry
-        assert_eq!(
-            s.entries(6, 21, 1, GetEntriesContext::empty(false))
-                .unwrap()
-                .len(),
-            1
-        );
+        assert_eq!(s.entries(6, 21, 1, GetEntriesContext::empty(false)).unwrap().len(), 1);
 
         // a new leader overwrites the tail from 15 on
         let mut wb = WriteBatch::default();
@@ -447,10 +361,7 @@ mod tests {
         write(&db, wb);
         assert_eq!(s.first_index().unwrap(), 11);
         assert_eq!(s.term(10).unwrap(), 6);
-        assert!(matches!(
-            s.term(9),
-            Err(raft::Error::Store(StorageError::Compacted))
-        ));
+        assert!(matches!(s.term(9), Err(raft::Error::Store(StorageError::Compacted))));
         assert!(matches!(
             s.entries(9, 12, None, GetEntriesContext::empty(false)),
             Err(raft::Error::Store(StorageError::Compacted))
@@ -498,23 +409,13 @@ mod tests {
             metadata: Some(SnapshotMetadata {
                 index: 50,
                 term: 8,
-                conf_state: Some(ConfState {
-                    voters: vec![1, 2],
-                    ..Default::default()
-                }),
+                conf_state: Some(ConfState { voters: vec![1, 2], ..Default::default() }),
             }),
         };
         let mut wb = WriteBatch::default();
         s.install_snapshot(&mut wb, &snap).unwrap();
         write(&db, wb);
-        assert_eq!(
-            (
-                s.first_index().unwrap(),
-                s.last_index().unwrap(),
-                s.applied()
-            ),
-            (51, 50, 50)
-        );
+        assert_eq!((s.first_index().unwrap(), s.last_index().unwrap(), s.applied()), (51, 50, 50));
         assert_eq!(s.term(50).unwrap(), 8);
         let kv = crate::GroupKv::new(db.clone(), 9);
         assert_eq!(kv.get(b"stale").unwrap(), None);

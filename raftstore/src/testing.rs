@@ -49,14 +49,7 @@ impl LocalNetwork {
 
     /// Cuts `node` off from every other registered node.
     pub fn isolate(&self, node: u64) {
-        let others: Vec<u64> = self
-            .engines
-            .read()
-            .unwrap()
-            .keys()
-            .copied()
-            .filter(|n| *n != node)
-            .collect();
+        let others: Vec<u64> = self.engines.read().unwrap().keys().copied().filter(|n| *n != node).collect();
         self.partition(&[node], &others);
     }
 
@@ -65,10 +58,7 @@ impl LocalNetwork {
     }
 
     pub fn transport(self: &Arc<Self>, from: u64) -> Arc<dyn Transport> {
-        Arc::new(LocalTransport {
-            from,
-            net: self.clone(),
-        })
+        Arc::new(LocalTransport { from, net: self.clone() })
     }
 }
 
@@ -112,13 +102,7 @@ pub struct TestCluster {
 
 /// Raft timing fast enough for tests: 20 ms ticks.
 pub fn fast_config(log_retain_entries: u64) -> RaftConfig {
-    RaftConfig {
-        tick_ms: 20,
-        election_ticks: 10,
-        heartbeat_ticks: 2,
-        log_retain_entries,
-        rocksdb_max_open_files: 64,
-    }
+    RaftConfig { tick_ms: 20, election_ticks: 10, heartbeat_ticks: 2, log_retain_entries, rocksdb_max_open_files: 64 }
 }
 
 pub fn address_of(node: u64) -> String {
@@ -128,23 +112,14 @@ pub fn address_of(node: u64) -> String {
 impl TestCluster {
     /// Starts `nodes` engines and bootstraps `groups` on all of them with KvMachine.
     pub async fn start(nodes: &[u64], groups: &[u64], config: RaftConfig) -> TestCluster {
-        let mut cluster = TestCluster {
-            net: LocalNetwork::new(),
-            engines: HashMap::new(),
-            config,
-            dirs: HashMap::new(),
-        };
+        let mut cluster =
+            TestCluster { net: LocalNetwork::new(), engines: HashMap::new(), config, dirs: HashMap::new() };
         let voters: Vec<(u64, String)> = nodes.iter().map(|n| (*n, address_of(*n))).collect();
         for node in nodes {
             cluster.start_node(*node);
             for group in groups {
-                let spec = GroupSpec {
-                    initial_voters: voters.clone(),
-                };
-                cluster.engines[node]
-                    .create_group(*group, spec, Box::new(KvMachine))
-                    .await
-                    .unwrap();
+                let spec = GroupSpec { initial_voters: voters.clone() };
+                cluster.engines[node].create_group(*group, spec, Box::new(KvMachine)).await.unwrap();
             }
         }
         cluster
@@ -152,18 +127,9 @@ impl TestCluster {
 
     /// Starts (or restarts, over the same directory) the engine of `node`.
     pub fn start_node(&mut self, node: u64) -> Engine {
-        let dir = self
-            .dirs
-            .entry(node)
-            .or_insert_with(|| tempfile::tempdir().expect("tempdir"));
+        let dir = self.dirs.entry(node).or_insert_with(|| tempfile::tempdir().expect("tempdir"));
         let db = open_db(dir.path(), self.config.rocksdb_max_open_files).expect("open rocksdb");
-        let engine = Engine::start(
-            node,
-            db,
-            self.config.clone(),
-            self.net.transport(node),
-            AddressBook::new(),
-        );
+        let engine = Engine::start(node, db, self.config.clone(), self.net.transport(node), AddressBook::new());
         self.net.register(node, engine.clone());
         self.engines.insert(node, engine.clone());
         engine
@@ -181,11 +147,8 @@ impl TestCluster {
     pub async fn leader_among(&self, group: u64, nodes: &[u64], within: Duration) -> Option<u64> {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
-            let leaders: HashSet<u64> = nodes
-                .iter()
-                .filter_map(|n| self.engines.get(n)?.status(group))
-                .map(|s| s.leader_id)
-                .collect();
+            let leaders: HashSet<u64> =
+                nodes.iter().filter_map(|n| self.engines.get(n)?.status(group)).map(|s| s.leader_id).collect();
             if leaders.len() == 1 {
                 let leader = *leaders.iter().next().unwrap();
                 let status = self.engines.get(&leader).and_then(|e| e.status(group));
@@ -199,20 +162,11 @@ impl TestCluster {
     }
 
     /// Waits until `node` has applied `key` with `value` in `group`.
-    pub async fn wait_value(
-        &self,
-        node: u64,
-        group: u64,
-        key: &str,
-        value: &str,
-        within: Duration,
-    ) -> bool {
+    pub async fn wait_value(&self, node: u64, group: u64, key: &str, value: &str, within: Duration) -> bool {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             let engine = self.engines.get(&node);
-            if engine.is_some_and(|e| {
-                e.kv(group).get(key.as_bytes()).unwrap().as_deref() == Some(value.as_bytes())
-            }) {
+            if engine.is_some_and(|e| e.kv(group).get(key.as_bytes()).unwrap().as_deref() == Some(value.as_bytes())) {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

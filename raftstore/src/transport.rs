@@ -45,13 +45,7 @@ impl AddressBook {
         self.0.read().unwrap().get(&node).cloned()
     }
     pub fn all(&self) -> Vec<(u64, String)> {
-        let mut all: Vec<_> = self
-            .0
-            .read()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (*k, v.clone()))
-            .collect();
+        let mut all: Vec<_> = self.0.read().unwrap().iter().map(|(k, v)| (*k, v.clone())).collect();
         all.sort();
         all
     }
@@ -82,12 +76,7 @@ impl GrpcTransport {
             .entry(to)
             .or_insert_with(|| {
                 let (tx, rx) = mpsc::channel(PEER_QUEUE);
-                self.runtime.spawn(run_peer_sender(
-                    self.node_id,
-                    to,
-                    self.addresses.clone(),
-                    rx,
-                ));
+                self.runtime.spawn(run_peer_sender(self.node_id, to, self.addresses.clone(), rx));
                 tx
             })
             .clone()
@@ -96,26 +85,14 @@ impl GrpcTransport {
 
 impl Transport for GrpcTransport {
     fn send(&self, to_node: u64, group: u64, message: Message) {
-        let wire = pb::RaftMessage {
-            group_id: group,
-            message: message.encode_to_vec(),
-        };
+        let wire = pb::RaftMessage { group_id: group, message: message.encode_to_vec() };
         if self.queue(to_node).try_send(wire).is_err() {
-            tracing::debug!(
-                to_node,
-                group_id = group,
-                "raft queue full; message dropped"
-            );
+            tracing::debug!(to_node, group_id = group, "raft queue full; message dropped");
         }
     }
 }
 
-async fn run_peer_sender(
-    from: u64,
-    to: u64,
-    addresses: AddressBook,
-    mut rx: mpsc::Receiver<pb::RaftMessage>,
-) {
+async fn run_peer_sender(from: u64, to: u64, addresses: AddressBook, mut rx: mpsc::Receiver<pb::RaftMessage>) {
     let mut client: Option<(String, RaftTransportClient<Channel>)> = None;
     while let Some(first) = rx.recv().await {
         let mut messages = vec![first];
@@ -135,10 +112,7 @@ async fn run_peer_sender(
         let Some((_, c)) = client.as_mut() else {
             continue;
         };
-        let batch = pb::RaftBatch {
-            from_node: from,
-            messages,
-        };
+        let batch = pb::RaftBatch { from_node: from, messages };
         if let Err(status) = c.send(batch).await {
             tracing::debug!(to_node = to, %address, error = %status.message(), "sending raft batch failed");
             client = None;
@@ -186,9 +160,8 @@ impl pb::raft_transport_server::RaftTransport for RaftService {
         let batch = request.into_inner();
         let mut decoded = Vec::with_capacity(batch.messages.len());
         for m in batch.messages {
-            let msg = Message::decode(m.message.as_slice()).map_err(|e| {
-                tonic::Status::invalid_argument(format!("decoding raft message: {e}"))
-            })?;
+            let msg = Message::decode(m.message.as_slice())
+                .map_err(|e| tonic::Status::invalid_argument(format!("decoding raft message: {e}")))?;
             decoded.push((m.group_id, msg));
         }
         self.engine.deliver(decoded);

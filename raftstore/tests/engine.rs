@@ -11,21 +11,11 @@ const GROUP: u64 = 7;
 const WAIT: Duration = Duration::from_secs(10);
 
 async fn leader(cluster: &TestCluster, nodes: &[u64]) -> u64 {
-    cluster
-        .leader_among(GROUP, nodes, WAIT)
-        .await
-        .expect("a leader is elected")
+    cluster.leader_among(GROUP, nodes, WAIT).await.expect("a leader is elected")
 }
 
-async fn put(
-    cluster: &TestCluster,
-    node: u64,
-    key: &str,
-    value: &str,
-) -> strata_common::Result<Vec<u8>> {
-    cluster.engines[&node]
-        .propose(GROUP, format!("{key}={value}").into_bytes())
-        .await
+async fn put(cluster: &TestCluster, node: u64, key: &str, value: &str) -> strata_common::Result<Vec<u8>> {
+    cluster.engines[&node].propose(GROUP, format!("{key}={value}").into_bytes()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -33,16 +23,9 @@ async fn replicates_and_survives_restart() {
     let mut cluster = TestCluster::start(&[1, 2, 3], &[GROUP], fast_config(1000)).await;
     let l = leader(&cluster, &[1, 2, 3]).await;
     assert_eq!(put(&cluster, l, "a", "1").await.unwrap(), b"");
-    assert_eq!(
-        put(&cluster, l, "a", "2").await.unwrap(),
-        b"1",
-        "the state machine saw the first write"
-    );
+    assert_eq!(put(&cluster, l, "a", "2").await.unwrap(), b"1", "the state machine saw the first write");
     for n in [1, 2, 3] {
-        assert!(
-            cluster.wait_value(n, GROUP, "a", "2", WAIT).await,
-            "node {n} applied"
-        );
+        assert!(cluster.wait_value(n, GROUP, "a", "2", WAIT).await, "node {n} applied");
     }
     // a follower refuses proposals and names the leader
     let follower = [1, 2, 3].into_iter().find(|n| *n != l).unwrap();
@@ -56,14 +39,8 @@ async fn replicates_and_survives_restart() {
     }
     for n in [1, 2, 3] {
         cluster.start_node(n);
-        cluster.engines[&n]
-            .create_group(GROUP, GroupSpec::default(), Box::new(KvMachine))
-            .await
-            .unwrap();
-        assert_eq!(
-            cluster.engines[&n].kv(GROUP).get(b"a").unwrap(),
-            Some(b"2".to_vec())
-        );
+        cluster.engines[&n].create_group(GROUP, GroupSpec::default(), Box::new(KvMachine)).await.unwrap();
+        assert_eq!(cluster.engines[&n].kv(GROUP).get(b"a").unwrap(), Some(b"2".to_vec()));
     }
     let l = leader(&cluster, &[1, 2, 3]).await;
     assert_eq!(put(&cluster, l, "a", "3").await.unwrap(), b"2");
@@ -79,33 +56,18 @@ async fn minority_cannot_commit_and_the_partition_heals() {
     cluster.net.isolate(old);
     // the isolated leader cannot commit: its proposal fails (it steps down) or times out
     let err = put(&cluster, old, "k", "minority").await.unwrap_err();
-    assert!(
-        matches!(
-            err.code,
-            ErrorCode::Unavailable | ErrorCode::Timeout | ErrorCode::NotLeader
-        ),
-        "{err}"
-    );
+    assert!(matches!(err.code, ErrorCode::Unavailable | ErrorCode::Timeout | ErrorCode::NotLeader), "{err}");
     // the majority elects a new leader and commits
     let new = leader(&cluster, &majority).await;
     assert_ne!(new, old);
     put(&cluster, new, "k", "majority").await.unwrap();
-    assert_eq!(
-        cluster.engines[&old].kv(GROUP).get(b"k").unwrap(),
-        Some(b"before".to_vec())
-    );
+    assert_eq!(cluster.engines[&old].kv(GROUP).get(b"k").unwrap(), Some(b"before".to_vec()));
 
     cluster.net.heal();
-    assert!(
-        cluster.wait_value(old, GROUP, "k", "majority", WAIT).await,
-        "old leader catches up"
-    );
+    assert!(cluster.wait_value(old, GROUP, "k", "majority", WAIT).await, "old leader catches up");
     let l = leader(&cluster, &[1, 2, 3]).await;
     assert_eq!(l, new, "the healed node follows the new leader");
-    assert_eq!(
-        cluster.engines[&old].status(GROUP).unwrap().role,
-        Role::Follower
-    );
+    assert_eq!(cluster.engines[&old].status(GROUP).unwrap().role, Role::Follower);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,48 +77,25 @@ async fn log_is_truncated_and_a_lagging_follower_gets_a_snapshot() {
     let l = leader(&cluster, &[1, 2, 3]).await;
     let lagging = [1, 2, 3].into_iter().find(|n| *n != l).unwrap();
     put(&cluster, l, "seen-by-all", "yes").await.unwrap();
-    assert!(
-        cluster
-            .wait_value(lagging, GROUP, "seen-by-all", "yes", WAIT)
-            .await
-    );
+    assert!(cluster.wait_value(lagging, GROUP, "seen-by-all", "yes", WAIT).await);
 
     cluster.net.isolate(lagging);
     for i in 0..60 {
-        put(&cluster, l, &format!("key{i}"), &i.to_string())
-            .await
-            .unwrap();
+        put(&cluster, l, &format!("key{i}"), &i.to_string()).await.unwrap();
     }
     let status = cluster.engines[&l].status(GROUP).unwrap();
-    assert!(
-        status.first_index > status.applied - 3 * retain,
-        "leader truncated its log: {status:?}"
-    );
+    assert!(status.first_index > status.applied - 3 * retain, "leader truncated its log: {status:?}");
     let lag_status = cluster.engines[&lagging].status(GROUP).unwrap();
-    assert!(
-        lag_status.last_index < status.first_index,
-        "the follower now needs entries the leader dropped"
-    );
+    assert!(lag_status.last_index < status.first_index, "the follower now needs entries the leader dropped");
 
     cluster.net.heal();
-    assert!(
-        cluster
-            .wait_value(lagging, GROUP, "key59", "59", WAIT)
-            .await,
-        "caught up after heal"
-    );
+    assert!(cluster.wait_value(lagging, GROUP, "key59", "59", WAIT).await, "caught up after heal");
     for i in 0..60 {
-        let v = cluster.engines[&lagging]
-            .kv(GROUP)
-            .get(format!("key{i}").as_bytes())
-            .unwrap();
+        let v = cluster.engines[&lagging].kv(GROUP).get(format!("key{i}").as_bytes()).unwrap();
         assert_eq!(v, Some(i.to_string().into_bytes()));
     }
     let caught_up = cluster.engines[&lagging].status(GROUP).unwrap();
-    assert!(
-        caught_up.first_index > lag_status.last_index + 1,
-        "installed from a snapshot: {caught_up:?}"
-    );
+    assert!(caught_up.first_index > lag_status.last_index + 1, "installed from a snapshot: {caught_up:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,40 +107,19 @@ async fn members_are_added_and_removed() {
     }
     // node 4 joins empty and catches up from a snapshot
     let four = cluster.start_node(4);
-    four.create_group(GROUP, GroupSpec::default(), Box::new(KvMachine))
-        .await
-        .unwrap();
-    cluster.engines[&l]
-        .add_voter(GROUP, 4, &address_of(4))
-        .await
-        .unwrap();
-    assert!(
-        cluster.wait_value(4, GROUP, "key19", "v", WAIT).await,
-        "new member caught up"
-    );
-    assert_eq!(
-        cluster.engines[&l].status(GROUP).unwrap().voters,
-        vec![1, 2, 3, 4]
-    );
+    four.create_group(GROUP, GroupSpec::default(), Box::new(KvMachine)).await.unwrap();
+    cluster.engines[&l].add_voter(GROUP, 4, &address_of(4)).await.unwrap();
+    assert!(cluster.wait_value(4, GROUP, "key19", "v", WAIT).await, "new member caught up");
+    assert_eq!(cluster.engines[&l].status(GROUP).unwrap().voters, vec![1, 2, 3, 4]);
 
     // remove a follower; the group keeps committing with the rest
     let removed = [1, 2, 3].into_iter().find(|n| *n != l).unwrap();
-    cluster.engines[&l]
-        .remove_voter(GROUP, removed)
-        .await
-        .unwrap();
+    cluster.engines[&l].remove_voter(GROUP, removed).await.unwrap();
     let voters = cluster.engines[&l].status(GROUP).unwrap().voters;
-    assert!(
-        !voters.contains(&removed) && voters.len() == 3,
-        "{voters:?}"
-    );
+    assert!(!voters.contains(&removed) && voters.len() == 3, "{voters:?}");
     cluster.stop_node(removed);
     put(&cluster, l, "after-removal", "ok").await.unwrap();
-    assert!(
-        cluster
-            .wait_value(4, GROUP, "after-removal", "ok", WAIT)
-            .await
-    );
+    assert!(cluster.wait_value(4, GROUP, "after-removal", "ok", WAIT).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -209,23 +127,12 @@ async fn many_groups_share_one_engine() {
     let groups: Vec<u64> = (100..140).collect();
     let cluster = TestCluster::start(&[1, 2, 3], &groups, fast_config(1000)).await;
     for g in &groups {
-        let l = cluster
-            .leader_among(*g, &[1, 2, 3], WAIT)
-            .await
-            .expect("leader");
-        cluster.engines[&l]
-            .propose(*g, format!("group={g}").into_bytes())
-            .await
-            .unwrap();
+        let l = cluster.leader_among(*g, &[1, 2, 3], WAIT).await.expect("leader");
+        cluster.engines[&l].propose(*g, format!("group={g}").into_bytes()).await.unwrap();
     }
     for g in &groups {
         for n in [1, 2, 3] {
-            assert!(
-                cluster
-                    .wait_value(n, *g, "group", &g.to_string(), WAIT)
-                    .await,
-                "group {g} on node {n}"
-            );
+            assert!(cluster.wait_value(n, *g, "group", &g.to_string(), WAIT).await, "group {g} on node {n}");
         }
     }
 }
@@ -237,19 +144,13 @@ async fn read_index_needs_a_confirmed_leader() {
     put(&cluster, l, "r", "1").await.unwrap();
     cluster.engines[&l].read_index(GROUP).await.unwrap();
     let follower = [1, 2, 3].into_iter().find(|n| *n != l).unwrap();
-    let err = cluster.engines[&follower]
-        .read_index(GROUP)
-        .await
-        .unwrap_err();
+    let err = cluster.engines[&follower].read_index(GROUP).await.unwrap_err();
     assert_eq!(err.code, ErrorCode::NotLeader);
 
     // an isolated leader cannot confirm its leadership
     cluster.net.isolate(l);
     let err = cluster.engines[&l].read_index(GROUP).await.unwrap_err();
-    assert!(
-        matches!(err.code, ErrorCode::NotLeader | ErrorCode::Timeout),
-        "{err}"
-    );
+    assert!(matches!(err.code, ErrorCode::NotLeader | ErrorCode::Timeout), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -268,17 +169,11 @@ async fn paged_scans_resume_strictly_after_the_cookie() {
     }
     let kv = cluster.engines[&1].kv(GROUP);
     let names = |page: Vec<(Vec<u8>, Vec<u8>)>| {
-        page.into_iter()
-            .map(|(k, _)| String::from_utf8(k).unwrap())
-            .collect::<Vec<_>>()
+        page.into_iter().map(|(k, _)| String::from_utf8(k).unwrap()).collect::<Vec<_>>()
     };
     assert_eq!(names(kv.scan(b"d/", b"", 2).unwrap()), ["d/a", "d/b"]);
     assert_eq!(names(kv.scan(b"d/", b"b", 2).unwrap()), ["d/c", "d/d"]);
-    assert_eq!(
-        names(kv.scan(b"d/", b"d", 2).unwrap()),
-        Vec::<String>::new(),
-        "nothing past the prefix"
-    );
+    assert_eq!(names(kv.scan(b"d/", b"d", 2).unwrap()), Vec::<String>::new(), "nothing past the prefix");
     assert_eq!(
         names(kv.scan(b"d/", b"bb", 10).unwrap()),
         ["d/c", "d/d"],

@@ -24,11 +24,8 @@ pub struct MasterClient {
 impl MasterClient {
     /// A client of the masters at `masters` (`host:port` each; one is enough).
     pub fn new(masters: Vec<String>) -> Result<MasterClient> {
-        let masters: Vec<String> = masters
-            .into_iter()
-            .map(|m| m.trim().to_string())
-            .filter(|m| !m.is_empty())
-            .collect();
+        let masters: Vec<String> =
+            masters.into_iter().map(|m| m.trim().to_string()).filter(|m| !m.is_empty()).collect();
         if masters.is_empty() {
             return Err(StrataError::invalid("no master address given"));
         }
@@ -55,11 +52,7 @@ impl MasterClient {
         F: FnMut(GrpcClient<Channel>) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
-        self.router
-            .call(&self.channels, self.deadline, what, |channel| {
-                call(GrpcClient::new(channel))
-            })
-            .await
+        self.router.call(&self.channels, self.deadline, what, |channel| call(GrpcClient::new(channel))).await
     }
 
     /// Asks one specific master for its own Raft view (no leader needed).
@@ -69,19 +62,12 @@ impl MasterClient {
         match tokio::time::timeout(Duration::from_secs(2), call).await {
             Ok(Ok(r)) => Ok(r.into_inner()),
             Ok(Err(status)) => Err(status.into()),
-            Err(_) => Err(StrataError::new(
-                ErrorCode::Timeout,
-                format!("master {address} did not answer"),
-            )),
+            Err(_) => Err(StrataError::new(ErrorCode::Timeout, format!("master {address} did not answer"))),
         }
     }
 
     pub async fn list_nodes(&self) -> Result<Vec<pb::NodeInfo>> {
-        let r = self
-            .call("listing nodes", |mut c| async move {
-                c.list_nodes(pb::ListNodesRequest {}).await
-            })
-            .await?;
+        let r = self.call("listing nodes", |mut c| async move { c.list_nodes(pb::ListNodesRequest {}).await }).await?;
         Ok(r.nodes)
     }
 
@@ -95,17 +81,13 @@ impl MasterClient {
 
     pub async fn list_volumes(&self) -> Result<Vec<pb::Volume>> {
         let r = self
-            .call("listing volumes", |mut c| async move {
-                c.list_volumes(pb::ListVolumesRequest {}).await
-            })
+            .call("listing volumes", |mut c| async move { c.list_volumes(pb::ListVolumesRequest {}).await })
             .await?;
         Ok(r.volumes)
     }
 
     pub async fn get_volume(&self, name: &str) -> Result<pb::Volume> {
-        let request = pb::GetVolumeRequest {
-            name: name.to_string(),
-        };
+        let request = pb::GetVolumeRequest { name: name.to_string() };
         self.call("reading volume", |mut c| {
             let request = request.clone();
             async move { c.get_volume(request).await }
@@ -114,9 +96,7 @@ impl MasterClient {
     }
 
     pub async fn delete_volume(&self, name: &str) -> Result<()> {
-        let request = pb::DeleteVolumeRequest {
-            name: name.to_string(),
-        };
+        let request = pb::DeleteVolumeRequest { name: name.to_string() };
         self.call("deleting volume", |mut c| {
             let request = request.clone();
             async move { c.delete_volume(request).await }
@@ -126,9 +106,7 @@ impl MasterClient {
     }
 
     pub async fn create_user(&self, name: &str) -> Result<pb::User> {
-        let request = pb::CreateUserRequest {
-            name: name.to_string(),
-        };
+        let request = pb::CreateUserRequest { name: name.to_string() };
         self.call("creating user", |mut c| {
             let request = request.clone();
             async move { c.create_user(request).await }
@@ -137,18 +115,12 @@ impl MasterClient {
     }
 
     pub async fn list_users(&self) -> Result<Vec<pb::User>> {
-        let r = self
-            .call("listing users", |mut c| async move {
-                c.list_users(pb::ListUsersRequest {}).await
-            })
-            .await?;
+        let r = self.call("listing users", |mut c| async move { c.list_users(pb::ListUsersRequest {}).await }).await?;
         Ok(r.users)
     }
 
     pub async fn delete_user(&self, name: &str) -> Result<()> {
-        let request = pb::DeleteUserRequest {
-            name: name.to_string(),
-        };
+        let request = pb::DeleteUserRequest { name: name.to_string() };
         self.call("deleting user", |mut c| {
             let request = request.clone();
             async move { c.delete_user(request).await }

@@ -57,18 +57,10 @@ impl MetaClient {
             })
             .collect();
         if partitions.is_empty() {
-            return Err(StrataError::internal(format!(
-                "volume {} has no meta partitions",
-                view.name
-            )));
+            return Err(StrataError::internal(format!("volume {} has no meta partitions", view.name)));
         }
         partitions.sort_by_key(|p| p.inode_start);
-        Ok(MetaClient {
-            volume: view.name.clone(),
-            partitions,
-            channels: Channels::default(),
-            deadline: META_DEADLINE,
-        })
+        Ok(MetaClient { volume: view.name.clone(), partitions, channels: Channels::default(), deadline: META_DEADLINE })
     }
 
     pub fn volume(&self) -> &str {
@@ -79,12 +71,7 @@ impl MetaClient {
         self.partitions
             .iter()
             .find(|p| ino >= p.inode_start && p.inode_end.is_none_or(|end| ino < end))
-            .ok_or_else(|| {
-                StrataError::not_found(format!(
-                    "inode {ino} is in no meta partition of {}",
-                    self.volume
-                ))
-            })
+            .ok_or_else(|| StrataError::not_found(format!("inode {ino} is in no meta partition of {}", self.volume)))
     }
 
     /// The partition id holding `ino` (for tests and tools).
@@ -94,18 +81,12 @@ impl MetaClient {
 
     /// The address that last answered for a partition (its leader, as far as this client knows).
     pub fn partition_leader(&self, partition_id: u64) -> Option<String> {
-        self.partitions
-            .iter()
-            .find(|p| p.id == partition_id)
-            .and_then(|p| p.router.leader())
+        self.partitions.iter().find(|p| p.id == partition_id).and_then(|p| p.router.leader())
     }
 
     /// The member addresses of a partition.
     pub fn partition_members(&self, partition_id: u64) -> Option<&[String]> {
-        self.partitions
-            .iter()
-            .find(|p| p.id == partition_id)
-            .map(|p| p.router.members())
+        self.partitions.iter().find(|p| p.id == partition_id).map(|p| p.router.members())
     }
 
     async fn call<T, F, Fut>(&self, ino: u64, what: &str, mut call: F) -> Result<T>
@@ -115,12 +96,7 @@ impl MetaClient {
     {
         let partition = self.partition_of(ino)?;
         let id = partition.id;
-        partition
-            .router
-            .call(&self.channels, self.deadline, what, |channel| {
-                call(GrpcClient::new(channel), id)
-            })
-            .await
+        partition.router.call(&self.channels, self.deadline, what, |channel| call(GrpcClient::new(channel), id)).await
     }
 
     async fn mutate(&self, ino: u64, what: &str, op: Op) -> Result<Option<pb::Inode>> {
@@ -130,10 +106,7 @@ impl MetaClient {
                 let request = pb::MutateRequest {
                     partition_id,
                     request_id,
-                    command: Some(pb::MetaCommand {
-                        now_ns: 0,
-                        op: Some(op.clone()),
-                    }),
+                    command: Some(pb::MetaCommand { now_ns: 0, op: Some(op.clone()) }),
                 };
                 async move { c.mutate(request).await }
             })
@@ -142,19 +115,13 @@ impl MetaClient {
     }
 
     async fn mutate_inode(&self, ino: u64, what: &str, op: Op) -> Result<pb::Inode> {
-        self.mutate(ino, what, op)
-            .await?
-            .ok_or_else(|| StrataError::internal(format!("{what}: no inode in the reply")))
+        self.mutate(ino, what, op).await?.ok_or_else(|| StrataError::internal(format!("{what}: no inode in the reply")))
     }
 
     pub async fn lookup(&self, parent: u64, name: &[u8]) -> Result<pb::Inode> {
         let inode = self
             .call(parent, "looking up a name", |mut c, partition_id| {
-                let request = pb::LookupRequest {
-                    partition_id,
-                    parent,
-                    name: name.to_vec(),
-                };
+                let request = pb::LookupRequest { partition_id, parent, name: name.to_vec() };
                 async move { c.lookup(request).await }
             })
             .await?;
@@ -166,13 +133,9 @@ impl MetaClient {
     }
 
     pub async fn getattr(&self, ino: u64) -> Result<pb::Inode> {
-        self.call(
-            ino,
-            "reading attributes",
-            |mut c, partition_id| async move {
-                c.get_attr(pb::GetAttrRequest { partition_id, ino }).await
-            },
-        )
+        self.call(ino, "reading attributes", |mut c, partition_id| async move {
+            c.get_attr(pb::GetAttrRequest { partition_id, ino }).await
+        })
         .await
     }
 
@@ -186,38 +149,16 @@ impl MetaClient {
         gid: u32,
         rdev: u64,
     ) -> Result<pb::Inode> {
-        let op = Op::Create(pb::CreateOp {
-            parent,
-            name: name.to_vec(),
-            mode,
-            uid,
-            gid,
-            rdev,
-            symlink_target: Vec::new(),
-        });
+        let op =
+            Op::Create(pb::CreateOp { parent, name: name.to_vec(), mode, uid, gid, rdev, symlink_target: Vec::new() });
         self.mutate_inode(parent, "creating", op).await
     }
 
-    pub async fn mkdir(
-        &self,
-        parent: u64,
-        name: &[u8],
-        mode: u32,
-        uid: u32,
-        gid: u32,
-    ) -> Result<pb::Inode> {
-        self.create(parent, name, libc::S_IFDIR | (mode & 0o7777), uid, gid, 0)
-            .await
+    pub async fn mkdir(&self, parent: u64, name: &[u8], mode: u32, uid: u32, gid: u32) -> Result<pb::Inode> {
+        self.create(parent, name, libc::S_IFDIR | (mode & 0o7777), uid, gid, 0).await
     }
 
-    pub async fn symlink(
-        &self,
-        parent: u64,
-        name: &[u8],
-        target: &[u8],
-        uid: u32,
-        gid: u32,
-    ) -> Result<pb::Inode> {
+    pub async fn symlink(&self, parent: u64, name: &[u8], target: &[u8], uid: u32, gid: u32) -> Result<pb::Inode> {
         let op = Op::Create(pb::CreateOp {
             parent,
             name: name.to_vec(),
@@ -231,20 +172,12 @@ impl MetaClient {
     }
 
     pub async fn unlink(&self, parent: u64, name: &[u8]) -> Result<pb::Inode> {
-        let op = Op::Unlink(pb::UnlinkOp {
-            parent,
-            name: name.to_vec(),
-            directory: false,
-        });
+        let op = Op::Unlink(pb::UnlinkOp { parent, name: name.to_vec(), directory: false });
         self.mutate_inode(parent, "unlinking", op).await
     }
 
     pub async fn rmdir(&self, parent: u64, name: &[u8]) -> Result<pb::Inode> {
-        let op = Op::Unlink(pb::UnlinkOp {
-            parent,
-            name: name.to_vec(),
-            directory: true,
-        });
+        let op = Op::Unlink(pb::UnlinkOp { parent, name: name.to_vec(), directory: true });
         self.mutate_inode(parent, "removing a directory", op).await
     }
 
@@ -280,18 +213,13 @@ impl MetaClient {
                 "a hard link across meta partitions needs the cross-partition transaction, not built yet",
             ));
         }
-        let op = Op::Link(pb::LinkOp {
-            ino,
-            new_parent,
-            new_name: new_name.to_vec(),
-        });
+        let op = Op::Link(pb::LinkOp { ino, new_parent, new_name: new_name.to_vec() });
         self.mutate_inode(new_parent, "linking", op).await
     }
 
     pub async fn setattr(&self, op: pb::SetAttrOp) -> Result<pb::Inode> {
         let ino = op.ino;
-        self.mutate_inode(ino, "setting attributes", Op::SetAttr(op))
-            .await
+        self.mutate_inode(ino, "setting attributes", Op::SetAttr(op)).await
     }
 
     /// One page of `parent` after the name `after` (empty: from the start); `true` if more follow.
@@ -304,13 +232,7 @@ impl MetaClient {
     ) -> Result<(Vec<pb::DirEntry>, bool)> {
         let reply = self
             .call(parent, "reading a directory", |mut c, partition_id| {
-                let request = pb::ReadDirRequest {
-                    partition_id,
-                    parent,
-                    after: after.to_vec(),
-                    limit,
-                    plus,
-                };
+                let request = pb::ReadDirRequest { partition_id, parent, after: after.to_vec(), limit, plus };
                 async move { c.read_dir(request).await }
             })
             .await?;
@@ -327,23 +249,14 @@ impl MetaClient {
     }
 
     pub async fn set_xattr(&self, ino: u64, name: &[u8], value: &[u8], flags: u32) -> Result<()> {
-        let op = Op::SetXattr(pb::SetXattrOp {
-            ino,
-            name: name.to_vec(),
-            value: value.to_vec(),
-            flags,
-        });
+        let op = Op::SetXattr(pb::SetXattrOp { ino, name: name.to_vec(), value: value.to_vec(), flags });
         self.mutate(ino, "setting an xattr", op).await.map(drop)
     }
 
     pub async fn get_xattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
         let reply = self
             .call(ino, "reading an xattr", |mut c, partition_id| {
-                let request = pb::GetXattrRequest {
-                    partition_id,
-                    ino,
-                    name: name.to_vec(),
-                };
+                let request = pb::GetXattrRequest { partition_id, ino, name: name.to_vec() };
                 async move { c.get_xattr(request).await }
             })
             .await?;
@@ -353,26 +266,20 @@ impl MetaClient {
     pub async fn list_xattr(&self, ino: u64) -> Result<Vec<Vec<u8>>> {
         let reply = self
             .call(ino, "listing xattrs", |mut c, partition_id| async move {
-                c.list_xattr(pb::ListXattrRequest { partition_id, ino })
-                    .await
+                c.list_xattr(pb::ListXattrRequest { partition_id, ino }).await
             })
             .await?;
         Ok(reply.names)
     }
 
     pub async fn remove_xattr(&self, ino: u64, name: &[u8]) -> Result<()> {
-        let op = Op::RemoveXattr(pb::RemoveXattrOp {
-            ino,
-            name: name.to_vec(),
-        });
+        let op = Op::RemoveXattr(pb::RemoveXattrOp { ino, name: name.to_vec() });
         self.mutate(ino, "removing an xattr", op).await.map(drop)
     }
 
     /// The last open handle of `ino` closed: lets the partition reclaim an unlinked inode.
     pub async fn evict(&self, ino: u64) -> Result<()> {
-        self.mutate(ino, "evicting", Op::Evict(pb::EvictOp { ino }))
-            .await
-            .map(drop)
+        self.mutate(ino, "evicting", Op::Evict(pb::EvictOp { ino })).await.map(drop)
     }
 
     /// Statistics of every partition of the volume.
@@ -380,14 +287,9 @@ impl MetaClient {
         let mut out = Vec::new();
         for p in &self.partitions {
             let stats = self
-                .call(
-                    p.inode_start,
-                    "reading partition statistics",
-                    |mut c, partition_id| async move {
-                        c.partition_stats(pb::PartitionStatsRequest { partition_id })
-                            .await
-                    },
-                )
+                .call(p.inode_start, "reading partition statistics", |mut c, partition_id| async move {
+                    c.partition_stats(pb::PartitionStatsRequest { partition_id }).await
+                })
                 .await?;
             out.push((p.id, stats));
         }
@@ -401,19 +303,11 @@ impl MetaClient {
             let mut after = Vec::new();
             loop {
                 let page = self
-                    .call(
-                        p.inode_start,
-                        "scanning a partition",
-                        |mut c, partition_id| {
-                            let request = pb::ScanRequest {
-                                partition_id,
-                                kind: kind as i32,
-                                after: after.clone(),
-                                limit: 4096,
-                            };
-                            async move { c.scan(request).await }
-                        },
-                    )
+                    .call(p.inode_start, "scanning a partition", |mut c, partition_id| {
+                        let request =
+                            pb::ScanRequest { partition_id, kind: kind as i32, after: after.clone(), limit: 4096 };
+                        async move { c.scan(request).await }
+                    })
                     .await?;
                 all.inodes.extend(page.inodes);
                 all.dentries.extend(page.dentries);

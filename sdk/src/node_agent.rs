@@ -71,11 +71,9 @@ impl node_pb::node_server::Node for NodeInfoService {
 
 fn capacity(data_dir: &Path) -> pb::Capacity {
     match disk_usage(data_dir) {
-        Ok(u) => pb::Capacity {
-            total_bytes: u.total_bytes,
-            used_bytes: u.used_bytes,
-            available_bytes: u.available_bytes,
-        },
+        Ok(u) => {
+            pb::Capacity { total_bytes: u.total_bytes, used_bytes: u.used_bytes, available_bytes: u.available_bytes }
+        }
         Err(e) => {
             tracing::warn!(error = %e, "reading disk usage failed");
             pb::Capacity::default()
@@ -103,11 +101,7 @@ impl Agent {
         let stored = NodeIdentity::load(&config.data_dir)?;
         if let Some(identity) = &stored {
             if identity.role != role.as_str() {
-                anyhow::bail!(
-                    "{} belongs to a {}, not a {role}",
-                    config.data_dir.display(),
-                    identity.role
-                );
+                anyhow::bail!("{} belongs to a {}, not a {role}", config.data_dir.display(), identity.role);
             }
             if config.node_id != 0 && config.node_id != identity.node_id {
                 anyhow::bail!(
@@ -158,18 +152,13 @@ impl Agent {
                 async move { c.register_node(request).await }
             })
             .await?;
-        let identity = NodeIdentity {
-            node_id: response.node_id,
-            role: self.role.as_str().into(),
-        };
+        let identity = NodeIdentity { node_id: response.node_id, role: self.role.as_str().into() };
         if NodeIdentity::load(&self.data_dir)?.as_ref() != Some(&identity) {
             identity.store(&self.data_dir)?;
         }
         self.node_id.store(response.node_id, Ordering::Relaxed);
         tracing::info!(node_id = response.node_id, "registered with the master");
-        Ok(Duration::from_millis(
-            response.heartbeat_interval_ms.max(100),
-        ))
+        Ok(Duration::from_millis(response.heartbeat_interval_ms.max(100)))
     }
 
     /// Registers, retrying until the master accepts; returns the heartbeat interval.
@@ -199,14 +188,7 @@ impl Agent {
                 capacity: Some(capacity(&self.data_dir)),
                 partitions_held: self.stats.partitions_held.load(Ordering::Relaxed),
             };
-            match self
-                .client
-                .call(
-                    "heartbeating",
-                    |mut c| async move { c.heartbeat(request).await },
-                )
-                .await
-            {
+            match self.client.call("heartbeating", |mut c| async move { c.heartbeat(request).await }).await {
                 Ok(response) => on_response(response),
                 Err(e) if e.code == ErrorCode::NotFound => {
                     tracing::warn!("the master does not know this node; registering again");

@@ -40,10 +40,7 @@ pub struct LeaderRouter {
 
 impl LeaderRouter {
     pub fn new(members: Vec<String>) -> Self {
-        LeaderRouter {
-            members,
-            leader: Mutex::new(None),
-        }
+        LeaderRouter { members, leader: Mutex::new(None) }
     }
 
     pub fn members(&self) -> &[String] {
@@ -71,13 +68,7 @@ impl LeaderRouter {
 
     /// Runs `call` against the leader until it succeeds, fails in a way that
     /// retrying cannot fix, or `deadline` passes. `what` says what was being done.
-    pub async fn call<T, F, Fut>(
-        &self,
-        channels: &Channels,
-        deadline: Duration,
-        what: &str,
-        mut call: F,
-    ) -> Result<T>
+    pub async fn call<T, F, Fut>(&self, channels: &Channels, deadline: Duration, what: &str, mut call: F) -> Result<T>
     where
         F: FnMut(Channel) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
@@ -102,14 +93,9 @@ impl LeaderRouter {
                     Err(status) => {
                         let err = StrataError::from(status);
                         if !err.is_retryable() {
-                            return Err(StrataError {
-                                message: format!("{what}: {}", err.message),
-                                ..err
-                            });
+                            return Err(StrataError { message: format!("{what}: {}", err.message), ..err });
                         }
-                        if let (ErrorCode::NotLeader, Some(hint)) =
-                            (err.code, err.leader_hint.clone())
-                        {
+                        if let (ErrorCode::NotLeader, Some(hint)) = (err.code, err.leader_hint.clone()) {
                             *self.leader.lock().unwrap() = Some(hint.clone());
                             queue.insert(0, hint);
                         }
@@ -119,10 +105,7 @@ impl LeaderRouter {
                 }
             }
             if started.elapsed() + backoff > deadline {
-                return Err(StrataError::new(
-                    last_error.code,
-                    format!("{what}: {}", last_error.message),
-                ));
+                return Err(StrataError::new(last_error.code, format!("{what}: {}", last_error.message)));
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_millis(500));

@@ -25,23 +25,13 @@ pub fn kill(pid: u64, signal: i32) {
 
 pub fn alive(pid: u64) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            !s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
+        .map(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
         .unwrap_or(false)
 }
 
 impl DevCluster {
     pub fn new() -> DevCluster {
-        DevCluster {
-            dir: tempfile::tempdir().unwrap(),
-            supervisor: None,
-            starts: 0,
-        }
+        DevCluster { dir: tempfile::tempdir().unwrap(), supervisor: None, starts: 0 }
     }
 
     pub fn cluster_dir(&self) -> PathBuf {
@@ -70,10 +60,7 @@ impl DevCluster {
                 break;
             }
             let exited = self.supervisor.as_mut().unwrap().try_wait().unwrap();
-            assert!(
-                exited.is_none() && Instant::now() < deadline,
-                "strata dev did not come up:\n{output}"
-            );
+            assert!(exited.is_none() && Instant::now() < deadline, "strata dev did not come up:\n{output}");
             std::thread::sleep(Duration::from_millis(200));
         }
         let status = self.status().expect("status after start");
@@ -81,52 +68,29 @@ impl DevCluster {
     }
 
     pub fn cluster_file(&self) -> Value {
-        serde_json::from_slice(&std::fs::read(self.cluster_dir().join("cluster.json")).unwrap())
-            .unwrap()
+        serde_json::from_slice(&std::fs::read(self.cluster_dir().join("cluster.json")).unwrap()).unwrap()
     }
 
     pub fn pid_of(&self, id: u64) -> u64 {
         let file = self.cluster_file();
-        let node = file["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| n["id"] == id)
-            .unwrap()
-            .clone();
+        let node = file["nodes"].as_array().unwrap().iter().find(|n| n["id"] == id).unwrap().clone();
         node["pid"].as_u64().expect("node has a pid")
     }
 
     /// Master addresses from cluster.json.
     pub fn masters(&self) -> Vec<String> {
-        self.nodes_of("master")
-            .into_iter()
-            .map(|n| n["address"].as_str().unwrap().to_string())
-            .collect()
+        self.nodes_of("master").into_iter().map(|n| n["address"].as_str().unwrap().to_string()).collect()
     }
 
     pub fn nodes_of(&self, role: &str) -> Vec<Value> {
-        self.cluster_file()["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|n| n["role"] == role)
-            .cloned()
-            .collect()
+        self.cluster_file()["nodes"].as_array().unwrap().iter().filter(|n| n["role"] == role).cloned().collect()
     }
 
     /// The id of the node listening on `address`.
     pub fn node_at(&self, address: &str) -> u64 {
         let file = self.cluster_file();
-        let node = file["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| n["address"] == address)
-            .cloned();
-        node.unwrap_or_else(|| panic!("no node at {address}"))["id"]
-            .as_u64()
-            .unwrap()
+        let node = file["nodes"].as_array().unwrap().iter().find(|n| n["address"] == address).cloned();
+        node.unwrap_or_else(|| panic!("no node at {address}"))["id"].as_u64().unwrap()
     }
 
     pub fn restart(&self, id: u64) {
@@ -134,21 +98,12 @@ impl DevCluster {
     }
 
     pub fn strata(&self, args: &[&str]) -> Output {
-        Command::new(STRATA)
-            .args(args)
-            .current_dir(self.dir.path())
-            .env_remove("STRATA_MASTER")
-            .output()
-            .unwrap()
+        Command::new(STRATA).args(args).current_dir(self.dir.path()).env_remove("STRATA_MASTER").output().unwrap()
     }
 
     pub fn strata_ok(&self, args: &[&str]) -> String {
         let out = self.strata(args);
-        assert!(
-            out.status.success(),
-            "strata {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "strata {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     }
 
@@ -172,19 +127,12 @@ impl DevCluster {
     }
 
     pub fn volumes(&self) -> Vec<(String, u64, Value)> {
-        let list: Value =
-            serde_json::from_str(&self.strata_ok(&["volume", "list", "--json"])).unwrap();
+        let list: Value = serde_json::from_str(&self.strata_ok(&["volume", "list", "--json"])).unwrap();
         let mut out: Vec<_> = list
             .as_array()
             .unwrap()
             .iter()
-            .map(|v| {
-                (
-                    v["name"].as_str().unwrap().to_string(),
-                    v["id"].as_u64().unwrap(),
-                    v["data_partitions"].clone(),
-                )
-            })
+            .map(|v| (v["name"].as_str().unwrap().to_string(), v["id"].as_u64().unwrap(), v["data_partitions"].clone()))
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
@@ -202,12 +150,7 @@ impl DevCluster {
             }
         }
         let file = self.cluster_file();
-        let pids: Vec<u64> = file["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|n| n["pid"].as_u64())
-            .collect();
+        let pids: Vec<u64> = file["nodes"].as_array().unwrap().iter().filter_map(|n| n["pid"].as_u64()).collect();
         let deadline = Instant::now() + Duration::from_secs(10);
         while pids.iter().any(|p| alive(*p)) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
@@ -239,10 +182,7 @@ pub fn nodes(status: &Value) -> Vec<Value> {
 }
 
 pub fn count(status: &Value, role: &str) -> usize {
-    nodes(status)
-        .iter()
-        .filter(|n| n["role"] == role && n["alive"] == true)
-        .count()
+    nodes(status).iter().filter(|n| n["role"] == role && n["alive"] == true).count()
 }
 
 pub fn leader_id(status: &Value) -> u64 {
@@ -250,9 +190,5 @@ pub fn leader_id(status: &Value) -> u64 {
 }
 
 pub fn applied_of(status: &Value, id: u64) -> u64 {
-    nodes(status)
-        .iter()
-        .find(|n| n["id"] == id)
-        .and_then(|n| n["applied_index"].as_u64())
-        .unwrap_or(0)
+    nodes(status).iter().find(|n| n["id"] == id).and_then(|n| n["applied_index"].as_u64()).unwrap_or(0)
 }

@@ -1,0 +1,87 @@
+//! `strata bench …`: runs the `strata-bench` workloads and prints their
+//! figures next to the baseline measured in the same run.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Subcommand;
+use strata_bench::{meta, nodes, report};
+use strata_common::size::format_size;
+use strata_sdk::{MasterClient, MetaClient};
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCmd {
+    /// Metadata operations per second through the sdk, next to a local directory.
+    MetaSdk {
+        #[arg(long, default_value = "default")]
+        volume: String,
+        /// Files per client.
+        #[arg(long, default_value_t = 2000)]
+        files: usize,
+        /// Concurrent clients, e.g. 1,8.
+        #[arg(long, value_delimiter = ',', default_value = "1,8")]
+        clients: Vec<usize>,
+        /// Local directory for the baseline (default: a temporary directory).
+        #[arg(long)]
+        local_dir: Option<PathBuf>,
+        /// Also write the rows as JSON here.
+        #[arg(long)]
+        json_file: Option<PathBuf>,
+    },
+    /// Creates many files, then reports metanode memory and disk per file.
+    MetaFill {
+        #[arg(long, default_value = "default")]
+        volume: String,
+        #[arg(long, default_value_t = 1_000_000)]
+        files: usize,
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// The `strata dev` directory whose metanodes to measure.
+        #[arg(long, default_value = "strata-dev")]
+        dev_dir: PathBuf,
+    },
+}
+
+pub async fn run(master: &MasterClient, cmd: BenchCmd) -> anyhow::Result<()> {
+    match cmd {
+        BenchCmd::MetaSdk { volume, files, clients, local_dir, json_file } => {
+            let meta = Arc::new(MetaClient::open(master, &volume).await?);
+            let scratch = tempfile_dir(local_dir)?;
+            let mut rows = Vec::new();
+            for c in clients {
+                rows.extend(meta::compare(meta.clone(), &scratch, c, files).await?);
+            }
+            report::print_table(&rows, "local");
+            if let Some(path) = json_file {
+                std::fs::write(path, serde_json::to_vec_pretty(&rows)?)?;
+            }
+            Ok(())
+        }
+        BenchCmd::MetaFill { volume, files, clients, dev_dir } => {
+            let meta = Arc::new(MetaClient::open(master, &volume).await?);
+            let before = nodes::dev_cluster_costs(&dev_dir, "metanode")?;
+            let rate = meta::fill(meta, files, clients).await?;
+            println!("created {files} files with {clients} clients: {rate:.0} files/s");
+            let after = nodes::dev_cluster_costs(&dev_dir, "metanode")?;
+            println!("{:<6} {:>12} {:>14} {:>14} {:>12}", "node", "rss", "disk before", "disk after", "disk/file");
+            for (b, a) in before.iter().zip(&after) {
+                let per_file = a.disk_bytes.saturating_sub(b.disk_bytes) as f64 / files as f64;
+                println!(
+                    "{:<6} {:>12} {:>14} {:>14} {:>10.0} B",
+                    a.id,
+                    a.rss_bytes.map(format_size).unwrap_or_else(|| "-".into()),
+                    format_size(b.disk_bytes),
+                    format_size(a.disk_bytes),
+                    per_file
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn tempfile_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let dir = given.unwrap_or_else(|| std::env::temp_dir().join(format!("strata-bench-{}", std::process::id())));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
