@@ -144,3 +144,48 @@ fn namespace_survives_leader_kills_under_concurrent_clients() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("was unlinked"));
 }
+
+#[test]
+fn locks_are_shared_across_clients_and_die_with_their_session() {
+    use strata_proto::meta::{LockKind, LockOp};
+
+    let mut cluster = DevCluster::new();
+    cluster.start();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let alice = runtime.block_on(open_volume(cluster.masters()));
+    let bob = runtime.block_on(open_volume(cluster.masters()));
+    let file = runtime.block_on(alice.create(ROOT, b"locked", libc::S_IFREG | 0o644, 0, 0, 0)).unwrap();
+    let (alice_session, bob_session) = (0xa11ce, 0xb0b);
+    runtime.block_on(alice.renew_session(alice_session, Duration::from_secs(2))).unwrap();
+    runtime.block_on(bob.renew_session(bob_session, Duration::from_secs(60))).unwrap();
+    let write = |session, owner| LockOp {
+        ino: file.ino,
+        session,
+        owner,
+        pid: 1,
+        kind: LockKind::Write as i32,
+        start: 0,
+        end: u64::MAX,
+        flock: false,
+    };
+
+    runtime.block_on(alice.lock(write(alice_session, 1))).unwrap();
+    let err = runtime.block_on(bob.lock(write(bob_session, 2))).unwrap_err();
+    assert_eq!(err.code, strata_common::ErrorCode::WouldBlock);
+    let holder = runtime.block_on(bob.get_lock(write(bob_session, 2))).unwrap().expect("bob sees alice's lock");
+    assert_eq!(holder.session, alice_session);
+
+    // Alice's client dies: it stops renewing. Within the lease plus a leader round, her lock is gone.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match runtime.block_on(bob.lock(write(bob_session, 2))) {
+            Ok(()) => break,
+            Err(e) if e.code == strata_common::ErrorCode::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            Err(e) => panic!("bob never got the lock: {e}"),
+        }
+    }
+    let err = runtime.block_on(alice.lock(write(alice_session, 1))).unwrap_err();
+    assert_eq!(err.code, strata_common::ErrorCode::FailedPrecondition, "an expired session cannot lock again");
+}

@@ -31,6 +31,8 @@ pub enum ErrorCode {
     /// The requested attribute (xattr) does not exist.
     NoData,
     TooManyLinks,
+    /// A lock is held by someone else (EAGAIN from F_SETLK).
+    WouldBlock,
     /// A peer could not be reached or did not answer in time; retrying may succeed.
     Unavailable,
     Timeout,
@@ -40,7 +42,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::NotFound,
         ErrorCode::AlreadyExists,
         ErrorCode::InvalidArgument,
@@ -55,6 +57,7 @@ impl ErrorCode {
         ErrorCode::NotPermitted,
         ErrorCode::NoData,
         ErrorCode::TooManyLinks,
+        ErrorCode::WouldBlock,
         ErrorCode::Unavailable,
         ErrorCode::Timeout,
         ErrorCode::Corrupted,
@@ -77,6 +80,7 @@ impl ErrorCode {
             ErrorCode::NotPermitted => "not_permitted",
             ErrorCode::NoData => "no_data",
             ErrorCode::TooManyLinks => "too_many_links",
+            ErrorCode::WouldBlock => "would_block",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Timeout => "timeout",
             ErrorCode::Corrupted => "corrupted",
@@ -105,6 +109,7 @@ impl ErrorCode {
             ErrorCode::NotPermitted => libc::EPERM,
             ErrorCode::NoData => libc::ENODATA,
             ErrorCode::TooManyLinks => libc::EMLINK,
+            ErrorCode::WouldBlock => libc::EAGAIN,
             ErrorCode::Corrupted | ErrorCode::Internal => libc::EIO,
         }
     }
@@ -124,6 +129,7 @@ impl ErrorCode {
             ErrorCode::PermissionDenied | ErrorCode::NotPermitted => "AccessDenied",
             ErrorCode::NoData => "NoSuchKey",
             ErrorCode::TooManyLinks => "InvalidRequest",
+            ErrorCode::WouldBlock => "SlowDown",
             ErrorCode::Corrupted | ErrorCode::Internal => "InternalError",
         }
     }
@@ -141,7 +147,7 @@ impl ErrorCode {
             | ErrorCode::IsDir => tonic::Code::FailedPrecondition,
             ErrorCode::NoSpace => tonic::Code::ResourceExhausted,
             ErrorCode::PermissionDenied | ErrorCode::NotPermitted => tonic::Code::PermissionDenied,
-            ErrorCode::TooManyLinks => tonic::Code::FailedPrecondition,
+            ErrorCode::TooManyLinks | ErrorCode::WouldBlock => tonic::Code::FailedPrecondition,
             ErrorCode::Unavailable => tonic::Code::Unavailable,
             ErrorCode::Timeout => tonic::Code::DeadlineExceeded,
             ErrorCode::Corrupted => tonic::Code::DataLoss,

@@ -13,12 +13,12 @@ use serde::{Deserialize, Serialize};
 use strata_common::files::{read_json, write_json};
 use strata_common::{Result, StrataError};
 use strata_proto::master as master_pb;
-use strata_proto::meta::{InitPartition, MetaCommand, MutateRequest, meta_command::Op};
+use strata_proto::meta::{ExpireSessionsOp, InitPartition, MetaCommand, MutateRequest, meta_command::Op};
 use strata_raftstore::{Engine, GroupSpec, Role};
 use strata_sdk::node_agent::NodeStats;
 
-use crate::MetaMachine;
 use crate::txn::partition_info;
+use crate::{MetaMachine, locks};
 
 const ASSIGNMENTS_FILE: &str = "meta-partitions.json";
 
@@ -126,14 +126,35 @@ impl PartitionHost {
                 tracing::error!(error = %e, "recording hosted meta partitions failed");
             }
         }
-        self.initialise_led_partitions().await;
+        self.leader_duties().await;
     }
 
-    async fn initialise_led_partitions(&self) {
+    async fn propose(&self, partition_id: u64, op: Op, what: &str) {
+        let request = MutateRequest {
+            partition_id,
+            request_id: 0,
+            command: Some(MetaCommand { now_ns: now_ns(), op: Some(op) }),
+        };
+        match self.engine.propose(partition_id, request.encode_to_vec()).await {
+            Ok(_) => tracing::debug!(partition_id, "{what}"),
+            Err(e) => tracing::warn!(partition_id, error = %e, "{what} failed"),
+        }
+    }
+
+    /// What the leader of a partition does on its own: initialise the
+    /// partition once, and end sessions whose lease ran out.
+    async fn leader_duties(&self) {
         let hosted: Vec<Assignment> = self.hosted.read().unwrap().values().cloned().collect();
         for a in hosted {
             let leading = self.engine.status(a.partition_id).is_some_and(|s| s.role == Role::Leader);
-            if !leading || partition_info(&self.engine.kv(a.partition_id)).ok().flatten().is_some() {
+            if !leading {
+                continue;
+            }
+            let kv = self.engine.kv(a.partition_id);
+            if locks::has_expired_sessions(&kv, now_ns()).unwrap_or(false) {
+                self.propose(a.partition_id, Op::ExpireSessions(ExpireSessionsOp {}), "expiring sessions").await;
+            }
+            if partition_info(&kv).ok().flatten().is_some() {
                 continue;
             }
             let init = InitPartition { volume_id: a.volume_id, inode_start: a.inode_start, inode_end: a.inode_end };

@@ -9,6 +9,9 @@
 //! | `d` parent name | `Dentry` (name bytes sort the directory) |
 //! | `x` ino name | xattr value |
 //! | `o` ino | orphan: unlinked, still open; value = unlink time (i64 BE ns) |
+//! | `l` ino session owner start | `LockInfo` (a held lock) |
+//! | `L` session ino owner start | empty; a session's locks, for expiry |
+//! | `s` session | lease expiry (i64 BE ns) |
 //! | `q` request-id | applied index (u64 BE) then the stored reply |
 //! | `Q` index request-id | empty; orders request ids for pruning |
 
@@ -17,6 +20,7 @@ pub const NEXT_INODE: &[u8] = b"N";
 pub const INODE_COUNT: &[u8] = b"C";
 pub const ORPHAN_PREFIX: &[u8] = b"o";
 pub const REQUEST_INDEX_PREFIX: &[u8] = b"Q";
+pub const SESSION_PREFIX: &[u8] = b"s";
 
 fn with_u64(tag: u8, n: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(9);
@@ -49,6 +53,36 @@ pub fn xattr(ino: u64, name: &[u8]) -> Vec<u8> {
     let mut key = xattrs(ino);
     key.extend_from_slice(name);
     key
+}
+
+/// Prefix of every lock on `ino`.
+pub fn locks(ino: u64) -> Vec<u8> {
+    with_u64(b'l', ino)
+}
+
+pub fn lock(ino: u64, session: u64, owner: u64, start: u64) -> Vec<u8> {
+    let mut key = locks(ino);
+    for n in [session, owner, start] {
+        key.extend_from_slice(&n.to_be_bytes());
+    }
+    key
+}
+
+/// Prefix of every lock held under `session`.
+pub fn session_locks(session: u64) -> Vec<u8> {
+    with_u64(b'L', session)
+}
+
+pub fn session_lock(session: u64, ino: u64, owner: u64, start: u64) -> Vec<u8> {
+    let mut key = session_locks(session);
+    for n in [ino, owner, start] {
+        key.extend_from_slice(&n.to_be_bytes());
+    }
+    key
+}
+
+pub fn session(id: u64) -> Vec<u8> {
+    with_u64(b's', id)
 }
 
 pub fn orphan(ino: u64) -> Vec<u8> {

@@ -6,6 +6,7 @@
 mod attrs;
 mod host;
 mod keys;
+pub mod locks;
 pub mod machine;
 mod ops;
 pub mod read;

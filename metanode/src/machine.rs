@@ -9,7 +9,7 @@ use strata_proto::meta::{MutateReply, MutateRequest, meta_command::Op};
 use strata_raftstore::{ApplyBatch, KvRead, StateMachine};
 
 use crate::txn::Txn;
-use crate::{attrs, keys, ops, rename};
+use crate::{attrs, keys, locks, ops, rename};
 
 /// Request ids are remembered for this many applied entries.
 const REQUEST_WINDOW: u64 = 200_000;
@@ -64,6 +64,22 @@ fn execute(txn: &mut Txn<'_, '_>, op: Option<Op>) -> Result<MutateReply> {
         Op::SetXattr(op) => Some(attrs::set_xattr(txn, op)?),
         Op::RemoveXattr(op) => Some(attrs::remove_xattr(txn, op)?),
         Op::Evict(op) => ops::evict(txn, op.ino)?,
+        Op::Lock(op) => {
+            locks::set_lock(txn, op)?;
+            None
+        }
+        Op::RenewSession(op) => {
+            locks::renew_session(txn, op)?;
+            None
+        }
+        Op::EndSession(op) => {
+            locks::end_session(txn, op.session)?;
+            None
+        }
+        Op::ExpireSessions(_) => {
+            locks::expire_sessions(txn)?;
+            None
+        }
     };
     Ok(MutateReply { inode })
 }

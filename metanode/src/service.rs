@@ -58,6 +58,11 @@ impl MetaService {
             Op::SetXattr(o) => vec![o.ino],
             Op::RemoveXattr(o) => vec![o.ino],
             Op::Evict(o) => vec![o.ino],
+            Op::Lock(o) => vec![o.ino],
+            Op::RenewSession(_) | Op::EndSession(_) => vec![],
+            Op::ExpireSessions(_) => {
+                return Err(StrataError::invalid("sessions are expired by their partition's leader"));
+            }
         };
         targets.into_iter().try_for_each(|ino| check_owned(info, ino))
     }
@@ -119,6 +124,15 @@ impl pb::meta_server::Meta for MetaService {
         command.now_ns = now_ns();
         let outcome = self.host.engine.propose(partition_id, req.encode_to_vec()).await?;
         Ok(Response::new(decode_outcome(&outcome)?))
+    }
+
+    async fn get_lock(&self, request: Request<pb::GetLockRequest>) -> RpcResult<pb::GetLockReply> {
+        let req = request.into_inner();
+        let (kv, info) = self.reader(req.partition_id).await?;
+        let lock = req.lock.ok_or_else(|| StrataError::invalid("F_GETLK without a lock"))?;
+        check_owned(&info, lock.ino)?;
+        must_inode(&kv, lock.ino)?;
+        Ok(Response::new(pb::GetLockReply { conflict: crate::locks::conflict(&kv, &lock)? }))
     }
 
     async fn scan(&self, request: Request<pb::ScanRequest>) -> RpcResult<pb::ScanReply> {

@@ -123,6 +123,11 @@ impl<'a, 'b> Txn<'a, 'b> {
             self.batch.delete(&key);
         }
         self.batch.delete(&keys::orphan(ino));
+        for (key, _) in self.batch.scan_prefix(&keys::locks(ino))? {
+            let (session, owner, start) = (keys::u64_at(&key, 9), keys::u64_at(&key, 17), keys::u64_at(&key, 25));
+            self.batch.delete(&keys::session_lock(session, ino, owner, start));
+            self.batch.delete(&key);
+        }
         self.inodes.insert(ino, None);
         self.add_inode_count(-1)
     }

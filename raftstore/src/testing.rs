@@ -174,3 +174,13 @@ impl TestCluster {
         false
     }
 }
+
+impl Drop for TestCluster {
+    /// Stops every engine thread so RocksDB is closed before the process exits.
+    fn drop(&mut self) {
+        let nodes: Vec<u64> = self.engines.keys().copied().collect();
+        for node in nodes {
+            self.stop_node(node);
+        }
+    }
+}

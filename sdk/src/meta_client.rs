@@ -282,6 +282,44 @@ impl MetaClient {
         self.mutate(ino, "evicting", Op::Evict(pb::EvictOp { ino })).await.map(drop)
     }
 
+    /// F_SETLK / flock on `lock.ino`: takes, changes or releases a lock;
+    /// WouldBlock if another owner holds a conflicting one.
+    pub async fn lock(&self, lock: pb::LockOp) -> Result<()> {
+        let ino = lock.ino;
+        self.mutate(ino, "locking", Op::Lock(lock)).await.map(drop)
+    }
+
+    /// F_GETLK: the lock that would block `lock`, if any.
+    pub async fn get_lock(&self, lock: pb::LockOp) -> Result<Option<pb::LockInfo>> {
+        let ino = lock.ino;
+        let reply = self
+            .call(ino, "testing a lock", |mut c, partition_id| {
+                let request = pb::GetLockRequest { partition_id, lock: Some(lock) };
+                async move { c.get_lock(request).await }
+            })
+            .await?;
+        Ok(reply.conflict)
+    }
+
+    /// Starts or extends `session` on every partition for `lease`; locks
+    /// need a live session, and die with it if the client stops renewing.
+    pub async fn renew_session(&self, session: u64, lease: Duration) -> Result<()> {
+        let lease_ns = i64::try_from(lease.as_nanos()).unwrap_or(i64::MAX);
+        for p in &self.partitions {
+            let op = Op::RenewSession(pb::RenewSessionOp { session, lease_ns });
+            self.mutate(p.inode_start, "renewing the session", op).await?;
+        }
+        Ok(())
+    }
+
+    /// Ends `session` everywhere, releasing its locks.
+    pub async fn end_session(&self, session: u64) -> Result<()> {
+        for p in &self.partitions {
+            self.mutate(p.inode_start, "ending the session", Op::EndSession(pb::EndSessionOp { session })).await?;
+        }
+        Ok(())
+    }
+
     /// Statistics of every partition of the volume.
     pub async fn partition_stats(&self) -> Result<Vec<(u64, pb::PartitionStatsReply)>> {
         let mut out = Vec::new();
