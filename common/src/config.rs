@@ -87,6 +87,12 @@ pub struct RaftConfig {
     pub log_retain_entries: u64,
     /// RocksDB's cap on open files (bounded: the process limit is 20,000).
     pub rocksdb_max_open_files: i32,
+    /// RocksDB block cache in MiB, shared by every group on the node; index
+    /// and filter blocks are charged to it too, so it bounds read memory
+    /// whatever the size of the data.
+    pub rocksdb_block_cache_mb: u64,
+    /// Size of one RocksDB memtable in MiB (at most two per node before flushing).
+    pub rocksdb_write_buffer_mb: u64,
 }
 
 impl Default for RaftConfig {
@@ -97,6 +103,8 @@ impl Default for RaftConfig {
             heartbeat_ticks: 2,
             log_retain_entries: 1000,
             rocksdb_max_open_files: 256,
+            rocksdb_block_cache_mb: 128,
+            rocksdb_write_buffer_mb: 32,
         }
     }
 }

@@ -22,7 +22,7 @@ pub async fn run(config: MasterConfig, shutdown: impl Future<Output = ()> + Send
     config.validate()?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let db = open_db(&config.data_dir.join("rocksdb"), config.raft.rocksdb_max_open_files)?;
+    let db = open_db(&config.data_dir.join("rocksdb"), &config.raft)?;
     let peers = parse_peers(&config.peers)?;
     let addresses = AddressBook::new();
     for (id, address) in &peers {

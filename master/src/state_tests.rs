@@ -9,7 +9,7 @@ use crate::state::*;
 
 async fn engine(dir: &std::path::Path) -> Engine {
     let net = LocalNetwork::new();
-    let db = open_db(dir, 64).unwrap();
+    let db = open_db(dir, &fast_config(1000)).unwrap();
     let engine = Engine::start(1, db, fast_config(1000), net.transport(1), AddressBook::new());
     net.register(1, engine.clone());
     let spec = GroupSpec { initial_voters: vec![(1, "local-1".into())] };

@@ -25,7 +25,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send) 
     // The node id is the Raft id of every replica here: learn it before starting Raft.
     let interval = agent.register().await;
     let node_id = agent.node_id();
-    let db = open_db(&config.data_dir.join("rocksdb"), config.raft.rocksdb_max_open_files)?;
+    let db = open_db(&config.data_dir.join("rocksdb"), &config.raft)?;
     let addresses = AddressBook::new();
     let transport = GrpcTransport::new(node_id, addresses.clone());
     let engine = Engine::start(node_id, db, config.raft.clone(), transport, addresses);

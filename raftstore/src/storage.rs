@@ -335,7 +335,7 @@ mod tests {
     #[test]
     fn append_overwrite_compact_and_reload() {
         let dir = tempfile::tempdir().unwrap();
-        let db = crate::open_db(dir.path(), 64).unwrap();
+        let db = crate::open_db(dir.path(), &crate::testing::fast_config(1000)).unwrap();
         let mut s = GroupStorage::load(db.clone(), 3).unwrap();
         assert!(!s.is_initialized());
         let mut wb = WriteBatch::default();
@@ -378,7 +378,7 @@ mod tests {
     #[test]
     fn groups_do_not_see_each_other() {
         let dir = tempfile::tempdir().unwrap();
-        let db = crate::open_db(dir.path(), 64).unwrap();
+        let db = crate::open_db(dir.path(), &crate::testing::fast_config(1000)).unwrap();
         let mut a = GroupStorage::load(db.clone(), 1).unwrap();
         let mut wb = WriteBatch::default();
         a.bootstrap(&mut wb, &[(1, "a:1".into())]);
@@ -392,7 +392,7 @@ mod tests {
     #[test]
     fn snapshot_install_replaces_log_and_data() {
         let dir = tempfile::tempdir().unwrap();
-        let db = crate::open_db(dir.path(), 64).unwrap();
+        let db = crate::open_db(dir.path(), &crate::testing::fast_config(1000)).unwrap();
         let mut s = GroupStorage::load(db.clone(), 9).unwrap();
         let mut wb = WriteBatch::default();
         s.bootstrap(&mut wb, &[(1, "a:1".into())]);

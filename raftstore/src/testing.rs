@@ -102,7 +102,15 @@ pub struct TestCluster {
 
 /// Raft timing fast enough for tests: 20 ms ticks.
 pub fn fast_config(log_retain_entries: u64) -> RaftConfig {
-    RaftConfig { tick_ms: 20, election_ticks: 10, heartbeat_ticks: 2, log_retain_entries, rocksdb_max_open_files: 64 }
+    RaftConfig {
+        tick_ms: 20,
+        election_ticks: 10,
+        heartbeat_ticks: 2,
+        log_retain_entries,
+        rocksdb_max_open_files: 64,
+        rocksdb_block_cache_mb: 8,
+        rocksdb_write_buffer_mb: 4,
+    }
 }
 
 pub fn address_of(node: u64) -> String {
@@ -128,7 +136,7 @@ impl TestCluster {
     /// Starts (or restarts, over the same directory) the engine of `node`.
     pub fn start_node(&mut self, node: u64) -> Engine {
         let dir = self.dirs.entry(node).or_insert_with(|| tempfile::tempdir().expect("tempdir"));
-        let db = open_db(dir.path(), self.config.rocksdb_max_open_files).expect("open rocksdb");
+        let db = open_db(dir.path(), &self.config).expect("open rocksdb");
         let engine = Engine::start(node, db, self.config.clone(), self.net.transport(node), AddressBook::new());
         self.net.register(node, engine.clone());
         self.engines.insert(node, engine.clone());

@@ -27,8 +27,13 @@ impl Ns {
     pub async fn new(inode_end: Option<u64>) -> Ns {
         let dir = tempfile::tempdir().unwrap();
         let net = LocalNetwork::new();
-        let engine =
-            Engine::start(1, open_db(dir.path(), 64).unwrap(), fast_config(1000), net.transport(1), AddressBook::new());
+        let engine = Engine::start(
+            1,
+            open_db(dir.path(), &fast_config(1000)).unwrap(),
+            fast_config(1000),
+            net.transport(1),
+            AddressBook::new(),
+        );
         let spec = GroupSpec { initial_voters: vec![(1, "local-1".into())] };
         engine.create_group(PARTITION, spec, Box::new(MetaMachine)).await.unwrap();
         for _ in 0..500 {
