@@ -70,9 +70,16 @@ fn master_failover_and_full_restart_keep_every_volume() {
     cluster.kill_everything();
     cluster.start();
     assert_eq!(cluster.volumes(), volumes_before);
+    // Metanodes host every meta partition replica: 3 volumes x 3 partitions x 3 replicas.
+    let held = |s: &Value| -> u64 {
+        nodes(s).iter().filter(|n| n["role"] == "metanode").map(|n| n["partitions_held"].as_u64().unwrap()).sum()
+    };
+    cluster.wait_for("27 meta partition replicas hosted", Duration::from_secs(30), |s| held(s) == 27);
     cluster.strata_ok(&["volume", "delete", "after-kill"]);
     let names: Vec<String> = cluster.volumes().into_iter().map(|v| v.0).collect();
     assert_eq!(names, ["before-kill", "default"]);
+    // ...and drop the deleted volume's partitions.
+    cluster.wait_for("the deleted volume's partitions dropped", Duration::from_secs(30), |s| held(s) == 18);
 }
 
 #[test]

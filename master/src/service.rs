@@ -284,6 +284,9 @@ impl pb::master_server::Master for MasterService {
             return Err(StrataError::not_found(format!("node {} is not registered", req.node_id)).into());
         }
         self.liveness.record(req.node_id, capacity_from(req.capacity.as_ref()), req.partitions_held);
+        // Metanodes drop partitions missing from this list: it must come from
+        // a state at least as new as every committed change (ReadIndex).
+        self.engine.read_index(MASTER_GROUP).await?;
         let meta_partitions = self.meta_assignments(req.node_id)?;
         Ok(Response::new(pb::HeartbeatResponse { meta_partitions }))
     }

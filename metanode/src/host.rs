@@ -51,8 +51,13 @@ pub struct PartitionHost {
     node_id: u64,
     file: PathBuf,
     hosted: RwLock<HashMap<u64, Assignment>>,
+    /// Consecutive heartbeats in which a hosted partition was not assigned.
+    missing: RwLock<HashMap<u64, u32>>,
     stats: Arc<NodeStats>,
 }
+
+/// Heartbeats a hosted partition must be missing from before it is dropped.
+const MISSING_BEFORE_REMOVAL: u32 = 3;
 
 pub fn now_ns() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
@@ -65,6 +70,7 @@ impl PartitionHost {
             node_id,
             file: data_dir.join(ASSIGNMENTS_FILE),
             hosted: RwLock::new(HashMap::new()),
+            missing: RwLock::new(HashMap::new()),
             stats,
         }
     }
@@ -104,9 +110,10 @@ impl PartitionHost {
         Ok(())
     }
 
-    /// Hosts newly assigned partitions and initialises the ones this node leads.
+    /// Hosts newly assigned partitions, drops the ones no longer assigned
+    /// (their volume was deleted), and does what leaders do.
     pub async fn reconcile(&self, assigned: &[master_pb::MetaPartitionAssignment]) {
-        let mut added = false;
+        let mut changed = self.drop_unassigned(assigned).await;
         for a in assigned {
             let assignment = Assignment::from(a);
             if self.hosted.read().unwrap().contains_key(&assignment.partition_id) {
@@ -116,17 +123,52 @@ impl PartitionHost {
                 continue;
             }
             match self.host(assignment).await {
-                Ok(()) => added = true,
+                Ok(()) => changed = true,
                 Err(e) => tracing::warn!(error = %e, "hosting a meta partition failed"),
             }
         }
-        if added {
+        if changed {
             let all: Vec<Assignment> = self.hosted.read().unwrap().values().cloned().collect();
             if let Err(e) = write_json(&self.file, &all, true) {
                 tracing::error!(error = %e, "recording hosted meta partitions failed");
             }
         }
         self.leader_duties().await;
+    }
+
+    /// Removes partitions absent from several assignments in a row; returns
+    /// whether any was removed.
+    async fn drop_unassigned(&self, assigned: &[master_pb::MetaPartitionAssignment]) -> bool {
+        let assigned_ids: Vec<u64> = assigned.iter().filter_map(|a| a.partition.as_ref().map(|p| p.id)).collect();
+        let hosted: Vec<u64> = self.hosted.read().unwrap().keys().copied().collect();
+        let mut removed = false;
+        for id in hosted {
+            if assigned_ids.contains(&id) {
+                self.missing.write().unwrap().remove(&id);
+                continue;
+            }
+            let strikes = {
+                let mut missing = self.missing.write().unwrap();
+                let count = missing.entry(id).or_default();
+                *count += 1;
+                *count
+            };
+            if strikes < MISSING_BEFORE_REMOVAL {
+                continue;
+            }
+            match self.engine.remove_group(id).await {
+                Ok(()) => {
+                    let mut hosted = self.hosted.write().unwrap();
+                    hosted.remove(&id);
+                    self.stats.partitions_held.store(hosted.len() as u64, Ordering::Relaxed);
+                    self.missing.write().unwrap().remove(&id);
+                    tracing::info!(partition_id = id, "meta partition no longer assigned; removed");
+                    removed = true;
+                }
+                Err(e) => tracing::warn!(partition_id = id, error = %e, "removing a meta partition failed"),
+            }
+        }
+        removed
     }
 
     async fn propose(&self, partition_id: u64, op: Op, what: &str) {

@@ -82,6 +82,7 @@ enum Command {
     ChangeMembership { group: u64, change: ConfChange, reply: ProposalReply },
     ReadIndex { group: u64, reply: ReadReply },
     Campaign { group: u64 },
+    RemoveGroup { group: u64, reply: oneshot::Sender<Result<()>> },
     Shutdown,
 }
 
@@ -203,6 +204,13 @@ impl Engine {
     /// Starts an election for `group` on this node (tests and leader transfer).
     pub fn campaign(&self, group: u64) -> Result<()> {
         self.command(Command::Campaign { group })
+    }
+
+    /// Stops hosting `group` on this node and deletes its log and data here.
+    pub async fn remove_group(&self, group: u64) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::RemoveGroup { group, reply })?;
+        Self::wait(rx, "removing a raft group").await
     }
 
     /// Hands messages received from the network to their groups.
@@ -336,6 +344,9 @@ impl Worker {
                     let _ = peer.node.campaign();
                 }
             }
+            Command::RemoveGroup { group, reply } => {
+                let _ = reply.send(self.remove_group(group));
+            }
             Command::Shutdown => return false,
         }
         true
@@ -407,6 +418,24 @@ impl Worker {
         peer.sm.restored(&peer.kv);
         self.shared.statuses.write().unwrap().insert(group, peer.status());
         self.peers.insert(group, peer);
+        Ok(())
+    }
+
+    fn remove_group(&mut self, group: u64) -> Result<()> {
+        let Some(mut peer) = self.peers.remove(&group) else {
+            return Err(Self::no_group(group));
+        };
+        peer.fail_pending(StrataError::not_found(format!("raft group {group} was removed from this node")));
+        self.shared.statuses.write().unwrap().remove(&group);
+        let mut wb = WriteBatch::default();
+        crate::storage::GroupStorage::stage_destroy(&mut wb, group);
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        self.shared
+            .db
+            .write_opt(wb, &opts)
+            .map_err(|e| StrataError::internal(format!("deleting raft group {group}: {e}")))?;
+        tracing::info!(group_id = group, "raft group removed from this node");
         Ok(())
     }
 

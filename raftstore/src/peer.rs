@@ -113,6 +113,17 @@ impl Peer {
         }
     }
 
+    /// Fails every proposal and read waiting on this group with `err`.
+    pub fn fail_pending(&mut self, err: StrataError) {
+        for (_, reply) in self.proposals.drain() {
+            let _ = reply.send(Err(err.clone()));
+        }
+        let reads = self.reads_waiting_index.drain().map(|(_, r)| r);
+        for reply in reads.chain(self.reads_waiting_apply.drain(..).map(|(_, r)| r)) {
+            let _ = reply.send(Err(err.clone()));
+        }
+    }
+
     pub fn on_read_states(&mut self, states: Vec<raft::ReadState>) {
         for state in states {
             let Some(id) = id_from_bytes(&state.request_ctx) else {

@@ -204,6 +204,15 @@ impl GroupStorage {
         Ok(())
     }
 
+    /// Stages deleting everything of `group`: its Raft state, log and data.
+    pub fn stage_destroy(wb: &mut WriteBatch, group: u64) {
+        let raft_start = keys::state_key(group, 0);
+        let raft_end = keys::next_prefix(&keys::state_key(group, 0)[..9]).expect("raft keys have a successor");
+        wb.delete_range(raft_start, raft_end);
+        let (start, end) = keys::data_range(group);
+        wb.delete_range(start, end);
+    }
+
     /// Stages dropping log entries up to and including `index` (<= applied).
     pub fn compact(&mut self, wb: &mut WriteBatch, index: u64) -> raft::Result<()> {
         if index <= self.truncated_index {

@@ -181,3 +181,21 @@ async fn paged_scans_resume_strictly_after_the_cookie() {
     );
     assert_eq!(kv.scan_prefix(b"e/").unwrap().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_group_leaves_nothing_behind() {
+    let cluster = TestCluster::start(&[1], &[GROUP, GROUP + 1], fast_config(1000)).await;
+    for g in [GROUP, GROUP + 1] {
+        cluster.leader_among(g, &[1], WAIT).await.expect("leader");
+        cluster.engines[&1].propose(g, b"k=v".to_vec()).await.unwrap();
+    }
+    cluster.engines[&1].remove_group(GROUP).await.unwrap();
+    assert!(cluster.engines[&1].status(GROUP).is_none());
+    assert_eq!(cluster.engines[&1].kv(GROUP).get(b"k").unwrap(), None, "its data is deleted");
+    let err = put(&cluster, 1, "k", "again").await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::NotFound);
+    assert_eq!(cluster.engines[&1].kv(GROUP + 1).get(b"k").unwrap(), Some(b"v".to_vec()), "its neighbour is untouched");
+    // hosting it again starts from nothing
+    cluster.engines[&1].create_group(GROUP, GroupSpec::default(), Box::new(KvMachine)).await.unwrap();
+    assert_eq!(cluster.engines[&1].status(GROUP).unwrap().last_index, 0);
+}
