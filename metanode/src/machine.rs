@@ -54,7 +54,11 @@ pub fn decode_outcome(bytes: &[u8]) -> Result<MutateReply> {
 }
 
 fn execute(txn: &mut Txn<'_, '_>, op: Option<Op>) -> Result<MutateReply> {
-    let inode = match op.ok_or_else(|| StrataError::invalid("command without an operation"))? {
+    let op = op.ok_or_else(|| StrataError::invalid("command without an operation"))?;
+    if !matches!(op, Op::Init(_)) && crate::txn::partition_info(txn.kv())?.is_none() {
+        return Err(StrataError::unavailable("the meta partition is not initialised yet"));
+    }
+    let inode = match op {
         Op::Init(op) => ops::init(txn, op)?,
         Op::Create(op) => Some(ops::create(txn, op)?),
         Op::Unlink(op) => Some(ops::unlink(txn, op)?),
@@ -120,7 +124,9 @@ impl StateMachine for MetaMachine {
             batch.discard();
         }
         let reply = encode_outcome(&result);
-        if id != 0 {
+        // A retryable failure did not apply: the retry must run the command again.
+        let applied = !matches!(&result, Err(e) if e.is_retryable());
+        if id != 0 && applied {
             let mut stored = index.to_be_bytes().to_vec();
             stored.extend_from_slice(&reply);
             batch.put(&keys::request(id), &stored);

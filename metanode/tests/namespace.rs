@@ -247,6 +247,19 @@ async fn retried_requests_apply_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retryable_failure_is_not_remembered() {
+    // A partition not initialised yet refuses creates with a retryable error...
+    let mut ns = Ns::uninitialised().await;
+    let op = || Op::Create(CreateOp { parent: ROOT, name: "early".into(), mode: REG | 0o600, ..Default::default() });
+    let err = ns.run(7, op()).await.unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    // ...and once it is ready, the retry of the same request runs for real.
+    ns.run(0, Op::Init(InitPartition { volume_id: 1, inode_start: 1, inode_end: None })).await.unwrap();
+    let created = ns.run(7, op()).await.unwrap().unwrap();
+    assert_eq!(ns.lookup(ROOT, "early").unwrap().ino, created.ino);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_inode_range_is_enospc() {
     let mut ns = Ns::new(Some(4)).await;
     ns.file(ROOT, "a").await.unwrap();

@@ -25,6 +25,13 @@ pub struct Ns {
 
 impl Ns {
     pub async fn new(inode_end: Option<u64>) -> Ns {
+        let mut ns = Ns::uninitialised().await;
+        ns.run(0, Op::Init(InitPartition { volume_id: 1, inode_start: 1, inode_end })).await.unwrap();
+        ns
+    }
+
+    /// A partition whose group runs but which was never initialised.
+    pub async fn uninitialised() -> Ns {
         let dir = tempfile::tempdir().unwrap();
         let net = LocalNetwork::new();
         let engine = Engine::start(
@@ -42,9 +49,7 @@ impl Ns {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let mut ns = Ns { engine, _dir: dir, clock: 1_000 };
-        ns.run(0, Op::Init(InitPartition { volume_id: 1, inode_start: 1, inode_end })).await.unwrap();
-        ns
+        Ns { engine, _dir: dir, clock: 1_000 }
     }
 
     pub fn kv(&self) -> GroupKv {
