@@ -98,7 +98,9 @@ impl PartitionHost {
 
     async fn host(&self, assignment: Assignment) -> Result<()> {
         let spec = GroupSpec { initial_voters: assignment.members.clone() };
-        self.engine.create_group(assignment.partition_id, spec, Box::new(MetaMachine)).await?;
+        self.engine
+            .create_group(assignment.partition_id, spec, Box::new(MetaMachine::new(assignment.partition_id)))
+            .await?;
         tracing::info!(
             partition_id = assignment.partition_id,
             volume_id = assignment.volume_id,

@@ -12,6 +12,9 @@
 //! | `l` ino session owner start | `LockInfo` (a held lock) |
 //! | `L` session ino owner start | empty; a session's locks, for expiry |
 //! | `s` session | lease expiry (i64 BE ns) |
+//! | `t` txid | a prepared transaction: allocated ino (u64 BE) + `TxPrepareOp` |
+//! | `k` key | txid (u64 BE) holding `key` locked until it commits or aborts |
+//! | `T` txid | outcome decided at the primary (`TxState` as u8) |
 //! | `q` request-id | applied index (u64 BE) then the stored reply |
 //! | `Q` index request-id | empty; orders request ids for pruning |
 
@@ -21,6 +24,7 @@ pub const INODE_COUNT: &[u8] = b"C";
 pub const ORPHAN_PREFIX: &[u8] = b"o";
 pub const REQUEST_INDEX_PREFIX: &[u8] = b"Q";
 pub const SESSION_PREFIX: &[u8] = b"s";
+pub const TX_PREFIX: &[u8] = b"t";
 
 fn with_u64(tag: u8, n: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(9);
@@ -83,6 +87,22 @@ pub fn session_lock(session: u64, ino: u64, owner: u64, start: u64) -> Vec<u8> {
 
 pub fn session(id: u64) -> Vec<u8> {
     with_u64(b's', id)
+}
+
+pub fn tx(txid: u64) -> Vec<u8> {
+    with_u64(b't', txid)
+}
+
+pub fn tx_outcome(txid: u64) -> Vec<u8> {
+    with_u64(b'T', txid)
+}
+
+/// The lock a transaction holds on another record's key.
+pub fn tx_lock(key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(key.len() + 1);
+    out.push(b'k');
+    out.extend_from_slice(key);
+    out
 }
 
 pub fn orphan(ino: u64) -> Vec<u8> {

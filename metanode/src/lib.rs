@@ -13,6 +13,7 @@ pub mod read;
 mod rename;
 mod server;
 mod service;
+pub mod tx;
 mod txn;
 
 pub use machine::MetaMachine;

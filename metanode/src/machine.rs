@@ -9,7 +9,7 @@ use strata_proto::meta::{MutateReply, MutateRequest, meta_command::Op};
 use strata_raftstore::{ApplyBatch, KvRead, StateMachine};
 
 use crate::txn::Txn;
-use crate::{attrs, keys, locks, ops, rename};
+use crate::{attrs, keys, locks, ops, rename, tx};
 
 /// Request ids are remembered for this many applied entries.
 const REQUEST_WINDOW: u64 = 200_000;
@@ -17,8 +17,16 @@ const REQUEST_WINDOW: u64 = 200_000;
 const PRUNE_EVERY: u64 = 1024;
 const PRUNE_BATCH: usize = 4096;
 
-#[derive(Default)]
-pub struct MetaMachine;
+/// The state machine of one meta partition.
+pub struct MetaMachine {
+    partition_id: u64,
+}
+
+impl MetaMachine {
+    pub fn new(partition_id: u64) -> Self {
+        MetaMachine { partition_id }
+    }
+}
 
 /// Encodes a command's outcome for the proposer: 0 + `MutateReply`, or
 /// 1 + error code name + NUL + message.
@@ -53,7 +61,7 @@ pub fn decode_outcome(bytes: &[u8]) -> Result<MutateReply> {
     }
 }
 
-fn execute(txn: &mut Txn<'_, '_>, op: Option<Op>) -> Result<MutateReply> {
+fn execute(txn: &mut Txn<'_, '_>, partition_id: u64, op: Option<Op>) -> Result<MutateReply> {
     let op = op.ok_or_else(|| StrataError::invalid("command without an operation"))?;
     if !matches!(op, Op::Init(_)) && crate::txn::partition_info(txn.kv())?.is_none() {
         return Err(StrataError::unavailable("the meta partition is not initialised yet"));
@@ -84,8 +92,20 @@ fn execute(txn: &mut Txn<'_, '_>, op: Option<Op>) -> Result<MutateReply> {
             locks::expire_sessions(txn)?;
             None
         }
+        Op::TxPrepare(op) => return tx::prepare(txn, partition_id, op),
+        Op::TxFinish(op) => {
+            tx::finish(txn, partition_id, op.txid, op.commit)?;
+            None
+        }
+        Op::TxResolve(op) => {
+            let state = tx::resolve(txn, partition_id, op.txid)?;
+            return Ok(MutateReply { tx_state: state as i32, ..Default::default() });
+        }
     };
-    Ok(MutateReply { inode })
+    if let Some(holder) = txn.locked {
+        return Err(StrataError::unavailable(format!("a record is locked by transaction {holder:x}")));
+    }
+    Ok(MutateReply { inode, ..Default::default() })
 }
 
 fn prune_request_ids(batch: &mut ApplyBatch<'_>, index: u64) -> Result<()> {
@@ -119,7 +139,7 @@ impl StateMachine for MetaMachine {
             }
         }
         let command = request.command.unwrap_or_default();
-        let result = execute(&mut Txn::new(batch, command.now_ns), command.op);
+        let result = execute(&mut Txn::new(batch, command.now_ns), self.partition_id, command.op);
         if result.is_err() {
             batch.discard();
         }

@@ -70,7 +70,7 @@ pub fn init(txn: &mut Txn<'_, '_>, op: InitPartition) -> Result<Option<Inode>> {
     Ok(root)
 }
 
-fn allocate_inode(txn: &mut Txn<'_, '_>) -> Result<u64> {
+pub fn allocate_inode(txn: &mut Txn<'_, '_>) -> Result<u64> {
     let info = partition_info(txn.kv())?
         .ok_or_else(|| StrataError::unavailable("the meta partition is not initialised yet"))?;
     let next = read_u64(txn.kv(), keys::NEXT_INODE)?.unwrap_or(info.inode_start);

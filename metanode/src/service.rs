@@ -59,7 +59,9 @@ impl MetaService {
             Op::RemoveXattr(o) => vec![o.ino],
             Op::Evict(o) => vec![o.ino],
             Op::Lock(o) => vec![o.ino],
-            Op::RenewSession(_) | Op::EndSession(_) => vec![],
+            Op::RenewSession(_) | Op::EndSession(_) | Op::TxFinish(_) | Op::TxResolve(_) => vec![],
+            // Each step is checked against the partition when it is prepared.
+            Op::TxPrepare(_) => vec![],
             Op::ExpireSessions(_) => {
                 return Err(StrataError::invalid("sessions are expired by their partition's leader"));
             }

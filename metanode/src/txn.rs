@@ -76,11 +76,15 @@ pub struct Txn<'a, 'b> {
     inodes: HashMap<u64, Option<Inode>>,
     inode_count: Option<u64>,
     pub now_ns: i64,
+    /// The transaction whose locks this command may write through (its commit).
+    pub tx: Option<u64>,
+    /// Set when a write hit a record locked by another transaction.
+    pub locked: Option<u64>,
 }
 
 impl<'a, 'b> Txn<'a, 'b> {
     pub fn new(batch: &'a mut ApplyBatch<'b>, now_ns: i64) -> Self {
-        Txn { batch, inodes: HashMap::new(), inode_count: None, now_ns }
+        Txn { batch, inodes: HashMap::new(), inode_count: None, now_ns, tx: None, locked: None }
     }
 
     pub fn kv(&self) -> &ApplyBatch<'b> {
@@ -112,12 +116,24 @@ impl<'a, 'b> Txn<'a, 'b> {
         }
     }
 
+    /// Notes a write to a record another transaction holds locked; the
+    /// command then fails as a whole (retryably) instead of applying.
+    fn check_lock(&mut self, key: &[u8]) {
+        if let Ok(Some(holder)) = read_u64(self.batch, &keys::tx_lock(key))
+            && Some(holder) != self.tx
+        {
+            self.locked = Some(holder);
+        }
+    }
+
     pub fn put_inode(&mut self, inode: Inode) {
+        self.check_lock(&keys::inode(inode.ino));
         self.batch.put(&keys::inode(inode.ino), &inode.encode_to_vec());
         self.inodes.insert(inode.ino, Some(inode));
     }
 
     pub fn delete_inode(&mut self, ino: u64) -> Result<()> {
+        self.check_lock(&keys::inode(ino));
         self.batch.delete(&keys::inode(ino));
         for (key, _) in self.batch.scan_prefix(&keys::xattrs(ino))? {
             self.batch.delete(&key);
@@ -133,10 +149,12 @@ impl<'a, 'b> Txn<'a, 'b> {
     }
 
     pub fn put_dentry(&mut self, parent: u64, name: &[u8], dentry: Dentry) {
+        self.check_lock(&keys::dentry(parent, name));
         self.batch.put(&keys::dentry(parent, name), &dentry.encode_to_vec());
     }
 
     pub fn delete_dentry(&mut self, parent: u64, name: &[u8]) {
+        self.check_lock(&keys::dentry(parent, name));
         self.batch.delete(&keys::dentry(parent, name));
     }
 

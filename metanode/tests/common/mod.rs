@@ -42,7 +42,7 @@ impl Ns {
             AddressBook::new(),
         );
         let spec = GroupSpec { initial_voters: vec![(1, "local-1".into())] };
-        engine.create_group(PARTITION, spec, Box::new(MetaMachine)).await.unwrap();
+        engine.create_group(PARTITION, spec, Box::new(MetaMachine::new(PARTITION))).await.unwrap();
         for _ in 0..500 {
             if engine.status(PARTITION).is_some_and(|s| s.leader_id == 1) {
                 break;
