@@ -7,18 +7,24 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use strata_common::files::{read_json, write_json};
 use strata_common::{Result, StrataError};
 use strata_proto::master as master_pb;
-use strata_proto::meta::{ExpireSessionsOp, InitPartition, MetaCommand, MutateRequest, meta_command::Op};
+use strata_proto::meta::meta_client::MetaClient as MetaGrpcClient;
+use strata_proto::meta::{
+    ExpireSessionsOp, InitPartition, MetaCommand, MutateRequest, TxFinishOp, TxPrepareOp, TxResolveOp, TxState,
+    meta_command::Op,
+};
 use strata_raftstore::{Engine, GroupSpec, Role};
 use strata_sdk::node_agent::NodeStats;
+use strata_sdk::rpc::{Channels, LeaderRouter};
 
 use crate::txn::partition_info;
-use crate::{MetaMachine, locks};
+use crate::{MetaMachine, locks, tx};
 
 const ASSIGNMENTS_FILE: &str = "meta-partitions.json";
 
@@ -51,6 +57,8 @@ pub struct PartitionHost {
     node_id: u64,
     file: PathBuf,
     hosted: RwLock<HashMap<u64, Assignment>>,
+    /// Connections to other metanodes, to resolve transactions with their primary.
+    channels: Channels,
     /// Consecutive heartbeats in which a hosted partition was not assigned.
     missing: RwLock<HashMap<u64, u32>>,
     stats: Arc<NodeStats>,
@@ -70,6 +78,7 @@ impl PartitionHost {
             node_id,
             file: data_dir.join(ASSIGNMENTS_FILE),
             hosted: RwLock::new(HashMap::new()),
+            channels: Channels::default(),
             missing: RwLock::new(HashMap::new()),
             stats,
         }
@@ -173,6 +182,54 @@ impl PartitionHost {
         removed
     }
 
+    /// Finishes transactions left prepared here past their deadline, as
+    /// their primary decides (a primary decides its own).
+    async fn recover_transactions(&self, partition_id: u64) {
+        let Ok(pending) = tx::pending(&self.engine.kv(partition_id)) else { return };
+        for prepared in pending.into_iter().filter(|p| p.op.deadline_ns < now_ns()) {
+            let txid = prepared.op.txid;
+            if prepared.op.primary == partition_id {
+                self.propose(partition_id, Op::TxResolve(TxResolveOp { txid }), "resolving a transaction").await;
+                continue;
+            }
+            let state = match self.ask_primary(&prepared.op).await {
+                Ok(state) => state,
+                Err(e) => {
+                    tracing::warn!(partition_id, txid = format!("{txid:x}"), error = %e, "cannot reach a transaction's primary");
+                    continue;
+                }
+            };
+            let commit = match state {
+                TxState::Committed => true,
+                TxState::Aborted => false,
+                TxState::Prepared | TxState::Unknown => continue,
+            };
+            tracing::info!(
+                partition_id,
+                txid = format!("{txid:x}"),
+                commit,
+                "finishing a transaction its coordinator left"
+            );
+            self.propose(partition_id, Op::TxFinish(TxFinishOp { txid, commit }), "finishing a transaction").await;
+        }
+    }
+
+    async fn ask_primary(&self, op: &TxPrepareOp) -> Result<TxState> {
+        let router = LeaderRouter::new(op.primary_members.clone());
+        let request = MutateRequest {
+            partition_id: op.primary,
+            request_id: 0,
+            command: Some(MetaCommand { now_ns: 0, op: Some(Op::TxResolve(TxResolveOp { txid: op.txid })) }),
+        };
+        let reply = router
+            .call(&self.channels, Duration::from_secs(5), "resolving a transaction", |channel| {
+                let request = request.clone();
+                async move { MetaGrpcClient::new(channel).mutate(request).await }
+            })
+            .await?;
+        Ok(TxState::try_from(reply.tx_state).unwrap_or(TxState::Unknown))
+    }
+
     async fn propose(&self, partition_id: u64, op: Op, what: &str) {
         let request = MutateRequest {
             partition_id,
@@ -195,6 +252,7 @@ impl PartitionHost {
                 continue;
             }
             let kv = self.engine.kv(a.partition_id);
+            self.recover_transactions(a.partition_id).await;
             if locks::has_expired_sessions(&kv, now_ns()).unwrap_or(false) {
                 self.propose(a.partition_id, Op::ExpireSessions(ExpireSessionsOp {}), "expiring sessions").await;
             }

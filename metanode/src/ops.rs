@@ -29,6 +29,24 @@ pub fn validate_name(name: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// The error telling the client an operation needs a transaction: an inode it
+/// touches lives in another partition.
+pub fn cross_partition(ino: u64) -> StrataError {
+    StrataError::new(
+        ErrorCode::FailedPrecondition,
+        format!("cross-partition: inode {ino} lives in another meta partition"),
+    )
+}
+
+/// Fails with [`cross_partition`] unless `ino` belongs to this partition.
+pub fn require_local(txn: &Txn<'_, '_>, ino: u64) -> Result<()> {
+    let info = partition_info(txn.kv())?.ok_or_else(|| StrataError::unavailable("partition not initialised"))?;
+    if ino >= info.inode_start && info.inode_end.is_none_or(|end| ino < end) {
+        return Ok(());
+    }
+    Err(cross_partition(ino))
+}
+
 fn exists(parent: u64, name: &[u8]) -> StrataError {
     StrataError::new(
         ErrorCode::AlreadyExists,
@@ -171,6 +189,7 @@ pub fn unlink(txn: &mut Txn<'_, '_>, op: UnlinkOp) -> Result<Inode> {
     validate_name(&op.name)?;
     let parent = txn.must_dir(op.parent)?;
     let dentry = get_dentry(txn.kv(), op.parent, &op.name)?.ok_or_else(|| no_entry(op.parent, &op.name))?;
+    require_local(txn, dentry.ino)?;
     let inode = txn.must_inode(dentry.ino)?;
     let removed = match (op.directory, is_dir(&inode)) {
         (true, false) => {
@@ -187,6 +206,7 @@ pub fn unlink(txn: &mut Txn<'_, '_>, op: UnlinkOp) -> Result<Inode> {
 
 pub fn link(txn: &mut Txn<'_, '_>, op: LinkOp) -> Result<Inode> {
     validate_name(&op.new_name)?;
+    require_local(txn, op.ino)?;
     let mut inode = txn.must_inode(op.ino)?;
     if is_dir(&inode) {
         return Err(StrataError::new(ErrorCode::NotPermitted, "hard links to directories are not allowed"));

@@ -5,7 +5,7 @@
 use strata_common::{ErrorCode, Result, StrataError};
 use strata_proto::meta::{Dentry, Inode, RenameOp};
 
-use crate::ops::{ROOT_INO, drop_link, remove_dir, validate_name};
+use crate::ops::{ROOT_INO, drop_link, remove_dir, require_local, validate_name};
 use crate::txn::{S_IFMT, Txn, get_dentry, is_dir};
 
 pub const RENAME_NOREPLACE: u32 = 1;
@@ -15,13 +15,15 @@ fn dentry_of(inode: &Inode) -> Dentry {
     Dentry { ino: inode.ino, file_type: inode.mode & S_IFMT }
 }
 
-/// Whether `dir` is `ancestor` or lies below it, walking parent links up to the root.
+/// Whether `dir` is `ancestor` or lies below it, walking parent links up to
+/// the root. The walk stops at the first ancestor held by another partition:
+/// clients check the whole chain before moving a directory across parents.
 fn is_within(txn: &Txn<'_, '_>, mut dir: u64, ancestor: u64) -> Result<bool> {
     for _ in 0..4096 {
         if dir == ancestor {
             return Ok(true);
         }
-        if dir == ROOT_INO {
+        if dir == ROOT_INO || require_local(txn, dir).is_err() {
             return Ok(false);
         }
         dir = txn.must_inode(dir)?.parent;
@@ -39,8 +41,12 @@ pub fn rename(txn: &mut Txn<'_, '_>, op: RenameOp) -> Result<Inode> {
     txn.must_dir(op.dst_parent)?;
     let src_dentry = get_dentry(txn.kv(), op.src_parent, &op.src_name)?
         .ok_or_else(|| StrataError::not_found(format!("no {:?} to rename", String::from_utf8_lossy(&op.src_name))))?;
+    require_local(txn, src_dentry.ino)?;
     let src = txn.must_inode(src_dentry.ino)?;
     let dst_dentry = get_dentry(txn.kv(), op.dst_parent, &op.dst_name)?;
+    if let Some(d) = &dst_dentry {
+        require_local(txn, d.ino)?;
+    }
 
     if op.flags == RENAME_NOREPLACE && dst_dentry.is_some() {
         return Err(StrataError::new(ErrorCode::AlreadyExists, "rename target exists (RENAME_NOREPLACE)"));

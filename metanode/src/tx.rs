@@ -218,7 +218,16 @@ fn apply_step(txn: &mut Txn<'_, '_>, step: &Step, allocated_ino: u64) -> Result<
 /// Commits or aborts a transaction prepared here; finishing one that is not
 /// (any more) prepared here does nothing, so retries are harmless.
 pub fn finish(txn: &mut Txn<'_, '_>, partition_id: u64, txid: u64, commit: bool) -> Result<()> {
-    let Some(prepared) = load(txn.kv(), txid)? else { return Ok(()) };
+    let Some(prepared) = load(txn.kv(), txid)? else {
+        // A retry is harmless, but the primary never reverses its decision:
+        // a coordinator too slow to commit before the primary resolved the
+        // transaction as aborted must learn it (and abort the others).
+        return match outcome(txn.kv(), txid)? {
+            TxState::Aborted if commit => Err(conflict(format!("transaction {txid:x} was aborted"))),
+            TxState::Committed if !commit => Err(conflict(format!("transaction {txid:x} was committed"))),
+            _ => Ok(()),
+        };
+    };
     txn.tx = Some(txid);
     if commit {
         for step in prepared.op.steps.iter().filter_map(|s| s.step.as_ref()) {

@@ -157,6 +157,9 @@ async fn the_primary_decides_for_a_dead_coordinator() {
     let state = two.run(B, Op::TxResolve(TxResolveOp { txid: 0x62 })).await.unwrap().tx_state;
     assert_eq!(state, TxState::Aborted as i32);
     assert_eq!(tx::pending(&two.engine.kv(A)).unwrap().len(), 1, "A still holds it prepared");
+    // a coordinator that comes back too late cannot commit at the primary any more
+    let err = two.run(B, finish(0x62, true)).await.unwrap_err();
+    assert!(err.message.starts_with("conflict"), "{err}");
     two.run(A, finish(0x62, false)).await.unwrap();
     assert!(tx::pending(&two.engine.kv(A)).unwrap().is_empty());
     assert_eq!(two.lookup(A, ROOT, "late").unwrap_err().code, ErrorCode::NotFound);
@@ -168,6 +171,9 @@ async fn cross_partition_unlink_rmdir_and_stale_expectations() {
     let d = prepare_mkdir(&mut two, 0x71, "d").await;
     two.run(B, finish(0x71, true)).await.unwrap();
     two.run(A, finish(0x71, true)).await.unwrap();
+    // a plain rmdir at A cannot remove d: its inode is in B
+    let err = two.run(A, Op::Unlink(UnlinkOp { parent: ROOT, name: "d".into(), directory: true })).await.unwrap_err();
+    assert!(err.message.starts_with("cross-partition"), "{err}");
     // a file in d (d lives in B, so does the file)
     let f = two
         .run(B, Op::Create(CreateOp { parent: d, name: "f".into(), mode: libc::S_IFREG | 0o644, ..Default::default() }))
