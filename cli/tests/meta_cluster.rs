@@ -93,27 +93,38 @@ fn namespace_survives_leader_kills_under_concurrent_clients() {
     cluster.start();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let meta = Arc::new(runtime.block_on(open_volume(cluster.masters())));
-    let root_partition = meta.partition_id_of(ROOT).unwrap();
     let shared = runtime.block_on(meta.mkdir(ROOT, b"shared", 0o777, 0, 0)).unwrap().ino;
 
     let stop = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> =
         (0..CLIENTS).map(|c| runtime.spawn(client_work(meta.clone(), c, shared, stop.clone()))).collect();
 
-    // Kill the partition leader's metanode three times while the clients work.
+    // Directories spread over partitions, so moves into `shared` are transactions across them.
+    let partitions: Vec<u64> =
+        runtime.block_on(meta.partition_stats()).unwrap().into_iter().map(|(id, _)| id).collect();
+    assert!(partitions.len() > 1);
+
+    // Kill the leader of a partition (a different one each round) while the clients work.
     for round in 0..3 {
         std::thread::sleep(Duration::from_secs(2));
         runtime.block_on(meta.partition_stats()).unwrap();
-        let leader = meta.partition_leader(root_partition).expect("a known leader");
+        let partition = partitions[round % partitions.len()];
+        let leader = meta.partition_leader(partition).expect("a known leader");
         let victim = cluster.node_at(&leader);
         kill(cluster.pid_of(victim), libc::SIGKILL);
-        eprintln!("round {round}: killed metanode {victim} leading partition {root_partition}");
+        eprintln!("round {round}: killed metanode {victim} leading partition {partition}");
         std::thread::sleep(Duration::from_secs(3));
         cluster.restart(victim);
     }
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, Ordering::Relaxed);
     let results: Vec<_> = workers.into_iter().map(|w| runtime.block_on(w).expect("a client failed")).collect();
+
+    let spread: std::collections::BTreeSet<u64> =
+        results.iter().map(|d| meta.partition_id_of(d.dir).unwrap()).collect();
+    let shared_partition = meta.partition_id_of(shared).unwrap();
+    eprintln!("client directories on partitions {spread:?}, shared on {shared_partition}");
+    assert!(spread.iter().any(|p| *p != shared_partition), "some moves crossed partitions");
 
     // Every acknowledged operation is there exactly once.
     let mut all_moved = BTreeSet::new();
@@ -131,7 +142,7 @@ fn namespace_survives_leader_kills_under_concurrent_clients() {
     let files: u64 = results.iter().map(|d| (d.own.len() + d.moved.len()) as u64).sum();
     let orphans: u64 = results.iter().map(|d| d.unlinked).sum();
     let stats = runtime.block_on(meta.partition_stats()).unwrap();
-    let inodes = stats.iter().find(|(id, _)| *id == root_partition).unwrap().1.inode_count;
+    let inodes: u64 = stats.iter().map(|(_, s)| s.inode_count).sum();
     assert_eq!(inodes, 2 + CLIENTS as u64 + files + orphans);
 
     // fsck agrees: no broken invariant, and the unlinked files are (young) orphans.

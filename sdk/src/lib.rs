@@ -6,6 +6,7 @@
 pub mod fsck;
 pub mod master_client;
 pub mod meta_client;
+mod meta_tx;
 pub mod node_agent;
 pub mod rpc;
 

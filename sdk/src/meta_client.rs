@@ -7,33 +7,36 @@
 use std::future::Future;
 use std::time::Duration;
 
-use strata_common::{ErrorCode, Result, StrataError};
+use strata_common::{Result, StrataError};
 use strata_proto::master as master_pb;
 use strata_proto::meta::meta_client::MetaClient as GrpcClient;
 use strata_proto::meta::{self as pb, meta_command::Op};
 use tonic::transport::Channel;
 
 use crate::MasterClient;
+use crate::meta_tx::is_cross_partition;
 use crate::rpc::{Channels, LeaderRouter};
 
 /// How long one operation keeps retrying before the caller sees the error.
 pub const META_DEADLINE: Duration = Duration::from_secs(30);
 
-struct Partition {
-    id: u64,
-    inode_start: u64,
-    inode_end: Option<u64>,
-    router: LeaderRouter,
+pub(crate) struct Partition {
+    pub(crate) id: u64,
+    pub(crate) inode_start: u64,
+    pub(crate) inode_end: Option<u64>,
+    pub(crate) router: LeaderRouter,
 }
 
 pub struct MetaClient {
     volume: String,
-    partitions: Vec<Partition>,
+    pub(crate) partitions: Vec<Partition>,
     channels: Channels,
     deadline: Duration,
+    /// Round-robin cursor placing new directories over the partitions.
+    pub(crate) next_dir_partition: std::sync::atomic::AtomicUsize,
 }
 
-fn request_id() -> u64 {
+pub(crate) fn request_id() -> u64 {
     // Random and never 0 (0 means "no deduplication").
     rand::random::<u64>() | 1
 }
@@ -60,14 +63,20 @@ impl MetaClient {
             return Err(StrataError::internal(format!("volume {} has no meta partitions", view.name)));
         }
         partitions.sort_by_key(|p| p.inode_start);
-        Ok(MetaClient { volume: view.name.clone(), partitions, channels: Channels::default(), deadline: META_DEADLINE })
+        Ok(MetaClient {
+            volume: view.name.clone(),
+            partitions,
+            channels: Channels::default(),
+            deadline: META_DEADLINE,
+            next_dir_partition: std::sync::atomic::AtomicUsize::new(0),
+        })
     }
 
     pub fn volume(&self) -> &str {
         &self.volume
     }
 
-    fn partition_of(&self, ino: u64) -> Result<&Partition> {
+    pub(crate) fn partition_of(&self, ino: u64) -> Result<&Partition> {
         self.partitions
             .iter()
             .find(|p| ino >= p.inode_start && p.inode_end.is_none_or(|end| ino < end))
@@ -89,29 +98,47 @@ impl MetaClient {
         self.partitions.iter().find(|p| p.id == partition_id).map(|p| p.router.members())
     }
 
-    async fn call<T, F, Fut>(&self, ino: u64, what: &str, mut call: F) -> Result<T>
+    async fn call<T, F, Fut>(&self, ino: u64, what: &str, call: F) -> Result<T>
+    where
+        F: FnMut(GrpcClient<Channel>, u64) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.call_within(ino, self.deadline, what, call).await
+    }
+
+    async fn call_within<T, F, Fut>(&self, ino: u64, deadline: Duration, what: &str, mut call: F) -> Result<T>
     where
         F: FnMut(GrpcClient<Channel>, u64) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
         let partition = self.partition_of(ino)?;
         let id = partition.id;
-        partition.router.call(&self.channels, self.deadline, what, |channel| call(GrpcClient::new(channel), id)).await
+        partition.router.call(&self.channels, deadline, what, |channel| call(GrpcClient::new(channel), id)).await
     }
 
     async fn mutate(&self, ino: u64, what: &str, op: Op) -> Result<Option<pb::Inode>> {
+        Ok(self.mutate_reply(ino, self.deadline, what, op).await?.inode)
+    }
+
+    /// Sends one command to the partition of `ino`, retrying until `deadline`
+    /// with one request id (the partition applies it once).
+    pub(crate) async fn mutate_reply(
+        &self,
+        ino: u64,
+        deadline: Duration,
+        what: &str,
+        op: Op,
+    ) -> Result<pb::MutateReply> {
         let request_id = request_id();
-        let reply = self
-            .call(ino, what, |mut c, partition_id| {
-                let request = pb::MutateRequest {
-                    partition_id,
-                    request_id,
-                    command: Some(pb::MetaCommand { now_ns: 0, op: Some(op.clone()) }),
-                };
-                async move { c.mutate(request).await }
-            })
-            .await?;
-        Ok(reply.inode)
+        self.call_within(ino, deadline, what, |mut c, partition_id| {
+            let request = pb::MutateRequest {
+                partition_id,
+                request_id,
+                command: Some(pb::MetaCommand { now_ns: 0, op: Some(op.clone()) }),
+            };
+            async move { c.mutate(request).await }
+        })
+        .await
     }
 
     async fn mutate_inode(&self, ino: u64, what: &str, op: Op) -> Result<pb::Inode> {
@@ -154,8 +181,14 @@ impl MetaClient {
         self.mutate_inode(parent, "creating", op).await
     }
 
+    /// mkdir(2). New directories are spread over the volume's partitions
+    /// (round robin); one placed away from its parent is made by a transaction.
     pub async fn mkdir(&self, parent: u64, name: &[u8], mode: u32, uid: u32, gid: u32) -> Result<pb::Inode> {
-        self.create(parent, name, libc::S_IFDIR | (mode & 0o7777), uid, gid, 0).await
+        let target = self.place_directory();
+        if target == self.partition_of(parent)?.id {
+            return self.create(parent, name, libc::S_IFDIR | (mode & 0o7777), uid, gid, 0).await;
+        }
+        self.mkdir_across(parent, name, mode, uid, gid, target).await
     }
 
     pub async fn symlink(&self, parent: u64, name: &[u8], target: &[u8], uid: u32, gid: u32) -> Result<pb::Inode> {
@@ -173,15 +206,22 @@ impl MetaClient {
 
     pub async fn unlink(&self, parent: u64, name: &[u8]) -> Result<pb::Inode> {
         let op = Op::Unlink(pb::UnlinkOp { parent, name: name.to_vec(), directory: false });
-        self.mutate_inode(parent, "unlinking", op).await
+        match self.mutate_inode(parent, "unlinking", op).await {
+            Err(e) if is_cross_partition(&e) => self.remove_across(parent, name, false).await,
+            other => other,
+        }
     }
 
     pub async fn rmdir(&self, parent: u64, name: &[u8]) -> Result<pb::Inode> {
         let op = Op::Unlink(pb::UnlinkOp { parent, name: name.to_vec(), directory: true });
-        self.mutate_inode(parent, "removing a directory", op).await
+        match self.mutate_inode(parent, "removing a directory", op).await {
+            Err(e) if is_cross_partition(&e) => self.remove_across(parent, name, true).await,
+            other => other,
+        }
     }
 
     /// rename(2)/renameat2(2); `flags` is 0, RENAME_NOREPLACE (1) or RENAME_EXCHANGE (2).
+    /// Atomic also when the names or inodes involved live in different partitions.
     pub async fn rename(
         &self,
         src_parent: u64,
@@ -190,28 +230,25 @@ impl MetaClient {
         dst_name: &[u8],
         flags: u32,
     ) -> Result<pb::Inode> {
-        if self.partition_of(src_parent)?.id != self.partition_of(dst_parent)?.id {
-            return Err(StrataError::new(
-                ErrorCode::FailedPrecondition,
-                "rename across meta partitions needs the cross-partition transaction, not built yet",
-            ));
+        if self.partition_of(src_parent)?.id == self.partition_of(dst_parent)?.id {
+            let op = Op::Rename(pb::RenameOp {
+                src_parent,
+                src_name: src_name.to_vec(),
+                dst_parent,
+                dst_name: dst_name.to_vec(),
+                flags,
+            });
+            match self.mutate_inode(src_parent, "renaming", op).await {
+                Err(e) if is_cross_partition(&e) => {}
+                other => return other,
+            }
         }
-        let op = Op::Rename(pb::RenameOp {
-            src_parent,
-            src_name: src_name.to_vec(),
-            dst_parent,
-            dst_name: dst_name.to_vec(),
-            flags,
-        });
-        self.mutate_inode(src_parent, "renaming", op).await
+        self.rename_across(src_parent, src_name, dst_parent, dst_name, flags).await
     }
 
     pub async fn link(&self, ino: u64, new_parent: u64, new_name: &[u8]) -> Result<pb::Inode> {
         if self.partition_of(ino)?.id != self.partition_of(new_parent)?.id {
-            return Err(StrataError::new(
-                ErrorCode::FailedPrecondition,
-                "a hard link across meta partitions needs the cross-partition transaction, not built yet",
-            ));
+            return self.link_across(ino, new_parent, new_name).await;
         }
         let op = Op::Link(pb::LinkOp { ino, new_parent, new_name: new_name.to_vec() });
         self.mutate_inode(new_parent, "linking", op).await
