@@ -200,3 +200,78 @@ fn locks_are_shared_across_clients_and_die_with_their_session() {
     let err = runtime.block_on(alice.lock(write(alice_session, 1))).unwrap_err();
     assert_eq!(err.code, strata_common::ErrorCode::FailedPrecondition, "an expired session cannot lock again");
 }
+
+#[test]
+fn posix_rules_hold_across_partitions() {
+    use strata_common::ErrorCode;
+
+    let mut cluster = DevCluster::new();
+    cluster.start();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let meta = runtime.block_on(open_volume(cluster.masters()));
+    let run = |f: std::pin::Pin<
+        Box<dyn std::future::Future<Output = strata_common::Result<strata_proto::meta::Inode>> + '_>,
+    >| runtime.block_on(f);
+    let code = |r: strata_common::Result<strata_proto::meta::Inode>| r.expect_err("should fail").code;
+
+    // Directories until two live in partitions other than the root's.
+    let root_partition = meta.partition_id_of(ROOT).unwrap();
+    let mut remote = Vec::new();
+    for i in 0..6 {
+        let d = run(Box::pin(meta.mkdir(ROOT, format!("d{i}").as_bytes(), 0o755, 0, 0))).unwrap();
+        if meta.partition_id_of(d.ino).unwrap() != root_partition {
+            remote.push(d.ino);
+        }
+    }
+    assert!(remote.len() >= 2, "directories spread over partitions");
+    let (x, y) = (remote[0], remote[1]);
+    let root_links = run(Box::pin(meta.getattr(ROOT))).unwrap().nlink;
+    assert_eq!(root_links, 2 + 6);
+
+    // A file moves from the root's partition into x's, replacing a file there.
+    let f = run(Box::pin(meta.create(ROOT, b"f", libc::S_IFREG | 0o644, 0, 0, 0))).unwrap();
+    let g = run(Box::pin(meta.create(x, b"g", libc::S_IFREG | 0o644, 0, 0, 0))).unwrap();
+    run(Box::pin(meta.rename(ROOT, b"f", x, b"g", 0))).unwrap();
+    assert_eq!(run(Box::pin(meta.lookup(x, b"g"))).unwrap().ino, f.ino);
+    assert_eq!(code(run(Box::pin(meta.lookup(ROOT, b"f")))), ErrorCode::NotFound);
+    assert_eq!(run(Box::pin(meta.getattr(g.ino))).unwrap().nlink, 0, "the replaced file lost its link");
+
+    // NOREPLACE and EXCHANGE across partitions.
+    let h = run(Box::pin(meta.create(y, b"h", libc::S_IFREG | 0o644, 0, 0, 0))).unwrap();
+    assert_eq!(code(run(Box::pin(meta.rename(x, b"g", y, b"h", 1)))), ErrorCode::AlreadyExists);
+    run(Box::pin(meta.rename(x, b"g", y, b"h", 2))).unwrap();
+    assert_eq!(run(Box::pin(meta.lookup(x, b"g"))).unwrap().ino, h.ino);
+    assert_eq!(run(Box::pin(meta.lookup(y, b"h"))).unwrap().ino, f.ino);
+
+    // A directory moves across partitions; its parent links follow; not into itself.
+    let sub = run(Box::pin(meta.mkdir(x, b"sub", 0o755, 0, 0))).unwrap();
+    assert_eq!(run(Box::pin(meta.getattr(x))).unwrap().nlink, 3);
+    run(Box::pin(meta.rename(x, b"sub", y, b"moved", 0))).unwrap();
+    assert_eq!(run(Box::pin(meta.getattr(sub.ino))).unwrap().parent, y);
+    assert_eq!((run(Box::pin(meta.getattr(x))).unwrap().nlink, run(Box::pin(meta.getattr(y))).unwrap().nlink), (2, 3));
+    let y_name = (0..6)
+        .map(|i| format!("d{i}"))
+        .find(|n| run(Box::pin(meta.lookup(ROOT, n.as_bytes()))).unwrap().ino == y)
+        .unwrap();
+    assert_eq!(
+        code(run(Box::pin(meta.rename(ROOT, y_name.as_bytes(), sub.ino, b"inside", 0)))),
+        ErrorCode::InvalidArgument
+    );
+
+    // Hard links across partitions count.
+    let linked = run(Box::pin(meta.link(f.ino, x, b"f-link"))).unwrap();
+    assert_eq!(linked.nlink, 2);
+    run(Box::pin(meta.unlink(y, b"h"))).unwrap();
+    assert_eq!(run(Box::pin(meta.getattr(f.ino))).unwrap().nlink, 1);
+
+    // rmdir of a remote directory: refused while not empty, then done.
+    assert_eq!(code(run(Box::pin(meta.rmdir(ROOT, y_name.as_bytes())))), ErrorCode::NotEmpty);
+    run(Box::pin(meta.rmdir(y, b"moved"))).unwrap();
+    run(Box::pin(meta.rmdir(ROOT, y_name.as_bytes()))).unwrap();
+    assert_eq!(code(run(Box::pin(meta.getattr(y)))), ErrorCode::NotFound);
+    assert_eq!(run(Box::pin(meta.getattr(ROOT))).unwrap().nlink, root_links - 1);
+
+    let report: serde_json::Value =
+        serde_json::from_str(&cluster.strata_ok(&["fsck", "default", "--json", "--grace-secs", "3600"])).unwrap();
+    assert_eq!(report["problems"], serde_json::json!([]), "{report:#}");
+}
