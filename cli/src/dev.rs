@@ -39,6 +39,9 @@ pub struct DevArgs {
     /// 0 picks free ports (kept for later runs in cluster.json).
     #[arg(long, default_value_t = 17100)]
     pub base_port: u16,
+    /// Split the open-ended meta partition after this many inodes (small values exercise splits).
+    #[arg(long, default_value_t = 1 << 24)]
+    pub meta_split_inodes: u64,
     /// Name of the volume created when the cluster first comes up; "" for none.
     #[arg(long, default_value = "default")]
     pub volume: String,
@@ -145,6 +148,7 @@ fn create_layout(dir: &Path, args: &DevArgs) -> anyhow::Result<ClusterFile> {
                     meta_replicas: args.metanodes.min(3) as u32,
                     initial_meta_partitions: 3,
                     meta_partition_inode_span: 1 << 24,
+                    meta_partition_split_inodes: args.meta_split_inodes,
                     initial_data_partitions: 4,
                 }),
                 ..Default::default()

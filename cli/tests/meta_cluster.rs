@@ -275,3 +275,61 @@ fn posix_rules_hold_across_partitions() {
         serde_json::from_str(&cluster.strata_ok(&["fsck", "default", "--json", "--grace-secs", "3600"])).unwrap();
     assert_eq!(report["problems"], serde_json::json!([]), "{report:#}");
 }
+
+#[test]
+fn namespace_grows_through_partition_splits() {
+    let mut cluster = DevCluster::new();
+    cluster.start_with(&["--meta-split-inodes", "100"]);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let old_view = runtime.block_on(open_volume(cluster.masters()));
+    let partitions_in = |c: &DevCluster| -> usize {
+        let info: serde_json::Value =
+            serde_json::from_str(&c.strata_ok(&["volume", "info", "default", "--json"])).unwrap();
+        info["meta_partitions"].as_array().unwrap().len()
+    };
+    assert_eq!(partitions_in(&cluster), 3);
+
+    // Fill a directory of the open-ended partition past the split threshold.
+    let last = runtime.block_on(old_view.partition_stats()).unwrap().last().unwrap().0;
+    let mut dir = 0;
+    for i in 0..6 {
+        let d = runtime.block_on(old_view.mkdir(ROOT, format!("d{i}").as_bytes(), 0o755, 0, 0)).unwrap();
+        if old_view.partition_id_of(d.ino).unwrap() == last {
+            dir = d.ino;
+        }
+    }
+    assert_ne!(dir, 0, "a directory landed in the open-ended partition");
+    for i in 0..150 {
+        runtime.block_on(old_view.create(dir, format!("f{i}").as_bytes(), libc::S_IFREG | 0o644, 0, 0, 0)).unwrap();
+    }
+    // The master asks it to close, it closes at a bound of its own, a new partition opens there.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while partitions_in(&cluster) < 4 {
+        assert!(Instant::now() < deadline, "no split happened");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    // A fresh client spreads new directories over all four partitions; the new one works.
+    let fresh = runtime.block_on(open_volume(cluster.masters()));
+    let stats = runtime.block_on(fresh.partition_stats()).unwrap();
+    assert_eq!(stats.len(), 4);
+    let (newest, newest_stats) = *stats.last().unwrap();
+    assert!(newest_stats.inode_start > stats[2].1.inode_start, "the new partition starts above the closed one");
+    assert_eq!(stats[2].1.inode_end, Some(newest_stats.inode_start), "ranges meet exactly");
+    let mut in_newest = 0;
+    for i in 0..8 {
+        let d = runtime.block_on(fresh.mkdir(ROOT, format!("e{i}").as_bytes(), 0o755, 0, 0)).unwrap();
+        if fresh.partition_id_of(d.ino).unwrap() == newest {
+            in_newest = d.ino;
+        }
+    }
+    assert_ne!(in_newest, 0);
+    runtime.block_on(fresh.create(in_newest, b"file", libc::S_IFREG | 0o644, 0, 0, 0)).unwrap();
+    // The old client finds inodes of the new partition by refreshing its view.
+    assert_eq!(runtime.block_on(old_view.lookup(in_newest, b"file")).unwrap().nlink, 1);
+    // Files keep going into the closed partition's directory (it kept a margin).
+    runtime.block_on(old_view.create(dir, b"after-split", libc::S_IFREG | 0o644, 0, 0, 0)).unwrap();
+
+    let report: serde_json::Value = serde_json::from_str(&cluster.strata_ok(&["fsck", "default", "--json"])).unwrap();
+    assert_eq!(report["problems"], serde_json::json!([]), "{report:#}");
+}

@@ -48,6 +48,9 @@ pub struct MasterConfig {
     /// Inodes covered by each closed meta partition of a new volume.
     #[serde(default = "default_meta_partition_inode_span")]
     pub meta_partition_inode_span: u64,
+    /// The open-ended meta partition is split once it has allocated this many inodes.
+    #[serde(default = "default_meta_partition_split_inodes")]
+    pub meta_partition_split_inodes: u64,
     /// Data partitions created with a new volume.
     #[serde(default = "default_initial_data_partitions")]
     pub initial_data_partitions: u32,
@@ -122,6 +125,9 @@ fn default_initial_meta_partitions() -> u32 {
     3
 }
 fn default_meta_partition_inode_span() -> u64 {
+    1 << 24
+}
+fn default_meta_partition_split_inodes() -> u64 {
     1 << 24
 }
 fn default_initial_data_partitions() -> u32 {

@@ -171,6 +171,7 @@ impl MasterService {
                     inode_start: p.inode_start,
                     inode_end: p.inode_end,
                     members: members(&p.members),
+                    closing: p.closing,
                 })
                 .collect(),
             data_partitions: volume
@@ -201,6 +202,40 @@ impl MasterService {
                 })
                 .collect(),
         }
+    }
+
+    /// Drives the split of a volume's open-ended meta partition: past the
+    /// configured inode count it is asked to close; once it reports the end
+    /// it chose, a new open-ended partition starts there.
+    async fn maybe_split(&self, report: &pb::MetaPartitionReport) -> Result<()> {
+        let state = StateReader(self.engine.kv(MASTER_GROUP));
+        let Some(volume) = state
+            .volumes()?
+            .into_iter()
+            .find(|v| v.meta_partitions.last().is_some_and(|p| p.id == report.partition_id && p.inode_end.is_none()))
+        else {
+            return Ok(());
+        };
+        let open = volume.meta_partitions.last().expect("found above");
+        let (name, partition_id) = (volume.name.clone(), open.id);
+        match (open.closing, report.inode_end) {
+            (true, Some(bound)) => {
+                let metanodes = self.candidates(&state.nodes()?, NodeRole::Metanode);
+                let what = format!("a meta partition with {} replicas", self.config.meta_replicas);
+                let members = placement::pick(&metanodes, self.config.meta_replicas as usize, &what, &mut rand::rng())?;
+                self.propose(Command::SplitMetaPartition { volume: name.clone(), partition_id, bound, members })
+                    .await?;
+                tracing::info!(volume = %name, partition_id, bound, "meta partition split: a new open-ended partition starts at the bound");
+            }
+            (false, None)
+                if report.next_inode.saturating_sub(open.inode_start) >= self.config.meta_partition_split_inodes =>
+            {
+                self.propose(Command::RequestSplit { volume: name.clone(), partition_id }).await?;
+                tracing::info!(volume = %name, partition_id, next_inode = report.next_inode, "asked the open-ended meta partition to close for a split");
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     /// The meta partitions `node_id` must host, read from the leader's applied state.
@@ -284,6 +319,11 @@ impl pb::master_server::Master for MasterService {
             return Err(StrataError::not_found(format!("node {} is not registered", req.node_id)).into());
         }
         self.liveness.record(req.node_id, capacity_from(req.capacity.as_ref()), req.partitions_held);
+        for report in &req.meta_reports {
+            if let Err(e) = self.maybe_split(report).await {
+                tracing::warn!(partition_id = report.partition_id, error = %e, "splitting a meta partition failed");
+            }
+        }
         // Metanodes drop partitions missing from this list: it must come from
         // a state at least as new as every committed change (ReadIndex).
         self.engine.read_index(MASTER_GROUP).await?;

@@ -35,6 +35,9 @@ pub struct MetaPartitionRecord {
     /// None for the open-ended last partition.
     pub inode_end: Option<u64>,
     pub members: Vec<u64>,
+    /// A split asked this open-ended partition to close its range.
+    #[serde(default)]
+    pub closing: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,6 +108,19 @@ pub enum Command {
         now_ms: u64,
         meta: Vec<PlannedMetaPartition>,
         data: Vec<Vec<u64>>,
+    },
+    /// Asks the open-ended meta partition `partition_id` of `volume` to close its range.
+    RequestSplit {
+        volume: String,
+        partition_id: u64,
+    },
+    /// Records that the closing partition ended at `bound` and adds a new
+    /// open-ended partition from `bound` on `members`.
+    SplitMetaPartition {
+        volume: String,
+        partition_id: u64,
+        bound: u64,
+        members: Vec<u64>,
     },
     DeleteVolume {
         name: String,
@@ -251,6 +267,7 @@ fn apply(batch: &mut ApplyBatch<'_>, cmd: Command) -> Result<Outcome> {
                     inode_start: m.inode_start,
                     inode_end: m.inode_end,
                     members: m.members,
+                    closing: false,
                 })
                 .collect::<Vec<_>>();
             let first_data = first_partition + meta_partitions.len() as u64;
@@ -272,6 +289,44 @@ fn apply(batch: &mut ApplyBatch<'_>, cmd: Command) -> Result<Outcome> {
             };
             tx.put(&volume_key(&name), &volume);
             Ok(Outcome::Volume(volume))
+        }
+        Command::RequestSplit { volume, partition_id } => {
+            let Some(mut record) = tx.get::<VolumeRecord>(&volume_key(&volume), "volume")? else {
+                return Err(StrataError::not_found(format!("volume {volume} does not exist")));
+            };
+            if let Some(last) = record.meta_partitions.last_mut()
+                && last.id == partition_id
+                && last.inode_end.is_none()
+                && !last.closing
+            {
+                last.closing = true;
+                tx.put(&volume_key(&volume), &record);
+            }
+            Ok(Outcome::Volume(record))
+        }
+        Command::SplitMetaPartition { volume, partition_id, bound, members } => {
+            let Some(mut record) = tx.get::<VolumeRecord>(&volume_key(&volume), "volume")? else {
+                return Err(StrataError::not_found(format!("volume {volume} does not exist")));
+            };
+            let Some(last) = record.meta_partitions.last_mut() else {
+                return Err(StrataError::internal(format!("volume {volume} has no meta partitions")));
+            };
+            // Only the closing open-ended partition splits, once: a repeat is a no-op.
+            if last.id != partition_id || last.inode_end.is_some() || !last.closing || bound <= last.inode_start {
+                return Ok(Outcome::Volume(record));
+            }
+            last.inode_end = Some(bound);
+            last.closing = false;
+            let id = tx.next_ids("partition", 1, 1)?;
+            record.meta_partitions.push(MetaPartitionRecord {
+                id,
+                inode_start: bound,
+                inode_end: None,
+                members,
+                closing: false,
+            });
+            tx.put(&volume_key(&volume), &record);
+            Ok(Outcome::Volume(record))
         }
         Command::DeleteVolume { name } => {
             if tx.get::<VolumeRecord>(&volume_key(&name), "volume")?.is_none() {

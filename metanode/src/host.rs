@@ -14,10 +14,11 @@ use serde::{Deserialize, Serialize};
 use strata_common::files::{read_json, write_json};
 use strata_common::{Result, StrataError};
 use strata_proto::master as master_pb;
+use strata_proto::master::MetaPartitionReport;
 use strata_proto::meta::meta_client::MetaClient as MetaGrpcClient;
 use strata_proto::meta::{
-    ExpireSessionsOp, InitPartition, MetaCommand, MutateRequest, TxFinishOp, TxPrepareOp, TxResolveOp, TxState,
-    meta_command::Op,
+    CloseRangeOp, ExpireSessionsOp, InitPartition, MetaCommand, MutateRequest, TxFinishOp, TxPrepareOp, TxResolveOp,
+    TxState, meta_command::Op,
 };
 use strata_raftstore::{Engine, GroupSpec, Role};
 use strata_sdk::node_agent::NodeStats;
@@ -35,6 +36,9 @@ pub struct Assignment {
     pub volume_id: u64,
     pub inode_start: u64,
     pub inode_end: Option<u64>,
+    /// The master asked this open-ended partition to close (a split).
+    #[serde(default)]
+    pub closing: bool,
     /// (node id, address) of every member.
     pub members: Vec<(u64, String)>,
 }
@@ -47,6 +51,7 @@ impl From<&master_pb::MetaPartitionAssignment> for Assignment {
             volume_id: a.volume_id,
             inode_start: p.inode_start,
             inode_end: p.inode_end,
+            closing: p.closing,
             members: p.members.iter().map(|m| (m.node_id, m.address.clone())).collect(),
         }
     }
@@ -63,6 +68,10 @@ pub struct PartitionHost {
     missing: RwLock<HashMap<u64, u32>>,
     stats: Arc<NodeStats>,
 }
+
+/// Inode numbers a partition keeps when it closes for a split: what it may
+/// still allocate (for files in its directories) before it is full.
+const SPLIT_MARGIN: u64 = 1 << 20;
 
 /// Heartbeats a hosted partition must be missing from before it is dropped.
 const MISSING_BEFORE_REMOVAL: u32 = 3;
@@ -127,7 +136,13 @@ impl PartitionHost {
         let mut changed = self.drop_unassigned(assigned).await;
         for a in assigned {
             let assignment = Assignment::from(a);
-            if self.hosted.read().unwrap().contains_key(&assignment.partition_id) {
+            let known = self.hosted.read().unwrap().get(&assignment.partition_id).cloned();
+            if let Some(known) = known {
+                // A split closed the range of a partition hosted here.
+                if (known.inode_end, known.closing) != (assignment.inode_end, assignment.closing) {
+                    self.hosted.write().unwrap().insert(assignment.partition_id, assignment);
+                    changed = true;
+                }
                 continue;
             }
             if !assignment.members.iter().any(|(id, _)| *id == self.node_id) {
@@ -242,37 +257,41 @@ impl PartitionHost {
         }
     }
 
-    /// What the leader of a partition does on its own: initialise the
-    /// partition once, and end sessions whose lease ran out.
+    /// What the leader of a partition does on its own: initialise it once,
+    /// apply the range a split gave it, finish transactions their
+    /// coordinators left, end sessions whose lease ran out, and report its
+    /// inode counters to the master (which splits the open-ended partition).
     async fn leader_duties(&self) {
         let hosted: Vec<Assignment> = self.hosted.read().unwrap().values().cloned().collect();
+        let mut reports = Vec::new();
         for a in hosted {
             let leading = self.engine.status(a.partition_id).is_some_and(|s| s.role == Role::Leader);
             if !leading {
                 continue;
             }
             let kv = self.engine.kv(a.partition_id);
+            let Ok(Some(info)) = partition_info(&kv) else {
+                let init = InitPartition { volume_id: a.volume_id, inode_start: a.inode_start, inode_end: a.inode_end };
+                self.propose(a.partition_id, Op::Init(init), "initialising meta partition").await;
+                continue;
+            };
+            if a.closing && info.inode_end.is_none() {
+                let op = Op::CloseRange(CloseRangeOp { margin: SPLIT_MARGIN });
+                self.propose(a.partition_id, op, "closing the partition's range for a split").await;
+            }
             self.recover_transactions(a.partition_id).await;
             if locks::has_expired_sessions(&kv, now_ns()).unwrap_or(false) {
                 self.propose(a.partition_id, Op::ExpireSessions(ExpireSessionsOp {}), "expiring sessions").await;
             }
-            if partition_info(&kv).ok().flatten().is_some() {
-                continue;
-            }
-            let init = InitPartition { volume_id: a.volume_id, inode_start: a.inode_start, inode_end: a.inode_end };
-            let request = MutateRequest {
-                partition_id: a.partition_id,
-                request_id: 0,
-                command: Some(MetaCommand { now_ns: now_ns(), op: Some(Op::Init(init)) }),
-            };
-            match self.engine.propose(a.partition_id, request.encode_to_vec()).await {
-                Ok(_) => {
-                    tracing::info!(partition_id = a.partition_id, "initialised meta partition")
-                }
-                Err(e) => {
-                    tracing::warn!(partition_id = a.partition_id, error = %e, "initialising meta partition failed")
-                }
+            if let Ok(stats) = crate::read::stats(&kv, 0) {
+                reports.push(MetaPartitionReport {
+                    partition_id: a.partition_id,
+                    inode_count: stats.inode_count,
+                    next_inode: stats.next_inode,
+                    inode_end: stats.inode_end,
+                });
             }
         }
+        *self.stats.meta_reports.lock().unwrap() = reports;
     }
 }

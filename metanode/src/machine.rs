@@ -92,6 +92,10 @@ fn execute(txn: &mut Txn<'_, '_>, partition_id: u64, op: Option<Op>) -> Result<M
             locks::expire_sessions(txn)?;
             None
         }
+        Op::CloseRange(op) => {
+            ops::close_range(txn, op.margin)?;
+            None
+        }
         Op::TxPrepare(op) => return tx::prepare(txn, partition_id, op),
         Op::TxFinish(op) => {
             tx::finish(txn, partition_id, op.txid, op.commit)?;

@@ -88,6 +88,21 @@ pub fn init(txn: &mut Txn<'_, '_>, op: InitPartition) -> Result<Option<Inode>> {
     Ok(root)
 }
 
+/// Closes an open-ended partition `margin` inodes above what it has
+/// allocated; the bound is decided here, at apply, so it is above every inode
+/// the partition ever hands out. Closing a closed partition changes nothing.
+pub fn close_range(txn: &mut Txn<'_, '_>, margin: u64) -> Result<()> {
+    let mut info = partition_info(txn.kv())?.ok_or_else(|| StrataError::unavailable("partition not initialised"))?;
+    if info.inode_end.is_some() {
+        return Ok(());
+    }
+    let next = read_u64(txn.kv(), keys::NEXT_INODE)?.unwrap_or(info.inode_start);
+    info.inode_end = Some(next.saturating_add(margin.max(1)));
+    use prost::Message;
+    txn.put(keys::PARTITION, &info.encode_to_vec());
+    Ok(())
+}
+
 pub fn allocate_inode(txn: &mut Txn<'_, '_>) -> Result<u64> {
     let info = partition_info(txn.kv())?
         .ok_or_else(|| StrataError::unavailable("the meta partition is not initialised yet"))?;

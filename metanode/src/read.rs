@@ -25,7 +25,11 @@ pub fn check_owned(info: &InitPartition, ino: u64) -> Result<()> {
     if ino >= info.inode_start && info.inode_end.is_none_or(|end| ino < end) {
         return Ok(());
     }
-    Err(StrataError::invalid(format!("inode {ino} does not belong to this meta partition")))
+    // Clients with a view from before a split send such inodes here: they refresh on this answer.
+    Err(StrataError::new(
+        ErrorCode::FailedPrecondition,
+        format!("wrong-partition: inode {ino} does not belong to this meta partition"),
+    ))
 }
 
 pub fn lookup(kv: &impl KvRead, parent: u64, name: &[u8]) -> Result<Inode> {

@@ -47,7 +47,7 @@ impl MetaService {
     /// The inodes a command names must belong to the partition it was sent to.
     fn check_targets(info: &pb::InitPartition, op: &Op) -> Result<()> {
         let targets: Vec<u64> = match op {
-            Op::Init(_) => {
+            Op::Init(_) | Op::CloseRange(_) => {
                 return Err(StrataError::invalid("partitions are initialised by their metanodes"));
             }
             Op::Create(o) => vec![o.parent],

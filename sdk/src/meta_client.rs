@@ -5,9 +5,10 @@
 //! it once however often it is sent.
 
 use std::future::Future;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use strata_common::{Result, StrataError};
+use strata_common::{ErrorCode, Result, StrataError};
 use strata_proto::master as master_pb;
 use strata_proto::meta::meta_client::MetaClient as GrpcClient;
 use strata_proto::meta::{self as pb, meta_command::Op};
@@ -24,12 +25,15 @@ pub(crate) struct Partition {
     pub(crate) id: u64,
     pub(crate) inode_start: u64,
     pub(crate) inode_end: Option<u64>,
-    pub(crate) router: LeaderRouter,
+    pub(crate) router: Arc<LeaderRouter>,
 }
 
 pub struct MetaClient {
     volume: String,
-    pub(crate) partitions: Vec<Partition>,
+    /// Where to ask for a fresh view of the volume (after a split).
+    masters: Vec<String>,
+    /// The volume's partitions by inode range; replaced whole on refresh.
+    partitions: RwLock<Vec<Arc<Partition>>>,
     channels: Channels,
     deadline: Duration,
     /// Round-robin cursor placing new directories over the partitions.
@@ -45,42 +49,75 @@ impl MetaClient {
     /// Opens the namespace of `volume`, as the master describes it.
     pub async fn open(master: &MasterClient, volume: &str) -> Result<MetaClient> {
         let view = master.get_volume(volume).await?;
-        MetaClient::from_view(&view)
+        let client = MetaClient {
+            volume: view.name.clone(),
+            masters: master.masters().to_vec(),
+            partitions: RwLock::new(Vec::new()),
+            channels: Channels::default(),
+            deadline: META_DEADLINE,
+            next_dir_partition: std::sync::atomic::AtomicUsize::new(0),
+        };
+        client.apply_view(&view)?;
+        Ok(client)
     }
 
-    pub fn from_view(view: &master_pb::Volume) -> Result<MetaClient> {
-        let mut partitions: Vec<Partition> = view
+    /// Replaces the partition list with `view`'s, keeping the leader caches
+    /// of partitions it already knew.
+    fn apply_view(&self, view: &master_pb::Volume) -> Result<()> {
+        let old = self.partitions.read().unwrap().clone();
+        let mut partitions: Vec<Arc<Partition>> = view
             .meta_partitions
             .iter()
-            .map(|p| Partition {
-                id: p.id,
-                inode_start: p.inode_start,
-                inode_end: p.inode_end,
-                router: LeaderRouter::new(p.members.iter().map(|m| m.address.clone()).collect()),
+            .map(|p| {
+                let router = old.iter().find(|o| o.id == p.id).map(|o| o.router.clone()).unwrap_or_else(|| {
+                    Arc::new(LeaderRouter::new(p.members.iter().map(|m| m.address.clone()).collect()))
+                });
+                Arc::new(Partition { id: p.id, inode_start: p.inode_start, inode_end: p.inode_end, router })
             })
             .collect();
         if partitions.is_empty() {
             return Err(StrataError::internal(format!("volume {} has no meta partitions", view.name)));
         }
         partitions.sort_by_key(|p| p.inode_start);
-        Ok(MetaClient {
-            volume: view.name.clone(),
-            partitions,
-            channels: Channels::default(),
-            deadline: META_DEADLINE,
-            next_dir_partition: std::sync::atomic::AtomicUsize::new(0),
-        })
+        *self.partitions.write().unwrap() = partitions;
+        Ok(())
+    }
+
+    /// Asks the master for the volume's partitions again (a split added one).
+    pub async fn refresh(&self) -> Result<()> {
+        let master = MasterClient::new(self.masters.clone())?;
+        let view = master.get_volume(&self.volume).await?;
+        self.apply_view(&view)
     }
 
     pub fn volume(&self) -> &str {
         &self.volume
     }
 
-    pub(crate) fn partition_of(&self, ino: u64) -> Result<&Partition> {
+    /// A snapshot of the partition list.
+    pub(crate) fn partitions(&self) -> Vec<Arc<Partition>> {
+        self.partitions.read().unwrap().clone()
+    }
+
+    pub(crate) fn partition_of(&self, ino: u64) -> Result<Arc<Partition>> {
         self.partitions
+            .read()
+            .unwrap()
             .iter()
             .find(|p| ino >= p.inode_start && p.inode_end.is_none_or(|end| ino < end))
+            .cloned()
             .ok_or_else(|| StrataError::not_found(format!("inode {ino} is in no meta partition of {}", self.volume)))
+    }
+
+    /// The partition of `ino`, asking the master once if no known partition holds it.
+    async fn route(&self, ino: u64) -> Result<Arc<Partition>> {
+        match self.partition_of(ino) {
+            Ok(p) => Ok(p),
+            Err(_) => {
+                self.refresh().await?;
+                self.partition_of(ino)
+            }
+        }
     }
 
     /// The partition id holding `ino` (for tests and tools).
@@ -90,12 +127,12 @@ impl MetaClient {
 
     /// The address that last answered for a partition (its leader, as far as this client knows).
     pub fn partition_leader(&self, partition_id: u64) -> Option<String> {
-        self.partitions.iter().find(|p| p.id == partition_id).and_then(|p| p.router.leader())
+        self.partitions().iter().find(|p| p.id == partition_id).and_then(|p| p.router.leader())
     }
 
     /// The member addresses of a partition.
-    pub fn partition_members(&self, partition_id: u64) -> Option<&[String]> {
-        self.partitions.iter().find(|p| p.id == partition_id).map(|p| p.router.members())
+    pub fn partition_members(&self, partition_id: u64) -> Option<Vec<String>> {
+        self.partitions().iter().find(|p| p.id == partition_id).map(|p| p.router.members().to_vec())
     }
 
     async fn call<T, F, Fut>(&self, ino: u64, what: &str, call: F) -> Result<T>
@@ -111,9 +148,23 @@ impl MetaClient {
         F: FnMut(GrpcClient<Channel>, u64) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
-        let partition = self.partition_of(ino)?;
+        let partition = self.route(ino).await?;
         let id = partition.id;
-        partition.router.call(&self.channels, deadline, what, |channel| call(GrpcClient::new(channel), id)).await
+        let first =
+            partition.router.call(&self.channels, deadline, what, |channel| call(GrpcClient::new(channel), id)).await;
+        match first {
+            // The view predates a split: learn the new ranges and send it where it belongs now.
+            Err(e) if e.message.contains("wrong-partition:") => {
+                self.refresh().await?;
+                let partition = self.partition_of(ino)?;
+                let id = partition.id;
+                partition
+                    .router
+                    .call(&self.channels, deadline, what, |channel| call(GrpcClient::new(channel), id))
+                    .await
+            }
+            other => other,
+        }
     }
 
     async fn mutate(&self, ino: u64, what: &str, op: Op) -> Result<Option<pb::Inode>> {
@@ -178,7 +229,13 @@ impl MetaClient {
     ) -> Result<pb::Inode> {
         let op =
             Op::Create(pb::CreateOp { parent, name: name.to_vec(), mode, uid, gid, rdev, symlink_target: Vec::new() });
-        self.mutate_inode(parent, "creating", op).await
+        match self.mutate_inode(parent, "creating", op).await {
+            // The parent's partition has used its range: the inode goes to the open partition.
+            Err(e) if e.code == ErrorCode::NoSpace => {
+                self.create_in_open_partition(parent, name, mode, uid, gid, rdev).await
+            }
+            other => other,
+        }
     }
 
     /// mkdir(2). New directories are spread over the volume's partitions
@@ -342,7 +399,7 @@ impl MetaClient {
     /// need a live session, and die with it if the client stops renewing.
     pub async fn renew_session(&self, session: u64, lease: Duration) -> Result<()> {
         let lease_ns = i64::try_from(lease.as_nanos()).unwrap_or(i64::MAX);
-        for p in &self.partitions {
+        for p in &self.partitions() {
             let op = Op::RenewSession(pb::RenewSessionOp { session, lease_ns });
             self.mutate(p.inode_start, "renewing the session", op).await?;
         }
@@ -351,7 +408,7 @@ impl MetaClient {
 
     /// Ends `session` everywhere, releasing its locks.
     pub async fn end_session(&self, session: u64) -> Result<()> {
-        for p in &self.partitions {
+        for p in &self.partitions() {
             self.mutate(p.inode_start, "ending the session", Op::EndSession(pb::EndSessionOp { session })).await?;
         }
         Ok(())
@@ -360,7 +417,7 @@ impl MetaClient {
     /// Statistics of every partition of the volume.
     pub async fn partition_stats(&self) -> Result<Vec<(u64, pb::PartitionStatsReply)>> {
         let mut out = Vec::new();
-        for p in &self.partitions {
+        for p in &self.partitions() {
             let stats = self
                 .call(p.inode_start, "reading partition statistics", |mut c, partition_id| async move {
                     c.partition_stats(pb::PartitionStatsRequest { partition_id }).await
@@ -374,7 +431,7 @@ impl MetaClient {
     /// Every record of `kind` in every partition, page by page.
     pub async fn scan_all(&self, kind: pb::ScanKind) -> Result<pb::ScanReply> {
         let mut all = pb::ScanReply::default();
-        for p in &self.partitions {
+        for p in &self.partitions() {
             let mut after = Vec::new();
             loop {
                 let page = self

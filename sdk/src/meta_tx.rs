@@ -72,7 +72,8 @@ impl MetaClient {
     /// The partition a new directory goes to (round robin).
     pub(crate) fn place_directory(&self) -> u64 {
         let i = self.next_dir_partition.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.partitions[i % self.partitions.len()].id
+        let partitions = self.partitions();
+        partitions[i % partitions.len()].id
     }
 
     /// Runs one transaction over `parts` (a routing inode and the steps for
@@ -171,7 +172,7 @@ impl MetaClient {
         gid: u32,
         target: u64,
     ) -> Result<pb::Inode> {
-        let target_ino = self.partitions.iter().find(|p| p.id == target).expect("placed on a partition").inode_start;
+        let target_ino = self.partitions().iter().find(|p| p.id == target).map(|p| p.inode_start).unwrap_or(ROOT);
         let ino = self
             .with_retries(|| async {
                 // Set-group-ID directories hand their group and the bit down.
@@ -194,6 +195,41 @@ impl MetaClient {
                     file_type: libc::S_IFDIR,
                     ..Default::default()
                 };
+                plan.add(self, parent, Step::AddEntry(entry))?;
+                self.transact(plan.into_parts()).await
+            })
+            .await?;
+        self.getattr(ino).await
+    }
+
+    /// A file (or node) whose parent's partition is full: refresh the view,
+    /// allocate the inode in the open-ended partition and link it by a transaction.
+    pub(crate) async fn create_in_open_partition(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        rdev: u64,
+    ) -> Result<pb::Inode> {
+        self.refresh().await?;
+        let open = self.partitions().last().map(|p| p.inode_start).unwrap_or(ROOT);
+        let file_type = if mode & libc::S_IFMT == 0 { libc::S_IFREG } else { mode & libc::S_IFMT };
+        let ino = self
+            .with_retries(|| async {
+                let mut plan = Plan::default();
+                let dir_parent = if file_type == libc::S_IFDIR { parent } else { 0 };
+                let new = pb::NewInode {
+                    mode: file_type | (mode & 0o7777),
+                    uid,
+                    gid,
+                    rdev,
+                    parent: dir_parent,
+                    ..Default::default()
+                };
+                plan.add(self, open, Step::NewInode(new))?;
+                let entry = pb::AddEntry { parent, name: name.to_vec(), ino: 0, file_type, ..Default::default() };
                 plan.add(self, parent, Step::AddEntry(entry))?;
                 self.transact(plan.into_parts()).await
             })

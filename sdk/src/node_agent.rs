@@ -46,6 +46,8 @@ impl NodeIdentity {
 #[derive(Default)]
 pub struct NodeStats {
     pub partitions_held: AtomicU64,
+    /// Inode counters of the meta partitions this node leads (metanodes).
+    pub meta_reports: std::sync::Mutex<Vec<pb::MetaPartitionReport>>,
 }
 
 pub struct NodeInfoService {
@@ -187,8 +189,13 @@ impl Agent {
                 node_id: self.node_id(),
                 capacity: Some(capacity(&self.data_dir)),
                 partitions_held: self.stats.partitions_held.load(Ordering::Relaxed),
+                meta_reports: self.stats.meta_reports.lock().unwrap().clone(),
             };
-            match self.client.call("heartbeating", |mut c| async move { c.heartbeat(request).await }).await {
+            let heartbeat = self.client.call("heartbeating", |mut c| {
+                let request = request.clone();
+                async move { c.heartbeat(request).await }
+            });
+            match heartbeat.await {
                 Ok(response) => on_response(response),
                 Err(e) if e.code == ErrorCode::NotFound => {
                     tracing::warn!("the master does not know this node; registering again");

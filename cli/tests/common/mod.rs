@@ -41,11 +41,17 @@ impl DevCluster {
     /// Runs `strata dev` in the background and waits until it says the
     /// cluster is up (leader elected, every node alive, default volume made).
     pub fn start(&mut self) {
+        self.start_with(&[]);
+    }
+
+    /// Like [`start`], with extra `strata dev` flags.
+    pub fn start_with(&mut self, extra: &[&str]) {
         self.starts += 1;
         let log_path = self.dir.path().join(format!("dev-{}.log", self.starts));
         let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(STRATA)
             .args(["dev", "--base-port", "0"])
+            .args(extra)
             .current_dir(self.dir.path())
             .env_remove("STRATA_MASTER")
             .stdout(log.try_clone().unwrap())
