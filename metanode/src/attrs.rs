@@ -20,11 +20,20 @@ pub fn set_attr(txn: &mut Txn<'_, '_>, op: SetAttrOp) -> Result<Inode> {
     if let Some(mode) = op.mode {
         inode.mode = (inode.mode & S_IFMT) | (mode & 0o7777);
     }
+    let owner_changes = op.uid.is_some_and(|u| u != inode.uid) || op.gid.is_some_and(|g| g != inode.gid);
     if let Some(uid) = op.uid {
         inode.uid = uid;
     }
     if let Some(gid) = op.gid {
         inode.gid = gid;
+    }
+    // As Linux does on chown: a non-directory loses set-user-ID, and set-group-ID
+    // when it means "setgid" (group-execute set) rather than mandatory locking.
+    if owner_changes && !is_dir(&inode) && op.mode.is_none() {
+        inode.mode &= !libc::S_ISUID;
+        if inode.mode & libc::S_IXGRP != 0 {
+            inode.mode &= !libc::S_ISGID;
+        }
     }
     if let Some(size) = op.size {
         if is_dir(&inode) {

@@ -188,6 +188,17 @@ async fn setattr_and_xattrs() {
     let changed = ns.run(0, Op::SetAttr(op)).await.unwrap().unwrap();
     assert_eq!((changed.mode, changed.uid, changed.size, changed.mtime_ns), (REG | 0o4711, 7, 4096, 55));
     assert!(changed.ctime_ns > f.ctime_ns && changed.atime_ns == changed.ctime_ns);
+    // chown clears set-user-ID and (with group-execute) set-group-ID on files
+    let setid = SetAttrOp { ino: f.ino, mode: Some(0o6755), ..Default::default() };
+    ns.run(0, Op::SetAttr(setid)).await.unwrap();
+    let chowned =
+        ns.run(0, Op::SetAttr(SetAttrOp { ino: f.ino, uid: Some(8), ..Default::default() })).await.unwrap().unwrap();
+    assert_eq!(chowned.mode & 0o7777, 0o0755);
+    let same_owner = SetAttrOp { ino: f.ino, mode: Some(0o4755), ..Default::default() };
+    ns.run(0, Op::SetAttr(same_owner)).await.unwrap();
+    let unchanged =
+        ns.run(0, Op::SetAttr(SetAttrOp { ino: f.ino, uid: Some(8), ..Default::default() })).await.unwrap().unwrap();
+    assert_eq!(unchanged.mode & 0o7777, 0o4755, "chown to the same owner keeps the bits");
     let truncate_dir = SetAttrOp { ino: ROOT, size: Some(0), ..Default::default() };
     assert_eq!(code(ns.run(0, Op::SetAttr(truncate_dir)).await), ErrorCode::IsDir);
 
