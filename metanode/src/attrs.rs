@@ -42,6 +42,9 @@ pub fn set_attr(txn: &mut Txn<'_, '_>, op: SetAttrOp) -> Result<Inode> {
         if inode.mode & S_IFMT != S_IFREG {
             return Err(StrataError::invalid("only regular files have a size to set"));
         }
+        if size < inode.size {
+            crate::extents::truncate(txn, op.ino, size)?;
+        }
         if size != inode.size {
             inode.size = size;
             inode.mtime_ns = now;

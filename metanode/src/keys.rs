@@ -9,6 +9,7 @@
 //! | `d` parent name | `Dentry` (name bytes sort the directory) |
 //! | `x` ino name | xattr value |
 //! | `o` ino | orphan: unlinked, still open; value = unlink time (i64 BE ns) |
+//! | `e` ino file-offset | `Extent` (a piece of the file's data) |
 //! | `l` ino session owner start | `LockInfo` (a held lock) |
 //! | `L` session ino owner start | empty; a session's locks, for expiry |
 //! | `s` session | lease expiry (i64 BE ns) |
@@ -56,6 +57,17 @@ pub fn xattrs(ino: u64) -> Vec<u8> {
 pub fn xattr(ino: u64, name: &[u8]) -> Vec<u8> {
     let mut key = xattrs(ino);
     key.extend_from_slice(name);
+    key
+}
+
+/// Prefix of every extent of `ino`.
+pub fn extents(ino: u64) -> Vec<u8> {
+    with_u64(b'e', ino)
+}
+
+pub fn extent(ino: u64, file_offset: u64) -> Vec<u8> {
+    let mut key = extents(ino);
+    key.extend_from_slice(&file_offset.to_be_bytes());
     key
 }
 

@@ -4,6 +4,7 @@
 //! xattrs in RocksDB, never all in memory.
 
 mod attrs;
+pub mod extents;
 mod host;
 mod keys;
 pub mod locks;

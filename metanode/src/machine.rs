@@ -9,7 +9,7 @@ use strata_proto::meta::{MutateReply, MutateRequest, meta_command::Op};
 use strata_raftstore::{ApplyBatch, KvRead, StateMachine};
 
 use crate::txn::Txn;
-use crate::{attrs, keys, locks, ops, rename, tx};
+use crate::{attrs, extents, keys, locks, ops, rename, tx};
 
 /// Request ids are remembered for this many applied entries.
 const REQUEST_WINDOW: u64 = 200_000;
@@ -92,6 +92,7 @@ fn execute(txn: &mut Txn<'_, '_>, partition_id: u64, op: Option<Op>) -> Result<M
             locks::expire_sessions(txn)?;
             None
         }
+        Op::WriteExtents(op) => Some(extents::write(txn, op)?),
         Op::CloseRange(op) => {
             ops::close_range(txn, op.margin)?;
             None

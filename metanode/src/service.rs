@@ -59,6 +59,7 @@ impl MetaService {
             Op::RemoveXattr(o) => vec![o.ino],
             Op::Evict(o) => vec![o.ino],
             Op::Lock(o) => vec![o.ino],
+            Op::WriteExtents(o) => vec![o.ino],
             Op::RenewSession(_) | Op::EndSession(_) | Op::TxFinish(_) | Op::TxResolve(_) => vec![],
             // Each step is checked against the partition when it is prepared.
             Op::TxPrepare(_) => vec![],
@@ -126,6 +127,15 @@ impl pb::meta_server::Meta for MetaService {
         command.now_ns = now_ns();
         let outcome = self.host.engine.propose(partition_id, req.encode_to_vec()).await?;
         Ok(Response::new(decode_outcome(&outcome)?))
+    }
+
+    async fn get_extents(&self, request: Request<pb::GetExtentsRequest>) -> RpcResult<pb::GetExtentsReply> {
+        let req = request.into_inner();
+        let (kv, info) = self.reader(req.partition_id).await?;
+        check_owned(&info, req.ino)?;
+        let size = must_inode(&kv, req.ino)?.size;
+        let extents = crate::extents::read(&kv, req.ino, req.offset, req.length)?;
+        Ok(Response::new(pb::GetExtentsReply { extents, size }))
     }
 
     async fn get_lock(&self, request: Request<pb::GetLockRequest>) -> RpcResult<pb::GetLockReply> {

@@ -139,6 +139,7 @@ impl<'a, 'b> Txn<'a, 'b> {
             self.batch.delete(&key);
         }
         self.batch.delete(&keys::orphan(ino));
+        crate::extents::delete_all(self, ino)?;
         for (key, _) in self.batch.scan_prefix(&keys::locks(ino))? {
             let (session, owner, start) = (keys::u64_at(&key, 9), keys::u64_at(&key, 17), keys::u64_at(&key, 25));
             self.batch.delete(&keys::session_lock(session, ino, owner, start));

@@ -376,6 +376,21 @@ impl MetaClient {
         self.mutate(ino, "evicting", Op::Evict(pb::EvictOp { ino })).await.map(drop)
     }
 
+    /// Commits written data to `ino`'s extent map (after the blobs are durable).
+    pub async fn write_extents(&self, ino: u64, extents: Vec<pb::Extent>) -> Result<pb::Inode> {
+        self.mutate_inode(ino, "committing extents", Op::WriteExtents(pb::WriteExtentsOp { ino, extents })).await
+    }
+
+    /// The extents covering [offset, offset + length) of `ino` and its size; gaps are holes.
+    pub async fn get_extents(&self, ino: u64, offset: u64, length: u64) -> Result<(Vec<pb::Extent>, u64)> {
+        let reply = self
+            .call(ino, "reading extents", |mut c, partition_id| async move {
+                c.get_extents(pb::GetExtentsRequest { partition_id, ino, offset, length }).await
+            })
+            .await?;
+        Ok((reply.extents, reply.size))
+    }
+
     /// F_SETLK / flock on `lock.ino`: takes, changes or releases a lock;
     /// WouldBlock if another owner holds a conflicting one.
     pub async fn lock(&self, lock: pb::LockOp) -> Result<()> {
