@@ -5,6 +5,7 @@
 //! | `P` | partition info (`InitPartition`) |
 //! | `N` | next inode number to allocate (u64 BE) |
 //! | `C` | live inode count (u64 BE) |
+//! | `B` | sum of the sizes of regular files (u64 BE), for statfs |
 //! | `i` ino | `Inode` |
 //! | `d` parent name | `Dentry` (name bytes sort the directory) |
 //! | `x` ino name | xattr value |
@@ -22,6 +23,8 @@
 pub const PARTITION: &[u8] = b"P";
 pub const NEXT_INODE: &[u8] = b"N";
 pub const INODE_COUNT: &[u8] = b"C";
+/// Sum of the sizes of the partition's regular files (u64 BE).
+pub const DATA_BYTES: &[u8] = b"B";
 pub const ORPHAN_PREFIX: &[u8] = b"o";
 pub const REQUEST_INDEX_PREFIX: &[u8] = b"Q";
 pub const SESSION_PREFIX: &[u8] = b"s";

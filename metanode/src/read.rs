@@ -85,6 +85,7 @@ pub fn stats(kv: &impl KvRead, applied_index: u64) -> Result<PartitionStatsReply
         inode_start: info.inode_start,
         inode_end: info.inode_end,
         applied_index,
+        data_bytes: read_u64(kv, keys::DATA_BYTES)?.unwrap_or(0),
     })
 }
 

@@ -75,6 +75,7 @@ pub struct Txn<'a, 'b> {
     batch: &'a mut ApplyBatch<'b>,
     inodes: HashMap<u64, Option<Inode>>,
     inode_count: Option<u64>,
+    data_bytes: Option<u64>,
     pub now_ns: i64,
     /// The transaction whose locks this command may write through (its commit).
     pub tx: Option<u64>,
@@ -84,7 +85,7 @@ pub struct Txn<'a, 'b> {
 
 impl<'a, 'b> Txn<'a, 'b> {
     pub fn new(batch: &'a mut ApplyBatch<'b>, now_ns: i64) -> Self {
-        Txn { batch, inodes: HashMap::new(), inode_count: None, now_ns, tx: None, locked: None }
+        Txn { batch, inodes: HashMap::new(), inode_count: None, data_bytes: None, now_ns, tx: None, locked: None }
     }
 
     pub fn kv(&self) -> &ApplyBatch<'b> {
@@ -126,13 +127,33 @@ impl<'a, 'b> Txn<'a, 'b> {
         }
     }
 
+    /// Keeps the partition's byte count (for statfs) in step with file sizes.
+    fn account(&mut self, old: Option<&Inode>, new: Option<&Inode>) {
+        let size = |i: Option<&Inode>| i.filter(|i| i.mode & S_IFMT == S_IFREG).map(|i| i.size).unwrap_or(0);
+        let (before, after) = (size(old), size(new));
+        if before == after {
+            return;
+        }
+        let total = match self.data_bytes {
+            Some(total) => total,
+            None => read_u64(self.batch, keys::DATA_BYTES).ok().flatten().unwrap_or(0),
+        };
+        let updated = total.saturating_sub(before).saturating_add(after);
+        self.data_bytes = Some(updated);
+        self.batch.put(keys::DATA_BYTES, &updated.to_be_bytes());
+    }
+
     pub fn put_inode(&mut self, inode: Inode) {
+        let old = self.inode(inode.ino).ok().flatten();
+        self.account(old.as_ref(), Some(&inode));
         self.check_lock(&keys::inode(inode.ino));
         self.batch.put(&keys::inode(inode.ino), &inode.encode_to_vec());
         self.inodes.insert(inode.ino, Some(inode));
     }
 
     pub fn delete_inode(&mut self, ino: u64) -> Result<()> {
+        let old = self.inode(ino)?;
+        self.account(old.as_ref(), None);
         self.check_lock(&keys::inode(ino));
         self.batch.delete(&keys::inode(ino));
         for (key, _) in self.batch.scan_prefix(&keys::xattrs(ino))? {

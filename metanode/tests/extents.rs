@@ -47,6 +47,13 @@ async fn appends_and_overwrites_resolve_newest_wins() {
     write(&mut ns, f.ino, vec![ext(0, 50, 5, 0), ext(10, 10, 6, 0)]).await.unwrap();
     assert_eq!(layout(&ns, f.ino, 0, 60), vec![(0, 10, 5, 0), (10, 10, 6, 0), (20, 30, 5, 20), (50, 10, 4, 20)]);
     assert_eq!(ns.get(f.ino).unwrap().size, 200, "overwrites inside the file keep its size");
+    assert_eq!(strata_metanode::read::stats(&ns.kv(), 0).unwrap().data_bytes, 200, "statfs usage follows sizes");
+    let op = SetAttrOp { ino: f.ino, size: Some(50), ..Default::default() };
+    ns.run(0, Op::SetAttr(op)).await.unwrap();
+    ns.unlink(ROOT, "f", false).await.unwrap();
+    assert_eq!(strata_metanode::read::stats(&ns.kv(), 0).unwrap().data_bytes, 50, "unlinked but open still counts");
+    ns.run(0, Op::Evict(EvictOp { ino: f.ino })).await.unwrap();
+    assert_eq!(strata_metanode::read::stats(&ns.kv(), 0).unwrap().data_bytes, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -40,6 +40,15 @@ pub struct MetaClient {
     pub(crate) next_dir_partition: std::sync::atomic::AtomicUsize,
 }
 
+/// What statfs(2) reports for a volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatFs {
+    pub capacity_bytes: u64,
+    /// Sum of the sizes of the volume's files (sparse holes included, as `st_size` counts them).
+    pub used_bytes: u64,
+    pub files: u64,
+}
+
 pub(crate) fn request_id() -> u64 {
     // Random and never 0 (0 means "no deduplication").
     rand::random::<u64>() | 1
@@ -427,6 +436,18 @@ impl MetaClient {
             self.mutate(p.inode_start, "ending the session", Op::EndSession(pb::EndSessionOp { session })).await?;
         }
         Ok(())
+    }
+
+    /// statfs(2) of the volume: its capacity, the bytes its files hold, its inodes.
+    pub async fn statfs(&self) -> Result<StatFs> {
+        let master = MasterClient::new(self.masters.clone())?;
+        let capacity_bytes = master.get_volume(&self.volume).await?.capacity_bytes;
+        let stats = self.partition_stats().await?;
+        Ok(StatFs {
+            capacity_bytes,
+            used_bytes: stats.iter().map(|(_, s)| s.data_bytes).sum(),
+            files: stats.iter().map(|(_, s)| s.inode_count).sum(),
+        })
     }
 
     /// Statistics of every partition of the volume.
