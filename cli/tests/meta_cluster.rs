@@ -271,6 +271,18 @@ fn posix_rules_hold_across_partitions() {
     assert_eq!(code(run(Box::pin(meta.getattr(y)))), ErrorCode::NotFound);
     assert_eq!(run(Box::pin(meta.getattr(ROOT))).unwrap().nlink, root_links - 1);
 
+    // statfs: the volume's capacity, its files, the bytes extents gave them.
+    let fs = runtime.block_on(meta.statfs()).unwrap();
+    assert_eq!(fs.capacity_bytes, 100 << 30);
+    let blob = strata_proto::meta::BlobRef { data_partition: 1, blob_id: 1, offset: 0 };
+    let extent = strata_proto::meta::Extent { file_offset: 0, length: 4096, blob: Some(blob) };
+    runtime.block_on(meta.write_extents(f.ino, vec![extent])).unwrap();
+    let after = runtime.block_on(meta.statfs()).unwrap();
+    assert_eq!(after.used_bytes, fs.used_bytes + 4096);
+    assert_eq!(after.files, fs.files);
+    let (extents, size) = runtime.block_on(meta.get_extents(f.ino, 0, u64::MAX)).unwrap();
+    assert_eq!((extents.len(), size), (1, 4096));
+
     let report: serde_json::Value =
         serde_json::from_str(&cluster.strata_ok(&["fsck", "default", "--json", "--grace-secs", "3600"])).unwrap();
     assert_eq!(report["problems"], serde_json::json!([]), "{report:#}");
