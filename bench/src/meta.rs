@@ -31,6 +31,53 @@ where
     Ok(started.elapsed().as_secs_f64())
 }
 
+fn renamed(i: usize) -> Vec<u8> {
+    let mut to = name(i);
+    to.extend_from_slice(b".renamed");
+    to
+}
+
+/// One client's share of phase `op` (an index into [`PHASES`]) in directory `dir`.
+async fn strata_phase(meta: Arc<MetaClient>, op: usize, dir: u64, files: usize) -> anyhow::Result<()> {
+    match op {
+        0 => {
+            for i in 0..files {
+                meta.create(dir, &name(i), libc::S_IFREG | 0o644, 0, 0, 0).await?;
+            }
+        }
+        1 => {
+            for i in 0..files {
+                meta.lookup(dir, &name(i)).await?;
+            }
+        }
+        2 => {
+            let (mut after, mut seen) = (Vec::new(), 0);
+            loop {
+                let (page, more) = meta.readdir(dir, &after, 1024, true).await?;
+                seen += page.len();
+                after = page.last().map(|e| e.name.clone()).unwrap_or_default();
+                if !more {
+                    break;
+                }
+            }
+            anyhow::ensure!(seen == files, "readdir saw {seen} of {files}");
+        }
+        3 => {
+            for i in 0..files {
+                meta.rename(dir, &name(i), dir, &renamed(i), 0).await?;
+            }
+        }
+        _ => {
+            for i in 0..files {
+                let inode = meta.unlink(dir, &renamed(i)).await?;
+                // Nobody holds it open: let the partition reclaim it.
+                meta.evict(inode.ino).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The five phases on Strata: seconds per phase.
 pub async fn strata_phases(
     meta: Arc<MetaClient>,
@@ -43,87 +90,11 @@ pub async fn strata_phases(
     for c in 0..clients {
         dirs.push(meta.mkdir(top, format!("c{c}").as_bytes(), 0o755, 0, 0).await?.ino);
     }
-    let dirs = Arc::new(dirs);
     let mut secs = Vec::new();
-    let (m, d) = (meta.clone(), dirs.clone());
-    secs.push(
-        timed(clients, move |c| {
-            let (m, dir) = (m.clone(), d[c]);
-            async move {
-                for i in 0..files_per_client {
-                    m.create(dir, &name(i), libc::S_IFREG | 0o644, 0, 0, 0).await?;
-                }
-                Ok(())
-            }
-        })
-        .await?,
-    );
-    let (m, d) = (meta.clone(), dirs.clone());
-    secs.push(
-        timed(clients, move |c| {
-            let (m, dir) = (m.clone(), d[c]);
-            async move {
-                for i in 0..files_per_client {
-                    m.lookup(dir, &name(i)).await?;
-                }
-                Ok(())
-            }
-        })
-        .await?,
-    );
-    let (m, d) = (meta.clone(), dirs.clone());
-    secs.push(
-        timed(clients, move |c| {
-            let (m, dir) = (m.clone(), d[c]);
-            async move {
-                let mut after = Vec::new();
-                let mut seen = 0;
-                loop {
-                    let (page, more) = m.readdir(dir, &after, 1024, true).await?;
-                    seen += page.len();
-                    after = page.last().map(|e| e.name.clone()).unwrap_or_default();
-                    if !more {
-                        break;
-                    }
-                }
-                anyhow::ensure!(seen == files_per_client, "readdir saw {seen} of {files_per_client}");
-                Ok(())
-            }
-        })
-        .await?,
-    );
-    let (m, d) = (meta.clone(), dirs.clone());
-    secs.push(
-        timed(clients, move |c| {
-            let (m, dir) = (m.clone(), d[c]);
-            async move {
-                for i in 0..files_per_client {
-                    let mut to = name(i);
-                    to.extend_from_slice(b".renamed");
-                    m.rename(dir, &name(i), dir, &to, 0).await?;
-                }
-                Ok(())
-            }
-        })
-        .await?,
-    );
-    let (m, d) = (meta.clone(), dirs.clone());
-    secs.push(
-        timed(clients, move |c| {
-            let (m, dir) = (m.clone(), d[c]);
-            async move {
-                for i in 0..files_per_client {
-                    let mut to = name(i);
-                    to.extend_from_slice(b".renamed");
-                    let inode = m.unlink(dir, &to).await?;
-                    // Nobody holds it open: let the partition reclaim it.
-                    m.evict(inode.ino).await?;
-                }
-                Ok(())
-            }
-        })
-        .await?,
-    );
+    for op in 0..PHASES.len() {
+        let (meta, dirs) = (meta.clone(), dirs.clone());
+        secs.push(timed(clients, move |c| strata_phase(meta.clone(), op, dirs[c], files_per_client)).await?);
+    }
     Ok(secs)
 }
 

@@ -388,23 +388,13 @@ impl MetaClient {
                             pb::AdjustInode { ino: d.ino, nlink_delta: -1, ..Default::default() }
                         };
                         plan.add(self, d.ino, Step::AdjustInode(adjust))?;
-                        let remove = pb::RemoveEntry {
-                            parent: sp,
-                            name: sn.to_vec(),
-                            expect_ino: src.ino,
-                            is_dir: is_dir(&src),
-                        };
-                        plan.add(self, sp, Step::RemoveEntry(remove))?;
                     }
-                    None => {
-                        let remove = pb::RemoveEntry {
-                            parent: sp,
-                            name: sn.to_vec(),
-                            expect_ino: src.ino,
-                            is_dir: is_dir(&src),
-                        };
-                        plan.add(self, sp, Step::RemoveEntry(remove))?;
-                    }
+                    None => {}
+                }
+                if !exchange {
+                    let remove =
+                        pb::RemoveEntry { parent: sp, name: sn.to_vec(), expect_ino: src.ino, is_dir: is_dir(&src) };
+                    plan.add(self, sp, Step::RemoveEntry(remove))?;
                 }
                 self.transact(plan.into_parts()).await?;
                 Ok(src.ino)
