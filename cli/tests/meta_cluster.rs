@@ -283,6 +283,23 @@ fn posix_rules_hold_across_partitions() {
     let (extents, size) = runtime.block_on(meta.get_extents(f.ino, 0, u64::MAX)).unwrap();
     assert_eq!((extents.len(), size), (1, 4096));
 
+    // The metadata benchmark runs against this cluster and reports every phase.
+    let rows_file = cluster.cluster_dir().join("bench.json");
+    cluster.strata_ok(&[
+        "bench",
+        "meta-sdk",
+        "--files",
+        "20",
+        "--clients",
+        "1,2",
+        "--json-file",
+        rows_file.to_str().unwrap(),
+    ]);
+    let rows: serde_json::Value = serde_json::from_slice(&std::fs::read(&rows_file).unwrap()).unwrap();
+    let phases: Vec<&str> = rows.as_array().unwrap().iter().map(|r| r["workload"].as_str().unwrap()).collect();
+    assert_eq!(phases, ["create", "stat", "readdir", "rename", "unlink"].repeat(2));
+    assert!(rows.as_array().unwrap().iter().all(|r| r["strata_ops_per_sec"].as_f64().unwrap() > 0.0));
+
     let report: serde_json::Value =
         serde_json::from_str(&cluster.strata_ok(&["fsck", "default", "--json", "--grace-secs", "3600"])).unwrap();
     assert_eq!(report["problems"], serde_json::json!([]), "{report:#}");
