@@ -386,3 +386,32 @@ pub async fn fsck(client: &MasterClient, volume: &str, grace_secs: u64, json: bo
     }
     Ok(())
 }
+
+#[derive(Debug, Serialize)]
+struct DfView {
+    volume: String,
+    capacity_bytes: u64,
+    used_bytes: u64,
+    files: u64,
+}
+
+pub async fn volume_df(client: &MasterClient, name: &str, json: bool) -> anyhow::Result<()> {
+    let meta = strata_sdk::MetaClient::open(client, name).await?;
+    let fs = meta.statfs().await?;
+    let view = DfView {
+        volume: name.to_string(),
+        capacity_bytes: fs.capacity_bytes,
+        used_bytes: fs.used_bytes,
+        files: fs.files,
+    };
+    output(json, &view, |v| {
+        println!("{:<24} {:>12} {:>12} {:>12}", "VOLUME", "CAPACITY", "USED", "FILES");
+        println!(
+            "{:<24} {:>12} {:>12} {:>12}",
+            v.volume,
+            format_size(v.capacity_bytes),
+            format_size(v.used_bytes),
+            v.files
+        );
+    })
+}

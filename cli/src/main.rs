@@ -86,6 +86,10 @@ enum VolumeCmd {
     Info {
         name: String,
     },
+    /// Capacity, bytes used and files of a volume (its statfs).
+    Df {
+        name: String,
+    },
     Delete {
         name: String,
     },
@@ -145,6 +149,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 VolumeCmd::List => admin::volume_list(&client, cli.json).await,
                 VolumeCmd::Info { name } => admin::volume_info(&client, &name, cli.json).await,
+                VolumeCmd::Df { name } => admin::volume_df(&client, &name, cli.json).await,
                 VolumeCmd::Delete { name } => admin::volume_delete(&client, &name).await,
             }
         }

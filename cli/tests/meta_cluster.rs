@@ -282,6 +282,10 @@ fn posix_rules_hold_across_partitions() {
     assert_eq!(after.files, fs.files);
     let (extents, size) = runtime.block_on(meta.get_extents(f.ino, 0, u64::MAX)).unwrap();
     assert_eq!((extents.len(), size), (1, 4096));
+    let df: serde_json::Value =
+        serde_json::from_str(&cluster.strata_ok(&["volume", "df", "default", "--json"])).unwrap();
+    assert_eq!(df["used_bytes"].as_u64(), Some(after.used_bytes));
+    assert_eq!(df["files"].as_u64(), Some(after.files));
 
     // The metadata benchmark runs against this cluster and reports every phase.
     let rows_file = cluster.cluster_dir().join("bench.json");
