@@ -3,6 +3,7 @@
 //! log appends, hard states and snapshot installs into the shared write batch
 //! and then updates the in-memory copies kept here.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use prost_raft::Message as _;
@@ -19,9 +20,16 @@ use crate::snapshot::SnapshotData;
 pub const BOOTSTRAP_INDEX: u64 = 5;
 pub const BOOTSTRAP_TERM: u64 = 5;
 
+/// Recent log entries kept in memory: appends to followers and term lookups
+/// are served from here instead of RocksDB (whose log range is full of
+/// truncation tombstones).
+const ENTRY_CACHE: usize = 1024;
+
 pub struct GroupStorage {
     db: Arc<DB>,
     group: u64,
+    /// A contiguous suffix of the log, ending at `last_index`.
+    cache: VecDeque<Entry>,
     hard: HardState,
     conf: ConfState,
     truncated_index: u64,
@@ -67,6 +75,7 @@ impl GroupStorage {
         let mut storage = GroupStorage {
             db,
             group,
+            cache: VecDeque::new(),
             hard,
             conf,
             truncated_index,
@@ -136,6 +145,17 @@ impl GroupStorage {
         for e in entries {
             wb.put(keys::log_key(self.group, e.index), e.encode_to_vec());
         }
+        // Keep the cache a contiguous suffix: drop what the new entries replace.
+        while self.cache.back().is_some_and(|c| c.index >= first.index) {
+            self.cache.pop_back();
+        }
+        if self.cache.back().is_some_and(|c| c.index + 1 != first.index) {
+            self.cache.clear();
+        }
+        self.cache.extend(entries.iter().cloned());
+        while self.cache.len() > ENTRY_CACHE {
+            self.cache.pop_front();
+        }
         if last.index < self.last_index {
             wb.delete_range(keys::log_key(self.group, last.index + 1), keys::log_key(self.group, self.last_index + 1));
         }
@@ -184,6 +204,7 @@ impl GroupStorage {
         let meta = snap.metadata.clone().unwrap_or_default();
         let data = SnapshotData::decode(&snap.data).map_err(other)?;
         wb.delete_range(keys::log_key(self.group, 0), keys::log_key(self.group, u64::MAX));
+        self.cache.clear();
         let (start, end) = keys::data_range(self.group);
         wb.delete_range(start, end);
         for (k, v) in &data.pairs {
@@ -224,7 +245,19 @@ impl GroupStorage {
         wb.put(keys::state_key(self.group, keys::TRUNCATED), encode_pair(index, term));
         self.truncated_index = index;
         self.truncated_term = term;
+        while self.cache.front().is_some_and(|c| c.index <= index) {
+            self.cache.pop_front();
+        }
         Ok(())
+    }
+
+    /// The cached entries [low, high) if the cache holds all of them.
+    fn cached(&self, low: u64, high: u64) -> Option<impl Iterator<Item = &Entry>> {
+        let first = self.cache.front()?.index;
+        if low < first || high > self.last_index + 1 {
+            return None;
+        }
+        Some(self.cache.range((low - first) as usize..(high - first) as usize))
     }
 
     fn read_entry(&self, index: u64) -> raft::Result<Entry> {
@@ -267,6 +300,18 @@ impl Storage for GroupStorage {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
         let max_size = max_size.into().unwrap_or(u64::MAX);
+        if let Some(cached) = self.cached(low, high) {
+            let mut out = Vec::with_capacity((high - low) as usize);
+            let mut size = 0u64;
+            for e in cached {
+                size += e.encoded_len() as u64;
+                if !out.is_empty() && size > max_size {
+                    break;
+                }
+                out.push(e.clone());
+            }
+            return Ok(out);
+        }
         let mut opts = ReadOptions::default();
         opts.set_iterate_upper_bound(keys::log_key(self.group, high));
         let start = keys::log_key(self.group, low);
@@ -302,6 +347,11 @@ impl Storage for GroupStorage {
         }
         if idx > self.last_index {
             return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        if let Some(mut cached) = self.cached(idx, idx + 1)
+            && let Some(e) = cached.next()
+        {
+            return Ok(e.term);
         }
         Ok(self.read_entry(idx)?.term)
     }
@@ -382,6 +432,37 @@ mod tests {
         assert_eq!(reloaded.applied(), 12);
         assert_eq!(reloaded.conf_state().voters, vec![1]);
         assert_eq!(reloaded.peers(), &[(1, "a:1".to_string())]);
+    }
+
+    #[test]
+    fn the_entry_cache_agrees_with_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::open_db(dir.path(), &crate::testing::fast_config(1000)).unwrap();
+        let mut s = GroupStorage::load(db.clone(), 4).unwrap();
+        let mut wb = WriteBatch::default();
+        s.bootstrap(&mut wb, &[(1, "a:1".into())]);
+        s.append(&mut wb, &(6..=3000).map(|i| entry(i, 6)).collect::<Vec<_>>());
+        // a new leader overwrites the tail; then appends continue
+        s.append(&mut wb, &(2990..=2995).map(|i| entry(i, 7)).collect::<Vec<_>>());
+        s.append(&mut wb, &[entry(2996, 7)]);
+        write(&db, wb);
+        let ctx = || GetEntriesContext::empty(false);
+        let from_cache = s.entries(2000, 2997, None, ctx()).unwrap();
+        assert_eq!(s.cache.front().unwrap().index, 3001 - ENTRY_CACHE as u64, "the overwrite shortened the cache");
+        assert_eq!(s.term(2995).unwrap(), 7);
+        assert_eq!(s.term(2989).unwrap(), 6);
+        assert!(s.entries(2997, 2998, None, ctx()).is_err(), "nothing past the overwritten tail");
+        // the same range straight from RocksDB
+        let reloaded = GroupStorage::load(db.clone(), 4).unwrap();
+        assert!(reloaded.cache.is_empty());
+        assert_eq!(reloaded.entries(2000, 2997, None, ctx()).unwrap(), from_cache);
+        // compaction drops cached entries too
+        let mut wb = WriteBatch::default();
+        s.stage_applied(&mut wb, 2996);
+        s.compact(&mut wb, 2500).unwrap();
+        write(&db, wb);
+        assert!(s.cache.front().unwrap().index > 2500);
+        assert!(matches!(s.entries(2400, 2600, None, ctx()), Err(raft::Error::Store(StorageError::Compacted))));
     }
 
     #[test]
