@@ -19,6 +19,7 @@
 //! | `T` txid | outcome decided at the primary (`TxState` as u8) |
 //! | `q` request-id | applied index (u64 BE) then the stored reply |
 //! | `Q` index request-id | empty; orders request ids for pruning |
+//! | `R` | where pruning resumes (suffix of the last `Q` key deleted) |
 
 pub const PARTITION: &[u8] = b"P";
 pub const NEXT_INODE: &[u8] = b"N";
@@ -27,6 +28,8 @@ pub const INODE_COUNT: &[u8] = b"C";
 pub const DATA_BYTES: &[u8] = b"B";
 pub const ORPHAN_PREFIX: &[u8] = b"o";
 pub const REQUEST_INDEX_PREFIX: &[u8] = b"Q";
+/// Where request-id pruning resumes (the suffix of the last `Q` key it deleted).
+pub const REQUEST_PRUNE_CURSOR: &[u8] = b"R";
 pub const SESSION_PREFIX: &[u8] = b"s";
 pub const TX_PREFIX: &[u8] = b"t";
 

@@ -12,19 +12,30 @@ use crate::txn::Txn;
 use crate::{attrs, extents, keys, locks, ops, rename, tx};
 
 /// Request ids are remembered for this many applied entries.
-const REQUEST_WINDOW: u64 = 200_000;
-/// How often (in applied entries) old request ids are pruned, and how many at most.
-const PRUNE_EVERY: u64 = 1024;
+pub const REQUEST_WINDOW: u64 = 200_000;
+/// Request ids pruned per command at most.
 const PRUNE_BATCH: usize = 4096;
 
 /// The state machine of one meta partition.
 pub struct MetaMachine {
     partition_id: u64,
+    /// Applied entries a request id is remembered for.
+    request_window: u64,
 }
 
 impl MetaMachine {
     pub fn new(partition_id: u64) -> Self {
-        MetaMachine { partition_id }
+        MetaMachine { partition_id, request_window: REQUEST_WINDOW }
+    }
+
+    /// The same machine remembering request ids for `window` applied entries (tests).
+    pub fn with_request_window(partition_id: u64, window: u64) -> Self {
+        MetaMachine { partition_id, request_window: window.max(1) }
+    }
+
+    /// Pruning runs every this many entries (an eighth of the window, at most 1024).
+    fn prune_every(&self) -> u64 {
+        (self.request_window / 8).clamp(1, 1024)
     }
 }
 
@@ -113,16 +124,25 @@ fn execute(txn: &mut Txn<'_, '_>, partition_id: u64, op: Option<Op>) -> Result<M
     Ok(MutateReply { inode, ..Default::default() })
 }
 
-fn prune_request_ids(batch: &mut ApplyBatch<'_>, index: u64) -> Result<()> {
-    let Some(oldest_kept) = index.checked_sub(REQUEST_WINDOW) else {
+/// Forgets request ids older than the window. It resumes after the last key
+/// it deleted (kept under `Qc`) rather than from the start of the range,
+/// which would walk over the tombstones of every earlier prune.
+fn prune_request_ids(batch: &mut ApplyBatch<'_>, index: u64, window: u64) -> Result<()> {
+    let Some(oldest_kept) = index.checked_sub(window) else {
         return Ok(());
     };
-    for (key, _) in batch.scan(keys::REQUEST_INDEX_PREFIX, &[], PRUNE_BATCH)? {
+    let cursor = batch.get(keys::REQUEST_PRUNE_CURSOR)?.unwrap_or_default();
+    let mut last = None;
+    for (key, _) in batch.scan(keys::REQUEST_INDEX_PREFIX, &cursor, PRUNE_BATCH)? {
         if keys::u64_at(&key, 1) >= oldest_kept {
             break;
         }
         batch.delete(&key);
         batch.delete(&keys::request(keys::u64_at(&key, 9)));
+        last = Some(key);
+    }
+    if let Some(key) = last {
+        batch.put(keys::REQUEST_PRUNE_CURSOR, &key[keys::REQUEST_INDEX_PREFIX.len()..]);
     }
     Ok(())
 }
@@ -157,8 +177,8 @@ impl StateMachine for MetaMachine {
             batch.put(&keys::request(id), &stored);
             batch.put(&keys::request_index(index, id), b"");
         }
-        if index.is_multiple_of(PRUNE_EVERY)
-            && let Err(e) = prune_request_ids(batch, index)
+        if index.is_multiple_of(self.prune_every())
+            && let Err(e) = prune_request_ids(batch, index, self.request_window)
         {
             tracing::warn!(error = %e, "pruning request ids failed");
         }

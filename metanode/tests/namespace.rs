@@ -258,6 +258,28 @@ async fn retried_requests_apply_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_are_remembered_for_a_window_then_forgotten() {
+    let mut ns = Ns::with_request_window(40).await;
+    let create = |i: u64| {
+        Op::Create(CreateOp { parent: ROOT, name: format!("f{i}").into(), mode: REG | 0o600, ..Default::default() })
+    };
+    for i in 1..=300 {
+        ns.run(1000 + i, create(i)).await.unwrap();
+    }
+    // A recent request retried gets its first answer...
+    let recent = ns.run(1000 + 299, create(299)).await.unwrap().unwrap();
+    assert_eq!(recent.ino, ns.lookup(ROOT, "f299").unwrap().ino);
+    // ...one far older than the window is forgotten: it runs again (and finds its name taken).
+    assert_eq!(ns.run(1000 + 1, create(1)).await.unwrap_err().code, ErrorCode::AlreadyExists);
+    // Pruning kept up: only about a window's worth of ids is stored.
+    let stored_ids = {
+        use strata_raftstore::KvRead;
+        ns.kv().scan(b"q", b"", 10_000).unwrap().len()
+    };
+    assert!(stored_ids <= 40 + 40 / 8 + 2, "{stored_ids} request ids still stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retryable_failure_is_not_remembered() {
     // A partition not initialised yet refuses creates with a retryable error...
     let mut ns = Ns::uninitialised().await;

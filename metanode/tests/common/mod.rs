@@ -32,6 +32,17 @@ impl Ns {
 
     /// A partition whose group runs but which was never initialised.
     pub async fn uninitialised() -> Ns {
+        Ns::uninitialised_with(MetaMachine::new(PARTITION)).await
+    }
+
+    /// An initialised partition whose machine remembers request ids for `window` entries.
+    pub async fn with_request_window(window: u64) -> Ns {
+        let mut ns = Ns::uninitialised_with(MetaMachine::with_request_window(PARTITION, window)).await;
+        ns.run(0, Op::Init(InitPartition { volume_id: 1, inode_start: 1, inode_end: None })).await.unwrap();
+        ns
+    }
+
+    pub async fn uninitialised_with(machine: MetaMachine) -> Ns {
         let dir = tempfile::tempdir().unwrap();
         let net = LocalNetwork::new();
         let engine = Engine::start(
@@ -42,7 +53,7 @@ impl Ns {
             AddressBook::new(),
         );
         let spec = GroupSpec { initial_voters: vec![(1, "local-1".into())] };
-        engine.create_group(PARTITION, spec, Box::new(MetaMachine::new(PARTITION))).await.unwrap();
+        engine.create_group(PARTITION, spec, Box::new(machine)).await.unwrap();
         for _ in 0..500 {
             if engine.status(PARTITION).is_some_and(|s| s.leader_id == 1) {
                 break;
