@@ -173,37 +173,11 @@ impl MetaClient {
         target: u64,
     ) -> Result<pb::Inode> {
         let target_ino = self.partitions().iter().find(|p| p.id == target).map(|p| p.inode_start).unwrap_or(ROOT);
-        let ino = self
-            .with_retries(|| async {
-                // Set-group-ID directories hand their group and the bit down.
-                let parent_inode = self.getattr(parent).await?;
-                let (mut mode, mut gid) = (libc::S_IFDIR | (mode & 0o7777), gid);
-                if parent_inode.mode & libc::S_ISGID != 0 {
-                    gid = parent_inode.gid;
-                    mode |= libc::S_ISGID;
-                }
-                let mut plan = Plan::default();
-                plan.add(
-                    self,
-                    target_ino,
-                    Step::NewInode(pb::NewInode { mode, uid, gid, parent, ..Default::default() }),
-                )?;
-                let entry = pb::AddEntry {
-                    parent,
-                    name: name.to_vec(),
-                    ino: 0,
-                    file_type: libc::S_IFDIR,
-                    ..Default::default()
-                };
-                plan.add(self, parent, Step::AddEntry(entry))?;
-                self.transact(plan.into_parts()).await
-            })
-            .await?;
-        self.getattr(ino).await
+        self.create_elsewhere(parent, name, libc::S_IFDIR | (mode & 0o7777), uid, gid, 0, target_ino).await
     }
 
-    /// A file (or node) whose parent's partition is full: refresh the view,
-    /// allocate the inode in the open-ended partition and link it by a transaction.
+    /// A file (or node) whose parent's partition is full: refresh the view
+    /// and put the inode in the open-ended partition.
     pub(crate) async fn create_in_open_partition(
         &self,
         parent: u64,
@@ -216,19 +190,38 @@ impl MetaClient {
         self.refresh().await?;
         let open = self.partitions().last().map(|p| p.inode_start).unwrap_or(ROOT);
         let file_type = if mode & libc::S_IFMT == 0 { libc::S_IFREG } else { mode & libc::S_IFMT };
+        self.create_elsewhere(parent, name, file_type | (mode & 0o7777), uid, gid, rdev, open).await
+    }
+
+    /// Creates `name` in `parent` with its inode in the partition holding
+    /// `target_ino`, by a transaction: the inode is committed before the entry.
+    #[allow(clippy::too_many_arguments)]
+    async fn create_elsewhere(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        rdev: u64,
+        target_ino: u64,
+    ) -> Result<pb::Inode> {
+        let file_type = mode & libc::S_IFMT;
         let ino = self
             .with_retries(|| async {
-                let mut plan = Plan::default();
+                // Set-group-ID directories hand their group (and, to directories, the bit) down.
+                let parent_inode = self.getattr(parent).await?;
+                let (mut mode, mut gid) = (mode, gid);
+                if parent_inode.mode & libc::S_ISGID != 0 {
+                    gid = parent_inode.gid;
+                    if file_type == libc::S_IFDIR {
+                        mode |= libc::S_ISGID;
+                    }
+                }
                 let dir_parent = if file_type == libc::S_IFDIR { parent } else { 0 };
-                let new = pb::NewInode {
-                    mode: file_type | (mode & 0o7777),
-                    uid,
-                    gid,
-                    rdev,
-                    parent: dir_parent,
-                    ..Default::default()
-                };
-                plan.add(self, open, Step::NewInode(new))?;
+                let new = pb::NewInode { mode, uid, gid, rdev, parent: dir_parent, ..Default::default() };
+                let mut plan = Plan::default();
+                plan.add(self, target_ino, Step::NewInode(new))?;
                 let entry = pb::AddEntry { parent, name: name.to_vec(), ino: 0, file_type, ..Default::default() };
                 plan.add(self, parent, Step::AddEntry(entry))?;
                 self.transact(plan.into_parts()).await
