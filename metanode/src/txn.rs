@@ -3,6 +3,7 @@
 //! batch; reads inside a command see the state before it, so a command that
 //! reads what it wrote keeps its own view (`Txn` caches written inodes).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 
 use prost::Message;
@@ -74,6 +75,9 @@ pub fn list_dentries(kv: &impl KvRead, dir: u64, after: &[u8], limit: usize) -> 
 pub struct Txn<'a, 'b> {
     batch: &'a mut ApplyBatch<'b>,
     inodes: HashMap<u64, Option<Inode>>,
+    /// Inodes read from the state before this command, so a command that
+    /// reads an inode and then rewrites it reads RocksDB once.
+    read: RefCell<HashMap<u64, Option<Inode>>>,
     inode_count: Option<u64>,
     data_bytes: Option<u64>,
     pub now_ns: i64,
@@ -85,7 +89,16 @@ pub struct Txn<'a, 'b> {
 
 impl<'a, 'b> Txn<'a, 'b> {
     pub fn new(batch: &'a mut ApplyBatch<'b>, now_ns: i64) -> Self {
-        Txn { batch, inodes: HashMap::new(), inode_count: None, data_bytes: None, now_ns, tx: None, locked: None }
+        Txn {
+            batch,
+            inodes: HashMap::new(),
+            read: RefCell::new(HashMap::new()),
+            inode_count: None,
+            data_bytes: None,
+            now_ns,
+            tx: None,
+            locked: None,
+        }
     }
 
     pub fn kv(&self) -> &ApplyBatch<'b> {
@@ -94,10 +107,15 @@ impl<'a, 'b> Txn<'a, 'b> {
 
     /// The inode as this command last left it.
     pub fn inode(&self, ino: u64) -> Result<Option<Inode>> {
-        match self.inodes.get(&ino) {
-            Some(cached) => Ok(cached.clone()),
-            None => get_inode(self.batch, ino),
+        if let Some(written) = self.inodes.get(&ino) {
+            return Ok(written.clone());
         }
+        if let Some(read) = self.read.borrow().get(&ino) {
+            return Ok(read.clone());
+        }
+        let inode = get_inode(self.batch, ino)?;
+        self.read.borrow_mut().insert(ino, inode.clone());
+        Ok(inode)
     }
 
     pub fn must_inode(&self, ino: u64) -> Result<Inode> {
