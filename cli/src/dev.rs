@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use strata_common::config::{ConfigFile, MasterConfig, NodeConfig, RaftConfig};
+use strata_common::config::{ConfigFile, MasterConfig, NodeConfig, RaftConfig, StoreConfig};
 use strata_common::size::parse_size;
 use strata_proto::master as pb;
 use strata_sdk::MasterClient;
@@ -160,6 +160,7 @@ fn create_layout(dir: &Path, args: &DevArgs) -> anyhow::Result<ClusterFile> {
                 data_dir: node.data_dir.clone(),
                 masters: masters.clone(),
                 raft: RaftConfig::default(),
+                store: StoreConfig::default(),
             };
             if node.role == "metanode" {
                 ConfigFile { metanode: Some(section), ..Default::default() }

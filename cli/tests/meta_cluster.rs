@@ -274,7 +274,7 @@ fn posix_rules_hold_across_partitions() {
     // statfs: the volume's capacity, its files, the bytes extents gave them.
     let fs = runtime.block_on(meta.statfs()).unwrap();
     assert_eq!(fs.capacity_bytes, 100 << 30);
-    let blob = strata_proto::meta::BlobRef { data_partition: 1, blob_id: 1, offset: 0 };
+    let blob = strata_proto::meta::BlobRef { data_partition: 1, blob_id: 1, offset: 0, blob_size: 1 << 20, codec: 0 };
     let extent = strata_proto::meta::Extent { file_offset: 0, length: 4096, blob: Some(blob) };
     runtime.block_on(meta.write_extents(f.ino, vec![extent])).unwrap();
     let after = runtime.block_on(meta.statfs()).unwrap();

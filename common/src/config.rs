@@ -73,6 +73,40 @@ pub struct NodeConfig {
     /// Raft timing and log retention of the partitions this node hosts (metanodes).
     #[serde(default)]
     pub raft: RaftConfig,
+    /// The blob store (datanodes).
+    #[serde(default)]
+    pub store: StoreConfig,
+}
+
+/// A datanode's blob store: where segments live and how they are maintained.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// One directory per disk holding segment files; empty means a single
+    /// `disk0` directory inside the node's data directory.
+    pub data_dirs: Vec<PathBuf>,
+    /// A segment file is sealed once it reaches this size, in MiB.
+    pub segment_size_mb: u64,
+    /// Sealed segments whose garbage (deleted or replaced blobs) reaches this
+    /// fraction of their size are compacted: live blobs copied out, file removed.
+    pub compact_garbage_ratio: f64,
+    /// Seconds between looks for segments to compact.
+    pub compact_interval_secs: u64,
+    /// Background scrub rate in MiB/s (0 turns scrubbing off): stored blocks are
+    /// reread and their CRCs checked, round and round.
+    pub scrub_mb_per_sec: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            data_dirs: Vec::new(),
+            segment_size_mb: 1024,
+            compact_garbage_ratio: 0.5,
+            compact_interval_secs: 30,
+            scrub_mb_per_sec: 16,
+        }
+    }
 }
 
 /// Raft timing and log retention, shared by every Raft group a process hosts.

@@ -219,6 +219,12 @@ impl StrataError {
         Self::new(ErrorCode::Unavailable, what)
     }
 
+    /// The same error, its message prefixed with what was being done.
+    pub fn context(mut self, doing: &str) -> Self {
+        self.message = format!("{doing}: {}", self.message);
+        self
+    }
+
     /// Whether a client may retry the same request elsewhere or later.
     pub fn is_retryable(&self) -> bool {
         matches!(self.code, ErrorCode::NotLeader | ErrorCode::Unavailable | ErrorCode::Timeout)

@@ -25,6 +25,9 @@ use crate::state::{
 
 type RpcResult<T> = std::result::Result<Response<T>, Status>;
 
+/// Most blob ids one `AllocBlobIds` call hands out.
+const MAX_BLOB_ID_RANGE: u64 = 1_000_000;
+
 pub struct MasterService {
     engine: Engine,
     config: MasterConfig,
@@ -448,6 +451,17 @@ impl pb::master_server::Master for MasterService {
         self.propose(Command::DeleteVolume { name: name.clone() }).await?;
         tracing::info!(volume = %name, "volume deleted");
         Ok(Response::new(pb::DeleteVolumeResponse {}))
+    }
+
+    async fn alloc_blob_ids(&self, request: Request<pb::AllocBlobIdsRequest>) -> RpcResult<pb::AllocBlobIdsResponse> {
+        let pb::AllocBlobIdsRequest { volume, count } = request.into_inner();
+        if !(1..=MAX_BLOB_ID_RANGE).contains(&count) {
+            return Err(StrataError::invalid(format!("ask for 1 to {MAX_BLOB_ID_RANGE} blob ids, not {count}")).into());
+        }
+        let Outcome::BlobIds(start) = self.propose(Command::AllocBlobIds { volume, count }).await? else {
+            return Err(StrataError::internal("allocating blob ids returned no range").into());
+        };
+        Ok(Response::new(pb::AllocBlobIdsResponse { start, count }))
     }
 
     async fn create_user(&self, request: Request<pb::CreateUserRequest>) -> RpcResult<pb::User> {

@@ -59,6 +59,9 @@ pub struct VolumeRecord {
     pub request_id: String,
     pub meta_partitions: Vec<MetaPartitionRecord>,
     pub data_partitions: Vec<DataPartitionRecord>,
+    /// The next blob id to hand out: ids are never reused within the volume.
+    #[serde(default)]
+    pub next_blob_id: u64,
 }
 
 impl VolumeRecord {
@@ -125,6 +128,11 @@ pub enum Command {
     DeleteVolume {
         name: String,
     },
+    /// Hands out `count` fresh blob ids of `volume`.
+    AllocBlobIds {
+        volume: String,
+        count: u64,
+    },
     CreateUser {
         name: String,
         access_key: AccessKeyRecord,
@@ -149,7 +157,12 @@ pub enum Outcome {
     User(UserRecord),
     AccessKey(AccessKeyRecord),
     Done,
-    Failed { code: String, message: String },
+    /// The first of the blob ids allocated.
+    BlobIds(u64),
+    Failed {
+        code: String,
+        message: String,
+    },
 }
 
 impl Outcome {
@@ -286,6 +299,7 @@ fn apply(batch: &mut ApplyBatch<'_>, cmd: Command) -> Result<Outcome> {
                 request_id,
                 meta_partitions,
                 data_partitions,
+                next_blob_id: 1,
             };
             tx.put(&volume_key(&name), &volume);
             Ok(Outcome::Volume(volume))
@@ -327,6 +341,17 @@ fn apply(batch: &mut ApplyBatch<'_>, cmd: Command) -> Result<Outcome> {
             });
             tx.put(&volume_key(&volume), &record);
             Ok(Outcome::Volume(record))
+        }
+        Command::AllocBlobIds { volume, count } => {
+            let Some(mut record) = tx.get::<VolumeRecord>(&volume_key(&volume), "volume")? else {
+                return Err(StrataError::not_found(format!("volume {volume} does not exist")));
+            };
+            let start = record.next_blob_id.max(1);
+            record.next_blob_id = start
+                .checked_add(count)
+                .ok_or_else(|| StrataError::new(ErrorCode::NoSpace, "the volume's blob ids are exhausted"))?;
+            tx.put(&volume_key(&volume), &record);
+            Ok(Outcome::BlobIds(start))
         }
         Command::DeleteVolume { name } => {
             if tx.get::<VolumeRecord>(&volume_key(&name), "volume")?.is_none() {

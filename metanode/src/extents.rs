@@ -166,5 +166,5 @@ pub fn delete_all(txn: &mut Txn<'_, '_>, ino: u64) -> Result<()> {
 
 /// The blob a test or tool names: partition, blob, offset.
 pub fn blob(data_partition: u64, blob_id: u64, offset: u64) -> BlobRef {
-    BlobRef { data_partition, blob_id, offset }
+    BlobRef { data_partition, blob_id, offset, blob_size: MAX_EXTENT, codec: 0 }
 }

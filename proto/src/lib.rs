@@ -17,3 +17,7 @@ pub mod node {
 pub mod meta {
     tonic::include_proto!("strata.meta");
 }
+
+pub mod data {
+    tonic::include_proto!("strata.data");
+}

@@ -95,6 +95,18 @@ impl MasterClient {
         .await
     }
 
+    /// Fresh blob ids [start, start + count) of `volume`; never handed out again.
+    pub async fn alloc_blob_ids(&self, volume: &str, count: u64) -> Result<u64> {
+        let request = pb::AllocBlobIdsRequest { volume: volume.to_string(), count };
+        let response = self
+            .call("allocating blob ids", |mut c| {
+                let request = request.clone();
+                async move { c.alloc_blob_ids(request).await }
+            })
+            .await?;
+        Ok(response.start)
+    }
+
     pub async fn delete_volume(&self, name: &str) -> Result<()> {
         let request = pb::DeleteVolumeRequest { name: name.to_string() };
         self.call("deleting volume", |mut c| {

@@ -1,0 +1,120 @@
+//! The datanode's gRPC `Data` service over its [`Store`]: checks what arrives
+//! (CRC32 of the payload, piece metadata), fans writes out to the followers a
+//! replicated partition's primary was given, and answers after every copy is
+//! durable.
+
+use std::sync::Arc;
+
+use strata_common::{ErrorCode, Result, StrataError};
+use strata_proto::data::{self as pb, data_server::Data};
+use strata_sdk::data::node::write_piece;
+use strata_sdk::rpc::Channels;
+use tonic::{Request, Response, Status};
+
+use crate::store::Store;
+use crate::store::record::PieceMeta;
+
+type RpcResult<T> = std::result::Result<Response<T>, Status>;
+
+/// Blobs listed per `ListBlobs` page at most.
+const LIST_LIMIT: u32 = 10_000;
+
+pub struct DataService {
+    store: Arc<Store>,
+    channels: Arc<Channels>,
+}
+
+impl DataService {
+    pub fn new(store: Arc<Store>) -> Self {
+        DataService { store, channels: Arc::new(Channels::default()) }
+    }
+
+    async fn write(&self, request: pb::WriteBlobRequest) -> Result<()> {
+        let meta = PieceMeta::try_from(&request.meta.unwrap_or_default())?;
+        if crc32fast::hash(&request.data) != request.crc32 {
+            return Err(StrataError::new(ErrorCode::Corrupted, "the blob's payload fails its CRC32"));
+        }
+        let local = self.store.write(request.partition_id, request.blob_id, meta, request.data.clone());
+        let forwards = request.forward.iter().map(|address| {
+            write_piece(
+                &self.channels,
+                address,
+                request.partition_id,
+                request.blob_id,
+                meta.into(),
+                request.data.clone(),
+                Vec::new(),
+            )
+        });
+        let (local, remote) = futures::join!(local, futures::future::join_all(forwards));
+        local.map_err(|e| e.context("storing the blob locally"))?;
+        for result in remote {
+            // The client writes the whole blob elsewhere: a follower's error is retryable for it.
+            result.map_err(|e| StrataError::unavailable(format!("a follower failed: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl Data for DataService {
+    async fn write_blob(&self, request: Request<pb::WriteBlobRequest>) -> RpcResult<pb::WriteBlobResponse> {
+        let request = request.into_inner();
+        let (partition_id, blob_id) = (request.partition_id, request.blob_id);
+        self.write(request).await.map_err(|e| {
+            tracing::warn!(partition_id, blob_id, error = %e, "blob write failed");
+            Status::from(e)
+        })?;
+        Ok(Response::new(pb::WriteBlobResponse {}))
+    }
+
+    async fn read_blob(&self, request: Request<pb::ReadBlobRequest>) -> RpcResult<pb::ReadBlobResponse> {
+        let r = request.into_inner();
+        let (data, location) = self.store.read(r.partition_id, r.blob_id, r.offset, r.length).await?;
+        Ok(Response::new(pb::ReadBlobResponse {
+            crc32: crc32fast::hash(&data),
+            data,
+            meta: Some(location.meta.into()),
+            stored_length: location.len.into(),
+        }))
+    }
+
+    async fn delete_blobs(&self, request: Request<pb::DeleteBlobsRequest>) -> RpcResult<pb::DeleteBlobsResponse> {
+        let mut deleted = 0;
+        for blob in request.into_inner().blobs {
+            if self.store.delete(blob.partition_id, blob.blob_id).await? {
+                deleted += 1;
+            }
+        }
+        Ok(Response::new(pb::DeleteBlobsResponse { deleted }))
+    }
+
+    async fn list_blobs(&self, request: Request<pb::ListBlobsRequest>) -> RpcResult<pb::ListBlobsResponse> {
+        let r = request.into_inner();
+        let limit = r.limit.clamp(1, LIST_LIMIT) as usize;
+        let blobs = self
+            .store
+            .list(r.partition_id, r.after, limit)?
+            .into_iter()
+            .map(|(blob_id, loc)| pb::ListedBlob {
+                blob_id,
+                meta: Some(loc.meta.into()),
+                stored_length: loc.len.into(),
+            })
+            .collect();
+        Ok(Response::new(pb::ListBlobsResponse { blobs }))
+    }
+
+    async fn store_stats(&self, _request: Request<pb::StoreStatsRequest>) -> RpcResult<pb::StoreStatsResponse> {
+        let t = self.store.totals()?;
+        Ok(Response::new(pb::StoreStatsResponse {
+            blobs: t.blobs,
+            live_bytes: t.live_bytes,
+            segment_bytes: t.segment_bytes,
+            segments: t.segments,
+            corrupt_blocks: t.corrupt_blocks,
+            compactions: t.compactions,
+            scrubbed_bytes: t.scrubbed_bytes,
+        }))
+    }
+}

@@ -1,0 +1,231 @@
+//! The on-disk format of one stored blob: a fixed header, the CRC32 of every
+//! block, then the bytes. Segment files are a sequence of these records, so a
+//! segment can be read back without the index (compaction, checks), and the
+//! index entry ([`Location`]) carries the same CRCs so a read needs no extra
+//! seek for them.
+
+use strata_common::{ErrorCode, Result, StrataError};
+
+/// Every stored byte belongs to a block of this size with its own CRC32; a
+/// ranged read checks the blocks it covers.
+pub const BLOCK_SIZE: u64 = 64 * 1024;
+/// Largest blob (or shard) a datanode stores.
+pub const MAX_BLOB: u64 = 64 << 20;
+
+const MAGIC: u32 = 0x5342_4c42; // "SBLB"
+const VERSION: u16 = 1;
+/// Bytes of the fixed header, its own CRC included.
+pub const HEADER_LEN: usize = 48;
+
+/// How a stored piece relates to its blob (see `BlobMeta` in data.proto).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PieceMeta {
+    pub codec: u8,
+    pub shard: u8,
+    pub data_shards: u8,
+    pub parity_shards: u8,
+    pub blob_size: u64,
+}
+
+impl TryFrom<&strata_proto::data::BlobMeta> for PieceMeta {
+    type Error = StrataError;
+    fn try_from(m: &strata_proto::data::BlobMeta) -> Result<PieceMeta> {
+        let small = |v: u32, what: &str| {
+            u8::try_from(v).map_err(|_| StrataError::invalid(format!("{what} {v} is out of range")))
+        };
+        let meta = PieceMeta {
+            codec: small(m.codec, "codec")?,
+            shard: small(m.shard, "shard")?,
+            data_shards: small(m.data_shards, "data_shards")?,
+            parity_shards: small(m.parity_shards, "parity_shards")?,
+            blob_size: m.blob_size,
+        };
+        if meta.codec > 1 {
+            return Err(StrataError::invalid(format!("unknown codec {}", meta.codec)));
+        }
+        if meta.codec == 1 && meta.shard >= meta.data_shards.saturating_add(meta.parity_shards) {
+            return Err(StrataError::invalid(format!("shard {} is outside the stripe", meta.shard)));
+        }
+        Ok(meta)
+    }
+}
+
+impl From<PieceMeta> for strata_proto::data::BlobMeta {
+    fn from(m: PieceMeta) -> Self {
+        strata_proto::data::BlobMeta {
+            codec: m.codec.into(),
+            shard: m.shard.into(),
+            data_shards: m.data_shards.into(),
+            parity_shards: m.parity_shards.into(),
+            blob_size: m.blob_size,
+        }
+    }
+}
+
+/// Identity and shape of a record, as written in its header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub partition: u64,
+    pub blob: u64,
+    pub len: u32,
+    pub meta: PieceMeta,
+}
+
+pub fn block_count(len: u64) -> usize {
+    len.div_ceil(BLOCK_SIZE) as usize
+}
+
+/// CRC32 of each block of `data`.
+pub fn block_crcs(data: &[u8]) -> Vec<u32> {
+    data.chunks(BLOCK_SIZE as usize).map(crc32fast::hash).collect()
+}
+
+impl Header {
+    /// Header, CRCs: everything written before the data.
+    pub fn encode(&self, crcs: &[u32]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER_LEN + 4 * crcs.len());
+        out.extend_from_slice(&MAGIC.to_le_bytes());
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(&0u16.to_le_bytes());
+        out.extend_from_slice(&self.partition.to_le_bytes());
+        out.extend_from_slice(&self.blob.to_le_bytes());
+        out.extend_from_slice(&self.len.to_le_bytes());
+        out.extend_from_slice(&(BLOCK_SIZE as u32).to_le_bytes());
+        let m = self.meta;
+        out.extend_from_slice(&[m.codec, m.shard, m.data_shards, m.parity_shards]);
+        out.extend_from_slice(&m.blob_size.to_le_bytes());
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        debug_assert_eq!(out.len(), HEADER_LEN);
+        for c in crcs {
+            out.extend_from_slice(&c.to_le_bytes());
+        }
+        out
+    }
+
+    /// Parses and checks a header.
+    pub fn decode(bytes: &[u8]) -> Result<Header> {
+        let corrupt = |what: &str| StrataError::new(ErrorCode::Corrupted, format!("record header: {what}"));
+        if bytes.len() < HEADER_LEN {
+            return Err(corrupt("truncated"));
+        }
+        let u32_at = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().unwrap());
+        let u64_at = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().unwrap());
+        if u32_at(0) != MAGIC {
+            return Err(corrupt("bad magic"));
+        }
+        if crc32fast::hash(&bytes[..HEADER_LEN - 4]) != u32_at(HEADER_LEN - 4) {
+            return Err(corrupt("checksum mismatch"));
+        }
+        if u32_at(28) as u64 != BLOCK_SIZE {
+            return Err(corrupt("unsupported block size"));
+        }
+        Ok(Header {
+            partition: u64_at(8),
+            blob: u64_at(16),
+            len: u32_at(24),
+            meta: PieceMeta {
+                codec: bytes[32],
+                shard: bytes[33],
+                data_shards: bytes[34],
+                parity_shards: bytes[35],
+                blob_size: u64_at(36),
+            },
+        })
+    }
+
+    /// Bytes of the whole record: header, CRCs and data.
+    pub fn record_len(&self) -> u64 {
+        HEADER_LEN as u64 + 4 * block_count(self.len.into()) as u64 + u64::from(self.len)
+    }
+}
+
+/// Where a blob's bytes are and how to check them: the index entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub segment: u64,
+    /// Offset of the record's header in the segment.
+    pub record_offset: u64,
+    pub len: u32,
+    pub meta: PieceMeta,
+    pub crcs: Vec<u32>,
+}
+
+impl Location {
+    /// Offset of the first data byte in the segment.
+    pub fn data_offset(&self) -> u64 {
+        self.record_offset + HEADER_LEN as u64 + 4 * self.crcs.len() as u64
+    }
+
+    pub fn record_len(&self) -> u64 {
+        self.data_offset() - self.record_offset + u64::from(self.len)
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(32 + 4 * self.crcs.len());
+        out.extend_from_slice(&self.segment.to_le_bytes());
+        out.extend_from_slice(&self.record_offset.to_le_bytes());
+        out.extend_from_slice(&self.len.to_le_bytes());
+        let m = self.meta;
+        out.extend_from_slice(&[m.codec, m.shard, m.data_shards, m.parity_shards]);
+        out.extend_from_slice(&m.blob_size.to_le_bytes());
+        for c in &self.crcs {
+            out.extend_from_slice(&c.to_le_bytes());
+        }
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Location> {
+        if bytes.len() < 32 || !(bytes.len() - 32).is_multiple_of(4) {
+            return Err(StrataError::new(ErrorCode::Corrupted, "index entry has a bad length"));
+        }
+        let u64_at = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().unwrap());
+        let len = u32::from_le_bytes(bytes[16..20].try_into().unwrap());
+        let crcs: Vec<u32> = bytes[32..].chunks(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
+        if crcs.len() != block_count(len.into()) {
+            return Err(StrataError::new(ErrorCode::Corrupted, "index entry's CRC count does not match its length"));
+        }
+        Ok(Location {
+            segment: u64_at(0),
+            record_offset: u64_at(8),
+            len,
+            meta: PieceMeta {
+                codec: bytes[20],
+                shard: bytes[21],
+                data_shards: bytes[22],
+                parity_shards: bytes[23],
+                blob_size: u64_at(24),
+            },
+            crcs,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_and_location_round_trip() {
+        let meta = PieceMeta { codec: 1, shard: 2, data_shards: 4, parity_shards: 2, blob_size: 1 << 22 };
+        let header = Header { partition: 7, blob: 99, len: 200_000, meta };
+        let crcs = vec![1, 2, 3, 4];
+        let bytes = header.encode(&crcs);
+        assert_eq!(bytes.len(), HEADER_LEN + 16);
+        assert_eq!(Header::decode(&bytes).unwrap(), header);
+        assert_eq!(header.record_len(), (HEADER_LEN + 16 + 200_000) as u64);
+
+        let loc = Location { segment: 3, record_offset: 4096, len: 200_000, meta, crcs };
+        assert_eq!(Location::decode(&loc.encode()).unwrap(), loc);
+        assert_eq!(loc.data_offset(), 4096 + HEADER_LEN as u64 + 16);
+    }
+
+    #[test]
+    fn damaged_header_is_refused() {
+        let header = Header { partition: 1, blob: 2, len: 10, meta: PieceMeta::default() };
+        let mut bytes = header.encode(&[0]);
+        bytes[17] ^= 1;
+        assert_eq!(Header::decode(&bytes).unwrap_err().code, ErrorCode::Corrupted);
+        assert!(Location::decode(&[0; 33]).is_err());
+    }
+}

@@ -1,0 +1,168 @@
+//! The store against real files and a real RocksDB in a temporary directory.
+
+use std::os::unix::fs::FileExt;
+
+use bytes::Bytes;
+use strata_common::ErrorCode;
+use strata_common::config::{RaftConfig, StoreConfig};
+
+use super::record::{BLOCK_SIZE, PieceMeta};
+use super::*;
+
+fn config(segment_mb: u64) -> StoreConfig {
+    StoreConfig { segment_size_mb: segment_mb, scrub_mb_per_sec: 0, compact_interval_secs: 3600, ..Default::default() }
+}
+
+fn open(dir: &Path, segment_mb: u64) -> Arc<Store> {
+    Store::open(dir, &config(segment_mb), &RaftConfig::default()).unwrap()
+}
+
+fn pattern(seed: u64, len: usize) -> Bytes {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ranged_reads_return_the_written_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 64);
+    let data = pattern(1, 300_001);
+    let meta = PieceMeta { blob_size: 300_001, ..Default::default() };
+    store.write(5, 1, meta, data.clone()).await.unwrap();
+    for (offset, length) in [(0, 300_001), (1, 10), (65_530, 20), (BLOCK_SIZE * 4, 50_000), (299_990, 100)] {
+        let (bytes, location) = store.read(5, 1, offset, length).await.unwrap();
+        let end = (offset + length).min(300_001) as usize;
+        assert_eq!(bytes, data.slice(offset as usize..end), "range {offset}+{length}");
+        assert_eq!(location.meta, meta);
+    }
+    assert!(store.read(5, 1, 300_001, 10).await.unwrap().0.is_empty());
+    assert_eq!(store.read(5, 1, 300_002, 1).await.unwrap_err().code, ErrorCode::InvalidArgument);
+    assert_eq!(store.read(5, 2, 0, 1).await.unwrap_err().code, ErrorCode::NotFound);
+    assert_eq!(store.read(6, 1, 0, 1).await.unwrap_err().code, ErrorCode::NotFound);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_writes_are_all_durable_after_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 1);
+    let writes = (0..40u64).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move { store.write(1 + i % 3, i, PieceMeta::default(), pattern(i, 100_000)).await })
+    });
+    for w in writes {
+        w.await.unwrap().unwrap();
+    }
+    let before = store.totals().unwrap();
+    assert_eq!(before.blobs, 40);
+    assert!(before.segments >= 4, "1 MiB segments hold at most 10 such blobs: {before:?}");
+    drop(store);
+
+    let store = open(dir.path(), 1);
+    assert_eq!(store.totals().unwrap(), before);
+    for i in 0..40u64 {
+        assert_eq!(store.read(1 + i % 3, i, 0, u64::MAX).await.unwrap().0, pattern(i, 100_000));
+    }
+    let listed: Vec<u64> = store.list(2, 0, 100).unwrap().into_iter().map(|(b, _)| b).collect();
+    assert_eq!(listed, (0..40).filter(|i| i % 3 == 1).collect::<Vec<_>>());
+    assert_eq!(store.list(2, 4, 2).unwrap().iter().map(|(b, _)| *b).collect::<Vec<_>>(), vec![7, 10]);
+    // More writes after the restart land in the resumed or a new segment.
+    store.write(9, 1, PieceMeta::default(), pattern(99, 10)).await.unwrap();
+    assert_eq!(store.read(9, 1, 0, 10).await.unwrap().0, pattern(99, 10));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flipped_byte_is_detected_and_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 64);
+    let data = pattern(7, 200_000);
+    store.write(3, 42, PieceMeta::default(), data.clone()).await.unwrap();
+    let location = store.location(3, 42).unwrap().unwrap();
+    let path = files::segment_path(&[dir.path().join("disk0")], location.segment).unwrap();
+    let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    // Damage the third block.
+    let at = location.data_offset() + 2 * BLOCK_SIZE + 17;
+    file.write_all_at(&[data[(2 * BLOCK_SIZE + 17) as usize] ^ 0x40], at).unwrap();
+    file.sync_all().unwrap();
+
+    // Blocks before the damage still read; a range touching it does not.
+    assert_eq!(store.read(3, 42, 0, 2 * BLOCK_SIZE).await.unwrap().0, data.slice(..2 * BLOCK_SIZE as usize));
+    let err = store.read(3, 42, 2 * BLOCK_SIZE + 100, 10).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::Corrupted);
+    assert_eq!(store.totals().unwrap().corrupt_blocks, 1);
+    assert_eq!(store.bad_blobs(10).unwrap(), vec![(3, 42)]);
+
+    // Rewriting the blob (what repair does) clears it.
+    store.write(3, 42, PieceMeta::default(), data.clone()).await.unwrap();
+    assert_eq!(store.read(3, 42, 0, u64::MAX).await.unwrap().0, data);
+    assert!(store.bad_blobs(10).unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compaction_returns_the_space_of_deleted_blobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 1);
+    for i in 0..30u64 {
+        store.write(1, i, PieceMeta::default(), pattern(i, 200_000)).await.unwrap();
+    }
+    let full = store.totals().unwrap();
+    for i in 0..30u64 {
+        if i % 5 != 0 {
+            assert!(store.delete(1, i).await.unwrap());
+        }
+    }
+    assert!(!store.delete(1, 1).await.unwrap(), "a second delete finds nothing");
+    let deleted = store.totals().unwrap();
+    assert_eq!(deleted.blobs, 6);
+    assert_eq!(deleted.segment_bytes, full.segment_bytes, "deleting alone frees nothing");
+
+    let compactor = store.clone();
+    let compacted = tokio::task::spawn_blocking(move || compactor.compact_once(0.5)).await.unwrap().unwrap();
+    assert!(compacted >= 4, "only {compacted} segments compacted");
+    let after = store.totals().unwrap();
+    // Left: the unsealed last segment (5 records, 4 of them dead) and the 5
+    // live blobs moved out of the 5 sealed ones: a third of the start.
+    assert!(
+        after.segment_bytes <= full.segment_bytes * 34 / 100,
+        "segments still hold {} of {} bytes",
+        after.segment_bytes,
+        full.segment_bytes
+    );
+    assert_eq!(after.blobs, 6);
+    let on_disk: u64 = std::fs::read_dir(dir.path().join("disk0/segments"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert_eq!(on_disk, after.segment_bytes, "segment files and bookkeeping agree");
+    for i in (0..30u64).step_by(5) {
+        assert_eq!(store.read(1, i, 0, u64::MAX).await.unwrap().0, pattern(i, 200_000));
+    }
+    assert_eq!(store.read(1, 1, 0, 1).await.unwrap_err().code, ErrorCode::NotFound);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scrub_finds_damage_nobody_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig { scrub_mb_per_sec: 64, compact_interval_secs: 3600, ..Default::default() };
+    let store = Store::open(dir.path(), &config, &RaftConfig::default()).unwrap();
+    for i in 0..5u64 {
+        store.write(2, i, PieceMeta::default(), pattern(i, 100_000)).await.unwrap();
+    }
+    let location = store.location(2, 3).unwrap().unwrap();
+    let path = files::segment_path(&[dir.path().join("disk0")], location.segment).unwrap();
+    let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    file.write_all_at(&[0xff, 0xff, 0xff, 0xff], location.data_offset() + 99_990).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while store.bad_blobs(10).unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "scrub never found the damage");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(store.bad_blobs(10).unwrap(), vec![(2, 3)]);
+    assert!(store.totals().unwrap().scrubbed_bytes >= 400_000);
+}

@@ -1,0 +1,408 @@
+//! The data path of the client: blobs written durably to a data partition
+//! (replicated through the partition's primary, or erasure-coded by the
+//! client onto K+M datanodes) and read back by range, degraded to a decode
+//! when shards are missing, slow or damaged. A blob that cannot be written
+//! whole is written again, under a new id, to another partition, so one dead
+//! datanode never blocks writers.
+
+pub mod ec;
+pub mod file;
+pub mod node;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures::future::join_all;
+use strata_common::types::Redundancy;
+use strata_common::{ErrorCode, Result, StrataError};
+use strata_proto::data as data_pb;
+use strata_proto::master as master_pb;
+use strata_proto::meta::BlobRef;
+
+use crate::MasterClient;
+use crate::rpc::Channels;
+
+/// Blob ids fetched from the master at a time.
+const ID_BATCH: u64 = 256;
+/// A partition that failed a write is left alone this long.
+const AVOID_FOR: Duration = Duration::from_secs(30);
+/// A blob write gives up after this long (each attempt goes to another partition).
+const WRITE_DEADLINE: Duration = Duration::from_secs(120);
+/// A shard that has not answered in this long is read around (decoded from others).
+const SLOW_SHARD: Duration = Duration::from_secs(3);
+
+/// What the data path did, for reports and tests.
+#[derive(Default)]
+pub struct DataStats {
+    pub blobs_written: AtomicU64,
+    pub bytes_written: AtomicU64,
+    /// Blob writes that failed on one partition and were done again on another.
+    pub rewrites: AtomicU64,
+    pub bytes_read: AtomicU64,
+    /// Reads that had to decode around a missing, slow or damaged shard or replica.
+    pub degraded_reads: AtomicU64,
+}
+
+struct View {
+    redundancy: Redundancy,
+    partitions: Vec<master_pb::DataPartition>,
+}
+
+pub struct DataClient {
+    masters: Vec<String>,
+    volume: String,
+    view: RwLock<Arc<View>>,
+    channels: Channels,
+    /// Allocated blob ids not used yet: [next, end).
+    ids: tokio::sync::Mutex<(u64, u64)>,
+    next_partition: AtomicUsize,
+    avoid: Mutex<HashMap<u64, Instant>>,
+    pub stats: DataStats,
+}
+
+fn parse_view(volume: &master_pb::Volume) -> Result<View> {
+    let redundancy = Redundancy::try_from(
+        volume.redundancy.as_ref().ok_or_else(|| StrataError::internal("the volume has no redundancy"))?,
+    )?;
+    if volume.data_partitions.is_empty() {
+        return Err(StrataError::internal(format!("volume {} has no data partitions", volume.name)));
+    }
+    let width = redundancy.width() as usize;
+    if let Some(p) = volume.data_partitions.iter().find(|p| p.members.len() != width) {
+        return Err(StrataError::internal(format!(
+            "data partition {} has {} members, not {width}",
+            p.id,
+            p.members.len()
+        )));
+    }
+    Ok(View { redundancy, partitions: volume.data_partitions.clone() })
+}
+
+impl DataClient {
+    pub async fn open(master: &MasterClient, volume: &str) -> Result<DataClient> {
+        let view = parse_view(&master.get_volume(volume).await?)?;
+        Ok(DataClient {
+            masters: master.masters().to_vec(),
+            volume: volume.to_string(),
+            view: RwLock::new(Arc::new(view)),
+            channels: Channels::default(),
+            ids: tokio::sync::Mutex::new((0, 0)),
+            next_partition: AtomicUsize::new(rand::random::<u32>() as usize),
+            avoid: Mutex::new(HashMap::new()),
+            stats: DataStats::default(),
+        })
+    }
+
+    fn master(&self) -> Result<MasterClient> {
+        MasterClient::new(self.masters.clone())
+    }
+
+    /// Asks the master for the volume's data partitions again (after repair moved members).
+    pub async fn refresh(&self) -> Result<()> {
+        let view = parse_view(&self.master()?.get_volume(&self.volume).await?)?;
+        *self.view.write().unwrap() = Arc::new(view);
+        Ok(())
+    }
+
+    fn view(&self) -> Arc<View> {
+        self.view.read().unwrap().clone()
+    }
+
+    pub fn redundancy(&self) -> Redundancy {
+        self.view().redundancy
+    }
+
+    async fn next_blob_id(&self) -> Result<u64> {
+        let mut ids = self.ids.lock().await;
+        if ids.0 >= ids.1 {
+            let start = self.master()?.alloc_blob_ids(&self.volume, ID_BATCH).await?;
+            *ids = (start, start + ID_BATCH);
+        }
+        ids.0 += 1;
+        Ok(ids.0 - 1)
+    }
+
+    /// The next partition in round-robin order that is not being avoided.
+    fn pick_partition(&self) -> Option<master_pb::DataPartition> {
+        let view = self.view();
+        let now = Instant::now();
+        let mut avoid = self.avoid.lock().unwrap();
+        avoid.retain(|_, until| *until > now);
+        let n = view.partitions.len();
+        let start = self.next_partition.fetch_add(1, Ordering::Relaxed);
+        (0..n).map(|i| &view.partitions[(start + i) % n]).find(|p| !avoid.contains_key(&p.id)).cloned()
+    }
+
+    fn avoid_partition(&self, id: u64) {
+        self.avoid.lock().unwrap().insert(id, Instant::now() + AVOID_FOR);
+    }
+
+    /// Writes `data` as one new blob, durable on every member of its
+    /// partition when this returns; another partition is tried on failure.
+    pub async fn write_blob(&self, data: Bytes) -> Result<BlobRef> {
+        if data.is_empty() {
+            return Err(StrataError::invalid("a blob cannot be empty"));
+        }
+        let started = Instant::now();
+        loop {
+            let Some(partition) = self.pick_partition() else {
+                if started.elapsed() > WRITE_DEADLINE {
+                    return Err(StrataError::unavailable("no data partition accepted the write"));
+                }
+                // Every partition failed lately: look again at the cluster and retry them.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let _ = self.refresh().await;
+                self.avoid.lock().unwrap().clear();
+                continue;
+            };
+            let blob_id = self.next_blob_id().await?;
+            match self.write_to(&partition, blob_id, &data).await {
+                Ok(codec) => {
+                    self.stats.blobs_written.fetch_add(1, Ordering::Relaxed);
+                    self.stats.bytes_written.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    return Ok(BlobRef {
+                        data_partition: partition.id,
+                        blob_id,
+                        offset: 0,
+                        blob_size: data.len() as u64,
+                        codec,
+                    });
+                }
+                Err(e) if e.code == ErrorCode::InvalidArgument => return Err(e),
+                Err(e) => {
+                    tracing::warn!(partition_id = partition.id, blob_id, error = %e, "blob write failed; writing it elsewhere");
+                    self.stats.rewrites.fetch_add(1, Ordering::Relaxed);
+                    self.avoid_partition(partition.id);
+                    self.forget_partial(&partition, blob_id);
+                    if started.elapsed() > WRITE_DEADLINE {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes a blob to every member of `partition`; answers its codec.
+    async fn write_to(&self, partition: &master_pb::DataPartition, blob_id: u64, data: &Bytes) -> Result<u32> {
+        let blob_size = data.len() as u64;
+        match self.view().redundancy {
+            Redundancy::Replicated { .. } => {
+                let meta = data_pb::BlobMeta { blob_size, ..Default::default() };
+                let forward = partition.members[1..].iter().map(|m| m.address.clone()).collect();
+                let primary = &partition.members[0].address;
+                node::write_piece(&self.channels, primary, partition.id, blob_id, meta, data.clone(), forward).await?;
+                Ok(ec::CODEC_REPLICA)
+            }
+            Redundancy::ErasureCoded { data: k, parity: m } => {
+                let (k, m) = (k as usize, m as usize);
+                let shards = tokio::task::block_in_place(|| ec::encode(data, k, m))?;
+                let writes = shards.into_iter().zip(&partition.members).enumerate().map(|(i, (shard, member))| {
+                    let meta = data_pb::BlobMeta {
+                        codec: ec::CODEC_RS_GF8,
+                        shard: i as u32,
+                        data_shards: k as u32,
+                        parity_shards: m as u32,
+                        blob_size,
+                    };
+                    node::write_piece(&self.channels, &member.address, partition.id, blob_id, meta, shard, Vec::new())
+                });
+                for result in join_all(writes).await {
+                    result?;
+                }
+                Ok(ec::CODEC_RS_GF8)
+            }
+        }
+    }
+
+    /// Best effort: removes what a failed write left on the members that took it.
+    fn forget_partial(&self, partition: &master_pb::DataPartition, blob_id: u64) {
+        let members: Vec<String> = partition.members.iter().map(|m| m.address.clone()).collect();
+        let partition_id = partition.id;
+        tokio::spawn(async move {
+            let channels = Channels::default();
+            for address in members {
+                let blob = data_pb::BlobId { partition_id, blob_id };
+                if let Err(e) = node::delete_pieces(&channels, &address, vec![blob]).await {
+                    tracing::debug!(partition_id, blob_id, %address, error = %e, "cleaning up a failed write failed");
+                }
+            }
+        });
+    }
+
+    async fn partition(&self, id: u64) -> Result<master_pb::DataPartition> {
+        if let Some(p) = self.view().partitions.iter().find(|p| p.id == id) {
+            return Ok(p.clone());
+        }
+        self.refresh().await?;
+        self.view()
+            .partitions
+            .iter()
+            .find(|p| p.id == id)
+            .cloned()
+            .ok_or_else(|| StrataError::not_found(format!("data partition {id} is not in volume {}", self.volume)))
+    }
+
+    /// Bytes [offset, offset + length) of a blob (offsets within the blob).
+    pub async fn read(&self, blob: &BlobRef, offset: u64, length: u64) -> Result<Bytes> {
+        let partition = self.partition(blob.data_partition).await?;
+        let bytes = match blob.codec {
+            ec::CODEC_REPLICA => self.read_replicated(&partition, blob, offset, length).await?,
+            ec::CODEC_RS_GF8 => self.read_coded(&partition, blob, offset, length).await?,
+            other => return Err(StrataError::new(ErrorCode::Corrupted, format!("unknown blob codec {other}"))),
+        };
+        self.stats.bytes_read.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        Ok(bytes)
+    }
+
+    async fn read_replicated(
+        &self,
+        partition: &master_pb::DataPartition,
+        blob: &BlobRef,
+        offset: u64,
+        length: u64,
+    ) -> Result<Bytes> {
+        let n = partition.members.len();
+        // Spread readers over the replicas; fall through to the others on failure.
+        let first = (blob.blob_id as usize) % n;
+        let mut last_error = StrataError::unavailable("no replica was tried");
+        for i in 0..n {
+            let member = &partition.members[(first + i) % n];
+            let read = node::read_piece(&self.channels, &member.address, partition.id, blob.blob_id, offset, length);
+            match read.await {
+                Ok(r) => {
+                    if i > 0 {
+                        self.stats.degraded_reads.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return Ok(r.data);
+                }
+                Err(e) => {
+                    tracing::debug!(partition_id = partition.id, blob_id = blob.blob_id, error = %e, "replica read failed");
+                    last_error = e;
+                }
+            }
+        }
+        Err(last_error)
+    }
+
+    async fn read_coded(
+        &self,
+        partition: &master_pb::DataPartition,
+        blob: &BlobRef,
+        offset: u64,
+        length: u64,
+    ) -> Result<Bytes> {
+        let Redundancy::ErasureCoded { data: k, parity: m } = self.view().redundancy else {
+            return Err(StrataError::internal("an erasure-coded blob in a replicated volume"));
+        };
+        let (k, m) = (k as usize, m as usize);
+        let pieces = ec::pieces(blob.blob_size, k, offset, length);
+        let fetches = pieces.iter().map(|p| {
+            let address = partition.members[p.shard].address.as_str();
+            async move {
+                let read =
+                    node::read_piece(&self.channels, address, partition.id, blob.blob_id, p.shard_offset, p.length);
+                match tokio::time::timeout(SLOW_SHARD, read).await {
+                    Ok(Ok(r)) if r.data.len() as u64 == p.length => Ok(r.data),
+                    Ok(Ok(r)) => Err(StrataError::new(ErrorCode::Corrupted, format!("short shard: {}", r.data.len()))),
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err(StrataError::new(ErrorCode::Timeout, format!("shard on {address} is slow"))),
+                }
+            }
+        });
+        let results = join_all(fetches).await;
+        let failed: Vec<usize> = results.iter().enumerate().filter(|(_, r)| r.is_err()).map(|(i, _)| i).collect();
+        let total: u64 = pieces.iter().map(|p| p.length).sum();
+        let mut out = BytesMut::zeroed(total as usize);
+        for (piece, result) in pieces.iter().zip(&results) {
+            if let Ok(bytes) = result {
+                let at = (piece.blob_offset - offset) as usize;
+                out[at..at + bytes.len()].copy_from_slice(bytes);
+            }
+        }
+        if failed.is_empty() {
+            return Ok(out.freeze());
+        }
+        self.stats.degraded_reads.fetch_add(1, Ordering::Relaxed);
+        for i in &failed {
+            if let Err(e) = &results[*i] {
+                tracing::info!(partition_id = partition.id, blob_id = blob.blob_id, shard = pieces[*i].shard, error = %e, "shard unreadable; decoding around it");
+            }
+        }
+        // Rebuild the failed pieces' columns from any K shards.
+        let lost: Vec<usize> = failed.iter().map(|i| pieces[*i].shard).collect();
+        let from = failed.iter().map(|i| pieces[*i].shard_offset).min().expect("failed is not empty");
+        let to = failed.iter().map(|i| pieces[*i].shard_offset + pieces[*i].length).max().expect("not empty");
+        let columns = self.read_columns(partition, blob.blob_id, k, m, &lost, from, to).await?;
+        for i in failed {
+            let piece = pieces[i];
+            let column = columns[piece.shard].as_ref().expect("reconstructed");
+            let start = (piece.shard_offset - from) as usize;
+            let at = (piece.blob_offset - offset) as usize;
+            out[at..at + piece.length as usize].copy_from_slice(&column[start..start + piece.length as usize]);
+        }
+        Ok(out.freeze())
+    }
+
+    /// Columns [from, to) of every data shard, read from the shards not in
+    /// `lost` and decoded.
+    #[allow(clippy::too_many_arguments)]
+    async fn read_columns(
+        &self,
+        partition: &master_pb::DataPartition,
+        blob_id: u64,
+        k: usize,
+        m: usize,
+        lost: &[usize],
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        let reads = (0..k + m).filter(|s| !lost.contains(s)).map(|shard| {
+            let address = partition.members[shard].address.as_str();
+            async move {
+                let read = node::read_piece(&self.channels, address, partition.id, blob_id, from, to - from);
+                let result = tokio::time::timeout(SLOW_SHARD * 2, read).await;
+                (shard, result)
+            }
+        });
+        let mut columns: Vec<Option<Vec<u8>>> = vec![None; k + m];
+        for (shard, result) in join_all(reads).await {
+            match result {
+                Ok(Ok(r)) if r.data.len() as u64 == to - from => columns[shard] = Some(r.data.to_vec()),
+                Ok(Ok(_)) => tracing::warn!(shard, "shard returned a short read"),
+                Ok(Err(e)) => tracing::info!(shard, error = %e, "shard unreadable while decoding"),
+                Err(_) => tracing::info!(shard, "shard too slow while decoding"),
+            }
+        }
+        tokio::task::block_in_place(|| ec::reconstruct(&mut columns, k, m))?;
+        Ok(columns)
+    }
+
+    /// Deletes blobs from every member of their partitions (garbage collection).
+    pub async fn delete_blobs(&self, blobs: &[(u64, u64)]) -> Result<()> {
+        let mut by_partition: HashMap<u64, Vec<data_pb::BlobId>> = HashMap::new();
+        for (partition_id, blob_id) in blobs {
+            by_partition
+                .entry(*partition_id)
+                .or_default()
+                .push(data_pb::BlobId { partition_id: *partition_id, blob_id: *blob_id });
+        }
+        for (partition_id, ids) in by_partition {
+            let partition = self.partition(partition_id).await?;
+            let deletes =
+                partition.members.iter().map(|m| node::delete_pieces(&self.channels, &m.address, ids.clone()));
+            for result in join_all(deletes).await {
+                result?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for DataClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataClient").field("volume", &self.volume).finish()
+    }
+}

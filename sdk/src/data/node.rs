@@ -1,0 +1,83 @@
+//! Calls to one datanode: the `Data` service with message limits large enough
+//! for a whole blob, and an end-to-end CRC32 on every payload so a byte
+//! damaged in transit is refused before it is stored.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use strata_common::{ErrorCode, Result, StrataError};
+use strata_proto::data::{self as pb, data_client::DataClient};
+use tonic::transport::Channel;
+
+use crate::rpc::Channels;
+
+/// Largest message on the data path: a 64 MiB piece plus its envelope.
+pub const MAX_MESSAGE: usize = (64 << 20) + (1 << 20);
+
+/// Time allowed for one piece to be written (and fsynced) or read.
+const CALL_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub fn client(channels: &Channels, address: &str) -> Result<DataClient<Channel>> {
+    Ok(DataClient::new(channels.get(address)?)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE))
+}
+
+fn with_timeout<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(CALL_TIMEOUT);
+    request
+}
+
+/// Writes a piece to `address` (which forwards it to `forward`, if any).
+pub async fn write_piece(
+    channels: &Channels,
+    address: &str,
+    partition_id: u64,
+    blob_id: u64,
+    meta: pb::BlobMeta,
+    data: Bytes,
+    forward: Vec<String>,
+) -> Result<()> {
+    let crc32 = crc32fast::hash(&data);
+    let request = pb::WriteBlobRequest { partition_id, blob_id, meta: Some(meta), data, crc32, forward };
+    client(channels, address)?
+        .write_blob(with_timeout(request))
+        .await
+        .map_err(|s| StrataError::from(s).context(&format!("writing blob {blob_id} to {address}")))?;
+    Ok(())
+}
+
+/// Bytes [offset, offset + length) of the piece `address` stores, checked
+/// against the CRC32 the datanode computed after its own block checks.
+pub async fn read_piece(
+    channels: &Channels,
+    address: &str,
+    partition_id: u64,
+    blob_id: u64,
+    offset: u64,
+    length: u64,
+) -> Result<pb::ReadBlobResponse> {
+    let request = pb::ReadBlobRequest { partition_id, blob_id, offset, length };
+    let response = client(channels, address)?
+        .read_blob(with_timeout(request))
+        .await
+        .map_err(|s| StrataError::from(s).context(&format!("reading blob {blob_id} from {address}")))?
+        .into_inner();
+    if crc32fast::hash(&response.data) != response.crc32 {
+        return Err(StrataError::new(
+            ErrorCode::Corrupted,
+            format!("blob {blob_id} from {address} damaged in transit"),
+        ));
+    }
+    Ok(response)
+}
+
+/// Deletes blobs on one datanode; answers how many were there.
+pub async fn delete_pieces(channels: &Channels, address: &str, blobs: Vec<pb::BlobId>) -> Result<u64> {
+    let response = client(channels, address)?
+        .delete_blobs(with_timeout(pb::DeleteBlobsRequest { blobs }))
+        .await
+        .map_err(|s| StrataError::from(s).context(&format!("deleting blobs on {address}")))?;
+    Ok(response.into_inner().deleted)
+}
