@@ -81,3 +81,12 @@ pub async fn delete_pieces(channels: &Channels, address: &str, blobs: Vec<pb::Bl
         .map_err(|s| StrataError::from(s).context(&format!("deleting blobs on {address}")))?;
     Ok(response.into_inner().deleted)
 }
+
+/// The store counters of one datanode.
+pub async fn store_stats(channels: &Channels, address: &str) -> Result<pb::StoreStatsResponse> {
+    let response = client(channels, address)?
+        .store_stats(with_timeout(pb::StoreStatsRequest {}))
+        .await
+        .map_err(|s| StrataError::from(s).context(&format!("reading store stats of {address}")))?;
+    Ok(response.into_inner())
+}
