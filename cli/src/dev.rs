@@ -42,6 +42,12 @@ pub struct DevArgs {
     /// Split the open-ended meta partition after this many inodes (small values exercise splits).
     #[arg(long, default_value_t = 1 << 24)]
     pub meta_split_inodes: u64,
+    /// Seconds an unreferenced blob waits before it is deleted from the datanodes.
+    #[arg(long, default_value_t = 60)]
+    pub gc_grace: u64,
+    /// Seconds between datanode looks for segments worth compacting.
+    #[arg(long, default_value_t = 30)]
+    pub compact_interval: u64,
     /// Name of the volume created when the cluster first comes up; "" for none.
     #[arg(long, default_value = "default")]
     pub volume: String,
@@ -160,7 +166,8 @@ fn create_layout(dir: &Path, args: &DevArgs) -> anyhow::Result<ClusterFile> {
                 data_dir: node.data_dir.clone(),
                 masters: masters.clone(),
                 raft: RaftConfig::default(),
-                store: StoreConfig::default(),
+                store: StoreConfig { compact_interval_secs: args.compact_interval, ..StoreConfig::default() },
+                gc_grace_secs: args.gc_grace,
             };
             if node.role == "metanode" {
                 ConfigFile { metanode: Some(section), ..Default::default() }

@@ -254,3 +254,44 @@ async fn overwrites_inside_an_erasure_coded_file_read_back() {
     let hole = read_file(&volume.meta, &volume.data, ino, len as u64 + 10, 100).await.unwrap();
     assert!(hole.iter().all(|b| *b == 0), "a hole reads as zeros");
 }
+
+async fn stored_bytes(nodes: &[serde_json::Value]) -> u64 {
+    let channels = Channels::default();
+    let mut total = 0;
+    for n in nodes {
+        total += node::store_stats(&channels, n["address"].as_str().unwrap()).await.unwrap().segment_bytes;
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deleted_files_give_their_space_back() {
+    let mut cluster = DevCluster::new();
+    cluster.start_with(&["--gc-grace", "2", "--compact-interval", "2"]);
+    let volume = Arc::new(create_volume(cluster.masters(), "coded", "ec:4+2").await);
+    let datanodes = cluster.nodes_of("datanode");
+    let before = stored_bytes(&datanodes).await;
+    // 1 GiB of files.
+    let len = 64 * MIB;
+    let inodes = write_files(&volume, "gc", 16, len, 4).await;
+    let full = stored_bytes(&datanodes).await;
+    assert!(full - before >= 3 * (len as u64) * 16 / 2, "EC 4+2 stores 1.5x the data: {} bytes", full - before);
+
+    for (i, ino) in inodes.iter().enumerate() {
+        volume.meta.unlink(ROOT, format!("gc-{i}").as_bytes()).await.unwrap();
+        volume.meta.evict(*ino).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let now = stored_bytes(&datanodes).await;
+        // Everything the files took comes back, but for less than one blob per node.
+        if now <= before + 6 * (DEFAULT_BLOB_SIZE as u64) {
+            eprintln!("stored bytes: {before} before, {full} with 1 GiB of files, {now} after deleting them");
+            break;
+        }
+        assert!(Instant::now() < deadline, "space not given back: {now} bytes stored, {before} before the files");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let df = cluster.strata_ok(&["volume", "df", "coded", "--json"]);
+    assert!(df.contains("\"used_bytes\": 0") || df.contains("\"used_bytes\":0"), "{df}");
+}

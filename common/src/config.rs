@@ -76,6 +76,15 @@ pub struct NodeConfig {
     /// The blob store (datanodes).
     #[serde(default)]
     pub store: StoreConfig,
+    /// Seconds a blob no file references any more is kept before the
+    /// metanode deletes it from the datanodes (metanodes). Must exceed how
+    /// long any client uses an extent map it read.
+    #[serde(default = "default_gc_grace_secs")]
+    pub gc_grace_secs: u64,
+}
+
+fn default_gc_grace_secs() -> u64 {
+    60
 }
 
 /// A datanode's blob store: where segments live and how they are maintained.

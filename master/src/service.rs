@@ -254,7 +254,11 @@ impl MasterService {
             let view = Self::volume_to_proto(volume, &addresses);
             for partition in view.meta_partitions {
                 if partition.members.iter().any(|m| m.node_id == node_id) {
-                    out.push(pb::MetaPartitionAssignment { volume_id: volume.id, partition: Some(partition) });
+                    out.push(pb::MetaPartitionAssignment {
+                        volume_id: volume.id,
+                        partition: Some(partition),
+                        volume_name: volume.name.clone(),
+                    });
                 }
             }
         }

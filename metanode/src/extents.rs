@@ -14,6 +14,7 @@ use strata_common::{ErrorCode, Result, StrataError};
 use strata_proto::meta::{BlobRef, Extent, Inode, WriteExtentsOp};
 use strata_raftstore::KvRead;
 
+use crate::gc::{self, RefDeltas};
 use crate::keys;
 use crate::txn::{S_IFMT, S_IFREG, Txn, is_dir};
 
@@ -86,18 +87,23 @@ fn cut(map: &mut BTreeMap<u64, Extent>, start: u64, end: u64) {
     }
 }
 
-/// Writes back the difference between the extents loaded and the new map.
-fn store(txn: &mut Txn<'_, '_>, ino: u64, before: &[Extent], after: &BTreeMap<u64, Extent>) {
+/// Writes back the difference between the extents loaded and the new map,
+/// moving blob references with it.
+fn store(txn: &mut Txn<'_, '_>, ino: u64, before: &[Extent], after: &BTreeMap<u64, Extent>) -> Result<()> {
+    let mut refs = RefDeltas::default();
     for old in before {
         if after.get(&old.file_offset) != Some(old) {
             txn.delete(&keys::extent(ino, old.file_offset));
+            refs.add(old.blob.as_ref(), -1);
         }
     }
     for extent in after.values() {
         if !before.contains(extent) {
             txn.put(&keys::extent(ino, extent.file_offset), &extent.encode_to_vec());
+            refs.add(extent.blob.as_ref(), 1);
         }
     }
+    gc::apply(txn, refs)
 }
 
 fn regular_file(txn: &Txn<'_, '_>, ino: u64) -> Result<Inode> {
@@ -139,7 +145,7 @@ pub fn write(txn: &mut Txn<'_, '_>, op: WriteExtentsOp) -> Result<Inode> {
         cut(&mut map, e.file_offset, e.file_offset + e.length);
         map.insert(e.file_offset, *e);
     }
-    store(txn, op.ino, &before, &map);
+    store(txn, op.ino, &before, &map)?;
     inode.size = inode.size.max(high);
     inode.mtime_ns = txn.now_ns;
     inode.ctime_ns = txn.now_ns;
@@ -152,16 +158,17 @@ pub fn truncate(txn: &mut Txn<'_, '_>, ino: u64, size: u64) -> Result<()> {
     let before = overlapping(txn.kv(), ino, size, u64::MAX)?;
     let mut map: BTreeMap<u64, Extent> = before.iter().map(|e| (e.file_offset, *e)).collect();
     cut(&mut map, size, u64::MAX);
-    store(txn, ino, &before, &map);
-    Ok(())
+    store(txn, ino, &before, &map)
 }
 
 /// Deletes every extent of an inode being reclaimed.
 pub fn delete_all(txn: &mut Txn<'_, '_>, ino: u64) -> Result<()> {
-    for (key, _) in txn.kv().scan_prefix(&keys::extents(ino))? {
+    let mut refs = RefDeltas::default();
+    for (key, value) in txn.kv().scan_prefix(&keys::extents(ino))? {
         txn.delete(&key);
+        refs.add(decode(&value)?.blob.as_ref(), -1);
     }
-    Ok(())
+    gc::apply(txn, refs)
 }
 
 /// The blob a test or tool names: partition, blob, offset.

@@ -11,21 +11,24 @@ use std::time::Duration;
 
 use prost::Message;
 use serde::{Deserialize, Serialize};
+use strata_common::config::NodeConfig;
 use strata_common::files::{read_json, write_json};
 use strata_common::{Result, StrataError};
 use strata_proto::master as master_pb;
 use strata_proto::master::MetaPartitionReport;
 use strata_proto::meta::meta_client::MetaClient as MetaGrpcClient;
 use strata_proto::meta::{
-    CloseRangeOp, ExpireSessionsOp, InitPartition, MetaCommand, MutateRequest, TxFinishOp, TxPrepareOp, TxResolveOp,
-    TxState, meta_command::Op,
+    CloseRangeOp, DropFreedOp, ExpireSessionsOp, InitPartition, MetaCommand, MutateRequest, TxFinishOp, TxPrepareOp,
+    TxResolveOp, TxState, meta_command::Op,
 };
 use strata_raftstore::{Engine, GroupSpec, Role};
+use strata_sdk::MasterClient;
+use strata_sdk::data::DataClient;
 use strata_sdk::node_agent::NodeStats;
 use strata_sdk::rpc::{Channels, LeaderRouter};
 
 use crate::txn::partition_info;
-use crate::{MetaMachine, locks, tx};
+use crate::{MetaMachine, gc, locks, tx};
 
 const ASSIGNMENTS_FILE: &str = "meta-partitions.json";
 
@@ -41,6 +44,9 @@ pub struct Assignment {
     pub closing: bool,
     /// (node id, address) of every member.
     pub members: Vec<(u64, String)>,
+    /// Name of the volume (empty in files written before names were recorded).
+    #[serde(default)]
+    pub volume_name: String,
 }
 
 impl From<&master_pb::MetaPartitionAssignment> for Assignment {
@@ -53,6 +59,7 @@ impl From<&master_pb::MetaPartitionAssignment> for Assignment {
             inode_end: p.inode_end,
             closing: p.closing,
             members: p.members.iter().map(|m| (m.node_id, m.address.clone())).collect(),
+            volume_name: a.volume_name.clone(),
         }
     }
 }
@@ -67,6 +74,11 @@ pub struct PartitionHost {
     /// Consecutive heartbeats in which a hosted partition was not assigned.
     missing: RwLock<HashMap<u64, u32>>,
     stats: Arc<NodeStats>,
+    /// Masters, to find volumes' data partitions for garbage collection.
+    masters: Vec<String>,
+    gc_grace: Duration,
+    /// Data clients by volume name, for deleting freed blobs.
+    data_clients: tokio::sync::Mutex<HashMap<String, Arc<DataClient>>>,
 }
 
 /// Inode numbers a partition keeps when it closes for a split: what it may
@@ -76,20 +88,76 @@ const SPLIT_MARGIN: u64 = 1 << 20;
 /// Heartbeats a hosted partition must be missing from before it is dropped.
 const MISSING_BEFORE_REMOVAL: u32 = 3;
 
+/// Freed blobs deleted per partition and round at most.
+const GC_BATCH: usize = 1000;
+
 pub fn now_ns() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
 }
 
 impl PartitionHost {
-    pub fn new(engine: Engine, node_id: u64, data_dir: PathBuf, stats: Arc<NodeStats>) -> Self {
+    pub fn new(engine: Engine, node_id: u64, config: &NodeConfig, stats: Arc<NodeStats>) -> Self {
         PartitionHost {
             engine,
             node_id,
-            file: data_dir.join(ASSIGNMENTS_FILE),
+            file: config.data_dir.join(ASSIGNMENTS_FILE),
             hosted: RwLock::new(HashMap::new()),
             channels: Channels::default(),
             missing: RwLock::new(HashMap::new()),
             stats,
+            masters: config.masters.clone(),
+            gc_grace: Duration::from_secs(config.gc_grace_secs),
+            data_clients: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn data_client(&self, volume: &str) -> Result<Arc<DataClient>> {
+        let mut clients = self.data_clients.lock().await;
+        if let Some(client) = clients.get(volume) {
+            return Ok(client.clone());
+        }
+        let master = MasterClient::new(self.masters.clone())?;
+        let client = Arc::new(DataClient::open(&master, volume).await?);
+        clients.insert(volume.to_string(), client.clone());
+        Ok(client)
+    }
+
+    /// Deletes the freed blobs of the partitions led here whose grace period
+    /// has passed, then forgets them. Runs in its own loop (see `server`).
+    pub async fn collect_garbage(&self) {
+        let hosted: Vec<Assignment> = self.hosted.read().unwrap().values().cloned().collect();
+        let before = now_ns().saturating_sub(self.gc_grace.as_nanos() as i64);
+        for a in hosted {
+            if a.volume_name.is_empty() || self.engine.status(a.partition_id).is_none_or(|s| s.role != Role::Leader) {
+                continue;
+            }
+            let kv = self.engine.kv(a.partition_id);
+            let due = match gc::due(&kv, before, GC_BATCH) {
+                Ok(due) if !due.is_empty() => due,
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(partition_id = a.partition_id, error = %e, "reading freed blobs failed");
+                    continue;
+                }
+            };
+            let deleted = async {
+                let data = self.data_client(&a.volume_name).await?;
+                let blobs: Vec<(u64, u64)> = due.iter().map(|f| (f.data_partition, f.blob_id)).collect();
+                if let Err(e) = data.delete_blobs(&blobs).await {
+                    // Members may have moved (repair): look again next round.
+                    let _ = data.refresh().await;
+                    return Err(e);
+                }
+                Ok::<_, StrataError>(())
+            };
+            if let Err(e) = deleted.await {
+                tracing::warn!(partition_id = a.partition_id, volume = %a.volume_name, error = %e, "deleting freed blobs failed; will retry");
+                continue;
+            }
+            let count = due.len();
+            let keys = due.into_iter().map(|f| f.key).collect();
+            self.propose(a.partition_id, Op::DropFreed(DropFreedOp { keys }), "forgetting deleted blobs").await;
+            tracing::info!(partition_id = a.partition_id, blobs = count, "freed blobs deleted");
         }
     }
 

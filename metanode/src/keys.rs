@@ -20,6 +20,8 @@
 //! | `q` request-id | applied index (u64 BE) then the stored reply |
 //! | `Q` index request-id | empty; orders request ids for pruning |
 //! | `R` | where pruning resumes (suffix of the last `Q` key deleted) |
+//! | `r` data-partition blob | references (u64 BE) extents hold on the blob |
+//! | `g` time-ns data-partition blob | empty; a freed blob waiting for deletion |
 
 pub const PARTITION: &[u8] = b"P";
 pub const NEXT_INODE: &[u8] = b"N";
@@ -32,6 +34,8 @@ pub const REQUEST_INDEX_PREFIX: &[u8] = b"Q";
 pub const REQUEST_PRUNE_CURSOR: &[u8] = b"R";
 pub const SESSION_PREFIX: &[u8] = b"s";
 pub const TX_PREFIX: &[u8] = b"t";
+/// Freed blobs waiting for the grace period, oldest first.
+pub const FREED_PREFIX: &[u8] = b"g";
 
 fn with_u64(tag: u8, n: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(9);
@@ -134,6 +138,19 @@ pub fn request(id: u64) -> Vec<u8> {
 pub fn request_index(index: u64, id: u64) -> Vec<u8> {
     let mut key = with_u64(b'Q', index);
     key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+pub fn blob_refs(data_partition: u64, blob: u64) -> Vec<u8> {
+    let mut key = with_u64(b'r', data_partition);
+    key.extend_from_slice(&blob.to_be_bytes());
+    key
+}
+
+pub fn freed_blob(now_ns: i64, data_partition: u64, blob: u64) -> Vec<u8> {
+    let mut key = with_u64(b'g', now_ns.max(0) as u64);
+    key.extend_from_slice(&data_partition.to_be_bytes());
+    key.extend_from_slice(&blob.to_be_bytes());
     key
 }
 

@@ -5,6 +5,7 @@
 
 mod attrs;
 pub mod extents;
+pub mod gc;
 mod host;
 mod keys;
 pub mod locks;

@@ -9,7 +9,7 @@ use strata_proto::meta::{MutateReply, MutateRequest, meta_command::Op};
 use strata_raftstore::{ApplyBatch, KvRead, StateMachine};
 
 use crate::txn::Txn;
-use crate::{attrs, extents, keys, locks, ops, rename, tx};
+use crate::{attrs, extents, gc, keys, locks, ops, rename, tx};
 
 /// Request ids are remembered for this many applied entries.
 pub const REQUEST_WINDOW: u64 = 200_000;
@@ -104,6 +104,10 @@ fn execute(txn: &mut Txn<'_, '_>, partition_id: u64, op: Option<Op>) -> Result<M
             None
         }
         Op::WriteExtents(op) => Some(extents::write(txn, op)?),
+        Op::DropFreed(op) => {
+            gc::drop_freed(txn, &op.keys);
+            None
+        }
         Op::CloseRange(op) => {
             ops::close_range(txn, op.margin)?;
             None

@@ -16,6 +16,9 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::host::PartitionHost;
 use crate::service::MetaService;
 
+/// How often a metanode looks for freed blobs to delete.
+const GC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Runs a metanode until `shutdown` resolves.
 pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
     let agent = Agent::new(NodeRole::Metanode, &config)?;
@@ -29,7 +32,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send) 
     let addresses = AddressBook::new();
     let transport = GrpcTransport::new(node_id, addresses.clone());
     let engine = Engine::start(node_id, db, config.raft.clone(), transport, addresses);
-    let host = Arc::new(PartitionHost::new(engine.clone(), node_id, config.data_dir.clone(), agent.stats.clone()));
+    let host = Arc::new(PartitionHost::new(engine.clone(), node_id, &config, agent.stats.clone()));
     host.restore().await.context("hosting the partitions held before the restart")?;
     tracing::info!(node_id, listen = %config.listen, "metanode started");
 
@@ -46,6 +49,15 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send) 
             }
         })
     };
+    let collector = {
+        let host = host.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(GC_INTERVAL).await;
+                host.collect_garbage().await;
+            }
+        })
+    };
     let result = tonic::transport::Server::builder()
         .add_service(MetaServer::new(MetaService::new(host)))
         .add_service(RaftService::new(engine.clone()).into_server())
@@ -54,6 +66,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send) 
         .await;
     heartbeats.abort();
     reconciler.abort();
+    collector.abort();
     engine.shutdown();
     tracing::info!(node_id, "metanode stopped");
     result.context("serving gRPC")

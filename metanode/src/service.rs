@@ -66,6 +66,9 @@ impl MetaService {
             Op::ExpireSessions(_) => {
                 return Err(StrataError::invalid("sessions are expired by their partition's leader"));
             }
+            Op::DropFreed(_) => {
+                return Err(StrataError::invalid("freed blobs are forgotten by their partition's leader"));
+            }
         };
         targets.into_iter().try_for_each(|ino| check_owned(info, ino))
     }

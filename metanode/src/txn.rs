@@ -78,6 +78,8 @@ pub struct Txn<'a, 'b> {
     /// Inodes read from the state before this command, so a command that
     /// reads an inode and then rewrites it reads RocksDB once.
     read: RefCell<HashMap<u64, Option<Inode>>>,
+    /// Blob reference counts as this command left them (see `gc`).
+    pub blob_refs: HashMap<(u64, u64), u64>,
     inode_count: Option<u64>,
     data_bytes: Option<u64>,
     pub now_ns: i64,
@@ -93,6 +95,7 @@ impl<'a, 'b> Txn<'a, 'b> {
             batch,
             inodes: HashMap::new(),
             read: RefCell::new(HashMap::new()),
+            blob_refs: HashMap::new(),
             inode_count: None,
             data_bytes: None,
             now_ns,

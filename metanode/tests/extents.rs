@@ -102,3 +102,44 @@ async fn bad_extents_are_refused_and_data_goes_with_the_inode() {
     ns.run(0, Op::Evict(EvictOp { ino: f.ino })).await.unwrap();
     assert!(layout(&ns, f.ino, 0, u64::MAX).is_empty());
 }
+
+/// Blob ids queued as freed, in order.
+fn freed(ns: &Ns) -> Vec<u64> {
+    let mut ids: Vec<u64> =
+        strata_metanode::gc::due(&ns.kv(), i64::MAX, 10_000).unwrap().iter().map(|f| f.blob_id).collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blobs_are_freed_when_the_last_extent_using_them_goes() {
+    let mut ns = Ns::new(None).await;
+    let f = ns.file(ROOT, "f").await.unwrap();
+    write(&mut ns, f.ino, vec![ext(0, 100, 1, 0), ext(100, 100, 2, 0)]).await.unwrap();
+    // Splitting blob 1 around an overwrite keeps it referenced twice.
+    write(&mut ns, f.ino, vec![ext(40, 20, 3, 0)]).await.unwrap();
+    assert!(freed(&ns).is_empty());
+    // Covering both remaining pieces of blob 1 frees it; blob 3 goes with it.
+    write(&mut ns, f.ino, vec![ext(0, 100, 4, 0)]).await.unwrap();
+    assert_eq!(freed(&ns), vec![1, 3]);
+    // A rewrite in one command that drops and re-adds the same blob keeps it.
+    write(&mut ns, f.ino, vec![ext(0, 100, 5, 0), ext(0, 50, 4, 0)]).await.unwrap();
+    assert_eq!(freed(&ns), vec![1, 3], "blob 4 still holds bytes 0..50");
+    // Truncating below blob 2 frees it.
+    let op = SetAttrOp { ino: f.ino, size: Some(100), ..Default::default() };
+    ns.run(0, Op::SetAttr(op)).await.unwrap();
+    assert_eq!(freed(&ns), vec![1, 2, 3]);
+    // The leader forgets what it deleted; the queue only holds the rest.
+    let queued = strata_metanode::gc::due(&ns.kv(), i64::MAX, 10).unwrap();
+    let first_two: Vec<Vec<u8>> = queued.iter().take(2).map(|f| f.key.clone()).collect();
+    ns.run(0, Op::DropFreed(DropFreedOp { keys: first_two })).await.unwrap();
+    assert_eq!(strata_metanode::gc::queued(&ns.kv(), 10).unwrap(), 1);
+    // Reclaiming the inode frees everything it still used.
+    ns.unlink(ROOT, "f", false).await.unwrap();
+    ns.run(0, Op::Evict(EvictOp { ino: f.ino })).await.unwrap();
+    let left = freed(&ns);
+    assert!(left.contains(&4) && left.contains(&5), "{left:?}");
+    // Grace: nothing freed after a point in time is due before it.
+    let now = queued.last().unwrap().freed_at_ns;
+    assert!(strata_metanode::gc::due(&ns.kv(), now, 10).unwrap().iter().all(|f| f.freed_at_ns < now));
+}

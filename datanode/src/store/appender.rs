@@ -37,6 +37,8 @@ pub enum Job {
     Delete { partition: u64, blob: u64, reply: Reply },
     /// Forget a compacted segment and remove its file.
     DropSegment { segment: u64, reply: Reply },
+    /// Stop appending to `segment` if it is the active one (so it can be compacted).
+    Seal { segment: u64, reply: Reply },
 }
 
 impl Job {
@@ -145,6 +147,13 @@ impl Appender {
                         let _ = reply.send(Err(e));
                     }
                 },
+                Job::Seal { segment, reply } => {
+                    let active = self.active.as_ref().is_some_and(|(id, _)| *id == segment);
+                    if active {
+                        self.seal_active(&mut round);
+                    }
+                    round.replies.push((reply, active));
+                }
                 Job::DropSegment { segment, reply } => {
                     if self.segments.remove(&segment).is_some() {
                         round.batch.delete(keys::segment(segment));
@@ -258,15 +267,7 @@ impl Appender {
             if size == 0 || size + len <= self.segment_size {
                 return Ok((*id, size));
             }
-            let (id, file) = self.active.take().expect("checked");
-            if let Some(info) = self.segments.get_mut(&id) {
-                info.sealed = true;
-            }
-            round.dirty.insert(id);
-            if round.wrote_active {
-                round.sealed_files.push(file);
-            }
-            round.wrote_active = false;
+            self.seal_active(round);
         }
         let id = segment_id(self.disk, self.next_seq);
         self.next_seq += 1;
@@ -285,6 +286,19 @@ impl Appender {
         round.dirty.insert(id);
         self.active = Some((id, file));
         Ok((id, 0))
+    }
+
+    /// Marks the active segment sealed; the next append starts a new one.
+    fn seal_active(&mut self, round: &mut Round) {
+        let Some((id, file)) = self.active.take() else { return };
+        if let Some(info) = self.segments.get_mut(&id) {
+            info.sealed = true;
+        }
+        round.dirty.insert(id);
+        if round.wrote_active {
+            round.sealed_files.push(file);
+        }
+        round.wrote_active = false;
     }
 
     fn delete(&mut self, round: &mut Round, partition: u64, blob: u64) -> Result<bool> {

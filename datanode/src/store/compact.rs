@@ -13,9 +13,12 @@ use strata_common::config::StoreConfig;
 use strata_common::{Result, StrataError};
 
 use super::appender::Job;
-use super::keys::segment_disk;
-use super::record::{HEADER_LEN, Header};
+use super::keys::{self, segment_disk};
+use super::record::{HEADER_LEN, Header, Location};
 use super::{Store, internal};
+
+/// The active segment is compacted early only from this size on.
+const MIN_ACTIVE_COMPACTION: u64 = 8 << 20;
 
 pub struct Compactor {
     store: Weak<Store>,
@@ -67,10 +70,21 @@ impl Store {
             if self.stopping() {
                 break;
             }
-            if !info.sealed || info.size == 0 || (info.dead as f64) < ratio * info.size as f64 {
+            if info.size == 0 || (info.dead as f64) < ratio * info.size as f64 {
                 continue;
             }
-            let moved = self.compact_segment(id, info.size)?;
+            // A mostly dead active segment is sealed first (small ones are left to fill).
+            if !info.sealed
+                && (info.size < MIN_ACTIVE_COMPACTION
+                    || !self.submit_blocking(segment_disk(id), |reply| Job::Seal { segment: id, reply })?)
+            {
+                continue;
+            }
+            // Sealing may have come after more appends: take the final size.
+            let Some(size) = self.segments()?.into_iter().find(|(s, _)| *s == id).map(|(_, i)| i.size) else {
+                continue;
+            };
+            let moved = self.compact_segment(id, size)?;
             tracing::info!(segment = id, size = info.size, garbage = info.dead, moved, "segment compacted");
             done += 1;
         }
@@ -86,8 +100,15 @@ impl Store {
         while offset < size {
             let mut head = [0u8; HEADER_LEN];
             file.read_exact_at(&mut head, offset).map_err(|e| internal("reading a record header", e))?;
-            let header = Header::decode(&head)
-                .map_err(|e| StrataError::new(e.code, format!("segment {segment:x} at {offset}: {}", e.message)))?;
+            let header = match Header::decode(&head) {
+                Ok(header) => header,
+                Err(e) => {
+                    // Without this header the records after it cannot be found by
+                    // walking: find the segment's live blobs through the index instead.
+                    tracing::warn!(segment, offset, error = %e, "damaged record header; compacting through the index");
+                    return self.compact_through_index(segment);
+                }
+            };
             let record_len = header.record_len();
             let live = self
                 .location(header.partition, header.blob)?
@@ -102,6 +123,34 @@ impl Store {
                 moved += record_len;
             }
             offset += record_len;
+        }
+        self.submit_blocking(disk, |reply| Job::DropSegment { segment, reply })?;
+        self.shared.stats.compactions.fetch_add(1, Ordering::Relaxed);
+        Ok(moved)
+    }
+
+    /// Moves every blob the index places in `segment` (a full index scan), then drops it.
+    fn compact_through_index(&self, segment: u64) -> Result<u64> {
+        let disk = segment_disk(segment);
+        let file = self.shared.files.get(&self.shared.disks, segment).map_err(|e| internal("opening a segment", e))?;
+        let mut moved = 0;
+        for item in self.shared.db.prefix_iterator([keys::BLOB]) {
+            let (key, value) = item.map_err(|e| internal("scanning the index", e))?;
+            if key[0] != keys::BLOB {
+                break;
+            }
+            let loc = Location::decode(&value)?;
+            let Some((partition, blob)) = keys::parse_two(&key) else { continue };
+            if loc.segment != segment {
+                continue;
+            }
+            let mut data = vec![0u8; loc.len as usize];
+            file.read_exact_at(&mut data, loc.data_offset()).map_err(|e| internal("reading a record", e))?;
+            let header = Header { partition, blob, len: loc.len, meta: loc.meta };
+            let crcs = loc.crcs.clone();
+            moved += loc.record_len();
+            let data = Bytes::from(data);
+            self.submit_blocking(disk, |reply| Job::Put { header, crcs, data, only_if: Some(loc), reply })?;
         }
         self.submit_blocking(disk, |reply| Job::DropSegment { segment, reply })?;
         self.shared.stats.compactions.fetch_add(1, Ordering::Relaxed);

@@ -126,8 +126,9 @@ async fn compaction_returns_the_space_of_deleted_blobs() {
     let compacted = tokio::task::spawn_blocking(move || compactor.compact_once(0.5)).await.unwrap().unwrap();
     assert!(compacted >= 4, "only {compacted} segments compacted");
     let after = store.totals().unwrap();
-    // Left: the unsealed last segment (5 records, 4 of them dead) and the 5
-    // live blobs moved out of the 5 sealed ones: a third of the start.
+    // Left: the unsealed last segment (5 records, 4 of them dead; too small
+    // to be sealed early) and the 5 live blobs moved out of the 5 sealed
+    // ones: a third of the start.
     assert!(
         after.segment_bytes <= full.segment_bytes * 34 / 100,
         "segments still hold {} of {} bytes",
@@ -165,4 +166,30 @@ async fn scrub_finds_damage_nobody_read() {
     }
     assert_eq!(store.bad_blobs(10).unwrap(), vec![(2, 3)]);
     assert!(store.totals().unwrap().scrubbed_bytes >= 400_000);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mostly_dead_active_segment_is_sealed_and_compacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 1024);
+    for i in 0..20u64 {
+        store.write(4, i, PieceMeta::default(), pattern(i, 1 << 20)).await.unwrap();
+    }
+    for i in 1..20u64 {
+        store.delete(4, i).await.unwrap();
+    }
+    assert_eq!(store.totals().unwrap().segments, 1, "everything went to the active segment");
+    // Damage the header of a dead record: compaction must still find the live one.
+    let location = store.location(4, 0).unwrap().unwrap();
+    let path = files::segment_path(&[dir.path().join("disk0")], location.segment).unwrap();
+    let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    file.write_all_at(&[0xee; 8], location.record_offset + location.record_len() + 8).unwrap();
+    let compactor = store.clone();
+    let compacted = tokio::task::spawn_blocking(move || compactor.compact_once(0.5)).await.unwrap().unwrap();
+    assert_eq!(compacted, 1);
+    let after = store.totals().unwrap();
+    assert!(after.segment_bytes < 2 << 20, "{after:?}");
+    assert_eq!(store.read(4, 0, 0, u64::MAX).await.unwrap().0, pattern(0, 1 << 20));
+    store.write(4, 100, PieceMeta::default(), pattern(100, 10)).await.unwrap();
+    assert_eq!(store.read(4, 100, 0, 10).await.unwrap().0, pattern(100, 10));
 }
