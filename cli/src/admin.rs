@@ -62,6 +62,16 @@ pub struct NodeView {
     /// For masters: the Raft log index this master has applied.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub applied_index: Option<u64>,
+    /// Being drained (`strata node decommission`).
+    pub decommissioned: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RepairView {
+    pub partition_id: u64,
+    pub node_id: u64,
+    pub blobs_done: u64,
+    pub blobs_total: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -76,6 +86,8 @@ pub struct StatusView {
     pub leader: Option<LeaderView>,
     pub nodes: Vec<NodeView>,
     pub volumes: Option<usize>,
+    /// Data partition members being rebuilt.
+    pub repairs: Vec<RepairView>,
 }
 
 fn role_name(role: i32) -> String {
@@ -115,25 +127,39 @@ pub async fn collect_status(client: &MasterClient) -> StatusView {
     }
     let mut nodes: Vec<NodeView> = masters.into_values().collect();
     let mut volumes = None;
+    let mut repairs = Vec::new();
     if leader.is_some() {
-        if let Ok(listed) = client.list_nodes().await {
-            nodes.extend(listed.into_iter().filter(|n| n.role != pb::NodeRole::Master as i32).map(|n| NodeView {
-                id: n.id,
-                role: role_name(n.role),
-                address: n.address,
-                alive: n.alive,
-                leader: false,
-                last_heartbeat_ms_ago: n.last_heartbeat_ms_ago,
-                disk_total_bytes: n.capacity.map(|c| c.total_bytes),
-                disk_available_bytes: n.capacity.map(|c| c.available_bytes),
-                partitions_held: n.partitions_held,
-                partitions_assigned: n.partitions_assigned,
-                applied_index: None,
+        if let Ok(listed) = client.cluster_nodes().await {
+            repairs = listed
+                .repairs
+                .iter()
+                .map(|r| RepairView {
+                    partition_id: r.partition_id,
+                    node_id: r.node_id,
+                    blobs_done: r.blobs_done,
+                    blobs_total: r.blobs_total,
+                })
+                .collect();
+            nodes.extend(listed.nodes.into_iter().filter(|n| n.role != pb::NodeRole::Master as i32).map(|n| {
+                NodeView {
+                    id: n.id,
+                    role: role_name(n.role),
+                    address: n.address,
+                    alive: n.alive,
+                    leader: false,
+                    last_heartbeat_ms_ago: n.last_heartbeat_ms_ago,
+                    disk_total_bytes: n.capacity.map(|c| c.total_bytes),
+                    disk_available_bytes: n.capacity.map(|c| c.available_bytes),
+                    partitions_held: n.partitions_held,
+                    partitions_assigned: n.partitions_assigned,
+                    applied_index: None,
+                    decommissioned: n.decommissioned,
+                }
             }));
         }
         volumes = client.list_volumes().await.ok().map(|v| v.len());
     }
-    StatusView { leader, nodes, volumes }
+    StatusView { leader, nodes, volumes, repairs }
 }
 
 fn master_view(id: u64, address: &str) -> NodeView {
@@ -149,6 +175,7 @@ fn master_view(id: u64, address: &str) -> NodeView {
         partitions_held: 0,
         partitions_assigned: 0,
         applied_index: None,
+        decommissioned: false,
     }
 }
 
@@ -164,7 +191,11 @@ fn print_nodes(nodes: &[NodeView]) {
             n.id,
             n.role,
             n.address,
-            if n.alive { "alive" } else { "dead" },
+            match (n.alive, n.decommissioned) {
+                (true, false) => "alive",
+                (true, true) => "drain",
+                (false, _) => "dead",
+            },
             if n.leader { "yes" } else { "" },
             free,
             n.partitions_held,
@@ -186,10 +217,22 @@ pub async fn status(client: &MasterClient, json: bool) -> anyhow::Result<()> {
             println!("volumes: {v}");
         }
         print_nodes(&view.nodes);
+        for r in &view.repairs {
+            println!(
+                "repair: data partition {} rebuilding on node {}: {}/{} blobs",
+                r.partition_id, r.node_id, r.blobs_done, r.blobs_total
+            );
+        }
     }
     if view.leader.is_none() {
         anyhow::bail!("no master leader could be reached");
     }
+    Ok(())
+}
+
+pub async fn node_decommission(client: &MasterClient, node_id: u64) -> anyhow::Result<()> {
+    let moved = client.decommission_node(node_id).await?;
+    println!("node {node_id} is being drained: {moved} data partitions get a new member (see `strata status`)");
     Ok(())
 }
 

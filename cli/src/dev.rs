@@ -45,6 +45,9 @@ pub struct DevArgs {
     /// Seconds an unreferenced blob waits before it is deleted from the datanodes.
     #[arg(long, default_value_t = 60)]
     pub gc_grace: u64,
+    /// Seconds a datanode may be dead before its data is rebuilt elsewhere.
+    #[arg(long, default_value_t = 60)]
+    pub repair_delay: u64,
     /// Seconds between datanode looks for segments worth compacting.
     #[arg(long, default_value_t = 30)]
     pub compact_interval: u64,
@@ -100,8 +103,17 @@ fn signal(pid: u32, sig: i32) {
     }
 }
 
+/// A port free right now, drawn below Linux's ephemeral range (32768 up) so
+/// that no outgoing connection of another process takes it before the node
+/// binds it.
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    for _ in 0..1000 {
+        let port = rand::random_range(10_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no free port found between 10000 and 32000")
 }
 
 fn port(args: &DevArgs, offset: u64) -> anyhow::Result<u16> {
@@ -156,6 +168,8 @@ fn create_layout(dir: &Path, args: &DevArgs) -> anyhow::Result<ClusterFile> {
                     meta_partition_inode_span: 1 << 24,
                     meta_partition_split_inodes: args.meta_split_inodes,
                     initial_data_partitions: 4,
+                    data_repair_delay_ms: args.repair_delay * 1000,
+                    max_concurrent_repairs: 8,
                 }),
                 ..Default::default()
             }

@@ -66,6 +66,10 @@ enum Cmd {
 #[derive(Debug, Subcommand)]
 enum NodeCmd {
     List,
+    /// Drain a datanode: its data partitions get new members, rebuilt from the others.
+    Decommission {
+        node_id: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -141,6 +145,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Status => admin::status(&admin_client()?, cli.json).await,
         Cmd::Node { action: NodeCmd::List } => admin::node_list(&admin_client()?, cli.json).await,
+        Cmd::Node { action: NodeCmd::Decommission { node_id } } => {
+            admin::node_decommission(&admin_client()?, node_id).await
+        }
         Cmd::Volume { action } => {
             let client = admin_client()?;
             match action {

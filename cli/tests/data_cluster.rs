@@ -150,10 +150,38 @@ async fn corrupt_blocks(nodes: &[serde_json::Value]) -> u64 {
     total
 }
 
+/// Ids of the datanodes in the volume's data partitions, per partition.
+async fn data_members(masters: Vec<String>, volume: &str) -> Vec<Vec<u64>> {
+    let master = MasterClient::new(masters).unwrap();
+    let view = master.get_volume(volume).await.unwrap();
+    view.data_partitions.iter().map(|p| p.members.iter().map(|m| m.node_id).collect()).collect()
+}
+
+fn store_of(datanodes: &[serde_json::Value], id: u64) -> &serde_json::Value {
+    datanodes.iter().find(|n| n["id"] == id).unwrap()
+}
+
+/// Waits until no member is being rebuilt and every member of every data partition is alive.
+async fn wait_for_repair(cluster: &DevCluster, volume: &str) {
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let status = cluster.status().expect("status");
+        let alive: Vec<u64> =
+            nodes(&status).iter().filter(|n| n["alive"] == true).map(|n| n["id"].as_u64().unwrap()).collect();
+        let repairs = status["repairs"].as_array().map(|r| r.len()).unwrap_or(0);
+        let members = data_members(cluster.masters(), volume).await;
+        if repairs == 0 && members.iter().flatten().all(|m| alive.contains(m)) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "repair did not finish: {:#}", status["repairs"]);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn erasure_coded_data_survives_two_dead_datanodes_and_damaged_segments() {
+async fn erasure_coded_data_survives_lost_datanodes_damage_and_repair() {
     let mut cluster = DevCluster::new();
-    cluster.start();
+    cluster.start_with(&["--datanodes", "8", "--repair-delay", "3"]);
     let volume = Arc::new(create_volume(cluster.masters(), "coded", "ec:4+2").await);
     // 1 GiB: 16 files of 64 MiB, 4 written at a time.
     let len = 64 * MIB;
@@ -161,34 +189,61 @@ async fn erasure_coded_data_survives_two_dead_datanodes_and_damaged_segments() {
     check_files(&volume, &inodes, len).await;
     assert_eq!(volume.data.stats.degraded_reads.load(Ordering::Relaxed), 0, "all shards were there");
 
-    // Two datanodes die: every stripe lost two of its six shards.
+    // Two members of the first data partition die.
     let datanodes = cluster.nodes_of("datanode");
-    assert_eq!(datanodes.len(), 6);
-    for n in &datanodes[..2] {
-        kill(n["pid"].as_u64().unwrap(), libc::SIGKILL);
+    let first = data_members(cluster.masters(), "coded").await[0].clone();
+    let killed = [first[0], first[1]];
+    for id in killed {
+        kill(store_of(&datanodes, id)["pid"].as_u64().unwrap(), libc::SIGKILL);
     }
     check_files(&volume, &inodes, len).await;
     assert!(volume.data.stats.degraded_reads.load(Ordering::Relaxed) > 0, "reads decoded around the dead nodes");
 
-    // They come back; a third datanode's segments are damaged on disk.
-    for n in &datanodes[..2] {
-        cluster.restart(n["id"].as_u64().unwrap());
-    }
-    let victim = &datanodes[2];
-    let flipped = damage_segments(victim, 3 * MIB as u64 + 4093);
-    assert!(flipped > 50, "only {flipped} bytes flipped");
+    // The master replaces them; the new members rebuild their shards.
+    wait_for_repair(&cluster, "coded").await;
+    let members = data_members(cluster.masters(), "coded").await;
+    assert!(members.iter().flatten().all(|m| !killed.contains(m)), "dead nodes replaced: {members:?}");
+
+    // A live member's segments are damaged on disk: reads go around the
+    // damage, and the damaged blobs are rewritten (found by reads and scrub).
+    let victim_id = members[0].iter().copied().find(|m| !killed.contains(m)).unwrap();
+    let victim = store_of(&datanodes, victim_id).clone();
+    let address = victim["address"].as_str().unwrap().to_string();
+    let channels = Channels::default();
+    let scrubbed_before = node::store_stats(&channels, &address).await.unwrap().scrubbed_bytes;
+    let flipped = damage_segments(&victim, 3 * MIB as u64 + 4093);
+    assert!(flipped > 20, "only {flipped} bytes flipped");
     let degraded_before = volume.data.stats.degraded_reads.load(Ordering::Relaxed);
     check_files(&volume, &inodes, len).await;
-    let corrupt = corrupt_blocks(&datanodes).await;
-    assert!(corrupt > 0, "the damaged blocks were counted");
+    assert!(corrupt_blocks(std::slice::from_ref(&victim)).await > 0, "the damaged blocks were counted");
     assert!(volume.data.stats.degraded_reads.load(Ordering::Relaxed) > degraded_before);
-    eprintln!("flipped {flipped} bytes; {corrupt} corrupt blocks found and read around");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let stats = node::store_stats(&channels, &address).await.unwrap();
+        let full_pass = stats.scrubbed_bytes >= scrubbed_before + stats.segment_bytes;
+        if full_pass && stats.bad_blobs == 0 && stats.repaired_blobs > 0 {
+            eprintln!(
+                "flipped {flipped} bytes: {} corrupt blocks, {} blobs rewritten",
+                stats.corrupt_blocks, stats.repaired_blobs
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "damage not repaired: {stats:?}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
+    // Two other members die: everything still reads back.
+    let others: Vec<u64> = members[0].iter().copied().filter(|m| *m != victim_id).take(2).collect();
+    for id in &others {
+        kill(store_of(&datanodes, *id)["pid"].as_u64().unwrap(), libc::SIGKILL);
+    }
+    check_files(&volume, &inodes, len).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn replicated_writes_go_on_when_a_datanode_dies_mid_stream() {
+async fn replicated_writes_go_on_when_a_datanode_dies_mid_stream_then_repair_and_drain() {
     let mut cluster = DevCluster::new();
-    cluster.start();
+    cluster.start_with(&["--repair-delay", "3"]);
     let volume = Arc::new(create_volume(cluster.masters(), "rep", "replica:3").await);
     let datanodes = cluster.nodes_of("datanode");
     let victim = datanodes[3]["pid"].as_u64().unwrap();
@@ -218,6 +273,36 @@ async fn replicated_writes_go_on_when_a_datanode_dies_mid_stream() {
         inodes.len(),
         volume.data.stats.rewrites.load(Ordering::Relaxed)
     );
+
+    // The dead node is replaced and its replicas copied from the others.
+    wait_for_repair(&cluster, "rep").await;
+    let dead = datanodes[3]["id"].as_u64().unwrap();
+    assert!(data_members(cluster.masters(), "rep").await.iter().flatten().all(|m| *m != dead));
+
+    // Draining a live member moves its partitions away; the data stays readable.
+    let members = data_members(cluster.masters(), "rep").await;
+    let drained = members[0][0];
+    let out = cluster.strata_ok(&["node", "decommission", &drained.to_string()]);
+    assert!(out.contains("being drained"), "{out}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let after = data_members(cluster.masters(), "rep").await;
+        if after.iter().flatten().all(|m| *m != drained) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node {drained} still holds data: {after:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    wait_for_repair(&cluster, "rep").await;
+    let status = cluster.status().unwrap();
+    let node = nodes(&status).into_iter().find(|n| n["id"] == drained).unwrap();
+    assert_eq!(node["decommissioned"], true);
+    // Reads must not need the drained node: stop it first.
+    kill(store_of(&datanodes, drained)["pid"].as_u64().unwrap(), libc::SIGKILL);
+    for chunk in inodes.chunks(3) {
+        let batch: Vec<u64> = chunk.iter().map(|(ino, _)| *ino).collect();
+        check_files(&volume, &batch, len).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -54,6 +54,20 @@ pub struct MasterConfig {
     /// Data partitions created with a new volume.
     #[serde(default = "default_initial_data_partitions")]
     pub initial_data_partitions: u32,
+    /// A datanode dead for this long (milliseconds) is replaced in its data
+    /// partitions and their data rebuilt elsewhere.
+    #[serde(default = "default_data_repair_delay_ms")]
+    pub data_repair_delay_ms: u64,
+    /// Data partition members being rebuilt at once, cluster-wide.
+    #[serde(default = "default_max_concurrent_repairs")]
+    pub max_concurrent_repairs: u32,
+}
+
+fn default_data_repair_delay_ms() -> u64 {
+    60_000
+}
+fn default_max_concurrent_repairs() -> u32 {
+    8
 }
 
 /// Configuration of a metanode or datanode.

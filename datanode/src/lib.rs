@@ -2,6 +2,7 @@
 //! ([`service`]), next to the part every node shares (registration and
 //! heartbeats, see `strata_sdk::node_agent`).
 
+pub mod repair;
 pub mod service;
 pub mod store;
 
@@ -23,10 +24,13 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send) 
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let info = agent.info_service();
+    // Rebuilds need the node id (who am I in a partition): learn it first.
+    let interval = agent.register().await;
+    let repairer = repair::Repairer::new(store.clone(), agent.node_id(), agent.stats.clone());
     tracing::info!(listen = %config.listen, node_id = agent.node_id(), "datanode started");
+    let bad_blobs = tokio::spawn(repairer.clone().repair_bad_blobs());
     let heartbeats = tokio::spawn(async move {
-        let interval = agent.register().await;
-        agent.heartbeat_loop(interval, |_| {}).await;
+        agent.heartbeat_loop(interval, move |response| repairer.on_assignments(response.data_partitions)).await;
     });
     let data = DataServer::new(service::DataService::new(store.clone()))
         .max_decoding_message_size(MAX_MESSAGE)
@@ -37,6 +41,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send) 
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;
     heartbeats.abort();
+    bad_blobs.abort();
     store.shutdown();
     tracing::info!("datanode stopped");
     result.context("serving gRPC")

@@ -115,6 +115,8 @@ impl Data for DataService {
             corrupt_blocks: t.corrupt_blocks,
             compactions: t.compactions,
             scrubbed_bytes: t.scrubbed_bytes,
+            bad_blobs: t.bad_blobs,
+            repaired_blobs: t.repaired_blobs,
         }))
     }
 }

@@ -5,6 +5,7 @@
 
 mod liveness;
 mod placement;
+mod repair;
 mod server;
 mod service;
 mod state;

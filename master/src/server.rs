@@ -42,13 +42,15 @@ pub async fn run(config: MasterConfig, shutdown: impl Future<Output = ()> + Send
 
     let master_seen = Arc::new(RwLock::new(HashMap::new()));
     let prober = tokio::spawn(probe_masters(engine.clone(), config.id, master_seen.clone()));
-    let service = MasterService::new(engine.clone(), config, master_seen);
+    let service = Arc::new(MasterService::new(engine.clone(), config, master_seen));
+    let repairs = tokio::spawn(crate::repair::run(service.clone()));
     let result = tonic::transport::Server::builder()
-        .add_service(MasterServer::new(service))
+        .add_service(MasterServer::from_arc(service))
         .add_service(RaftService::new(engine.clone()).into_server())
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;
     prober.abort();
+    repairs.abort();
     engine.shutdown();
     tracing::info!("master stopped");
     result.context("serving gRPC")

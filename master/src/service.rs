@@ -29,9 +29,11 @@ type RpcResult<T> = std::result::Result<Response<T>, Status>;
 const MAX_BLOB_ID_RANGE: u64 = 1_000_000;
 
 pub struct MasterService {
-    engine: Engine,
-    config: MasterConfig,
-    liveness: Liveness,
+    pub(crate) engine: Engine,
+    pub(crate) config: MasterConfig,
+    pub(crate) liveness: Liveness,
+    /// Rebuild progress datanodes last reported, by (partition, node).
+    pub(crate) repair_progress: Mutex<HashMap<(u64, u64), pb::RepairProgress>>,
     /// When each other master last answered the leader's probe.
     master_seen: Arc<RwLock<HashMap<u64, Instant>>>,
     /// (term, when this replica saw itself lead that term).
@@ -69,16 +71,17 @@ impl MasterService {
             engine,
             config,
             liveness: Liveness::default(),
+            repair_progress: Mutex::new(HashMap::new()),
             master_seen,
             leadership: Mutex::new((0, Instant::now())),
         }
     }
 
-    fn node_timeout(&self) -> Duration {
+    pub(crate) fn node_timeout(&self) -> Duration {
         Duration::from_millis(self.config.node_timeout_ms)
     }
 
-    fn ensure_leader(&self) -> Result<GroupStatus> {
+    pub(crate) fn ensure_leader(&self) -> Result<GroupStatus> {
         let status = self
             .engine
             .status(MASTER_GROUP)
@@ -94,18 +97,23 @@ impl MasterService {
     }
 
     /// Whether this leader took over so recently that nodes may not have found it yet.
-    fn newly_elected(&self) -> bool {
+    pub(crate) fn newly_elected(&self) -> bool {
         self.leadership.lock().unwrap().1.elapsed() < self.node_timeout()
     }
 
+    /// How long this replica has led (zero when it does not).
+    pub(crate) fn leading_for(&self) -> Duration {
+        self.leadership.lock().unwrap().1.elapsed()
+    }
+
     /// Confirms leadership (ReadIndex) and returns the applied state to read.
-    async fn read_state(&self) -> Result<StateReader> {
+    pub(crate) async fn read_state(&self) -> Result<StateReader> {
         self.ensure_leader()?;
         self.engine.read_index(MASTER_GROUP).await?;
         Ok(StateReader(self.engine.kv(MASTER_GROUP)))
     }
 
-    async fn propose(&self, command: Command) -> Result<Outcome> {
+    pub(crate) async fn propose(&self, command: Command) -> Result<Outcome> {
         self.ensure_leader()?;
         let bytes = serde_json::to_vec(&command).expect("commands serialize");
         let reply = self.engine.propose(MASTER_GROUP, bytes).await?;
@@ -114,10 +122,10 @@ impl MasterService {
         outcome.into_result()
     }
 
-    fn candidates(&self, nodes: &[NodeRecord], role: NodeRole) -> Vec<Candidate> {
+    pub(crate) fn candidates(&self, nodes: &[NodeRecord], role: NodeRole) -> Vec<Candidate> {
         nodes
             .iter()
-            .filter(|n| n.role == role.as_str())
+            .filter(|n| n.role == role.as_str() && !n.decommissioned)
             .filter_map(|n| {
                 let health = self.liveness.get(n.id)?;
                 (health.last_seen.elapsed() < self.node_timeout())
@@ -152,7 +160,7 @@ impl MasterService {
         Ok((meta, data))
     }
 
-    fn volume_to_proto(volume: &VolumeRecord, addresses: &HashMap<u64, String>) -> pb::Volume {
+    pub(crate) fn volume_to_proto(volume: &VolumeRecord, addresses: &HashMap<u64, String>) -> pb::Volume {
         let members = |ids: &[u64]| {
             ids.iter()
                 .map(|id| pb::PartitionMember { node_id: *id, address: addresses.get(id).cloned().unwrap_or_default() })
@@ -180,12 +188,17 @@ impl MasterService {
             data_partitions: volume
                 .data_partitions
                 .iter()
-                .map(|p| pb::DataPartition { id: p.id, redundancy, members: members(&p.members) })
+                .map(|p| pb::DataPartition {
+                    id: p.id,
+                    redundancy,
+                    members: members(&p.members),
+                    rebuilding: p.rebuilding.clone(),
+                })
                 .collect(),
         }
     }
 
-    fn addresses(nodes: &[NodeRecord]) -> HashMap<u64, String> {
+    pub(crate) fn addresses(nodes: &[NodeRecord]) -> HashMap<u64, String> {
         nodes.iter().map(|n| (n.id, n.address.clone())).collect()
     }
 
@@ -283,6 +296,7 @@ impl MasterService {
                     partitions_held: 0,
                     partitions_assigned: 0,
                     is_leader: *id == status.leader_id,
+                    decommissioned: false,
                 }
             })
             .collect()
@@ -333,9 +347,11 @@ impl pb::master_server::Master for MasterService {
         }
         // Metanodes drop partitions missing from this list: it must come from
         // a state at least as new as every committed change (ReadIndex).
+        self.record_rebuilds(req.node_id, &req.rebuilt, &req.repairs).await;
         self.engine.read_index(MASTER_GROUP).await?;
         let meta_partitions = self.meta_assignments(req.node_id)?;
-        Ok(Response::new(pb::HeartbeatResponse { meta_partitions }))
+        let data_partitions = self.data_assignments(req.node_id)?;
+        Ok(Response::new(pb::HeartbeatResponse { meta_partitions, data_partitions }))
     }
 
     async fn list_nodes(&self, _request: Request<pb::ListNodesRequest>) -> RpcResult<pb::ListNodesResponse> {
@@ -361,9 +377,11 @@ impl pb::master_server::Master for MasterService {
                 partitions_held: health.map(|h| h.partitions_held).unwrap_or(0),
                 partitions_assigned: assigned.get(&node.id).copied().unwrap_or(0),
                 is_leader: false,
+                decommissioned: node.decommissioned,
             });
         }
-        Ok(Response::new(pb::ListNodesResponse { nodes }))
+        let repairs = self.repairs(&state)?;
+        Ok(Response::new(pb::ListNodesResponse { nodes, repairs }))
     }
 
     async fn cluster_status(
@@ -455,6 +473,28 @@ impl pb::master_server::Master for MasterService {
         self.propose(Command::DeleteVolume { name: name.clone() }).await?;
         tracing::info!(volume = %name, "volume deleted");
         Ok(Response::new(pb::DeleteVolumeResponse {}))
+    }
+
+    async fn decommission_node(
+        &self,
+        request: Request<pb::DecommissionNodeRequest>,
+    ) -> RpcResult<pb::DecommissionNodeResponse> {
+        let node_id = request.into_inner().node_id;
+        let state = self.read_state().await?;
+        let node = state
+            .nodes()?
+            .into_iter()
+            .find(|n| n.id == node_id)
+            .ok_or_else(|| StrataError::not_found(format!("node {node_id} is not registered")))?;
+        if node.role != NodeRole::Datanode.as_str() {
+            return Err(StrataError::invalid(format!("node {node_id} is a {}, not a datanode", node.role)).into());
+        }
+        self.propose(Command::DecommissionNode { id: node_id }).await?;
+        let partitions_moved =
+            state.volumes()?.iter().flat_map(|v| &v.data_partitions).filter(|p| p.members.contains(&node_id)).count()
+                as u64;
+        tracing::info!(node_id, partitions_moved, "datanode decommissioned; its partitions move away");
+        Ok(Response::new(pb::DecommissionNodeResponse { partitions_moved }))
     }
 
     async fn alloc_blob_ids(&self, request: Request<pb::AllocBlobIdsRequest>) -> RpcResult<pb::AllocBlobIdsResponse> {

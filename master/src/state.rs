@@ -26,6 +26,9 @@ pub struct NodeRecord {
     pub role: String,
     pub address: String,
     pub registered_at_ms: u64,
+    /// Being drained: nothing new goes here and its data partitions move away.
+    #[serde(default)]
+    pub decommissioned: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +47,9 @@ pub struct MetaPartitionRecord {
 pub struct DataPartitionRecord {
     pub id: u64,
     pub members: Vec<u64>,
+    /// Members whose copy is being rebuilt after replacing a lost one.
+    #[serde(default)]
+    pub rebuilding: Vec<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,6 +133,22 @@ pub enum Command {
     },
     DeleteVolume {
         name: String,
+    },
+    /// Puts `new` in place of member `old` of a data partition; `new` rebuilds its copy.
+    ReplaceDataMember {
+        volume: String,
+        partition_id: u64,
+        old: u64,
+        new: u64,
+    },
+    /// `node` finished rebuilding its copy of a data partition.
+    DataRebuilt {
+        volume: String,
+        partition_id: u64,
+        node: u64,
+    },
+    DecommissionNode {
+        id: u64,
     },
     /// Hands out `count` fresh blob ids of `volume`.
     AllocBlobIds {
@@ -287,7 +309,7 @@ fn apply(batch: &mut ApplyBatch<'_>, cmd: Command) -> Result<Outcome> {
             let data_partitions = data
                 .into_iter()
                 .enumerate()
-                .map(|(i, members)| DataPartitionRecord { id: first_data + i as u64, members })
+                .map(|(i, members)| DataPartitionRecord { id: first_data + i as u64, members, rebuilding: Vec::new() })
                 .collect();
             let volume = VolumeRecord {
                 id,
@@ -341,6 +363,39 @@ fn apply(batch: &mut ApplyBatch<'_>, cmd: Command) -> Result<Outcome> {
             });
             tx.put(&volume_key(&volume), &record);
             Ok(Outcome::Volume(record))
+        }
+        Command::ReplaceDataMember { volume, partition_id, old, new } => {
+            let mut record = must_volume(&tx, &volume)?;
+            let partition = data_partition(&mut record, partition_id)?;
+            // Applied once: a repeat (or a stale plan) finds `old` gone and changes nothing.
+            let Some(slot) = partition.members.iter().position(|m| *m == old) else {
+                return Ok(Outcome::Done);
+            };
+            if partition.members.contains(&new) {
+                return Err(StrataError::invalid(format!("node {new} is already in data partition {partition_id}")));
+            }
+            partition.members[slot] = new;
+            partition.rebuilding.retain(|n| *n != old);
+            partition.rebuilding.push(new);
+            tx.put(&volume_key(&volume), &record);
+            Ok(Outcome::Done)
+        }
+        Command::DataRebuilt { volume, partition_id, node } => {
+            let mut record = must_volume(&tx, &volume)?;
+            let partition = data_partition(&mut record, partition_id)?;
+            if partition.rebuilding.contains(&node) {
+                partition.rebuilding.retain(|n| *n != node);
+                tx.put(&volume_key(&volume), &record);
+            }
+            Ok(Outcome::Done)
+        }
+        Command::DecommissionNode { id } => {
+            let Some(mut node) = tx.get::<NodeRecord>(&node_key(id), "node")? else {
+                return Err(StrataError::not_found(format!("node {id} is not registered")));
+            };
+            node.decommissioned = true;
+            tx.put(&node_key(id), &node);
+            Ok(Outcome::Node(node))
         }
         Command::AllocBlobIds { volume, count } => {
             let Some(mut record) = tx.get::<VolumeRecord>(&volume_key(&volume), "volume")? else {
@@ -402,6 +457,20 @@ fn apply(batch: &mut ApplyBatch<'_>, cmd: Command) -> Result<Outcome> {
     }
 }
 
+fn must_volume(tx: &Tx<'_, '_>, name: &str) -> Result<VolumeRecord> {
+    tx.get::<VolumeRecord>(&volume_key(name), "volume")?
+        .ok_or_else(|| StrataError::not_found(format!("volume {name} does not exist")))
+}
+
+fn data_partition(volume: &mut VolumeRecord, id: u64) -> Result<&mut DataPartitionRecord> {
+    let name = volume.name.clone();
+    volume
+        .data_partitions
+        .iter_mut()
+        .find(|p| p.id == id)
+        .ok_or_else(|| StrataError::not_found(format!("volume {name} has no data partition {id}")))
+}
+
 fn register_node(tx: &mut Tx<'_, '_>, id: u64, role: String, address: String, now_ms: u64) -> Result<Outcome> {
     let existing = if id == 0 { None } else { tx.get::<NodeRecord>(&node_key(id), "node")? };
     let record = match existing {
@@ -415,7 +484,7 @@ fn register_node(tx: &mut Tx<'_, '_>, id: u64, role: String, address: String, no
         Some(existing) => NodeRecord { address, ..existing },
         None => {
             let id = if id == 0 { tx.next_ids("node", 1, FIRST_ASSIGNED_NODE_ID)? } else { id };
-            NodeRecord { id, role, address, registered_at_ms: now_ms }
+            NodeRecord { id, role, address, registered_at_ms: now_ms, decommissioned: false }
         }
     };
     tx.put(&node_key(record.id), &record);

@@ -67,8 +67,20 @@ impl MasterClient {
     }
 
     pub async fn list_nodes(&self) -> Result<Vec<pb::NodeInfo>> {
-        let r = self.call("listing nodes", |mut c| async move { c.list_nodes(pb::ListNodesRequest {}).await }).await?;
-        Ok(r.nodes)
+        Ok(self.cluster_nodes().await?.nodes)
+    }
+
+    /// Nodes and the data rebuilds in progress.
+    pub async fn cluster_nodes(&self) -> Result<pb::ListNodesResponse> {
+        self.call("listing nodes", |mut c| async move { c.list_nodes(pb::ListNodesRequest {}).await }).await
+    }
+
+    /// Drains a datanode; answers how many data partitions move away from it.
+    pub async fn decommission_node(&self, node_id: u64) -> Result<u64> {
+        let request = pb::DecommissionNodeRequest { node_id };
+        let response =
+            self.call("decommissioning a node", |mut c| async move { c.decommission_node(request).await }).await?;
+        Ok(response.partitions_moved)
     }
 
     pub async fn create_volume(&self, request: pb::CreateVolumeRequest) -> Result<pb::Volume> {

@@ -48,6 +48,11 @@ pub struct NodeStats {
     pub partitions_held: AtomicU64,
     /// Inode counters of the meta partitions this node leads (metanodes).
     pub meta_reports: std::sync::Mutex<Vec<pb::MetaPartitionReport>>,
+    /// Data partitions whose copy this node finished rebuilding (datanodes),
+    /// reported until the master's assignments no longer list it as rebuilding.
+    pub rebuilt: std::sync::Mutex<Vec<u64>>,
+    /// Rebuilds in progress (datanodes).
+    pub repairs: std::sync::Mutex<Vec<pb::RepairProgress>>,
 }
 
 pub struct NodeInfoService {
@@ -190,6 +195,8 @@ impl Agent {
                 capacity: Some(capacity(&self.data_dir)),
                 partitions_held: self.stats.partitions_held.load(Ordering::Relaxed),
                 meta_reports: self.stats.meta_reports.lock().unwrap().clone(),
+                rebuilt: self.stats.rebuilt.lock().unwrap().clone(),
+                repairs: self.stats.repairs.lock().unwrap().clone(),
             };
             let heartbeat = self.client.call("heartbeating", |mut c| {
                 let request = request.clone();

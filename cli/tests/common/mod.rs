@@ -70,7 +70,12 @@ impl DevCluster {
             std::thread::sleep(Duration::from_millis(200));
         }
         let status = self.status().expect("status after start");
-        assert_eq!(nodes(&status).len(), 12, "{status:#}");
+        let datanodes = extra
+            .iter()
+            .position(|a| *a == "--datanodes")
+            .map(|i| extra[i + 1].parse::<usize>().expect("--datanodes N"))
+            .unwrap_or(6);
+        assert_eq!(nodes(&status).len(), 6 + datanodes, "{status:#}");
     }
 
     pub fn cluster_file(&self) -> Value {
@@ -166,6 +171,11 @@ impl DevCluster {
 
 impl Drop for DevCluster {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Keep the logs of a failed test.
+            let kept = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap()).keep();
+            eprintln!("cluster directory kept: {}", kept.display());
+        }
         if let Some(mut child) = self.supervisor.take() {
             kill(child.id() as u64, libc::SIGTERM);
             let _ = child.wait();

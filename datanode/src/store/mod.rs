@@ -39,6 +39,7 @@ pub struct Stats {
     pub corrupt_blocks: AtomicU64,
     pub compactions: AtomicU64,
     pub scrubbed_bytes: AtomicU64,
+    pub repaired_blobs: AtomicU64,
 }
 
 /// What the appenders, readers and background threads share.
@@ -60,6 +61,9 @@ pub struct StoreTotals {
     pub corrupt_blocks: u64,
     pub compactions: u64,
     pub scrubbed_bytes: u64,
+    /// Blobs found corrupt and not rewritten yet.
+    pub bad_blobs: u64,
+    pub repaired_blobs: u64,
 }
 
 pub struct Store {
@@ -296,6 +300,11 @@ impl Store {
         Ok(out)
     }
 
+    /// Counts a corrupt blob rewritten from other members.
+    pub fn count_repaired(&self) {
+        self.shared.stats.repaired_blobs.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Blobs found corrupt and not yet rewritten, at most `limit`.
     pub fn bad_blobs(&self, limit: usize) -> Result<Vec<(u64, u64)>> {
         let mut out = Vec::new();
@@ -337,6 +346,8 @@ impl Store {
             corrupt_blocks: stats.corrupt_blocks.load(Ordering::Relaxed),
             compactions: stats.compactions.load(Ordering::Relaxed),
             scrubbed_bytes: stats.scrubbed_bytes.load(Ordering::Relaxed),
+            bad_blobs: self.bad_blobs(usize::MAX)?.len() as u64,
+            repaired_blobs: stats.repaired_blobs.load(Ordering::Relaxed),
         })
     }
 }

@@ -75,6 +75,15 @@ pub fn reconstruct(columns: &mut [Option<Vec<u8>>], k: usize, m: usize) -> Resul
     codec(k, m)?.reconstruct_data(columns).map_err(|e| StrataError::internal(format!("decoding: {e:?}")))
 }
 
+/// Rebuilds every missing shard, data and parity, from any K present ones.
+pub fn reconstruct_all(shards: &mut [Option<Vec<u8>>], k: usize, m: usize) -> Result<()> {
+    let present = shards.iter().filter(|c| c.is_some()).count();
+    if present < k {
+        return Err(StrataError::unavailable(format!("only {present} of the {k} shards needed are readable")));
+    }
+    codec(k, m)?.reconstruct(shards).map_err(|e| StrataError::internal(format!("decoding: {e:?}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

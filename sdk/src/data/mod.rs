@@ -246,7 +246,22 @@ impl DataClient {
     }
 
     /// Bytes [offset, offset + length) of a blob (offsets within the blob).
+    /// A failed read looks at the partition's members again (repair may have
+    /// moved them) and tries once more.
     pub async fn read(&self, blob: &BlobRef, offset: u64, length: u64) -> Result<Bytes> {
+        match self.read_once(blob, offset, length).await {
+            Err(e) if e.code != ErrorCode::InvalidArgument => {
+                tracing::debug!(blob_id = blob.blob_id, error = %e, "blob read failed; refreshing the volume view");
+                if self.refresh().await.is_err() {
+                    return Err(e);
+                }
+                self.read_once(blob, offset, length).await
+            }
+            other => other,
+        }
+    }
+
+    async fn read_once(&self, blob: &BlobRef, offset: u64, length: u64) -> Result<Bytes> {
         let partition = self.partition(blob.data_partition).await?;
         let bytes = match blob.codec {
             ec::CODEC_REPLICA => self.read_replicated(&partition, blob, offset, length).await?,
@@ -265,11 +280,13 @@ impl DataClient {
         length: u64,
     ) -> Result<Bytes> {
         let n = partition.members.len();
-        // Spread readers over the replicas; fall through to the others on failure.
+        // Spread readers over the replicas, members being rebuilt last; fall
+        // through to the others on failure.
         let first = (blob.blob_id as usize) % n;
+        let mut order: Vec<&master_pb::PartitionMember> = (0..n).map(|i| &partition.members[(first + i) % n]).collect();
+        order.sort_by_key(|m| partition.rebuilding.contains(&m.node_id));
         let mut last_error = StrataError::unavailable("no replica was tried");
-        for i in 0..n {
-            let member = &partition.members[(first + i) % n];
+        for (i, member) in order.into_iter().enumerate() {
             let read = node::read_piece(&self.channels, &member.address, partition.id, blob.blob_id, offset, length);
             match read.await {
                 Ok(r) => {
@@ -300,8 +317,13 @@ impl DataClient {
         let (k, m) = (k as usize, m as usize);
         let pieces = ec::pieces(blob.blob_size, k, offset, length);
         let fetches = pieces.iter().map(|p| {
-            let address = partition.members[p.shard].address.as_str();
+            let member = &partition.members[p.shard];
+            let address = member.address.as_str();
+            let rebuilding = partition.rebuilding.contains(&member.node_id);
             async move {
+                if rebuilding {
+                    return Err(StrataError::unavailable(format!("shard on {address} is being rebuilt")));
+                }
                 let read =
                     node::read_piece(&self.channels, address, partition.id, blob.blob_id, p.shard_offset, p.length);
                 match tokio::time::timeout(SLOW_SHARD, read).await {
@@ -359,7 +381,8 @@ impl DataClient {
         from: u64,
         to: u64,
     ) -> Result<Vec<Option<Vec<u8>>>> {
-        let reads = (0..k + m).filter(|s| !lost.contains(s)).map(|shard| {
+        let usable = |s: &usize| !lost.contains(s) && !partition.rebuilding.contains(&partition.members[*s].node_id);
+        let reads = (0..k + m).filter(usable).map(|shard| {
             let address = partition.members[shard].address.as_str();
             async move {
                 let read = node::read_piece(&self.channels, address, partition.id, blob_id, from, to - from);
