@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Subcommand;
-use strata_bench::{meta, nodes, report};
-use strata_common::size::format_size;
+use strata_bench::{data, meta, nodes, report};
+use strata_common::size::{format_size, parse_size};
 use strata_sdk::{MasterClient, MetaClient};
 
 #[derive(Debug, Subcommand)]
@@ -27,6 +27,38 @@ pub enum BenchCmd {
         /// Also write the rows as JSON here.
         #[arg(long)]
         json_file: Option<PathBuf>,
+    },
+    /// Sequential write and read through the sdk on replicated and
+    /// erasure-coded volumes (created if missing), next to a local directory;
+    /// and the erasure codec next to a memory copy.
+    DataSdk {
+        /// Bytes each stream writes then reads.
+        #[arg(long, default_value = "256MiB")]
+        size: String,
+        /// Concurrent streams, e.g. 1,4.
+        #[arg(long, value_delimiter = ',', default_value = "1,4")]
+        streams: Vec<usize>,
+        /// Volumes to use, as NAME=REDUNDANCY.
+        #[arg(long, value_delimiter = ',', default_value = "bench-rep3=replica:3,bench-ec42=ec:4+2")]
+        volumes: Vec<String>,
+        /// Local directory for the baseline (default: a temporary directory).
+        #[arg(long)]
+        local_dir: Option<PathBuf>,
+        /// Also write the rows as JSON here.
+        #[arg(long)]
+        json_file: Option<PathBuf>,
+    },
+    /// The data path's transport: gRPC against a length-framed TCP protocol,
+    /// in front of the same blob store, next to calling the store directly.
+    Transport {
+        /// 4 MiB blobs written then read per pass.
+        #[arg(long, default_value_t = 128)]
+        blobs: usize,
+        #[arg(long, value_delimiter = ',', default_value = "1,4")]
+        streams: Vec<usize>,
+        /// Rounds (medians are reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// Creates many files, then reports metanode memory and disk per file.
     MetaFill {
@@ -57,6 +89,27 @@ pub async fn run(master: &MasterClient, cmd: BenchCmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        BenchCmd::DataSdk { size, streams, volumes, local_dir, json_file } => {
+            let size = usize::try_from(parse_size(&size)?)?.max(1 << 20) & !((1 << 20) - 1);
+            let scratch = tempfile_dir(local_dir)?;
+            let mut rows = Vec::new();
+            for spec in &volumes {
+                let (name, redundancy) =
+                    spec.split_once('=').ok_or_else(|| anyhow::anyhow!("volume {spec:?} is not NAME=REDUNDANCY"))?;
+                let (meta, data) = data::bench_volume(master, name, redundancy).await?;
+                let (meta, data) = (Arc::new(meta), Arc::new(data));
+                for n in &streams {
+                    rows.extend(data::compare(redundancy, meta.clone(), data.clone(), &scratch, *n, size).await?);
+                }
+            }
+            rows.extend(data::codec(4, 2, 64)?);
+            data::print_table(&rows, "local");
+            if let Some(path) = json_file {
+                std::fs::write(path, serde_json::to_vec_pretty(&rows)?)?;
+            }
+            Ok(())
+        }
+        BenchCmd::Transport { blobs, streams, rounds } => transport(blobs, &streams, rounds).await,
         BenchCmd::MetaFill { volume, files, clients, dev_dir } => {
             let meta = Arc::new(MetaClient::open(master, &volume).await?);
             let before = nodes::dev_cluster_costs(&dev_dir, "metanode")?;
@@ -78,6 +131,12 @@ pub async fn run(master: &MasterClient, cmd: BenchCmd) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+pub async fn transport(blobs: usize, streams: &[usize], rounds: usize) -> anyhow::Result<()> {
+    let rows = crate::bench_transport::run(blobs, streams, rounds).await?;
+    data::print_table(&rows, "direct");
+    Ok(())
 }
 
 fn tempfile_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {

@@ -2,6 +2,7 @@
 
 mod admin;
 mod bench_cmd;
+mod bench_transport;
 mod cluster_file;
 mod dev;
 mod serve;
@@ -161,6 +162,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Cmd::Fsck { volume, grace_secs } => admin::fsck(&admin_client()?, &volume, grace_secs, cli.json).await,
+        // The transport benchmark runs its own store in-process: no cluster needed.
+        Cmd::Bench { action: bench_cmd::BenchCmd::Transport { blobs, streams, rounds } } => {
+            bench_cmd::transport(blobs, &streams, rounds).await
+        }
         Cmd::Bench { action } => bench_cmd::run(&admin_client()?, action).await,
         Cmd::User { action } => {
             let client = admin_client()?;

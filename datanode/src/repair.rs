@@ -14,6 +14,7 @@ use strata_common::types::Redundancy;
 use strata_common::{ErrorCode, Result, StrataError};
 use strata_proto::data::{BlobMeta, ListBlobsRequest, ListedBlob};
 use strata_proto::master::{self as pb, DataPartition, RepairProgress};
+use strata_sdk::data::framed::FramedPool;
 use strata_sdk::data::{ec, node};
 use strata_sdk::node_agent::NodeStats;
 use strata_sdk::rpc::Channels;
@@ -36,6 +37,7 @@ pub struct Repairer {
     node_id: u64,
     stats: Arc<NodeStats>,
     channels: Channels,
+    pool: FramedPool,
     partitions: RwLock<HashMap<u64, DataPartition>>,
     running: Mutex<HashSet<u64>>,
     failed_at: Mutex<HashMap<u64, Instant>>,
@@ -54,6 +56,7 @@ impl Repairer {
             node_id,
             stats,
             channels: Channels::default(),
+            pool: FramedPool::default(),
             partitions: RwLock::new(HashMap::new()),
             running: Mutex::new(HashSet::new()),
             failed_at: Mutex::new(HashMap::new()),
@@ -205,7 +208,7 @@ impl Repairer {
             Redundancy::Replicated { .. } => {
                 let mut last = StrataError::unavailable("no replica to copy from");
                 for (_, address) in &sources {
-                    match node::read_piece(&self.channels, address, partition.id, blob_id, 0, stored_length).await {
+                    match self.pool.read(address, partition.id, blob_id, 0, stored_length).await {
                         Ok(r) => {
                             let meta = PieceMeta { blob_size: listed.blob_size, ..Default::default() };
                             self.store.write(partition.id, blob_id, meta, r.data).await?;
@@ -220,7 +223,7 @@ impl Repairer {
                 let (k, m) = (k as usize, m as usize);
                 let shard_len = ec::shard_len(listed.blob_size, k);
                 let reads = sources.iter().map(|(index, address)| async move {
-                    let read = node::read_piece(&self.channels, address, partition.id, blob_id, 0, shard_len).await;
+                    let read = self.pool.read(address, partition.id, blob_id, 0, shard_len).await;
                     (*index, read)
                 });
                 let mut shards: Vec<Option<Vec<u8>>> = vec![None; k + m];

@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use strata_common::{ErrorCode, Result, StrataError};
 use strata_proto::data::{self as pb, data_server::Data};
-use strata_sdk::data::node::write_piece;
-use strata_sdk::rpc::Channels;
+use strata_sdk::data::framed::FramedPool;
 use tonic::{Request, Response, Status};
 
 use crate::store::Store;
@@ -21,30 +20,29 @@ const LIST_LIMIT: u32 = 10_000;
 
 pub struct DataService {
     store: Arc<Store>,
-    channels: Arc<Channels>,
+    /// Framed connections to followers, for forwarded writes.
+    pool: FramedPool,
 }
 
 impl DataService {
     pub fn new(store: Arc<Store>) -> Self {
-        DataService { store, channels: Arc::new(Channels::default()) }
+        DataService { store, pool: FramedPool::default() }
     }
 
-    async fn write(&self, request: pb::WriteBlobRequest) -> Result<()> {
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Stores a piece; with `forward`, writes it to those followers too and
+    /// answers after every copy is durable.
+    pub async fn write(&self, request: pb::WriteBlobRequest) -> Result<()> {
         let meta = PieceMeta::try_from(&request.meta.unwrap_or_default())?;
         if crc32fast::hash(&request.data) != request.crc32 {
             return Err(StrataError::new(ErrorCode::Corrupted, "the blob's payload fails its CRC32"));
         }
         let local = self.store.write(request.partition_id, request.blob_id, meta, request.data.clone());
         let forwards = request.forward.iter().map(|address| {
-            write_piece(
-                &self.channels,
-                address,
-                request.partition_id,
-                request.blob_id,
-                meta.into(),
-                request.data.clone(),
-                Vec::new(),
-            )
+            self.pool.write(address, request.partition_id, request.blob_id, meta.into(), &request.data, Vec::new())
         });
         let (local, remote) = futures::join!(local, futures::future::join_all(forwards));
         local.map_err(|e| e.context("storing the blob locally"))?;

@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 use strata_common::{ErrorCode, Result, StrataError};
 use tonic::transport::{Channel, Endpoint};
 
+/// HTTP/2 flow-control window per stream, both directions.
+pub const WINDOW: u32 = 16 << 20;
+
 /// Lazily connected channels, one per address, shared by all callers.
 #[derive(Default)]
 pub struct Channels(Mutex<HashMap<String, Channel>>);
@@ -25,7 +28,10 @@ impl Channels {
             .map_err(|e| StrataError::invalid(format!("address {address:?}: {e}")))?
             .connect_timeout(Duration::from_secs(1))
             .timeout(Duration::from_secs(15))
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            // HTTP/2's default 64 KiB windows stall multi-MiB blob transfers.
+            .initial_stream_window_size(WINDOW)
+            .initial_connection_window_size(WINDOW * 4);
         let channel = endpoint.connect_lazy();
         channels.insert(address.to_string(), channel.clone());
         Ok(channel)

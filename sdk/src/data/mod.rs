@@ -7,6 +7,7 @@
 
 pub mod ec;
 pub mod file;
+pub mod framed;
 pub mod node;
 
 use std::collections::HashMap;
@@ -24,6 +25,7 @@ use strata_proto::meta::BlobRef;
 
 use crate::MasterClient;
 use crate::rpc::Channels;
+use framed::FramedPool;
 
 /// Blob ids fetched from the master at a time.
 const ID_BATCH: u64 = 256;
@@ -56,6 +58,8 @@ pub struct DataClient {
     volume: String,
     view: RwLock<Arc<View>>,
     channels: Channels,
+    /// Connections of the framed data protocol, per datanode.
+    pool: FramedPool,
     /// Allocated blob ids not used yet: [next, end).
     ids: tokio::sync::Mutex<(u64, u64)>,
     next_partition: AtomicUsize,
@@ -89,6 +93,7 @@ impl DataClient {
             volume: volume.to_string(),
             view: RwLock::new(Arc::new(view)),
             channels: Channels::default(),
+            pool: FramedPool::default(),
             ids: tokio::sync::Mutex::new((0, 0)),
             next_partition: AtomicUsize::new(rand::random::<u32>() as usize),
             avoid: Mutex::new(HashMap::new()),
@@ -193,7 +198,7 @@ impl DataClient {
                 let meta = data_pb::BlobMeta { blob_size, ..Default::default() };
                 let forward = partition.members[1..].iter().map(|m| m.address.clone()).collect();
                 let primary = &partition.members[0].address;
-                node::write_piece(&self.channels, primary, partition.id, blob_id, meta, data.clone(), forward).await?;
+                self.pool.write(primary, partition.id, blob_id, meta, data, forward).await?;
                 Ok(ec::CODEC_REPLICA)
             }
             Redundancy::ErasureCoded { data: k, parity: m } => {
@@ -207,7 +212,8 @@ impl DataClient {
                         parity_shards: m as u32,
                         blob_size,
                     };
-                    node::write_piece(&self.channels, &member.address, partition.id, blob_id, meta, shard, Vec::new())
+                    let address = member.address.as_str();
+                    async move { self.pool.write(address, partition.id, blob_id, meta, &shard, Vec::new()).await }
                 });
                 for result in join_all(writes).await {
                     result?;
@@ -287,7 +293,7 @@ impl DataClient {
         order.sort_by_key(|m| partition.rebuilding.contains(&m.node_id));
         let mut last_error = StrataError::unavailable("no replica was tried");
         for (i, member) in order.into_iter().enumerate() {
-            let read = node::read_piece(&self.channels, &member.address, partition.id, blob.blob_id, offset, length);
+            let read = self.pool.read(&member.address, partition.id, blob.blob_id, offset, length);
             match read.await {
                 Ok(r) => {
                     if i > 0 {
@@ -324,8 +330,7 @@ impl DataClient {
                 if rebuilding {
                     return Err(StrataError::unavailable(format!("shard on {address} is being rebuilt")));
                 }
-                let read =
-                    node::read_piece(&self.channels, address, partition.id, blob.blob_id, p.shard_offset, p.length);
+                let read = self.pool.read(address, partition.id, blob.blob_id, p.shard_offset, p.length);
                 match tokio::time::timeout(SLOW_SHARD, read).await {
                     Ok(Ok(r)) if r.data.len() as u64 == p.length => Ok(r.data),
                     Ok(Ok(r)) => Err(StrataError::new(ErrorCode::Corrupted, format!("short shard: {}", r.data.len()))),
@@ -385,7 +390,7 @@ impl DataClient {
         let reads = (0..k + m).filter(usable).map(|shard| {
             let address = partition.members[shard].address.as_str();
             async move {
-                let read = node::read_piece(&self.channels, address, partition.id, blob_id, from, to - from);
+                let read = self.pool.read(address, partition.id, blob_id, from, to - from);
                 let result = tokio::time::timeout(SLOW_SHARD * 2, read).await;
                 (shard, result)
             }

@@ -1,6 +1,7 @@
-//! Calls to one datanode: the `Data` service with message limits large enough
-//! for a whole blob, and an end-to-end CRC32 on every payload so a byte
-//! damaged in transit is refused before it is stored.
+//! gRPC calls to one datanode: the `Data` service's control calls (delete,
+//! list, stats) and, for comparison with the framed protocol, blob reads and
+//! writes, with message limits large enough for a whole blob and an
+//! end-to-end CRC32 on every payload.
 
 use std::time::Duration;
 
@@ -29,8 +30,9 @@ fn with_timeout<T>(message: T) -> tonic::Request<T> {
     request
 }
 
-/// Writes a piece to `address` (which forwards it to `forward`, if any).
-pub async fn write_piece(
+/// Writes a piece to `address` over gRPC (which forwards it to `forward`, if
+/// any). The data path uses the framed protocol; this stays for comparison.
+pub async fn grpc_write_piece(
     channels: &Channels,
     address: &str,
     partition_id: u64,
@@ -48,9 +50,9 @@ pub async fn write_piece(
     Ok(())
 }
 
-/// Bytes [offset, offset + length) of the piece `address` stores, checked
-/// against the CRC32 the datanode computed after its own block checks.
-pub async fn read_piece(
+/// Bytes [offset, offset + length) of the piece `address` stores, over gRPC,
+/// checked against the CRC32 the datanode computed after its own block checks.
+pub async fn grpc_read_piece(
     channels: &Channels,
     address: &str,
     partition_id: u64,

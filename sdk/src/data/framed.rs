@@ -1,0 +1,212 @@
+//! The bulk data protocol: length-framed messages over plain TCP, on the
+//! datanode's gRPC port (the datanode tells the two apart by the first byte:
+//! HTTP/2 starts with "PRI", a frame with its kind). A frame is a kind byte,
+//! a prost header and a raw payload, both length-prefixed; the payload's
+//! CRC32 travels in the header. It replaced gRPC for blob reads and writes
+//! after `strata bench transport` measured both (docs/PERFORMANCE.md).
+//! One request at a time per connection; [`FramedPool`] keeps idle
+//! connections per datanode for reuse.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use prost::Message;
+use strata_common::{ErrorCode, Result, StrataError};
+use strata_proto::data::{BlobMeta, ReadBlobRequest, ReadBlobResponse, WriteBlobRequest};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+pub const KIND_WRITE: u8 = 1;
+pub const KIND_READ: u8 = 2;
+pub const STATUS_OK: u8 = 0;
+pub const STATUS_ERR: u8 = 1;
+/// Largest header accepted (headers are small prost messages).
+const MAX_HEADER: u32 = 64 << 10;
+/// Largest payload accepted: a whole blob.
+pub const MAX_PAYLOAD: u64 = 64 << 20;
+const BUFFER: usize = 1 << 20;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Time allowed for one request (a write includes the fsyncs of every copy).
+const CALL_TIMEOUT: Duration = Duration::from_secs(20);
+/// Idle connections kept per datanode.
+const IDLE_PER_ADDRESS: usize = 8;
+
+pub async fn write_frame<W: AsyncWriteExt + Unpin>(
+    w: &mut W,
+    kind: u8,
+    header: &[u8],
+    payload: &[u8],
+) -> std::io::Result<()> {
+    w.write_u8(kind).await?;
+    w.write_u32(header.len() as u32).await?;
+    w.write_all(header).await?;
+    w.write_u32(payload.len() as u32).await?;
+    w.write_all(payload).await?;
+    w.flush().await
+}
+
+pub async fn read_frame<R: AsyncReadExt + Unpin>(r: &mut R) -> std::io::Result<(u8, Vec<u8>, Bytes)> {
+    let kind = r.read_u8().await?;
+    let header_len = r.read_u32().await?;
+    if header_len > MAX_HEADER {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "frame header too large"));
+    }
+    let mut header = vec![0; header_len as usize];
+    r.read_exact(&mut header).await?;
+    let payload_len = r.read_u32().await? as u64;
+    if payload_len > MAX_PAYLOAD {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "frame payload too large"));
+    }
+    let mut payload = BytesMut::zeroed(payload_len as usize);
+    r.read_exact(&mut payload).await?;
+    Ok((kind, header, payload.freeze()))
+}
+
+/// An error as a frame header: code name, NUL, message.
+pub fn encode_error(e: &StrataError) -> Vec<u8> {
+    format!("{}\0{}", e.code.name(), e.message).into_bytes()
+}
+
+fn decode_error(header: &[u8]) -> StrataError {
+    let text = String::from_utf8_lossy(header);
+    let (code, message) = text.split_once('\0').unwrap_or(("internal", &text));
+    StrataError::new(ErrorCode::from_name(code).unwrap_or(ErrorCode::Internal), message.to_string())
+}
+
+fn io_error(address: &str, e: std::io::Error) -> StrataError {
+    StrataError::unavailable(format!("data connection to {address}: {e}"))
+}
+
+/// One connection to a datanode.
+pub struct FramedConn {
+    address: String,
+    reader: BufReader<OwnedReadHalf>,
+    writer: BufWriter<OwnedWriteHalf>,
+}
+
+impl FramedConn {
+    pub async fn connect(address: &str) -> Result<FramedConn> {
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
+            .await
+            .map_err(|_| StrataError::new(ErrorCode::Timeout, format!("connecting to {address} timed out")))?
+            .map_err(|e| io_error(address, e))?;
+        stream.set_nodelay(true).map_err(|e| io_error(address, e))?;
+        let (r, w) = stream.into_split();
+        Ok(FramedConn {
+            address: address.to_string(),
+            reader: BufReader::with_capacity(BUFFER, r),
+            writer: BufWriter::with_capacity(BUFFER, w),
+        })
+    }
+
+    /// One exchange. The outer error is the connection failing (it must be
+    /// dropped); the inner one is the datanode's answer.
+    async fn call(&mut self, kind: u8, header: &[u8], payload: &[u8]) -> Result<Result<(Vec<u8>, Bytes)>> {
+        let exchange = async {
+            write_frame(&mut self.writer, kind, header, payload).await?;
+            read_frame(&mut self.reader).await
+        };
+        let (status, header, payload) = tokio::time::timeout(CALL_TIMEOUT, exchange)
+            .await
+            .map_err(|_| StrataError::new(ErrorCode::Timeout, format!("request to {} timed out", self.address)))?
+            .map_err(|e| io_error(&self.address, e))?;
+        if status != STATUS_OK {
+            return Ok(Err(decode_error(&header)));
+        }
+        Ok(Ok((header, payload)))
+    }
+}
+
+/// Idle connections per datanode address.
+#[derive(Default)]
+pub struct FramedPool {
+    idle: Mutex<HashMap<String, Vec<FramedConn>>>,
+}
+
+impl FramedPool {
+    fn give_back(&self, conn: FramedConn) {
+        let mut idle = self.idle.lock().unwrap();
+        let list = idle.entry(conn.address.clone()).or_default();
+        if list.len() < IDLE_PER_ADDRESS {
+            list.push(conn);
+        }
+    }
+
+    /// One request on a pooled connection. A connection that failed is
+    /// dropped; an idle one the server closed is replaced once.
+    async fn call(&self, address: &str, kind: u8, header: &[u8], payload: &[u8]) -> Result<(Vec<u8>, Bytes)> {
+        let mut reused = true;
+        loop {
+            let idle = self.idle.lock().unwrap().get_mut(address).and_then(Vec::pop);
+            let mut conn = match idle {
+                Some(conn) => conn,
+                None => {
+                    reused = false;
+                    FramedConn::connect(address).await?
+                }
+            };
+            match conn.call(kind, header, payload).await {
+                Ok(answer) => {
+                    self.give_back(conn);
+                    return answer;
+                }
+                // An idle connection may have been closed by a restarted node:
+                // forget them all and try once on a new one (requests are idempotent).
+                Err(e) if reused && e.code == ErrorCode::Unavailable => {
+                    self.idle.lock().unwrap().remove(address);
+                    reused = false;
+                    tracing::debug!(%address, error = %e, "stale data connection; reconnecting");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Stores a piece on `address`, which also writes it to `forward`.
+    pub async fn write(
+        &self,
+        address: &str,
+        partition_id: u64,
+        blob_id: u64,
+        meta: BlobMeta,
+        data: &Bytes,
+        forward: Vec<String>,
+    ) -> Result<()> {
+        let header = WriteBlobRequest {
+            partition_id,
+            blob_id,
+            meta: Some(meta),
+            data: Bytes::new(),
+            crc32: crc32fast::hash(data),
+            forward,
+        };
+        self.call(address, KIND_WRITE, &header.encode_to_vec(), data).await.map(drop)
+    }
+
+    /// Bytes [offset, offset + length) of the piece `address` stores, with
+    /// the datanode's answer (metadata, stored length), CRC checked.
+    pub async fn read(
+        &self,
+        address: &str,
+        partition_id: u64,
+        blob_id: u64,
+        offset: u64,
+        length: u64,
+    ) -> Result<ReadBlobResponse> {
+        let header = ReadBlobRequest { partition_id, blob_id, offset, length }.encode_to_vec();
+        let (header, data) = self.call(address, KIND_READ, &header, &[]).await?;
+        let mut response = ReadBlobResponse::decode(header.as_slice())
+            .map_err(|e| StrataError::internal(format!("a read header from {address}: {e}")))?;
+        if crc32fast::hash(&data) != response.crc32 {
+            return Err(StrataError::new(
+                ErrorCode::Corrupted,
+                format!("blob {blob_id} from {address} damaged in transit"),
+            ));
+        }
+        response.data = data;
+        Ok(response)
+    }
+}
