@@ -1,7 +1,9 @@
 //! Bulk data throughput through the sdk: N streams each write a file with
 //! 1 MiB writes (durable when the writer's flush returns) and read it back in
 //! 4 MiB reads, on a replicated and an erasure-coded volume; the same on a
-//! local directory (write + fsync, read back) in the same run. Also the
+//! local directory (write + fsync, read back) in the same run. Before each
+//! read phase the page cache is emptied (when running as root), so both read
+//! from disk. Also the
 //! Reed-Solomon codec on its own, next to a plain memory copy.
 
 use std::io::{Read, Write};
@@ -71,6 +73,15 @@ fn contents(seed: u64, len: usize) -> Vec<u8> {
     out
 }
 
+/// Writes dirty pages back and empties the kernel's page cache (root only),
+/// so that the read phases that follow read from disk, Strata's datanodes and
+/// the local directory alike. Answers whether it could.
+pub fn drop_caches() -> bool {
+    // SAFETY: sync has no memory effects.
+    unsafe { libc::sync() };
+    std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok()
+}
+
 fn mib_per_sec(bytes: u64, seconds: f64) -> f64 {
     bytes as f64 / MIB as f64 / seconds.max(1e-9)
 }
@@ -130,6 +141,7 @@ async fn strata_pass(
     }
     let write = mib_per_sec((streams * size) as u64, started.elapsed().as_secs_f64());
 
+    drop_caches();
     let started = Instant::now();
     let readers = inodes.into_iter().map(|ino| {
         let (meta, data) = (meta.clone(), data.clone());
@@ -174,6 +186,7 @@ async fn local_pass(dir: &Path, run: &str, streams: usize, size: usize) -> anyho
         paths.push(w.await??);
     }
     let write = mib_per_sec((streams * size) as u64, started.elapsed().as_secs_f64());
+    drop_caches();
     let started = Instant::now();
     let readers = paths.iter().cloned().map(|path| {
         tokio::task::spawn_blocking(move || {

@@ -92,6 +92,9 @@ pub async fn run(master: &MasterClient, cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::DataSdk { size, streams, volumes, local_dir, json_file } => {
             let size = usize::try_from(parse_size(&size)?)?.max(1 << 20) & !((1 << 20) - 1);
             let scratch = tempfile_dir(local_dir)?;
+            if !data::drop_caches() {
+                eprintln!("note: the page cache cannot be emptied (not root): reads may come from memory");
+            }
             let mut rows = Vec::new();
             for spec in &volumes {
                 let (name, redundancy) =

@@ -380,3 +380,53 @@ async fn deleted_files_give_their_space_back() {
     let df = cluster.strata_ok(&["volume", "df", "coded", "--json"]);
     assert!(df.contains("\"used_bytes\": 0") || df.contains("\"used_bytes\":0"), "{df}");
 }
+
+/// Makes a directory immutable (`chattr +i`: even root cannot create files
+/// in it) until dropped: a disk that stopped taking writes.
+struct ImmutableDir(PathBuf);
+
+impl ImmutableDir {
+    fn new(dir: PathBuf) -> ImmutableDir {
+        let status = std::process::Command::new("chattr").arg("+i").arg(&dir).status().expect("chattr runs");
+        assert!(status.success(), "chattr +i {}", dir.display());
+        ImmutableDir(dir)
+    }
+}
+
+impl Drop for ImmutableDir {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_disk_moves_its_partitions_elsewhere() {
+    let mut cluster = DevCluster::new();
+    cluster.start_with(&["--repair-delay", "3"]);
+    let volume = Arc::new(create_volume(cluster.masters(), "rep", "replica:3").await);
+    let len = 6 * MIB;
+    let inodes = write_files(&volume, "before", 4, len, 4).await;
+    let members = data_members(cluster.masters(), "rep").await;
+    let victim = members[0][1];
+    let datanodes = cluster.nodes_of("datanode");
+    let disk = PathBuf::from(store_of(&datanodes, victim)["data_dir"].as_str().unwrap()).join("disk0");
+    let _broken = ImmutableDir::new(disk);
+
+    // The node stays alive but reports its partitions lost: they move away.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = data_members(cluster.masters(), "rep").await;
+        if now.iter().flatten().all(|m| *m != victim) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node {victim} still holds data: {now:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    wait_for_repair(&cluster, "rep").await;
+    let status = cluster.status().unwrap();
+    assert!(nodes(&status).iter().any(|n| n["id"] == victim && n["alive"] == true), "the node itself is alive");
+    check_files(&volume, &inodes, len).await;
+    // New writes go around it too.
+    let more = write_files(&volume, "after", 4, len, 4).await;
+    check_files(&volume, &more, len).await;
+}

@@ -77,6 +77,15 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send) 
     let repairer = repair::Repairer::new(store.clone(), agent.node_id(), agent.stats.clone());
     tracing::info!(listen = %config.listen, node_id = agent.node_id(), "datanode started");
     let bad_blobs = tokio::spawn(repairer.clone().repair_bad_blobs());
+    let disk_reports = {
+        let (store, stats) = (store.clone(), agent.stats.clone());
+        tokio::spawn(async move {
+            loop {
+                *stats.lost_partitions.lock().unwrap() = store.lost_partitions();
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        })
+    };
     let heartbeats = tokio::spawn(async move {
         agent.heartbeat_loop(interval, move |response| repairer.on_assignments(response.data_partitions)).await;
     });
@@ -89,6 +98,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send) 
     let result = serve(listener, service, router, shutdown).await;
     heartbeats.abort();
     bad_blobs.abort();
+    disk_reports.abort();
     store.shutdown();
     tracing::info!("datanode stopped");
     result.context("serving gRPC")

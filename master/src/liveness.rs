@@ -8,11 +8,13 @@ use std::time::{Duration, Instant};
 
 use strata_common::sys::DiskUsage;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Health {
     pub last_seen: Instant,
     pub capacity: DiskUsage,
     pub partitions_held: u64,
+    /// Data partitions the node reported lost with a failed disk.
+    pub lost_partitions: Vec<u64>,
 }
 
 #[derive(Default)]
@@ -21,13 +23,13 @@ pub struct Liveness {
 }
 
 impl Liveness {
-    pub fn record(&self, node_id: u64, capacity: DiskUsage, partitions_held: u64) {
-        let health = Health { last_seen: Instant::now(), capacity, partitions_held };
+    pub fn record(&self, node_id: u64, capacity: DiskUsage, partitions_held: u64, lost_partitions: Vec<u64>) {
+        let health = Health { last_seen: Instant::now(), capacity, partitions_held, lost_partitions };
         self.nodes.write().unwrap().insert(node_id, health);
     }
 
     pub fn get(&self, node_id: u64) -> Option<Health> {
-        self.nodes.read().unwrap().get(&node_id).copied()
+        self.nodes.read().unwrap().get(&node_id).cloned()
     }
 
     pub fn is_alive(&self, node_id: u64, timeout: Duration) -> bool {
@@ -43,7 +45,7 @@ mod tests {
     fn a_node_is_alive_only_within_the_timeout() {
         let liveness = Liveness::default();
         assert!(!liveness.is_alive(5, Duration::from_secs(5)), "never heard of");
-        liveness.record(5, DiskUsage::default(), 2);
+        liveness.record(5, DiskUsage::default(), 2, Vec::new());
         assert!(liveness.is_alive(5, Duration::from_secs(5)));
         assert!(!liveness.is_alive(5, Duration::ZERO));
         assert_eq!(liveness.get(5).unwrap().partitions_held, 2);

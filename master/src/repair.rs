@@ -1,5 +1,5 @@
 //! Keeping data partitions whole. A datanode dead for longer than the repair
-//! delay, or decommissioned, is replaced in each data partition it belongs to
+//! delay, decommissioned, or reporting the partition's disk failed, is replaced in each data partition it belongs to
 //! by a live datanode chosen like any placement; the new member rebuilds its
 //! copy from the others (datanodes learn this from their heartbeat answers)
 //! and reports when it is done. At most `max_concurrent_repairs` members are
@@ -56,7 +56,9 @@ impl MasterService {
         for volume in &volumes {
             for partition in &volume.data_partitions {
                 for &member in &partition.members {
-                    let lost = decommissioned.contains(&member) || self.dead_for(member) > delay;
+                    let disk_failed =
+                        self.liveness.get(member).is_some_and(|h| h.lost_partitions.contains(&partition.id));
+                    let lost = decommissioned.contains(&member) || disk_failed || self.dead_for(member) > delay;
                     if !lost {
                         continue;
                     }

@@ -128,7 +128,8 @@ impl MasterService {
             .filter(|n| n.role == role.as_str() && !n.decommissioned)
             .filter_map(|n| {
                 let health = self.liveness.get(n.id)?;
-                (health.last_seen.elapsed() < self.node_timeout())
+                // A datanode with a failed disk takes no new data.
+                (health.last_seen.elapsed() < self.node_timeout() && health.lost_partitions.is_empty())
                     .then_some(Candidate { node_id: n.id, free_bytes: health.capacity.available_bytes })
             })
             .collect()
@@ -323,7 +324,7 @@ impl pb::master_server::Master for MasterService {
         let Outcome::Node(node) = self.propose(command).await? else {
             return Err(StrataError::internal("register returned no node").into());
         };
-        self.liveness.record(node.id, capacity_from(req.capacity.as_ref()), 0);
+        self.liveness.record(node.id, capacity_from(req.capacity.as_ref()), 0, Vec::new());
         tracing::info!(node_id = node.id, role = %node.role, address = %node.address, "node registered");
         Ok(Response::new(pb::RegisterNodeResponse {
             node_id: node.id,
@@ -339,7 +340,8 @@ impl pb::master_server::Master for MasterService {
         if kv.get(crate::state::node_key(req.node_id).as_bytes())?.is_none() {
             return Err(StrataError::not_found(format!("node {} is not registered", req.node_id)).into());
         }
-        self.liveness.record(req.node_id, capacity_from(req.capacity.as_ref()), req.partitions_held);
+        let lost = req.lost_partitions.clone();
+        self.liveness.record(req.node_id, capacity_from(req.capacity.as_ref()), req.partitions_held, lost);
         for report in &req.meta_reports {
             if let Err(e) = self.maybe_split(report).await {
                 tracing::warn!(partition_id = report.partition_id, error = %e, "splitting a meta partition failed");
@@ -372,9 +374,9 @@ impl pb::master_server::Master for MasterService {
                 role: pb::NodeRole::from(role) as i32,
                 address: node.address,
                 alive: self.liveness.is_alive(node.id, self.node_timeout()),
-                last_heartbeat_ms_ago: health.map(|h| h.last_seen.elapsed().as_millis() as u64),
-                capacity: health.map(|h| capacity_to(h.capacity)),
-                partitions_held: health.map(|h| h.partitions_held).unwrap_or(0),
+                last_heartbeat_ms_ago: health.as_ref().map(|h| h.last_seen.elapsed().as_millis() as u64),
+                capacity: health.as_ref().map(|h| capacity_to(h.capacity)),
+                partitions_held: health.as_ref().map(|h| h.partitions_held).unwrap_or(0),
                 partitions_assigned: assigned.get(&node.id).copied().unwrap_or(0),
                 is_leader: false,
                 decommissioned: node.decommissioned,

@@ -53,6 +53,8 @@ pub struct NodeStats {
     pub rebuilt: std::sync::Mutex<Vec<u64>>,
     /// Rebuilds in progress (datanodes).
     pub repairs: std::sync::Mutex<Vec<pb::RepairProgress>>,
+    /// Data partitions on a failed disk (datanodes).
+    pub lost_partitions: std::sync::Mutex<Vec<u64>>,
 }
 
 pub struct NodeInfoService {
@@ -197,6 +199,7 @@ impl Agent {
                 meta_reports: self.stats.meta_reports.lock().unwrap().clone(),
                 rebuilt: self.stats.rebuilt.lock().unwrap().clone(),
                 repairs: self.stats.repairs.lock().unwrap().clone(),
+                lost_partitions: self.stats.lost_partitions.lock().unwrap().clone(),
             };
             let heartbeat = self.client.call("heartbeating", |mut c| {
                 let request = request.clone();

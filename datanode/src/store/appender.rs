@@ -136,7 +136,7 @@ impl Appender {
                     match self.put(&mut round, header, &crcs, &data, only_if) {
                         Ok(stored) => round.replies.push((reply, stored)),
                         Err(e) => {
-                            tracing::warn!(disk = self.disk, error = %e, "writing a blob failed");
+                            self.shared.health.mark_failed(self.disk, &e.message);
                             let _ = reply.send(Err(e));
                         }
                     }
@@ -165,7 +165,7 @@ impl Appender {
         }
         let result = self.commit(&mut round);
         if let Err(e) = &result {
-            tracing::error!(disk = self.disk, error = %e, "committing a round of writes failed");
+            self.shared.health.mark_failed(self.disk, &e.message);
         }
         for (reply, value) in round.replies {
             let _ = reply.send(result.clone().map(|()| value));

@@ -8,6 +8,7 @@
 mod appender;
 mod compact;
 pub mod files;
+mod health;
 pub mod keys;
 pub mod record;
 mod scrub;
@@ -48,6 +49,7 @@ pub struct Shared {
     pub disks: Vec<PathBuf>,
     pub files: FileCache,
     pub stats: Stats,
+    pub health: health::DiskHealth,
     stop: AtomicBool,
 }
 
@@ -92,6 +94,7 @@ impl Store {
             disks: disks.clone(),
             files: FileCache::new(OPEN_SEGMENTS),
             stats: Stats::default(),
+            health: health::DiskHealth::new(disks.len()),
             stop: AtomicBool::new(false),
         });
         let blobs =
@@ -138,6 +141,13 @@ impl Store {
                 .spawn(move || compactor.run())
                 .map_err(|e| internal("starting the compactor", e))?,
         );
+        let prober = health::Prober::new(self.clone());
+        threads.push(
+            std::thread::Builder::new()
+                .name("disk-probe".into())
+                .spawn(move || prober.run())
+                .map_err(|e| internal("starting the disk prober", e))?,
+        );
         if config.scrub_mb_per_sec > 0 {
             let scrubber = scrub::Scrubber::new(self.clone(), config.scrub_mb_per_sec << 20);
             threads.push(
@@ -166,7 +176,10 @@ impl Store {
             return Ok(*disk);
         }
         let free = |dir: &PathBuf| strata_common::sys::disk_usage(dir).map(|u| u.available_bytes).unwrap_or(0);
-        let disk = (0..self.shared.disks.len()).max_by_key(|d| free(&self.shared.disks[*d])).unwrap_or(0);
+        let disk = (0..self.shared.disks.len())
+            .filter(|d| !self.shared.health.is_failed(*d))
+            .max_by_key(|d| free(&self.shared.disks[*d]))
+            .ok_or_else(|| StrataError::unavailable("every disk of this datanode has failed"))?;
         let mut options = rocksdb::WriteOptions::default();
         options.set_sync(true);
         self.shared
@@ -191,6 +204,9 @@ impl Store {
             return Err(StrataError::invalid(format!("a blob holds at most {MAX_BLOB} bytes, not {}", data.len())));
         }
         let disk = self.disk_of(partition)?;
+        if self.shared.health.is_failed(disk) {
+            return Err(StrataError::unavailable(format!("the disk of partition {partition} has failed on this node")));
+        }
         let crcs = block_crcs(&data);
         let header = Header { partition, blob, len: data.len() as u32, meta };
         self.submit(disk, |reply| Job::Put { header, crcs, data, only_if: None, reply }).await?;
@@ -278,6 +294,20 @@ impl Store {
         if let Err(e) = self.shared.db.put(keys::bad(partition, blob), []) {
             tracing::warn!(error = %e, "recording a corrupt blob failed");
         }
+    }
+
+    /// Partitions whose disk has failed here: their data must be rebuilt elsewhere.
+    pub fn lost_partitions(&self) -> Vec<u64> {
+        let partitions = self.partitions.lock().unwrap();
+        let mut lost: Vec<u64> =
+            partitions.iter().filter(|(_, disk)| self.shared.health.is_failed(**disk)).map(|(p, _)| *p).collect();
+        lost.sort();
+        lost
+    }
+
+    /// Whether any disk has failed.
+    pub fn any_disk_failed(&self) -> bool {
+        (0..self.shared.disks.len()).any(|d| self.shared.health.is_failed(d))
     }
 
     /// Blobs of `partition` with ids above `after`, at most `limit`.
