@@ -5,6 +5,7 @@ mod bench_cmd;
 mod bench_transport;
 mod cluster_file;
 mod dev;
+mod mount_cmd;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -57,6 +58,10 @@ enum Cmd {
         #[command(subcommand)]
         action: bench_cmd::BenchCmd,
     },
+    /// Mount a volume (in the background unless --foreground).
+    Mount(mount_cmd::MountArgs),
+    /// Unmount a Strata mount point.
+    Umount { mountpoint: std::path::PathBuf },
     /// Users and their S3 access keys.
     User {
         #[command(subcommand)]
@@ -144,6 +149,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             strata_common::logging::init("warn");
             dev::run(args).await
         }
+        Cmd::Mount(args) => {
+            if args.foreground {
+                strata_common::logging::init("info");
+            }
+            mount_cmd::mount(admin::master_addresses(&cli.masters)?, args).await
+        }
+        Cmd::Umount { mountpoint } => mount_cmd::unmount(&mountpoint),
         Cmd::Status => admin::status(&admin_client()?, cli.json).await,
         Cmd::Node { action: NodeCmd::List } => admin::node_list(&admin_client()?, cli.json).await,
         Cmd::Node { action: NodeCmd::Decommission { node_id } } => {

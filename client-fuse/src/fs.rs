@@ -1,0 +1,404 @@
+//! The `fuser::Filesystem` callbacks: each turns the kernel's request into a
+//! call on [`Inner`] run on the tokio runtime, and replies exactly once from
+//! there.
+
+use std::ffi::OsStr;
+use std::future::Future;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use fuser::{
+    Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use strata_common::Result;
+use strata_proto::meta::{Inode, SetAttrOp};
+use tokio::runtime::Handle;
+
+use crate::attr::{BLOCK, errno, file_attr, file_type, to_ns};
+use crate::inner::{Inner, flush_file};
+
+pub struct StrataFs {
+    pub inner: Arc<Inner>,
+    pub runtime: Handle,
+}
+
+const GENERATION: Generation = Generation(0);
+
+fn bytes(name: &OsStr) -> Vec<u8> {
+    name.as_bytes().to_vec()
+}
+
+impl StrataFs {
+    fn spawn<F, Fut>(&self, work: F)
+    where
+        F: FnOnce(Arc<Inner>) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.runtime.spawn(work(self.inner.clone()));
+    }
+}
+
+fn reply_entry(reply: ReplyEntry, fs: &Inner, result: Result<Inode>) {
+    match result {
+        Ok(inode) => reply.entry(&fs.entry_ttl, &file_attr(&inode, fs.local_size(inode.ino)), GENERATION),
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
+fn reply_empty(reply: ReplyEmpty, result: Result<()>) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
+fn time_ns(t: Option<TimeOrNow>) -> (Option<i64>, bool) {
+    match t {
+        Some(TimeOrNow::Now) => (None, true),
+        Some(TimeOrNow::SpecificTime(t)) => (Some(to_ns(t)), false),
+        None => (None, false),
+    }
+}
+
+impl Filesystem for StrataFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let _ = config.set_max_write(1 << 20);
+        let _ = config.set_max_readahead(4 << 20);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let name = bytes(name);
+        self.spawn(move |fs| async move {
+            let result = fs.meta.lookup(parent.0, &name).await;
+            reply_entry(reply, &fs, result)
+        });
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.spawn(move |fs| async move {
+            match fs.getattr(ino.0).await {
+                Ok(inode) => reply.attr(&fs.attr_ttl, &file_attr(&inode, fs.local_size(ino.0))),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let (atime_ns, atime_now) = time_ns(atime);
+        let (mtime_ns, mtime_now) = time_ns(mtime);
+        let op = SetAttrOp {
+            ino: ino.0,
+            mode: mode.map(|m| m & 0o7777),
+            uid,
+            gid,
+            size,
+            atime_ns,
+            mtime_ns,
+            atime_now,
+            mtime_now,
+        };
+        self.spawn(move |fs| async move {
+            match fs.setattr(op).await {
+                Ok(inode) => reply.attr(&fs.attr_ttl, &file_attr(&inode, fs.local_size(ino.0))),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.spawn(move |fs| async move {
+            match fs.meta.readlink(ino.0).await {
+                Ok(target) => reply.data(&target),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
+        let (name, uid, gid) = (bytes(name), req.uid(), req.gid());
+        let mode = (mode & libc::S_IFMT) | (mode & !umask & 0o7777);
+        self.spawn(move |fs| async move {
+            let result = fs.meta.create(parent.0, &name, mode, uid, gid, rdev.into()).await;
+            reply_entry(reply, &fs, result)
+        });
+    }
+
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+        let (name, uid, gid) = (bytes(name), req.uid(), req.gid());
+        self.spawn(move |fs| async move {
+            let result = fs.meta.mkdir(parent.0, &name, mode & !umask & 0o7777, uid, gid).await;
+            reply_entry(reply, &fs, result)
+        });
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = bytes(name);
+        self.spawn(move |fs| async move { reply_empty(reply, fs.unlink(parent.0, &name).await) });
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = bytes(name);
+        self.spawn(move |fs| async move { reply_empty(reply, fs.meta.rmdir(parent.0, &name).await.map(drop)) });
+    }
+
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        let (name, target, uid, gid) = (bytes(link_name), target.as_os_str().as_bytes().to_vec(), req.uid(), req.gid());
+        self.spawn(move |fs| async move {
+            let result = fs.meta.symlink(parent.0, &name, &target, uid, gid).await;
+            reply_entry(reply, &fs, result)
+        });
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let (name, newname, flags) = (bytes(name), bytes(newname), flags.bits());
+        self.spawn(move |fs| async move {
+            reply_empty(reply, fs.rename(parent.0, &name, newparent.0, &newname, flags).await)
+        });
+    }
+
+    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        let newname = bytes(newname);
+        self.spawn(move |fs| async move {
+            let result = fs.meta.link(ino.0, newparent.0, &newname).await;
+            reply_entry(reply, &fs, result)
+        });
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let fh = self.inner.handles.open(ino.0);
+        reply.opened(FileHandle(fh), FopenFlags::empty());
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        self.spawn(move |fs| async move {
+            match fs.read(ino.0, offset, size).await {
+                Ok(data) => reply.data(&data),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let Some(file) = self.inner.handles.file(fh.0) else {
+            reply.error(Errno::EBADF);
+            return;
+        };
+        let data = data.to_vec();
+        self.spawn(move |fs| async move {
+            match fs.write(&file, offset, &data).await {
+                Ok(()) => reply.written(data.len() as u32),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn flush(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        let Some(file) = self.inner.handles.file(fh.0) else {
+            reply.error(Errno::EBADF);
+            return;
+        };
+        self.spawn(move |_| async move { reply_empty(reply, flush_file(&file).await) });
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn(move |fs| async move { reply_empty(reply, fs.release(fh.0).await) });
+    }
+
+    fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        self.spawn(move |fs| async move { reply_empty(reply, fs.flush_inode(ino.0).await) });
+    }
+
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        reply.opened(FileHandle(self.inner.handles.open_dir()), FopenFlags::empty());
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let Some(listing) = self.inner.handles.dir(fh.0) else {
+            reply.error(Errno::EBADF);
+            return;
+        };
+        self.spawn(move |fs| async move {
+            // The listing is read once per open (rewinddir reads it again).
+            let loaded = offset != 0 && listing.lock().unwrap().is_some();
+            if !loaded {
+                match fs.list_dir(ino.0).await {
+                    Ok(entries) => *listing.lock().unwrap() = Some(entries),
+                    Err(e) => return reply.error(errno(&e)),
+                }
+            }
+            let entries = listing.lock().unwrap();
+            for (i, entry) in entries.as_ref().expect("loaded").iter().enumerate().skip(offset as usize) {
+                let name = OsStr::from_bytes(&entry.name);
+                if reply.add(INodeNo(entry.ino), i as u64 + 1, file_type(entry.file_type), name) {
+                    break;
+                }
+            }
+            reply.ok();
+        });
+    }
+
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        self.inner.handles.release_dir(fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        // Namespace changes are durable (Raft-committed) when they return.
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        self.spawn(move |fs| async move {
+            match fs.meta.statfs().await {
+                Ok(s) => {
+                    let block = u64::from(BLOCK);
+                    let blocks = s.capacity_bytes / block;
+                    let free = s.capacity_bytes.saturating_sub(s.used_bytes) / block;
+                    let files_free = u64::from(u32::MAX).saturating_sub(s.files);
+                    reply.statfs(blocks, free, free, s.files + files_free, files_free, BLOCK, 255, BLOCK)
+                }
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let (name, value) = (bytes(name), value.to_vec());
+        self.spawn(
+            move |fs| async move { reply_empty(reply, fs.meta.set_xattr(ino.0, &name, &value, flags as u32).await) },
+        );
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let name = bytes(name);
+        self.spawn(move |fs| async move {
+            match fs.meta.get_xattr(ino.0, &name).await {
+                Ok(value) if size == 0 => reply.size(value.len() as u32),
+                Ok(value) if value.len() > size as usize => reply.error(Errno::ERANGE),
+                Ok(value) => reply.data(&value),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        self.spawn(move |fs| async move {
+            match fs.meta.list_xattr(ino.0).await {
+                Ok(names) => {
+                    let mut list = Vec::new();
+                    for n in names {
+                        list.extend_from_slice(&n);
+                        list.push(0);
+                    }
+                    if size == 0 {
+                        reply.size(list.len() as u32)
+                    } else if list.len() > size as usize {
+                        reply.error(Errno::ERANGE)
+                    } else {
+                        reply.data(&list)
+                    }
+                }
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = bytes(name);
+        self.spawn(move |fs| async move { reply_empty(reply, fs.meta.remove_xattr(ino.0, &name).await) });
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let (name, uid, gid) = (bytes(name), req.uid(), req.gid());
+        let mode = libc::S_IFREG | (mode & !umask & 0o7777);
+        self.spawn(move |fs| async move {
+            match fs.meta.create(parent.0, &name, mode, uid, gid, 0).await {
+                Ok(inode) => {
+                    let fh = fs.handles.open(inode.ino);
+                    let attr = file_attr(&inode, None);
+                    reply.created(&fs.entry_ttl, &attr, GENERATION, FileHandle(fh), FopenFlags::empty())
+                }
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+}

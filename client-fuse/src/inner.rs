@@ -1,0 +1,139 @@
+//! The mount's state and its operations as async functions: the FUSE
+//! callbacks (see `fs`) hand each request to one of these on the tokio
+//! runtime and reply from there, so no session thread waits on the network.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use strata_common::{ErrorCode, Result, StrataError};
+use strata_proto::meta::{DirEntry, Inode, SetAttrOp};
+use strata_sdk::MetaClient;
+use strata_sdk::data::DataClient;
+use strata_sdk::data::file::{FileWriter, read_file};
+
+use crate::handles::{Handles, OpenFile};
+
+/// Directory entries fetched per page.
+const DIR_PAGE: u32 = 1024;
+
+pub struct Inner {
+    pub meta: Arc<MetaClient>,
+    pub data: Arc<DataClient>,
+    pub handles: Handles,
+    pub attr_ttl: Duration,
+    pub entry_ttl: Duration,
+    pub blob_size: usize,
+}
+
+impl Inner {
+    /// The size this mount knows `ino` to have at least (buffered writes).
+    pub fn local_size(&self, ino: u64) -> Option<u64> {
+        self.handles.by_inode(ino).map(|f| f.written_end.load(Ordering::Relaxed)).filter(|s| *s > 0)
+    }
+
+    pub async fn getattr(&self, ino: u64) -> Result<Inode> {
+        self.meta.getattr(ino).await
+    }
+
+    /// Makes what this mount buffered for `ino` durable and visible.
+    pub async fn flush_inode(&self, ino: u64) -> Result<()> {
+        match self.handles.by_inode(ino) {
+            Some(file) => flush_file(&file).await,
+            None => Ok(()),
+        }
+    }
+
+    pub async fn setattr(&self, op: SetAttrOp) -> Result<Inode> {
+        if op.size.is_some() {
+            // A truncate orders after the writes before it.
+            self.flush_inode(op.ino).await?;
+            if let Some(file) = self.handles.by_inode(op.ino) {
+                file.written_end.store(0, Ordering::Relaxed);
+            }
+        }
+        self.meta.setattr(op).await
+    }
+
+    /// unlink(2): a file that lost its last name is reclaimed now, or at its
+    /// last close if it is open in this mount.
+    pub async fn unlink(&self, parent: u64, name: &[u8]) -> Result<()> {
+        let inode = self.meta.unlink(parent, name).await?;
+        if inode.nlink == 0 && inode.mode & libc::S_IFMT != libc::S_IFDIR && !self.handles.unlinked(inode.ino) {
+            self.meta.evict(inode.ino).await?;
+        }
+        Ok(())
+    }
+
+    /// rename(2): a target that lost its last name is reclaimed like on unlink.
+    pub async fn rename(&self, sp: u64, sn: &[u8], dp: u64, dn: &[u8], flags: u32) -> Result<()> {
+        let replaced = if flags == 0 { self.meta.lookup(dp, dn).await.ok() } else { None };
+        self.meta.rename(sp, sn, dp, dn, flags).await?;
+        if let Some(old) = replaced
+            && old.mode & libc::S_IFMT == libc::S_IFREG
+        {
+            let after = self.meta.getattr(old.ino).await;
+            let gone = matches!(&after, Ok(i) if i.nlink == 0);
+            if gone && !self.handles.unlinked(old.ino) {
+                self.meta.evict(old.ino).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The whole listing of a directory, "." and ".." first.
+    pub async fn list_dir(&self, ino: u64) -> Result<Vec<DirEntry>> {
+        let dir = self.meta.getattr(ino).await?;
+        let parent = if dir.parent == 0 { ino } else { dir.parent };
+        let mut out = vec![
+            DirEntry { name: b".".to_vec(), ino, file_type: libc::S_IFDIR, attr: None },
+            DirEntry { name: b"..".to_vec(), ino: parent, file_type: libc::S_IFDIR, attr: None },
+        ];
+        let mut after = Vec::new();
+        loop {
+            let (page, more) = self.meta.readdir(ino, &after, DIR_PAGE, false).await?;
+            after = page.last().map(|e| e.name.clone()).unwrap_or_default();
+            out.extend(page);
+            if !more {
+                return Ok(out);
+            }
+        }
+    }
+
+    pub async fn read(&self, ino: u64, offset: u64, size: u32) -> Result<Bytes> {
+        // Reads see this mount's own writes.
+        self.flush_inode(ino).await?;
+        read_file(&self.meta, &self.data, ino, offset, size.into()).await
+    }
+
+    pub async fn write(&self, file: &OpenFile, offset: u64, data: &[u8]) -> Result<()> {
+        let mut writer = file.writer.lock().await;
+        let writer = writer
+            .get_or_insert_with(|| FileWriter::new(self.data.clone(), self.meta.clone(), file.ino, self.blob_size));
+        writer.write(offset, data).await?;
+        file.written_end.fetch_max(offset + data.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Closes a handle: its writes become durable and visible (close-to-open);
+    /// an unlinked file is reclaimed at its last close here.
+    pub async fn release(&self, fh: u64) -> Result<()> {
+        let Some((file, _last, reclaim)) = self.handles.release(fh) else {
+            return Err(StrataError::new(ErrorCode::InvalidArgument, "unknown file handle"));
+        };
+        let flushed = flush_file(&file).await;
+        if reclaim {
+            self.meta.evict(file.ino).await?;
+        }
+        flushed
+    }
+}
+
+pub async fn flush_file(file: &OpenFile) -> Result<()> {
+    let mut writer = file.writer.lock().await;
+    if let Some(w) = writer.as_mut() {
+        w.flush().await?;
+    }
+    Ok(())
+}

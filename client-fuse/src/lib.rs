@@ -1,0 +1,81 @@
+//! Strata's FUSE client: a volume mounted as a POSIX file system over the
+//! sdk (metadata through `MetaClient`, file contents through the data path).
+//! `fuser` runs several session threads; every request that waits on the
+//! network is handed to the tokio runtime and answered from there.
+
+mod attr;
+mod fs;
+mod handles;
+mod inner;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use fuser::{Config, MountOption};
+use strata_sdk::data::DataClient;
+use strata_sdk::data::file::DEFAULT_BLOB_SIZE;
+use strata_sdk::{MasterClient, MetaClient};
+
+/// How a volume is mounted.
+#[derive(Debug, Clone)]
+pub struct MountConfig {
+    pub masters: Vec<String>,
+    pub volume: String,
+    /// How long the kernel may trust attributes and names it was given.
+    pub attr_timeout: Duration,
+    pub entry_timeout: Duration,
+    /// FUSE session threads.
+    pub threads: usize,
+}
+
+/// A mounted volume; unmounted when dropped or by [`Mounted::unmount`].
+pub struct Mounted {
+    session: fuser::BackgroundSession,
+}
+
+impl Mounted {
+    pub fn unmount(self) -> anyhow::Result<()> {
+        self.session.umount_and_join().context("unmounting")
+    }
+
+    /// Waits until the file system is unmounted from outside (`strata umount`).
+    pub fn join(self) -> anyhow::Result<()> {
+        self.session.join().context("serving the mount")
+    }
+}
+
+/// Mounts `config.volume` at `mountpoint`; requests are served on `runtime`.
+pub async fn mount(
+    config: &MountConfig,
+    mountpoint: &Path,
+    runtime: tokio::runtime::Handle,
+) -> anyhow::Result<Mounted> {
+    let master = MasterClient::new(config.masters.clone())?;
+    let meta = MetaClient::open(&master, &config.volume).await.context("opening the volume's namespace")?;
+    let data = DataClient::open(&master, &config.volume).await.context("opening the volume's data path")?;
+    let inner = inner::Inner {
+        meta: Arc::new(meta),
+        data: Arc::new(data),
+        handles: handles::Handles::default(),
+        attr_ttl: config.attr_timeout,
+        entry_ttl: config.entry_timeout,
+        blob_size: DEFAULT_BLOB_SIZE,
+    };
+    let filesystem = fs::StrataFs { inner: Arc::new(inner), runtime };
+    let mut options = Config::default();
+    options.mount_options = vec![
+        MountOption::FSName(format!("strata:{}", config.volume)),
+        MountOption::Subtype("strata".into()),
+        MountOption::DefaultPermissions,
+    ];
+    // Every user may use the mount; the kernel checks permissions (default_permissions).
+    options.acl = fuser::SessionACL::All;
+    options.n_threads = Some(config.threads.max(1));
+    options.clone_fd = true;
+    let session = fuser::spawn_mount(filesystem, mountpoint, &options)
+        .with_context(|| format!("mounting {} at {}", config.volume, mountpoint.display()))?;
+    tracing::info!(volume = %config.volume, mountpoint = %mountpoint.display(), "volume mounted");
+    Ok(Mounted { session })
+}
