@@ -36,7 +36,11 @@ fn time(ns: i64) -> SystemTime {
 /// The kernel's view of an inode; `size` overrides the stored size (data
 /// still buffered in this mount).
 pub fn file_attr(inode: &Inode, size: Option<u64>) -> FileAttr {
-    let size = size.unwrap_or(inode.size).max(inode.size);
+    let mut size = size.unwrap_or(inode.size).max(inode.size);
+    if inode.mode & libc::S_IFMT == libc::S_IFDIR {
+        // Directories report one block, as most local file systems do (du agrees).
+        size = size.max(u64::from(BLOCK));
+    }
     FileAttr {
         ino: INodeNo(inode.ino),
         size,

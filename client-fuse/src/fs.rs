@@ -10,16 +10,16 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use fuser::{
-    Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner, OpenFlags, RenameFlags,
-    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags,
+    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLock, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use strata_common::Result;
-use strata_proto::meta::{Inode, SetAttrOp};
+use strata_proto::meta::{Inode, LockKind, SetAttrOp};
 use tokio::runtime::Handle;
 
 use crate::attr::{BLOCK, errno, file_attr, file_type, to_ns};
-use crate::inner::{Inner, flush_file};
+use crate::inner::{Inner, flush_file, lock_op};
 
 pub struct StrataFs {
     pub inner: Arc<Inner>,
@@ -44,7 +44,10 @@ impl StrataFs {
 
 fn reply_entry(reply: ReplyEntry, fs: &Inner, result: Result<Inode>) {
     match result {
-        Ok(inode) => reply.entry(&fs.entry_ttl, &file_attr(&inode, fs.local_size(inode.ino)), GENERATION),
+        Ok(inode) => {
+            fs.saw(&inode);
+            reply.entry(&fs.entry_ttl, &file_attr(&inode, fs.local_size(inode.ino)), GENERATION)
+        }
         Err(e) => reply.error(errno(&e)),
     }
 }
@@ -68,7 +71,54 @@ impl Filesystem for StrataFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_readahead(4 << 20);
+        // fcntl and flock locks come here, so that every mount sees them.
+        let _ = config.add_capabilities(InitFlags::FUSE_POSIX_LOCKS | InitFlags::FUSE_FLOCK_LOCKS);
         Ok(())
+    }
+
+    fn getlk(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        reply: ReplyLock,
+    ) {
+        self.spawn(move |fs| async move {
+            let op = lock_op(&fs, ino.0, lock_owner.0, start, end, typ, pid);
+            match fs.meta.get_lock(op).await {
+                Ok(Some(held)) => {
+                    let typ = if held.kind == LockKind::Read as i32 { libc::F_RDLCK } else { libc::F_WRLCK };
+                    let end = if held.end == u64::MAX { i64::MAX as u64 } else { held.end - 1 };
+                    reply.locked(held.start, end, typ, held.pid)
+                }
+                Ok(None) => reply.locked(start, end, libc::F_UNLCK, 0),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn setlk(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn(move |fs| async move {
+            let op = lock_op(&fs, ino.0, lock_owner.0, start, end, typ, pid);
+            reply_empty(reply, fs.set_lock(op, sleep).await)
+        });
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
@@ -82,7 +132,10 @@ impl Filesystem for StrataFs {
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         self.spawn(move |fs| async move {
             match fs.getattr(ino.0).await {
-                Ok(inode) => reply.attr(&fs.attr_ttl, &file_attr(&inode, fs.local_size(ino.0))),
+                Ok(inode) => {
+                    fs.saw(&inode);
+                    reply.attr(&fs.attr_ttl, &file_attr(&inode, fs.local_size(ino.0)))
+                }
                 Err(e) => reply.error(errno(&e)),
             }
         });
@@ -121,7 +174,10 @@ impl Filesystem for StrataFs {
         };
         self.spawn(move |fs| async move {
             match fs.setattr(op).await {
-                Ok(inode) => reply.attr(&fs.attr_ttl, &file_attr(&inode, fs.local_size(ino.0))),
+                Ok(inode) => {
+                    fs.saw(&inode);
+                    reply.attr(&fs.attr_ttl, &file_attr(&inode, fs.local_size(ino.0)))
+                }
                 Err(e) => reply.error(errno(&e)),
             }
         });
@@ -196,8 +252,16 @@ impl Filesystem for StrataFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let fh = self.inner.handles.open(ino.0);
-        reply.opened(FileHandle(fh), FopenFlags::empty());
+        self.spawn(move |fs| async move {
+            match fs.open(ino.0).await {
+                Ok(keep_cache) => {
+                    let fh = fs.handles.open(ino.0);
+                    let flags = if keep_cache { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() };
+                    reply.opened(FileHandle(fh), flags)
+                }
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
     }
 
     fn read(
@@ -244,12 +308,19 @@ impl Filesystem for StrataFs {
         });
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(&self, _req: &Request, ino: INodeNo, fh: FileHandle, lock_owner: LockOwner, reply: ReplyEmpty) {
         let Some(file) = self.inner.handles.file(fh.0) else {
             reply.error(Errno::EBADF);
             return;
         };
-        self.spawn(move |_| async move { reply_empty(reply, flush_file(&file).await) });
+        self.spawn(move |fs| async move {
+            let flushed = flush_file(&file).await;
+            // Closing a descriptor drops the POSIX locks its process held on the file.
+            if let Err(e) = fs.unlock_owner(ino.0, lock_owner.0).await {
+                tracing::debug!(ino = ino.0, error = %e, "releasing locks on close failed");
+            }
+            reply_empty(reply, flushed)
+        });
     }
 
     fn release(
@@ -393,6 +464,7 @@ impl Filesystem for StrataFs {
         self.spawn(move |fs| async move {
             match fs.meta.create(parent.0, &name, mode, uid, gid, 0).await {
                 Ok(inode) => {
+                    fs.saw(&inode);
                     let fh = fs.handles.open(inode.ino);
                     let attr = file_attr(&inode, None);
                     reply.created(&fs.entry_ttl, &attr, GENERATION, FileHandle(fh), FopenFlags::empty())

@@ -2,13 +2,15 @@
 //! callbacks (see `fs`) hand each request to one of these on the tokio
 //! runtime and reply from there, so no session thread waits on the network.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use fuser::Notifier;
 use strata_common::{ErrorCode, Result, StrataError};
-use strata_proto::meta::{DirEntry, Inode, SetAttrOp};
+use strata_proto::meta::{DirEntry, Inode, LockKind, LockOp, SetAttrOp};
 use strata_sdk::MetaClient;
 use strata_sdk::data::DataClient;
 use strata_sdk::data::file::{FileWriter, read_file};
@@ -25,9 +27,53 @@ pub struct Inner {
     pub attr_ttl: Duration,
     pub entry_ttl: Duration,
     pub blob_size: usize,
+    /// This mount's lock session: its locks live as long as it renews it.
+    pub session: u64,
+    /// Tells the kernel to drop cached attributes and pages (set once mounted).
+    pub notifier: OnceLock<Notifier>,
+    /// (size, mtime) of each inode as last given to the kernel, so an open
+    /// can tell whether the kernel's cache still holds the current version.
+    pub versions: Mutex<HashMap<u64, (u64, i64)>>,
 }
 
+/// Versions remembered at most (then forgotten all at once: the next open
+/// of each file just revalidates).
+const VERSIONS_KEPT: usize = 100_000;
+
+/// How long the metanodes keep this mount's locks without a renewal.
+pub const SESSION_LEASE: Duration = Duration::from_secs(30);
+/// Renewal period of the lock session.
+pub const SESSION_RENEW: Duration = Duration::from_secs(5);
+
 impl Inner {
+    /// Notes the version of `inode` the kernel is being given.
+    pub fn saw(&self, inode: &Inode) {
+        let mut versions = self.versions.lock().unwrap();
+        if versions.len() >= VERSIONS_KEPT {
+            versions.clear();
+        }
+        versions.insert(inode.ino, (inode.size, inode.mtime_ns));
+    }
+
+    /// open(2) with close-to-open consistency: if the file changed since the
+    /// kernel last saw it (another mount wrote and closed it), the kernel's
+    /// attributes and pages are dropped; if not, its page cache is kept.
+    /// Answers whether the cache may be kept.
+    pub async fn open(&self, ino: u64) -> Result<bool> {
+        let fresh = self.meta.getattr(ino).await?;
+        let known = self.versions.lock().unwrap().get(&ino).copied();
+        let unchanged = known == Some((fresh.size, fresh.mtime_ns));
+        if !unchanged && let Some(notifier) = self.notifier.get() {
+            // Attributes and every cached page of the inode.
+            if let Err(e) = notifier.inval_inode(fuser::INodeNo(ino), 0, 0) {
+                tracing::debug!(ino, error = %e, "invalidating the kernel's cache failed");
+            }
+        }
+        self.saw(&fresh);
+        // Data buffered in this mount makes the kernel's pages newer than the store's.
+        Ok(unchanged || self.local_size(ino).is_some())
+    }
+
     /// The size this mount knows `ino` to have at least (buffered writes).
     pub fn local_size(&self, ino: u64) -> Option<u64> {
         self.handles.by_inode(ino).map(|f| f.written_end.load(Ordering::Relaxed)).filter(|s| *s > 0)
@@ -127,6 +173,48 @@ impl Inner {
             self.meta.evict(file.ino).await?;
         }
         flushed
+    }
+}
+
+/// The lock a FUSE request describes (inclusive `end`, OFFSET_MAX to the end).
+pub fn lock_op(inner: &Inner, ino: u64, owner: u64, start: u64, end: u64, typ: i32, pid: u32) -> LockOp {
+    let kind = match typ {
+        libc::F_RDLCK => LockKind::Read,
+        libc::F_WRLCK => LockKind::Write,
+        _ => LockKind::Unlock,
+    };
+    let end = if end >= i64::MAX as u64 { u64::MAX } else { end + 1 };
+    LockOp { ino, session: inner.session, owner, pid, kind: kind as i32, start, end, flock: false }
+}
+
+impl Inner {
+    /// F_SETLK / F_SETLKW: with `wait`, retries until the lock is granted.
+    pub async fn set_lock(&self, op: LockOp, wait: bool) -> Result<()> {
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            match self.meta.lock(op).await {
+                Err(e) if wait && e.code == ErrorCode::WouldBlock => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(250));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Releases every lock `owner` holds on `ino` (a close drops POSIX locks).
+    pub async fn unlock_owner(&self, ino: u64, owner: u64) -> Result<()> {
+        let op = LockOp {
+            ino,
+            session: self.session,
+            owner,
+            pid: 0,
+            kind: LockKind::Unlock as i32,
+            start: 0,
+            end: u64::MAX,
+            flock: false,
+        };
+        self.meta.lock(op).await
     }
 }
 

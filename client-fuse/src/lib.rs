@@ -55,15 +55,32 @@ pub async fn mount(
     let master = MasterClient::new(config.masters.clone())?;
     let meta = MetaClient::open(&master, &config.volume).await.context("opening the volume's namespace")?;
     let data = DataClient::open(&master, &config.volume).await.context("opening the volume's data path")?;
+    // A lock session for this mount, renewed for as long as the runtime runs.
+    let meta = Arc::new(meta);
+    let session = rand::random::<u64>() | 1;
+    meta.renew_session(session, inner::SESSION_LEASE).await.context("starting the lock session")?;
+    let renewer = meta.clone();
+    runtime.spawn(async move {
+        loop {
+            tokio::time::sleep(inner::SESSION_RENEW).await;
+            if let Err(e) = renewer.renew_session(session, inner::SESSION_LEASE).await {
+                tracing::warn!(error = %e, "renewing the lock session failed");
+            }
+        }
+    });
     let inner = inner::Inner {
-        meta: Arc::new(meta),
+        meta,
         data: Arc::new(data),
         handles: handles::Handles::default(),
         attr_ttl: config.attr_timeout,
         entry_ttl: config.entry_timeout,
         blob_size: DEFAULT_BLOB_SIZE,
+        session,
+        notifier: std::sync::OnceLock::new(),
+        versions: std::sync::Mutex::new(std::collections::HashMap::new()),
     };
-    let filesystem = fs::StrataFs { inner: Arc::new(inner), runtime };
+    let inner = Arc::new(inner);
+    let filesystem = fs::StrataFs { inner: inner.clone(), runtime };
     let mut options = Config::default();
     options.mount_options = vec![
         MountOption::FSName(format!("strata:{}", config.volume)),
@@ -74,8 +91,10 @@ pub async fn mount(
     options.acl = fuser::SessionACL::All;
     options.n_threads = Some(config.threads.max(1));
     options.clone_fd = true;
-    let session = fuser::spawn_mount(filesystem, mountpoint, &options)
+    let session = fuser::Session::new(filesystem, mountpoint, &options)
         .with_context(|| format!("mounting {} at {}", config.volume, mountpoint.display()))?;
+    let _ = inner.notifier.set(session.notifier());
+    let session = session.spawn().context("starting the FUSE session")?;
     tracing::info!(volume = %config.volume, mountpoint = %mountpoint.display(), "volume mounted");
     Ok(Mounted { session })
 }
