@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Quick start, command 2: the whole test suite — formatting, clippy with
 # warnings denied, and every test (unit, in-process multi-node, and the
-# multi-process cluster tests through `strata dev`).
+# multi-process cluster tests through `strata dev`), then pjdfstest on a
+# real FUSE mount.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
@@ -11,3 +12,5 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace
+echo "== pjdfstest on a mount"
+bash scripts/pjdfstest.sh
