@@ -45,6 +45,9 @@ pub struct DevArgs {
     /// Seconds an unreferenced blob waits before it is deleted from the datanodes.
     #[arg(long, default_value_t = 60)]
     pub gc_grace: u64,
+    /// Mount the cluster's volume here once it is up (unmounted when the cluster stops).
+    #[arg(long)]
+    pub mount: Option<PathBuf>,
     /// Seconds a datanode may be dead before its data is rebuilt elsewhere.
     #[arg(long, default_value_t = 60)]
     pub repair_delay: u64,
@@ -253,6 +256,15 @@ async fn supervise(dir: &Path, args: &DevArgs) -> anyhow::Result<()> {
         Ok(()) => println!("cluster is up; Ctrl-C stops it (data stays in {})", dir.display()),
         Err(e) => eprintln!("the cluster did not come up: {e:#}"),
     }
+    let mut mount = None;
+    if result.is_ok()
+        && let Some(mountpoint) = &args.mount
+    {
+        match mount_volume(dir, &file, &args.volume, mountpoint) {
+            Ok(child) => mount = Some((child, mountpoint.clone())),
+            Err(e) => eprintln!("mounting {} failed: {e:#}", args.volume),
+        }
+    }
     if result.is_ok() {
         let shutdown = shutdown_signal();
         tokio::pin!(shutdown);
@@ -264,12 +276,46 @@ async fn supervise(dir: &Path, args: &DevArgs) -> anyhow::Result<()> {
             }
         }
     }
+    if let Some((mut child, mountpoint)) = mount {
+        if let Err(e) = crate::mount_cmd::unmount(&mountpoint) {
+            eprintln!("{e:#}");
+        }
+        let _ = child.wait();
+    }
     println!("stopping the cluster");
     stop_nodes(dir).await?;
     for mut child in children {
         let _ = child.wait();
     }
     result
+}
+
+/// Mounts `volume` at `mountpoint` with a `strata mount --foreground` child,
+/// logging to the cluster directory; returns once the mount is live.
+fn mount_volume(dir: &Path, file: &ClusterFile, volume: &str, mountpoint: &Path) -> anyhow::Result<Child> {
+    anyhow::ensure!(!volume.is_empty(), "--mount needs a volume (--volume)");
+    std::fs::create_dir_all(mountpoint).with_context(|| format!("creating {}", mountpoint.display()))?;
+    anyhow::ensure!(!crate::mount_cmd::is_mounted(mountpoint), "{} is already a mount point", mountpoint.display());
+    let log = std::fs::File::create(dir.join("mount.log"))?;
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(["mount", "--foreground", volume])
+        .arg(mountpoint)
+        .env("STRATA_MASTER", file.master_addresses().join(","))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting the mount")?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !crate::mount_cmd::is_mounted(mountpoint) {
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!("the mount exited ({status}); see {}", dir.join("mount.log").display());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "{} did not appear within 60 s", mountpoint.display());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!("volume {volume} mounted at {}", mountpoint.display());
+    Ok(child)
 }
 
 /// Waits for a leader and every node alive, then creates the default volume.
