@@ -6,32 +6,10 @@ mod common;
 
 use std::fs;
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::*;
-
-/// A mount point, unmounted when dropped.
-struct Mount<'a> {
-    cluster: &'a DevCluster,
-    path: PathBuf,
-}
-
-impl<'a> Mount<'a> {
-    fn new(cluster: &'a DevCluster, name: &str) -> Mount<'a> {
-        let path = cluster.cluster_dir().parent().unwrap().join(name);
-        let log = cluster.cluster_dir().parent().unwrap().join(format!("{name}.log"));
-        let out = cluster.strata_ok(&["mount", "default", path.to_str().unwrap(), "--log", log.to_str().unwrap()]);
-        assert!(out.contains("mounted at"), "{out}");
-        Mount { cluster, path }
-    }
-}
-
-impl Drop for Mount<'_> {
-    fn drop(&mut self) {
-        let _ = self.cluster.strata(&["umount", self.path.to_str().unwrap()]);
-    }
-}
 
 fn run(dir: &Path, program: &str, args: &[&str]) -> String {
     let out = Command::new(program).args(args).current_dir(dir).output().unwrap();

@@ -449,6 +449,19 @@ impl Filesystem for StrataFs {
         self.spawn(move |fs| async move { reply_empty(reply, fs.meta.remove_xattr(ino.0, &name).await) });
     }
 
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn(move |fs| async move { reply_empty(reply, fs.fallocate(ino.0, offset, length, mode).await) });
+    }
+
     fn create(
         &self,
         req: &Request,

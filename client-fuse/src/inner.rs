@@ -102,6 +102,28 @@ impl Inner {
         self.meta.setattr(op).await
     }
 
+    /// fallocate(2): allocation only extends the size (space is not
+    /// reserved: blobs are written when data is); PUNCH_HOLE and ZERO_RANGE
+    /// cut the range out of the extent map. Other modes: EOPNOTSUPP.
+    pub async fn fallocate(&self, ino: u64, offset: u64, length: u64, mode: i32) -> Result<()> {
+        let supported = libc::FALLOC_FL_KEEP_SIZE | libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE;
+        if mode & !supported != 0 || length == 0 {
+            return Err(StrataError::new(ErrorCode::NotSupported, format!("fallocate mode {mode:#x}")));
+        }
+        self.flush_inode(ino).await?;
+        let end = offset.checked_add(length).ok_or_else(|| StrataError::invalid("range past the largest offset"))?;
+        if mode & (libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE) != 0 {
+            self.meta.punch_hole(ino, offset, length).await?;
+        }
+        if mode & libc::FALLOC_FL_KEEP_SIZE == 0 {
+            let inode = self.meta.getattr(ino).await?;
+            if end > inode.size {
+                self.meta.setattr(SetAttrOp { ino, size: Some(end), ..Default::default() }).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// unlink(2): a file that lost its last name is reclaimed now, or at its
     /// last close if it is open in this mount.
     pub async fn unlink(&self, parent: u64, name: &[u8]) -> Result<()> {

@@ -38,11 +38,13 @@ pub enum ErrorCode {
     Timeout,
     /// The stored bytes failed their checksum.
     Corrupted,
+    /// The operation or this variant of it is not implemented (EOPNOTSUPP).
+    NotSupported,
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::NotFound,
         ErrorCode::AlreadyExists,
         ErrorCode::InvalidArgument,
@@ -61,6 +63,7 @@ impl ErrorCode {
         ErrorCode::Unavailable,
         ErrorCode::Timeout,
         ErrorCode::Corrupted,
+        ErrorCode::NotSupported,
         ErrorCode::Internal,
     ];
 
@@ -84,6 +87,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Timeout => "timeout",
             ErrorCode::Corrupted => "corrupted",
+            ErrorCode::NotSupported => "not_supported",
             ErrorCode::Internal => "internal",
         }
     }
@@ -111,6 +115,7 @@ impl ErrorCode {
             ErrorCode::TooManyLinks => libc::EMLINK,
             ErrorCode::WouldBlock => libc::EAGAIN,
             ErrorCode::Corrupted | ErrorCode::Internal => libc::EIO,
+            ErrorCode::NotSupported => libc::EOPNOTSUPP,
         }
     }
 
@@ -131,6 +136,7 @@ impl ErrorCode {
             ErrorCode::TooManyLinks => "InvalidRequest",
             ErrorCode::WouldBlock => "SlowDown",
             ErrorCode::Corrupted | ErrorCode::Internal => "InternalError",
+            ErrorCode::NotSupported => "NotImplemented",
         }
     }
 
@@ -151,6 +157,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => tonic::Code::Unavailable,
             ErrorCode::Timeout => tonic::Code::DeadlineExceeded,
             ErrorCode::Corrupted => tonic::Code::DataLoss,
+            ErrorCode::NotSupported => tonic::Code::Unimplemented,
             ErrorCode::Internal => tonic::Code::Internal,
         }
     }
@@ -170,6 +177,7 @@ impl ErrorCode {
             tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Aborted => ErrorCode::Unavailable,
             tonic::Code::DeadlineExceeded => ErrorCode::Timeout,
             tonic::Code::DataLoss => ErrorCode::Corrupted,
+            tonic::Code::Unimplemented => ErrorCode::NotSupported,
             _ => ErrorCode::Internal,
         }
     }

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use prost::Message;
 use strata_common::{ErrorCode, Result, StrataError};
-use strata_proto::meta::{BlobRef, Extent, Inode, WriteExtentsOp};
+use strata_proto::meta::{BlobRef, Extent, Inode, PunchHoleOp, WriteExtentsOp};
 use strata_raftstore::KvRead;
 
 use crate::gc::{self, RefDeltas};
@@ -159,6 +159,24 @@ pub fn truncate(txn: &mut Txn<'_, '_>, ino: u64, size: u64) -> Result<()> {
     let mut map: BTreeMap<u64, Extent> = before.iter().map(|e| (e.file_offset, *e)).collect();
     cut(&mut map, size, u64::MAX);
     store(txn, ino, &before, &map)
+}
+
+/// Turns [offset, offset + length) of a regular file into a hole (fallocate
+/// PUNCH_HOLE): the extents there are cut, the size stays.
+pub fn punch_hole(txn: &mut Txn<'_, '_>, op: PunchHoleOp) -> Result<Inode> {
+    let mut inode = regular_file(txn, op.ino)?;
+    let end = op.offset.checked_add(op.length).ok_or_else(|| StrataError::invalid("hole past the largest offset"))?;
+    if op.length == 0 {
+        return Err(StrataError::invalid("a hole needs a length"));
+    }
+    let before = overlapping(txn.kv(), op.ino, op.offset, end)?;
+    let mut map: BTreeMap<u64, Extent> = before.iter().map(|e| (e.file_offset, *e)).collect();
+    cut(&mut map, op.offset, end);
+    store(txn, op.ino, &before, &map)?;
+    inode.mtime_ns = txn.now_ns;
+    inode.ctime_ns = txn.now_ns;
+    txn.put_inode(inode.clone());
+    Ok(inode)
 }
 
 /// Deletes every extent of an inode being reclaimed.

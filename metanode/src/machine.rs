@@ -104,6 +104,7 @@ fn execute(txn: &mut Txn<'_, '_>, partition_id: u64, op: Option<Op>) -> Result<M
             None
         }
         Op::WriteExtents(op) => Some(extents::write(txn, op)?),
+        Op::PunchHole(op) => Some(extents::punch_hole(txn, op)?),
         Op::DropFreed(op) => {
             gc::drop_freed(txn, &op.keys);
             None

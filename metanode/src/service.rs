@@ -60,6 +60,7 @@ impl MetaService {
             Op::Evict(o) => vec![o.ino],
             Op::Lock(o) => vec![o.ino],
             Op::WriteExtents(o) => vec![o.ino],
+            Op::PunchHole(o) => vec![o.ino],
             Op::RenewSession(_) | Op::EndSession(_) | Op::TxFinish(_) | Op::TxResolve(_) => vec![],
             // Each step is checked against the partition when it is prepared.
             Op::TxPrepare(_) => vec![],

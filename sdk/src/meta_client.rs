@@ -390,6 +390,11 @@ impl MetaClient {
         self.mutate_inode(ino, "committing extents", Op::WriteExtents(pb::WriteExtentsOp { ino, extents })).await
     }
 
+    /// Makes [offset, offset + length) of `ino` a hole (its blobs are freed once unused).
+    pub async fn punch_hole(&self, ino: u64, offset: u64, length: u64) -> Result<pb::Inode> {
+        self.mutate_inode(ino, "punching a hole", Op::PunchHole(pb::PunchHoleOp { ino, offset, length })).await
+    }
+
     /// The extents covering [offset, offset + length) of `ino` and its size; gaps are holes.
     pub async fn get_extents(&self, ino: u64, offset: u64, length: u64) -> Result<(Vec<pb::Extent>, u64)> {
         let reply = self

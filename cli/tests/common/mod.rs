@@ -208,3 +208,25 @@ pub fn leader_id(status: &Value) -> u64 {
 pub fn applied_of(status: &Value, id: u64) -> u64 {
     nodes(status).iter().find(|n| n["id"] == id).and_then(|n| n["applied_index"].as_u64()).unwrap_or(0)
 }
+
+/// A mount point, unmounted when dropped.
+pub struct Mount<'a> {
+    cluster: &'a DevCluster,
+    pub path: PathBuf,
+}
+
+impl<'a> Mount<'a> {
+    pub fn new(cluster: &'a DevCluster, name: &str) -> Mount<'a> {
+        let path = cluster.cluster_dir().parent().unwrap().join(name);
+        let log = cluster.cluster_dir().parent().unwrap().join(format!("{name}.log"));
+        let out = cluster.strata_ok(&["mount", "default", path.to_str().unwrap(), "--log", log.to_str().unwrap()]);
+        assert!(out.contains("mounted at"), "{out}");
+        Mount { cluster, path }
+    }
+}
+
+impl Drop for Mount<'_> {
+    fn drop(&mut self) {
+        let _ = self.cluster.strata(&["umount", self.path.to_str().unwrap()]);
+    }
+}
