@@ -60,7 +60,9 @@ pub fn print_table(rows: &[ThroughputRow], baseline: &str) {
     }
 }
 
-fn contents(seed: u64, len: usize) -> Vec<u8> {
+/// Deterministic pseudo-random bytes (xorshift64, 8 at a time) for test and
+/// benchmark files: the same seed always gives the same contents.
+pub fn contents(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     let mut out = Vec::with_capacity(len + 8);
     while out.len() < len {

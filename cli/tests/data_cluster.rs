@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::*;
+use strata_bench::data::contents;
 use strata_proto::master as pb;
 use strata_sdk::data::file::{DEFAULT_BLOB_SIZE, FileWriter, read_file};
 use strata_sdk::data::{DataClient, node};
@@ -19,20 +20,6 @@ use strata_sdk::{MasterClient, MetaClient};
 
 const ROOT: u64 = 1;
 const MIB: usize = 1 << 20;
-
-/// Deterministic contents of test file `seed`: xorshift64, 8 bytes at a time.
-fn contents(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
 
 struct Volume {
     meta: Arc<MetaClient>,
