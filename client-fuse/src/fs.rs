@@ -11,8 +11,8 @@ use std::time::SystemTime;
 
 use fuser::{
     Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags,
-    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLock, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyLock, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use strata_common::Result;
 use strata_proto::meta::{Inode, LockKind, SetAttrOp};
@@ -73,6 +73,8 @@ impl Filesystem for StrataFs {
         let _ = config.set_max_readahead(4 << 20);
         // fcntl and flock locks come here, so that every mount sees them.
         let _ = config.add_capabilities(InitFlags::FUSE_POSIX_LOCKS | InitFlags::FUSE_FLOCK_LOCKS);
+        // Listings carry attributes: `ls -l` needs no lookup per name.
+        let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
         Ok(())
     }
 
@@ -353,7 +355,7 @@ impl Filesystem for StrataFs {
             // The listing is read once per open (rewinddir reads it again).
             let loaded = offset != 0 && listing.lock().unwrap().is_some();
             if !loaded {
-                match fs.list_dir(ino.0).await {
+                match fs.list_dir(ino.0, false).await {
                     Ok(entries) => *listing.lock().unwrap() = Some(entries),
                     Err(e) => return reply.error(errno(&e)),
                 }
@@ -362,6 +364,40 @@ impl Filesystem for StrataFs {
             for (i, entry) in entries.as_ref().expect("loaded").iter().enumerate().skip(offset as usize) {
                 let name = OsStr::from_bytes(&entry.name);
                 if reply.add(INodeNo(entry.ino), i as u64 + 1, file_type(entry.file_type), name) {
+                    break;
+                }
+            }
+            reply.ok();
+        });
+    }
+
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let Some(listing) = self.inner.handles.dir(fh.0) else {
+            reply.error(Errno::EBADF);
+            return;
+        };
+        self.spawn(move |fs| async move {
+            let loaded = offset != 0 && listing.lock().unwrap().is_some();
+            if !loaded {
+                match fs.list_dir(ino.0, true).await {
+                    Ok(entries) => *listing.lock().unwrap() = Some(entries),
+                    Err(e) => return reply.error(errno(&e)),
+                }
+            } else {
+                // The kernel may switch from readdir to readdirplus on one handle.
+                let mut entries = listing.lock().unwrap().take().unwrap_or_default();
+                let from = (offset as usize).min(entries.len());
+                fs.fill_attrs(&mut entries[from..]).await;
+                *listing.lock().unwrap() = Some(entries);
+            }
+            let entries = listing.lock().unwrap();
+            for (i, entry) in entries.as_ref().expect("loaded").iter().enumerate().skip(offset as usize) {
+                // Gone since the listing was read: left out.
+                let Some(inode) = &entry.attr else { continue };
+                fs.saw(inode);
+                let attr = file_attr(inode, fs.local_size(inode.ino));
+                let name = OsStr::from_bytes(&entry.name);
+                if reply.add(INodeNo(entry.ino), i as u64 + 1, name, &fs.entry_ttl, &attr, GENERATION) {
                     break;
                 }
             }

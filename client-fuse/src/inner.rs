@@ -150,23 +150,39 @@ impl Inner {
         Ok(())
     }
 
-    /// The whole listing of a directory, "." and ".." first.
-    pub async fn list_dir(&self, ino: u64) -> Result<Vec<DirEntry>> {
+    /// The whole listing of a directory, "." and ".." first; with `plus`,
+    /// every entry carries its attributes (fetched from the inode's own
+    /// partition when the directory's partition does not hold it).
+    pub async fn list_dir(&self, ino: u64, plus: bool) -> Result<Vec<DirEntry>> {
         let dir = self.meta.getattr(ino).await?;
-        let parent = if dir.parent == 0 { ino } else { dir.parent };
+        let parent_ino = if dir.parent == 0 { ino } else { dir.parent };
+        let parent = if plus { Some(self.meta.getattr(parent_ino).await?) } else { None };
         let mut out = vec![
-            DirEntry { name: b".".to_vec(), ino, file_type: libc::S_IFDIR, attr: None },
-            DirEntry { name: b"..".to_vec(), ino: parent, file_type: libc::S_IFDIR, attr: None },
+            DirEntry { name: b".".to_vec(), ino, file_type: libc::S_IFDIR, attr: plus.then_some(dir) },
+            DirEntry { name: b"..".to_vec(), ino: parent_ino, file_type: libc::S_IFDIR, attr: parent },
         ];
         let mut after = Vec::new();
         loop {
-            let (page, more) = self.meta.readdir(ino, &after, DIR_PAGE, false).await?;
+            let (page, more) = self.meta.readdir(ino, &after, DIR_PAGE, plus).await?;
             after = page.last().map(|e| e.name.clone()).unwrap_or_default();
             out.extend(page);
             if !more {
-                return Ok(out);
+                break;
             }
         }
+        if plus {
+            self.fill_attrs(&mut out).await;
+        }
+        Ok(out)
+    }
+
+    /// Reads the attributes of the entries that lack them (in their own partitions).
+    pub async fn fill_attrs(&self, entries: &mut [DirEntry]) {
+        let missing = entries.iter_mut().filter(|e| e.attr.is_none()).map(|e| async move {
+            // An entry removed meanwhile simply has no attributes to show.
+            e.attr = self.meta.getattr(e.ino).await.ok();
+        });
+        futures::future::join_all(missing).await;
     }
 
     pub async fn read(&self, ino: u64, offset: u64, size: u32) -> Result<Bytes> {
