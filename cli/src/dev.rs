@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::mount_cmd::{MountArgs, start_mount_process};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use strata_common::config::{ConfigFile, MasterConfig, NodeConfig, RaftConfig, StoreConfig};
@@ -290,30 +291,22 @@ async fn supervise(dir: &Path, args: &DevArgs) -> anyhow::Result<()> {
     result
 }
 
-/// Mounts `volume` at `mountpoint` with a `strata mount --foreground` child,
+/// Mounts `volume` at `mountpoint` with a `strata mount --foreground` child
 /// logging to the cluster directory; returns once the mount is live.
 fn mount_volume(dir: &Path, file: &ClusterFile, volume: &str, mountpoint: &Path) -> anyhow::Result<Child> {
     anyhow::ensure!(!volume.is_empty(), "--mount needs a volume (--volume)");
     std::fs::create_dir_all(mountpoint).with_context(|| format!("creating {}", mountpoint.display()))?;
     anyhow::ensure!(!crate::mount_cmd::is_mounted(mountpoint), "{} is already a mount point", mountpoint.display());
-    let log = std::fs::File::create(dir.join("mount.log"))?;
-    let mut child = Command::new(std::env::current_exe()?)
-        .args(["mount", "--foreground", volume])
-        .arg(mountpoint)
-        .env("STRATA_MASTER", file.master_addresses().join(","))
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .context("starting the mount")?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !crate::mount_cmd::is_mounted(mountpoint) {
-        if let Some(status) = child.try_wait()? {
-            anyhow::bail!("the mount exited ({status}); see {}", dir.join("mount.log").display());
-        }
-        anyhow::ensure!(Instant::now() < deadline, "{} did not appear within 60 s", mountpoint.display());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let args = MountArgs {
+        volume: volume.to_string(),
+        mountpoint: mountpoint.to_path_buf(),
+        foreground: false,
+        attr_timeout: 1.0,
+        entry_timeout: 1.0,
+        threads: 4,
+        log: None,
+    };
+    let child = start_mount_process(&file.master_addresses(), &args, &dir.join("mount.log"))?;
     println!("volume {volume} mounted at {}", mountpoint.display());
     Ok(child)
 }

@@ -4,6 +4,7 @@
 //! child's error).
 
 use std::path::{Path, PathBuf};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -69,7 +70,16 @@ pub async fn mount(masters: Vec<String>, args: MountArgs) -> anyhow::Result<()> 
 
 fn mount_in_background(masters: &[String], args: &MountArgs) -> anyhow::Result<()> {
     let log = args.log.clone().unwrap_or_else(|| PathBuf::from(format!("/tmp/strata-mount-{}.log", args.volume)));
-    let file = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+    let child = start_mount_process(masters, args, &log)?;
+    println!("{} mounted at {} (pid {}, log {})", args.volume, args.mountpoint.display(), child.id(), log.display());
+    Ok(())
+}
+
+/// Starts `strata mount --foreground` for `args` in its own process group
+/// (a Ctrl-C meant for the caller does not reach it), logging to `log`, and
+/// returns once the mount point is live; the child's error if it exits first.
+pub fn start_mount_process(masters: &[String], args: &MountArgs, log: &Path) -> anyhow::Result<Child> {
+    let file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let mut command = std::process::Command::new(std::env::current_exe()?);
     command
         .arg("mount")
@@ -86,19 +96,9 @@ fn mount_in_background(masters: &[String], args: &MountArgs) -> anyhow::Result<(
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
     let mut child = command.spawn().context("starting the mount process")?;
     let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if is_mounted(&args.mountpoint) {
-            println!(
-                "{} mounted at {} (pid {}, log {})",
-                args.volume,
-                args.mountpoint.display(),
-                child.id(),
-                log.display()
-            );
-            return Ok(());
-        }
+    while !is_mounted(&args.mountpoint) {
         if let Some(status) = child.try_wait()? {
-            let output = std::fs::read_to_string(&log).unwrap_or_default();
+            let output = std::fs::read_to_string(log).unwrap_or_default();
             anyhow::bail!("the mount process exited ({status}):\n{output}");
         }
         if Instant::now() > deadline {
@@ -107,6 +107,7 @@ fn mount_in_background(masters: &[String], args: &MountArgs) -> anyhow::Result<(
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    Ok(child)
 }
 
 /// Unmounts a Strata mount point (the serving process then exits).

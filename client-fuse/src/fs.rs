@@ -52,6 +52,16 @@ fn reply_entry(reply: ReplyEntry, fs: &Inner, result: Result<Inode>) {
     }
 }
 
+fn reply_attr(reply: ReplyAttr, fs: &Inner, result: Result<Inode>) {
+    match result {
+        Ok(inode) => {
+            fs.saw(&inode);
+            reply.attr(&fs.attr_ttl, &file_attr(&inode, fs.local_size(inode.ino)))
+        }
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
 fn reply_empty(reply: ReplyEmpty, result: Result<()>) {
     match result {
         Ok(()) => reply.ok(),
@@ -133,13 +143,8 @@ impl Filesystem for StrataFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         self.spawn(move |fs| async move {
-            match fs.getattr(ino.0).await {
-                Ok(inode) => {
-                    fs.saw(&inode);
-                    reply.attr(&fs.attr_ttl, &file_attr(&inode, fs.local_size(ino.0)))
-                }
-                Err(e) => reply.error(errno(&e)),
-            }
+            let result = fs.getattr(ino.0).await;
+            reply_attr(reply, &fs, result)
         });
     }
 
@@ -175,13 +180,8 @@ impl Filesystem for StrataFs {
             mtime_now,
         };
         self.spawn(move |fs| async move {
-            match fs.setattr(op).await {
-                Ok(inode) => {
-                    fs.saw(&inode);
-                    reply.attr(&fs.attr_ttl, &file_attr(&inode, fs.local_size(ino.0)))
-                }
-                Err(e) => reply.error(errno(&e)),
-            }
+            let result = fs.setattr(op).await;
+            reply_attr(reply, &fs, result)
         });
     }
 

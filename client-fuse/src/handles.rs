@@ -66,9 +66,9 @@ impl Handles {
         self.inodes.lock().unwrap().files.get(&ino).map(|(f, _)| f.clone())
     }
 
-    /// Closes a handle; answers the file and whether it was the inode's last
-    /// handle here, and if so whether the inode must now be reclaimed.
-    pub fn release(&self, fh: u64) -> Option<(Arc<OpenFile>, bool, bool)> {
+    /// Closes a handle; answers the file and whether the inode must now be
+    /// reclaimed (its last handle here closed after it lost its last name).
+    pub fn release(&self, fh: u64) -> Option<(Arc<OpenFile>, bool)> {
         let file = self.file_handles.lock().unwrap().remove(&fh)?;
         let mut inodes = self.inodes.lock().unwrap();
         let last = match inodes.files.get_mut(&file.ino) {
@@ -82,7 +82,7 @@ impl Handles {
             }
         };
         let reclaim = last && inodes.doomed.remove(&file.ino);
-        Some((file, last, reclaim))
+        Some((file, reclaim))
     }
 
     /// Records that `ino` lost its last name: true if it is open here (and

@@ -203,7 +203,7 @@ impl Inner {
     /// Closes a handle: its writes become durable and visible (close-to-open);
     /// an unlinked file is reclaimed at its last close here.
     pub async fn release(&self, fh: u64) -> Result<()> {
-        let Some((file, _last, reclaim)) = self.handles.release(fh) else {
+        let Some((file, reclaim)) = self.handles.release(fh) else {
             return Err(StrataError::new(ErrorCode::InvalidArgument, "unknown file handle"));
         };
         let flushed = flush_file(&file).await;

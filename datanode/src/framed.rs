@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use prost::Message;
 use strata_common::{Result, StrataError};
-use strata_proto::data::{ReadBlobRequest, ReadBlobResponse, WriteBlobRequest};
+use strata_proto::data::{ReadBlobRequest, WriteBlobRequest};
 use strata_sdk::data::framed::{KIND_READ, KIND_WRITE, STATUS_ERR, STATUS_OK, encode_error, read_frame, write_frame};
 use tokio::io::{BufReader, BufWriter};
 use tokio::net::TcpStream;
@@ -56,13 +56,9 @@ async fn handle_write(service: &DataService, header: &[u8], payload: Bytes) -> R
 }
 
 async fn handle_read(service: &DataService, header: &[u8]) -> Result<(Vec<u8>, Bytes)> {
-    let r = ReadBlobRequest::decode(header).map_err(|e| StrataError::invalid(format!("header: {e}")))?;
-    let (data, location) = service.store().read(r.partition_id, r.blob_id, r.offset, r.length).await?;
-    let response = ReadBlobResponse {
-        data: Bytes::new(),
-        meta: Some(location.meta.into()),
-        stored_length: location.len.into(),
-        crc32: crc32fast::hash(&data),
-    };
+    let request = ReadBlobRequest::decode(header).map_err(|e| StrataError::invalid(format!("header: {e}")))?;
+    let mut response = service.read(request).await?;
+    // The payload travels raw after the header.
+    let data = std::mem::take(&mut response.data);
     Ok((response.encode_to_vec(), data))
 }

@@ -29,8 +29,15 @@ impl DataService {
         DataService { store, pool: FramedPool::default() }
     }
 
-    pub fn store(&self) -> &Arc<Store> {
-        &self.store
+    /// Reads a range of a stored piece, with the CRC32 the reader checks.
+    pub async fn read(&self, r: pb::ReadBlobRequest) -> Result<pb::ReadBlobResponse> {
+        let (data, location) = self.store.read(r.partition_id, r.blob_id, r.offset, r.length).await?;
+        Ok(pb::ReadBlobResponse {
+            crc32: crc32fast::hash(&data),
+            data,
+            meta: Some(location.meta.into()),
+            stored_length: location.len.into(),
+        })
     }
 
     /// Stores a piece; with `forward`, writes it to those followers too and
@@ -67,14 +74,7 @@ impl Data for DataService {
     }
 
     async fn read_blob(&self, request: Request<pb::ReadBlobRequest>) -> RpcResult<pb::ReadBlobResponse> {
-        let r = request.into_inner();
-        let (data, location) = self.store.read(r.partition_id, r.blob_id, r.offset, r.length).await?;
-        Ok(Response::new(pb::ReadBlobResponse {
-            crc32: crc32fast::hash(&data),
-            data,
-            meta: Some(location.meta.into()),
-            stored_length: location.len.into(),
-        }))
+        Ok(Response::new(self.read(request.into_inner()).await?))
     }
 
     async fn delete_blobs(&self, request: Request<pb::DeleteBlobsRequest>) -> RpcResult<pb::DeleteBlobsResponse> {

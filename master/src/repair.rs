@@ -96,18 +96,11 @@ impl MasterService {
         Ok(())
     }
 
-    /// The data partitions `node_id` belongs to, from the applied state.
+    /// The data partitions `node_id` belongs to.
     pub(crate) fn data_assignments(&self, node_id: u64) -> Result<Vec<pb::DataPartitionAssignment>> {
-        let state = StateReader(self.engine.kv(MASTER_GROUP));
-        let volumes = state.volumes()?;
-        if !volumes.iter().any(|v| v.data_partitions.iter().any(|p| p.members.contains(&node_id))) {
-            return Ok(Vec::new());
-        }
-        let addresses = Self::addresses(&state.nodes()?);
         let mut out = Vec::new();
-        for volume in &volumes {
-            let view = Self::volume_to_proto(volume, &addresses);
-            for partition in view.data_partitions {
+        for volume in self.volumes_on(node_id)? {
+            for partition in volume.data_partitions {
                 if partition.members.iter().any(|m| m.node_id == node_id) {
                     out.push(pb::DataPartitionAssignment { volume_id: volume.id, partition: Some(partition) });
                 }

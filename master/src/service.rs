@@ -255,18 +255,24 @@ impl MasterService {
         Ok(())
     }
 
-    /// The meta partitions `node_id` must host, read from the leader's applied state.
-    fn meta_assignments(&self, node_id: u64) -> Result<Vec<pb::MetaPartitionAssignment>> {
+    /// The volumes (as clients see them) with a partition on `node_id`, read
+    /// from the leader's applied state.
+    pub(crate) fn volumes_on(&self, node_id: u64) -> Result<Vec<pb::Volume>> {
         let state = StateReader(self.engine.kv(MASTER_GROUP));
-        let volumes = state.volumes()?;
-        if !volumes.iter().any(|v| v.meta_partitions.iter().any(|p| p.members.contains(&node_id))) {
+        let volumes: Vec<VolumeRecord> =
+            state.volumes()?.into_iter().filter(|v| v.member_ids().any(|id| id == node_id)).collect();
+        if volumes.is_empty() {
             return Ok(Vec::new());
         }
         let addresses = Self::addresses(&state.nodes()?);
+        Ok(volumes.iter().map(|v| Self::volume_to_proto(v, &addresses)).collect())
+    }
+
+    /// The meta partitions `node_id` must host.
+    fn meta_assignments(&self, node_id: u64) -> Result<Vec<pb::MetaPartitionAssignment>> {
         let mut out = Vec::new();
-        for volume in &volumes {
-            let view = Self::volume_to_proto(volume, &addresses);
-            for partition in view.meta_partitions {
+        for volume in self.volumes_on(node_id)? {
+            for partition in volume.meta_partitions {
                 if partition.members.iter().any(|m| m.node_id == node_id) {
                     out.push(pb::MetaPartitionAssignment {
                         volume_id: volume.id,

@@ -3,6 +3,7 @@
 //! copied to the active segment (each move committed only if the index still
 //! points at the old place), then the segment is dropped and its file removed.
 
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -93,7 +94,6 @@ impl Store {
 
     /// Moves the live records of a segment elsewhere and drops it; answers the bytes moved.
     fn compact_segment(&self, segment: u64, size: u64) -> Result<u64> {
-        let disk = segment_disk(segment);
         let file = self.shared.files.get(&self.shared.disks, segment).map_err(|e| internal("opening a segment", e))?;
         let mut offset = 0;
         let mut moved = 0;
@@ -114,24 +114,16 @@ impl Store {
                 .location(header.partition, header.blob)?
                 .filter(|loc| loc.segment == segment && loc.record_offset == offset);
             if let Some(loc) = live {
-                let mut data = vec![0u8; loc.len as usize];
-                file.read_exact_at(&mut data, loc.data_offset()).map_err(|e| internal("reading a record", e))?;
-                // The original CRCs travel with the bytes: damage stays detectable.
-                let crcs = loc.crcs.clone();
-                let data = Bytes::from(data);
-                self.submit_blocking(disk, |reply| Job::Put { header, crcs, data, only_if: Some(loc), reply })?;
-                moved += record_len;
+                moved += self.move_record(&file, header.partition, header.blob, loc)?;
             }
             offset += record_len;
         }
-        self.submit_blocking(disk, |reply| Job::DropSegment { segment, reply })?;
-        self.shared.stats.compactions.fetch_add(1, Ordering::Relaxed);
+        self.drop_segment(segment)?;
         Ok(moved)
     }
 
     /// Moves every blob the index places in `segment` (a full index scan), then drops it.
     fn compact_through_index(&self, segment: u64) -> Result<u64> {
-        let disk = segment_disk(segment);
         let file = self.shared.files.get(&self.shared.disks, segment).map_err(|e| internal("opening a segment", e))?;
         let mut moved = 0;
         for item in self.shared.db.prefix_iterator([keys::BLOB]) {
@@ -141,20 +133,32 @@ impl Store {
             }
             let loc = Location::decode(&value)?;
             let Some((partition, blob)) = keys::parse_two(&key) else { continue };
-            if loc.segment != segment {
-                continue;
+            if loc.segment == segment {
+                moved += self.move_record(&file, partition, blob, loc)?;
             }
-            let mut data = vec![0u8; loc.len as usize];
-            file.read_exact_at(&mut data, loc.data_offset()).map_err(|e| internal("reading a record", e))?;
-            let header = Header { partition, blob, len: loc.len, meta: loc.meta };
-            let crcs = loc.crcs.clone();
-            moved += loc.record_len();
-            let data = Bytes::from(data);
-            self.submit_blocking(disk, |reply| Job::Put { header, crcs, data, only_if: Some(loc), reply })?;
         }
-        self.submit_blocking(disk, |reply| Job::DropSegment { segment, reply })?;
-        self.shared.stats.compactions.fetch_add(1, Ordering::Relaxed);
+        self.drop_segment(segment)?;
         Ok(moved)
+    }
+
+    /// Appends a live record again, committed only if the index still points
+    /// at `loc`; answers the bytes moved.
+    fn move_record(&self, file: &File, partition: u64, blob: u64, loc: Location) -> Result<u64> {
+        let mut data = vec![0u8; loc.len as usize];
+        file.read_exact_at(&mut data, loc.data_offset()).map_err(|e| internal("reading a record", e))?;
+        let header = Header { partition, blob, len: loc.len, meta: loc.meta };
+        // The original CRCs travel with the bytes: damage stays detectable.
+        let crcs = loc.crcs.clone();
+        let (moved, data) = (loc.record_len(), Bytes::from(data));
+        let disk = segment_disk(loc.segment);
+        self.submit_blocking(disk, |reply| Job::Put { header, crcs, data, only_if: Some(loc), reply })?;
+        Ok(moved)
+    }
+
+    fn drop_segment(&self, segment: u64) -> Result<()> {
+        self.submit_blocking(segment_disk(segment), |reply| Job::DropSegment { segment, reply })?;
+        self.shared.stats.compactions.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     fn submit_blocking(&self, disk: usize, job: impl FnOnce(super::appender::Reply) -> Job) -> Result<bool> {

@@ -43,7 +43,9 @@ impl Scrubber {
             for (key, location) in &page {
                 let Some(store) = self.store.upgrade() else { return };
                 let Some((partition, blob)) = parse_two(key) else { continue };
-                match store.read_blocking(partition, blob, 0, location.len.into()) {
+                // The page's location, not a second index lookup: a blob moved
+                // by compaction meanwhile reads the same bytes or is NotFound.
+                match store.read_at(partition, blob, location, 0, location.len.into()) {
                     Ok(_) => {}
                     Err(e) if matches!(e.code, ErrorCode::NotFound | ErrorCode::Corrupted) => {}
                     Err(e) => tracing::warn!(partition_id = partition, blob_id = blob, error = %e, "scrub read failed"),
