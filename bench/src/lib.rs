@@ -3,6 +3,7 @@
 //! this runs on are shared and noisy: ratios travel, absolute numbers do not.
 
 pub mod data;
+pub mod fs;
 pub mod meta;
 pub mod nodes;
 pub mod report;

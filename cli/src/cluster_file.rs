@@ -22,6 +22,10 @@ pub struct DevNode {
     pub config: PathBuf,
     /// Where the node's stdout and stderr go.
     pub log: PathBuf,
+    /// Where others reach the node when not at `address`: the emulated
+    /// network's proxy in front of a datanode (`strata dev --net-delay-ms`).
+    #[serde(default)]
+    pub advertise: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]

@@ -20,6 +20,7 @@ use strata_sdk::MasterClient;
 
 use crate::admin::collect_status;
 use crate::cluster_file::{ClusterFile, DevNode};
+use crate::net_proxy;
 use crate::serve::shutdown_signal;
 
 #[derive(Debug, Args)]
@@ -61,6 +62,13 @@ pub struct DevArgs {
     /// Capacity of that volume.
     #[arg(long, default_value = "100GiB")]
     pub volume_capacity: String,
+    /// Emulated network in front of every datanode: milliseconds of round
+    /// trip added (0: none)...
+    #[arg(long, default_value_t = 0.0)]
+    pub net_delay_ms: f64,
+    /// ...and the link's rate in megabits per second each way (0: unlimited).
+    #[arg(long, default_value_t = 0)]
+    pub net_mbit: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -140,6 +148,7 @@ fn create_layout(dir: &Path, args: &DevArgs) -> anyhow::Result<ClusterFile> {
             data_dir: home.join("data"),
             config: home.join("strata.toml"),
             log: home.join("node.log"),
+            advertise: None,
         });
     };
     for i in 0..args.masters {
@@ -181,6 +190,7 @@ fn create_layout(dir: &Path, args: &DevArgs) -> anyhow::Result<ClusterFile> {
             let section = NodeConfig {
                 node_id: node.id,
                 listen: node.address.clone(),
+                advertise: None,
                 data_dir: node.data_dir.clone(),
                 masters: masters.clone(),
                 raft: RaftConfig::default(),
@@ -208,8 +218,13 @@ fn spawn(node: &DevNode, detach: bool) -> anyhow::Result<Child> {
         .with_context(|| format!("opening {}", node.log.display()))?;
     let mut cmd = Command::new(exe);
     cmd.arg(&node.role).arg("--config").arg(&node.config).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    if let Some(advertise) = &node.advertise {
+        cmd.arg("--advertise").arg(advertise);
+    }
     // A node is configured by its file alone; the caller's overrides must not leak in.
-    for var in ["STRATA_CONFIG", "STRATA_LISTEN", "STRATA_DATA_DIR", "STRATA_NODE_ID", "STRATA_MASTER"] {
+    for var in
+        ["STRATA_CONFIG", "STRATA_LISTEN", "STRATA_DATA_DIR", "STRATA_NODE_ID", "STRATA_MASTER", "STRATA_ADVERTISE"]
+    {
         cmd.env_remove(var);
     }
     if detach {
@@ -244,6 +259,7 @@ async fn supervise(dir: &Path, args: &DevArgs) -> anyhow::Result<()> {
         }
     };
     file.supervisor_pid = Some(std::process::id());
+    let _proxies = emulate_network(&mut file, args).await?;
     let mut children = Vec::new();
     for node in file.nodes.iter_mut() {
         let child = spawn(node, false)?;
@@ -291,21 +307,52 @@ async fn supervise(dir: &Path, args: &DevArgs) -> anyhow::Result<()> {
     result
 }
 
+/// With `--net-delay-ms`/`--net-mbit`, starts a delaying proxy in front of
+/// each datanode and has the datanode advertise it, so that every client and
+/// peer reaches it through the emulated link. The proxies live as long as the
+/// returned tasks (aborted when dropped).
+async fn emulate_network(file: &mut ClusterFile, args: &DevArgs) -> anyhow::Result<Vec<AbortOnDrop>> {
+    let mut proxies = Vec::new();
+    let enabled = args.net_delay_ms > 0.0 || args.net_mbit > 0;
+    let shape = net_proxy::Shape {
+        one_way: Duration::from_secs_f64(args.net_delay_ms.max(0.0) / 2000.0),
+        rate: (args.net_mbit > 0).then(|| args.net_mbit * 1_000_000 / 8),
+    };
+    for node in file.nodes.iter_mut().filter(|n| n.role == "datanode") {
+        node.advertise = None;
+        if !enabled {
+            continue;
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding a network proxy")?;
+        node.advertise = Some(listener.local_addr()?.to_string());
+        proxies.push(AbortOnDrop(tokio::spawn(net_proxy::serve(listener, node.address.clone(), shape))));
+    }
+    if enabled {
+        println!(
+            "emulated network in front of the datanodes: {} ms round trip, {}",
+            args.net_delay_ms,
+            if args.net_mbit > 0 { format!("{} Mbit/s", args.net_mbit) } else { "no rate limit".into() }
+        );
+    }
+    Ok(proxies)
+}
+
+/// A task stopped when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Mounts `volume` at `mountpoint` with a `strata mount --foreground` child
 /// logging to the cluster directory; returns once the mount is live.
 fn mount_volume(dir: &Path, file: &ClusterFile, volume: &str, mountpoint: &Path) -> anyhow::Result<Child> {
     anyhow::ensure!(!volume.is_empty(), "--mount needs a volume (--volume)");
     std::fs::create_dir_all(mountpoint).with_context(|| format!("creating {}", mountpoint.display()))?;
     anyhow::ensure!(!crate::mount_cmd::is_mounted(mountpoint), "{} is already a mount point", mountpoint.display());
-    let args = MountArgs {
-        volume: volume.to_string(),
-        mountpoint: mountpoint.to_path_buf(),
-        foreground: false,
-        attr_timeout: 1.0,
-        entry_timeout: 1.0,
-        threads: 4,
-        log: None,
-    };
+    let args = MountArgs { cache_dir: Some(dir.join("mount-cache")), ..MountArgs::new(volume, mountpoint) };
     let child = start_mount_process(&file.master_addresses(), &args, &dir.join("mount.log"))?;
     println!("volume {volume} mounted at {}", mountpoint.display());
     Ok(child)

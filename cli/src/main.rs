@@ -2,10 +2,12 @@
 
 mod admin;
 mod bench_cmd;
+mod bench_fs;
 mod bench_transport;
 mod cluster_file;
 mod dev;
 mod mount_cmd;
+mod net_proxy;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -53,20 +55,36 @@ enum Cmd {
         #[arg(long, default_value_t = 86_400)]
         grace_secs: u64,
     },
-    /// Benchmarks, each next to a baseline measured in the same run.
+    /// Benchmarks, each next to a baseline measured in the same run:
+    /// `strata bench --target A --target B` runs the file system workloads
+    /// on directories side by side; the subcommands measure the sdk and nodes.
+    #[command(args_conflicts_with_subcommands = true)]
     Bench {
         #[command(subcommand)]
-        action: bench_cmd::BenchCmd,
+        action: Option<bench_cmd::BenchCmd>,
+        #[command(flatten)]
+        fs: Box<bench_fs::FsBenchArgs>,
     },
     /// Mount a volume (in the background unless --foreground).
     Mount(mount_cmd::MountArgs),
     /// Unmount a Strata mount point.
     Umount { mountpoint: std::path::PathBuf },
+    /// The block caches of a mount.
+    Cache {
+        #[command(subcommand)]
+        action: CacheCmd,
+    },
     /// Users and their S3 access keys.
     User {
         #[command(subcommand)]
         action: UserCmd,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum CacheCmd {
+    /// Hits, misses and bytes per cache level of a mount, and what came from datanodes.
+    Stats { mountpoint: std::path::PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -156,6 +174,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             mount_cmd::mount(admin::master_addresses(&cli.masters)?, args).await
         }
         Cmd::Umount { mountpoint } => mount_cmd::unmount(&mountpoint),
+        Cmd::Cache { action: CacheCmd::Stats { mountpoint } } => mount_cmd::cache_stats(&mountpoint, cli.json),
         Cmd::Status => admin::status(&admin_client()?, cli.json).await,
         Cmd::Node { action: NodeCmd::List } => admin::node_list(&admin_client()?, cli.json).await,
         Cmd::Node { action: NodeCmd::Decommission { node_id } } => {
@@ -175,10 +194,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Fsck { volume, grace_secs } => admin::fsck(&admin_client()?, &volume, grace_secs, cli.json).await,
         // The transport benchmark runs its own store in-process: no cluster needed.
-        Cmd::Bench { action: bench_cmd::BenchCmd::Transport { blobs, streams, rounds } } => {
+        Cmd::Bench { action: None, fs } => bench_fs::run(*fs).await,
+        Cmd::Bench { action: Some(bench_cmd::BenchCmd::Transport { blobs, streams, rounds }), .. } => {
             bench_cmd::transport(blobs, &streams, rounds).await
         }
-        Cmd::Bench { action } => bench_cmd::run(&admin_client()?, action).await,
+        Cmd::Bench { action: Some(action), .. } => bench_cmd::run(&admin_client()?, action).await,
         Cmd::User { action } => {
             let client = admin_client()?;
             match action {

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use strata_client_fuse::MountConfig;
+use strata_common::size::{format_size, parse_size};
+use strata_sdk::cache::CacheConfig;
 
 #[derive(Debug, Clone, Args)]
 pub struct MountArgs {
@@ -31,6 +33,60 @@ pub struct MountArgs {
     /// Log file of a background mount (default: /tmp/strata-mount-VOLUME.log).
     #[arg(long)]
     pub log: Option<PathBuf>,
+    /// L2 cache directory on local disk, reused after a restart (default:
+    /// ~/.cache/strata/mounts/ + the mount point's path). One mount per directory.
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Bytes the L2 disk cache may hold; 0 turns it off.
+    #[arg(long, default_value = DEFAULT_CACHE_SIZE)]
+    pub cache_size: String,
+    /// Bytes the L1 memory cache may hold; 0 turns it off.
+    #[arg(long, default_value = DEFAULT_MEM_CACHE)]
+    pub mem_cache: String,
+    /// Bytes per cached block (the unit fetched from datanodes and cached).
+    #[arg(long, default_value = DEFAULT_CACHE_BLOCK)]
+    pub cache_block: String,
+}
+
+pub const DEFAULT_CACHE_SIZE: &str = "4GiB";
+pub const DEFAULT_MEM_CACHE: &str = "512MiB";
+pub const DEFAULT_CACHE_BLOCK: &str = "1MiB";
+
+impl MountArgs {
+    /// A background mount of `volume` at `mountpoint` with every default.
+    pub fn new(volume: &str, mountpoint: &Path) -> MountArgs {
+        MountArgs {
+            volume: volume.to_string(),
+            mountpoint: mountpoint.to_path_buf(),
+            foreground: false,
+            attr_timeout: 1.0,
+            entry_timeout: 1.0,
+            threads: 4,
+            log: None,
+            cache_dir: None,
+            cache_size: DEFAULT_CACHE_SIZE.into(),
+            mem_cache: DEFAULT_MEM_CACHE.into(),
+            cache_block: DEFAULT_CACHE_BLOCK.into(),
+        }
+    }
+
+    fn cache_config(&self) -> anyhow::Result<CacheConfig> {
+        let disk_dir = match &self.cache_dir {
+            Some(dir) => dir.clone(),
+            None => {
+                let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/cache"));
+                let mountpoint = self.mountpoint.canonicalize().unwrap_or_else(|_| self.mountpoint.clone());
+                let name = mountpoint.to_string_lossy().trim_start_matches('/').replace('/', "_");
+                home.join(".cache/strata/mounts").join(name)
+            }
+        };
+        Ok(CacheConfig {
+            mem_bytes: parse_size(&self.mem_cache).context("--mem-cache")?,
+            disk_dir: Some(disk_dir),
+            disk_bytes: parse_size(&self.cache_size).context("--cache-size")?,
+            block_size: parse_size(&self.cache_block).context("--cache-block")?,
+        })
+    }
 }
 
 /// Whether `path` is a mount point right now (from /proc/self/mountinfo).
@@ -55,6 +111,7 @@ pub async fn mount(masters: Vec<String>, args: MountArgs) -> anyhow::Result<()> 
         attr_timeout: Duration::from_secs_f64(args.attr_timeout),
         entry_timeout: Duration::from_secs_f64(args.entry_timeout),
         threads: args.threads,
+        cache: args.cache_config()?,
     };
     let mounted = strata_client_fuse::mount(&config, &args.mountpoint, tokio::runtime::Handle::current()).await?;
     let served = tokio::task::spawn_blocking(move || mounted.join());
@@ -87,6 +144,7 @@ pub fn start_mount_process(masters: &[String], args: &MountArgs, log: &Path) -> 
         .args(["--attr-timeout", &args.attr_timeout.to_string()])
         .args(["--entry-timeout", &args.entry_timeout.to_string()])
         .args(["--threads", &args.threads.to_string()])
+        .args(["--cache-size", &args.cache_size, "--mem-cache", &args.mem_cache, "--cache-block", &args.cache_block])
         .arg(&args.volume)
         .arg(&args.mountpoint)
         .env("STRATA_MASTER", masters.join(","))
@@ -94,6 +152,9 @@ pub fn start_mount_process(masters: &[String], args: &MountArgs, log: &Path) -> 
         .stdout(file.try_clone()?)
         .stderr(file);
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    if let Some(dir) = &args.cache_dir {
+        command.arg("--cache-dir").arg(dir);
+    }
     let mut child = command.spawn().context("starting the mount process")?;
     let deadline = Instant::now() + Duration::from_secs(60);
     while !is_mounted(&args.mountpoint) {
@@ -124,4 +185,45 @@ pub fn unmount(mountpoint: &Path) -> anyhow::Result<()> {
         Ok(s) if s.success() => Ok(()),
         _ => Err(error).with_context(|| format!("unmounting {}", mountpoint.display())),
     }
+}
+
+/// `strata cache stats MOUNTPOINT`.
+pub fn cache_stats(mountpoint: &Path, json: bool) -> anyhow::Result<()> {
+    let report = strata_sdk::cache::read_report(mountpoint)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!("block size {}", format_size(report.block_size));
+    println!(
+        "{:<8} {:>10} {:>10} {:>10} {:>12} {:>12} {:>12}",
+        "level", "hits", "misses", "hit rate", "hit bytes", "held", "capacity"
+    );
+    for (name, level) in [("memory", &report.memory), ("disk", &report.disk)] {
+        if !level.enabled {
+            println!("{name:<8} off");
+            continue;
+        }
+        let lookups = level.hits + level.misses;
+        let rate = if lookups == 0 { 0.0 } else { level.hits as f64 * 100.0 / lookups as f64 };
+        println!(
+            "{name:<8} {:>10} {:>10} {:>9.1}% {:>12} {:>12} {:>12}",
+            level.hits,
+            level.misses,
+            rate,
+            format_size(level.hit_bytes),
+            format_size(level.bytes),
+            format_size(level.capacity)
+        );
+    }
+    println!(
+        "datanodes: {} blocks loaded ({} by read-ahead), {} read in all",
+        report.remote_blocks,
+        report.prefetched_blocks,
+        format_size(report.remote_bytes)
+    );
+    if report.corrupt_disk_blocks > 0 {
+        println!("disk cache blocks dropped for a bad checksum: {}", report.corrupt_disk_blocks);
+    }
+    Ok(())
 }

@@ -15,6 +15,10 @@ pub struct ServeArgs {
     /// Address to listen on and advertise (overrides `listen`).
     #[arg(long, env = "STRATA_LISTEN")]
     pub listen: Option<String>,
+    /// Address others reach this node at, if not the listen address
+    /// (metanode/datanode; overrides `advertise`).
+    #[arg(long, env = "STRATA_ADVERTISE")]
+    pub advertise: Option<String>,
     /// Data directory (overrides `data_dir`).
     #[arg(long, env = "STRATA_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -45,6 +49,11 @@ fn section(args: &ServeArgs, role: &str, masters: &[String]) -> anyhow::Result<t
     };
     if let Some(listen) = &args.listen {
         table.insert("listen".into(), listen.clone().into());
+    }
+    if role != "master"
+        && let Some(advertise) = &args.advertise
+    {
+        table.insert("advertise".into(), advertise.clone().into());
     }
     if let Some(dir) = &args.data_dir {
         table.insert("data_dir".into(), dir.display().to_string().into());

@@ -119,7 +119,13 @@ fn random_operations_match_a_model() {
     let mut rng = Rng(seed);
     let mut log: Vec<String> = Vec::new();
     let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+    let mut lap = std::time::Instant::now();
     for step in 0..ops {
+        if step > 0 && step % 5000 == 0 {
+            // Progress of long runs (FSX_OPS), so a slowdown shows where it starts.
+            eprintln!("fsx: {step} operations, last 5000 at {:.0} ops/s", 5000.0 / lap.elapsed().as_secs_f64());
+            lap = std::time::Instant::now();
+        }
         let op = pick(&mut rng, model.len() as u64);
         log.push(format!("{step}: {op:?} (size {})", model.len()));
         if log.len() > 30 {

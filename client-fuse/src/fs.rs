@@ -14,7 +14,7 @@ use fuser::{
     RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
     ReplyLock, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
-use strata_common::Result;
+use strata_common::{Result, StrataError};
 use strata_proto::meta::{Inode, LockKind, SetAttrOp};
 use tokio::runtime::Handle;
 
@@ -269,16 +269,20 @@ impl Filesystem for StrataFs {
     fn read(
         &self,
         _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
+        _ino: INodeNo,
+        fh: FileHandle,
         offset: u64,
         size: u32,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let Some(file) = self.inner.handles.file(fh.0) else {
+            reply.error(Errno::EBADF);
+            return;
+        };
         self.spawn(move |fs| async move {
-            match fs.read(ino.0, offset, size).await {
+            match fs.read(&file, offset, size).await {
                 Ok(data) => reply.data(&data),
                 Err(e) => reply.error(errno(&e)),
             }
@@ -449,7 +453,12 @@ impl Filesystem for StrataFs {
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let name = bytes(name);
         self.spawn(move |fs| async move {
-            match fs.meta.get_xattr(ino.0, &name).await {
+            let value = if ino == INodeNo::ROOT && name == strata_sdk::cache::CACHE_STATS_XATTR.as_bytes() {
+                serde_json::to_vec(&fs.cache.report()).map_err(|e| StrataError::internal(format!("encoding: {e}")))
+            } else {
+                fs.meta.get_xattr(ino.0, &name).await
+            };
+            match value {
                 Ok(value) if size == 0 => reply.size(value.len() as u32),
                 Ok(value) if value.len() > size as usize => reply.error(Errno::ERANGE),
                 Ok(value) => reply.data(&value),

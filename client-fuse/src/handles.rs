@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 use strata_proto::meta::DirEntry;
 use strata_sdk::data::file::FileWriter;
 
+use crate::reader::ReadState;
+
 /// An open directory's listing, read at the first readdir.
 pub type DirListing = Arc<Mutex<Option<Vec<DirEntry>>>>;
 
@@ -20,6 +22,8 @@ pub struct OpenFile {
     pub writer: tokio::sync::Mutex<Option<FileWriter>>,
     /// End of the data written through this mount (the file is at least this long).
     pub written_end: AtomicU64,
+    /// Cached extent map and read-ahead state.
+    pub reads: ReadState,
 }
 
 #[derive(Default)]
@@ -47,7 +51,12 @@ impl Handles {
     pub fn open(&self, ino: u64) -> u64 {
         let mut inodes = self.inodes.lock().unwrap();
         let entry = inodes.files.entry(ino).or_insert_with(|| {
-            let file = OpenFile { ino, writer: tokio::sync::Mutex::new(None), written_end: AtomicU64::new(0) };
+            let file = OpenFile {
+                ino,
+                writer: tokio::sync::Mutex::new(None),
+                written_end: AtomicU64::new(0),
+                reads: ReadState::default(),
+            };
             (Arc::new(file), 0)
         });
         entry.1 += 1;

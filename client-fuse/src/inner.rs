@@ -12,8 +12,9 @@ use fuser::Notifier;
 use strata_common::{ErrorCode, Result, StrataError};
 use strata_proto::meta::{DirEntry, Inode, LockKind, LockOp, SetAttrOp};
 use strata_sdk::MetaClient;
+use strata_sdk::cache::BlockCache;
 use strata_sdk::data::DataClient;
-use strata_sdk::data::file::{FileWriter, read_file};
+use strata_sdk::data::file::FileWriter;
 
 use crate::handles::{Handles, OpenFile};
 
@@ -23,6 +24,8 @@ const DIR_PAGE: u32 = 1024;
 pub struct Inner {
     pub meta: Arc<MetaClient>,
     pub data: Arc<DataClient>,
+    /// L1/L2 block caches in front of the datanodes.
+    pub cache: Arc<BlockCache>,
     pub handles: Handles,
     pub attr_ttl: Duration,
     pub entry_ttl: Duration,
@@ -63,6 +66,9 @@ impl Inner {
         let fresh = self.meta.getattr(ino).await?;
         let known = self.versions.lock().unwrap().get(&ino).copied();
         let unchanged = known == Some((fresh.size, fresh.mtime_ns));
+        if !unchanged {
+            self.extents_changed(ino);
+        }
         if !unchanged && let Some(notifier) = self.notifier.get() {
             // Attributes and every cached page of the inode.
             if let Err(e) = notifier.inval_inode(fuser::INodeNo(ino), 0, 0) {
@@ -99,7 +105,13 @@ impl Inner {
                 file.written_end.store(0, Ordering::Relaxed);
             }
         }
-        self.meta.setattr(op).await
+        let ino = op.ino;
+        let truncates = op.size.is_some();
+        let updated = self.meta.setattr(op).await;
+        if truncates {
+            self.extents_changed(ino);
+        }
+        updated
     }
 
     /// fallocate(2): allocation only extends the size (space is not
@@ -113,7 +125,9 @@ impl Inner {
         self.flush_inode(ino).await?;
         let end = offset.checked_add(length).ok_or_else(|| StrataError::invalid("range past the largest offset"))?;
         if mode & (libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE) != 0 {
-            self.meta.punch_hole(ino, offset, length).await?;
+            let punched = self.meta.punch_hole(ino, offset, length).await;
+            self.extents_changed(ino);
+            punched?;
         }
         if mode & libc::FALLOC_FL_KEEP_SIZE == 0 {
             let inode = self.meta.getattr(ino).await?;
@@ -185,10 +199,17 @@ impl Inner {
         futures::future::join_all(missing).await;
     }
 
-    pub async fn read(&self, ino: u64, offset: u64, size: u32) -> Result<Bytes> {
+    pub async fn read(&self, file: &OpenFile, offset: u64, size: u32) -> Result<Bytes> {
         // Reads see this mount's own writes.
-        self.flush_inode(ino).await?;
-        read_file(&self.meta, &self.data, ino, offset, size.into()).await
+        flush_file(file).await?;
+        self.read_open(file, offset, size).await
+    }
+
+    /// Drops what this mount cached of `ino`'s extent map (it changed).
+    fn extents_changed(&self, ino: u64) {
+        if let Some(file) = self.handles.by_inode(ino) {
+            file.reads.invalidate();
+        }
     }
 
     pub async fn write(&self, file: &OpenFile, offset: u64, data: &[u8]) -> Result<()> {
@@ -258,8 +279,9 @@ impl Inner {
 
 pub async fn flush_file(file: &OpenFile) -> Result<()> {
     let mut writer = file.writer.lock().await;
-    if let Some(w) = writer.as_mut() {
-        w.flush().await?;
-    }
-    Ok(())
+    let Some(w) = writer.as_mut().filter(|w| w.has_pending()) else { return Ok(()) };
+    let flushed = w.flush().await;
+    // Committed extents (even part of them on failure) change the map.
+    file.reads.invalidate();
+    flushed
 }

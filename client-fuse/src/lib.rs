@@ -7,6 +7,7 @@ mod attr;
 mod fs;
 mod handles;
 mod inner;
+mod reader;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use fuser::{Config, MountOption};
+use strata_sdk::cache::{BlockCache, CacheConfig};
 use strata_sdk::data::DataClient;
 use strata_sdk::data::file::DEFAULT_BLOB_SIZE;
 use strata_sdk::{MasterClient, MetaClient};
@@ -28,6 +30,8 @@ pub struct MountConfig {
     pub entry_timeout: Duration,
     /// FUSE session threads.
     pub threads: usize,
+    /// The block caches (L1 memory, L2 disk).
+    pub cache: CacheConfig,
 }
 
 /// A mounted volume; unmounted when dropped or by [`Mounted::unmount`].
@@ -68,9 +72,12 @@ pub async fn mount(
             }
         }
     });
+    let data = Arc::new(data);
+    let cache = BlockCache::new(data.clone(), &config.cache).context("opening the block caches")?;
     let inner = inner::Inner {
         meta,
-        data: Arc::new(data),
+        data,
+        cache,
         handles: handles::Handles::default(),
         attr_ttl: config.attr_timeout,
         entry_ttl: config.entry_timeout,

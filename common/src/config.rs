@@ -80,6 +80,10 @@ pub struct NodeConfig {
     pub node_id: u64,
     /// Address to listen on and to advertise (`host:port`).
     pub listen: String,
+    /// Address other nodes and clients reach this node at, when it is not
+    /// `listen` (a proxy or NAT in front of the node).
+    #[serde(default)]
+    pub advertise: Option<String>,
     /// Directory for this node's state (and, for a datanode, its data).
     pub data_dir: PathBuf,
     /// Addresses of the masters (`host:port`); any one of them is enough to find the leader.
@@ -95,6 +99,13 @@ pub struct NodeConfig {
     /// long any client uses an extent map it read.
     #[serde(default = "default_gc_grace_secs")]
     pub gc_grace_secs: u64,
+}
+
+impl NodeConfig {
+    /// The address this node gives the master for others to reach it.
+    pub fn advertised(&self) -> &str {
+        self.advertise.as_deref().unwrap_or(&self.listen)
+    }
 }
 
 fn default_gc_grace_secs() -> u64 {

@@ -4,8 +4,7 @@
 //! "the newest write wins" is settled when a write commits. A write loads the
 //! extents overlapping its range, applies its extents in order in memory
 //! (cutting what they cover), and writes back only what changed. Extents are
-//! at most [`MAX_EXTENT`] long, so any extent overlapping offset `x` starts
-//! at or after `x - MAX_EXTENT`, which bounds every scan.
+//! at most [`MAX_EXTENT`] long.
 
 use std::collections::BTreeMap;
 
@@ -26,33 +25,36 @@ fn decode(bytes: &[u8]) -> Result<Extent> {
 }
 
 /// Extents of `ino` overlapping [start, end), in file order (unclipped).
+///
+/// Extents never overlap, so only the last one starting at or before `start`
+/// can reach into the range from the left: one reverse seek finds it, and a
+/// forward scan bounded at `end` finds the rest. Neither walks the deleted
+/// keys that overwrites leave elsewhere in the file.
 pub fn overlapping(kv: &impl KvRead, ino: u64, start: u64, end: u64) -> Result<Vec<Extent>> {
+    if start >= end {
+        return Ok(Vec::new());
+    }
     let prefix = keys::extents(ino);
-    let from = start.saturating_sub(MAX_EXTENT);
-    // Keys are prefix + 8-byte offset: "after from - 1" means "from on".
-    let after = if from == 0 { Vec::new() } else { (from - 1).to_be_bytes().to_vec() };
     let mut out = Vec::new();
-    let mut cursor = after;
+    if let Some((_, value)) = kv.last_at_or_before(&prefix, &start.to_be_bytes())? {
+        let extent = decode(&value)?;
+        if extent.file_offset < start && extent.file_offset + extent.length > start {
+            out.push(extent);
+        }
+    }
+    let mut from = start;
     loop {
-        let page = kv.scan(&prefix, &cursor, 1024)?;
-        let Some((last_key, _)) = page.last() else { break };
-        let next_cursor = last_key[prefix.len()..].to_vec();
+        let page = kv.scan_range(&prefix, &from.to_be_bytes(), &end.to_be_bytes(), 1024)?;
         let full = page.len() == 1024;
         for (_, value) in page {
             let extent = decode(&value)?;
-            if extent.file_offset >= end {
-                return Ok(out);
-            }
-            if extent.file_offset + extent.length > start {
-                out.push(extent);
-            }
+            from = extent.file_offset + 1;
+            out.push(extent);
         }
         if !full {
-            break;
+            return Ok(out);
         }
-        cursor = next_cursor;
     }
-    Ok(out)
 }
 
 /// The part of `extent` inside [start, end), if any.

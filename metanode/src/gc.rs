@@ -63,10 +63,14 @@ pub struct Freed {
     pub blob_id: u64,
 }
 
-/// Up to `limit` freed blobs queued before `before_ns`, oldest first.
-pub fn due(kv: &impl KvRead, before_ns: i64, limit: usize) -> Result<Vec<Freed>> {
+/// Up to `limit` freed blobs queued before `before_ns`, oldest first,
+/// starting after the queue key `after` (all when it is empty): the caller's
+/// cursor past the entries it already dropped, whose deletions would
+/// otherwise be walked again on every round.
+pub fn due(kv: &impl KvRead, after: &[u8], before_ns: i64, limit: usize) -> Result<Vec<Freed>> {
+    let after = after.strip_prefix(keys::FREED_PREFIX).unwrap_or(&[]);
     let mut out = Vec::new();
-    for (key, _) in kv.scan(keys::FREED_PREFIX, &[], limit)? {
+    for (key, _) in kv.scan(keys::FREED_PREFIX, after, limit)? {
         let freed_at_ns = keys::u64_at(&key, 1) as i64;
         if freed_at_ns >= before_ns {
             break;

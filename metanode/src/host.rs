@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use prost::Message;
@@ -79,6 +79,9 @@ pub struct PartitionHost {
     gc_grace: Duration,
     /// Data clients by volume name, for deleting freed blobs.
     data_clients: tokio::sync::Mutex<HashMap<String, Arc<DataClient>>>,
+    /// Per partition: the last freed-queue key dropped, and the rounds since
+    /// the cursor was last reset (see [`PartitionHost::collect_garbage`]).
+    gc_cursors: Mutex<HashMap<u64, (Vec<u8>, u32)>>,
 }
 
 /// Inode numbers a partition keeps when it closes for a split: what it may
@@ -90,6 +93,8 @@ const MISSING_BEFORE_REMOVAL: u32 = 3;
 
 /// Freed blobs deleted per partition and round at most.
 const GC_BATCH: usize = 1000;
+/// Rounds of garbage collection between two full scans of a freed queue.
+const GC_CURSOR_RESET_ROUNDS: u32 = 30;
 
 pub fn now_ns() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
@@ -108,6 +113,7 @@ impl PartitionHost {
             masters: config.masters.clone(),
             gc_grace: Duration::from_secs(config.gc_grace_secs),
             data_clients: tokio::sync::Mutex::new(HashMap::new()),
+            gc_cursors: Mutex::new(HashMap::new()),
         }
     }
 
@@ -132,7 +138,8 @@ impl PartitionHost {
                 continue;
             }
             let kv = self.engine.kv(a.partition_id);
-            let due = match gc::due(&kv, before, GC_BATCH) {
+            let cursor = self.gc_cursor(a.partition_id);
+            let due = match gc::due(&kv, &cursor, before, GC_BATCH) {
                 Ok(due) if !due.is_empty() => due,
                 Ok(_) => continue,
                 Err(e) => {
@@ -155,10 +162,28 @@ impl PartitionHost {
                 continue;
             }
             let count = due.len();
-            let keys = due.into_iter().map(|f| f.key).collect();
+            let keys: Vec<Vec<u8>> = due.into_iter().map(|f| f.key).collect();
+            if let Some(last) = keys.last() {
+                self.gc_cursors.lock().unwrap().entry(a.partition_id).or_default().0 = last.clone();
+            }
             self.propose(a.partition_id, Op::DropFreed(DropFreedOp { keys }), "forgetting deleted blobs").await;
             tracing::info!(partition_id = a.partition_id, blobs = count, "freed blobs deleted");
         }
+    }
+
+    /// Where this round's scan of the freed queue starts. Entries are keyed
+    /// by the time they were freed, which a new leader's clock may put
+    /// before the cursor: every [`GC_CURSOR_RESET_ROUNDS`] rounds the scan
+    /// starts from the beginning again.
+    fn gc_cursor(&self, partition_id: u64) -> Vec<u8> {
+        let mut cursors = self.gc_cursors.lock().unwrap();
+        let (cursor, rounds) = cursors.entry(partition_id).or_default();
+        *rounds += 1;
+        if *rounds >= GC_CURSOR_RESET_ROUNDS {
+            *rounds = 0;
+            cursor.clear();
+        }
+        cursor.clone()
     }
 
     pub fn assignment(&self, partition_id: u64) -> Result<Assignment> {

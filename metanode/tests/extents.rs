@@ -106,7 +106,7 @@ async fn bad_extents_are_refused_and_data_goes_with_the_inode() {
 /// Blob ids queued as freed, in order.
 fn freed(ns: &Ns) -> Vec<u64> {
     let mut ids: Vec<u64> =
-        strata_metanode::gc::due(&ns.kv(), i64::MAX, 10_000).unwrap().iter().map(|f| f.blob_id).collect();
+        strata_metanode::gc::due(&ns.kv(), &[], i64::MAX, 10_000).unwrap().iter().map(|f| f.blob_id).collect();
     ids.sort();
     ids
 }
@@ -130,7 +130,7 @@ async fn blobs_are_freed_when_the_last_extent_using_them_goes() {
     ns.run(0, Op::SetAttr(op)).await.unwrap();
     assert_eq!(freed(&ns), vec![1, 2, 3]);
     // The leader forgets what it deleted; the queue only holds the rest.
-    let queued = strata_metanode::gc::due(&ns.kv(), i64::MAX, 10).unwrap();
+    let queued = strata_metanode::gc::due(&ns.kv(), &[], i64::MAX, 10).unwrap();
     let first_two: Vec<Vec<u8>> = queued.iter().take(2).map(|f| f.key.clone()).collect();
     ns.run(0, Op::DropFreed(DropFreedOp { keys: first_two })).await.unwrap();
     assert_eq!(strata_metanode::gc::queued(&ns.kv(), 10).unwrap(), 1);
@@ -141,5 +141,5 @@ async fn blobs_are_freed_when_the_last_extent_using_them_goes() {
     assert!(left.contains(&4) && left.contains(&5), "{left:?}");
     // Grace: nothing freed after a point in time is due before it.
     let now = queued.last().unwrap().freed_at_ns;
-    assert!(strata_metanode::gc::due(&ns.kv(), now, 10).unwrap().iter().all(|f| f.freed_at_ns < now));
+    assert!(strata_metanode::gc::due(&ns.kv(), &[], now, 10).unwrap().iter().all(|f| f.freed_at_ns < now));
 }

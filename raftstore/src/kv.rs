@@ -21,6 +21,15 @@ pub trait KvRead {
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         self.scan(prefix, &[], usize::MAX)
     }
+
+    /// Up to `limit` key/values with keys in [`prefix + from`, `prefix + to`),
+    /// in key order. The iterator is bounded at `to`, so it never walks the
+    /// (possibly deleted) keys past it.
+    fn scan_range(&self, prefix: &[u8], from: &[u8], to: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+
+    /// The key/value with the greatest key at or before `prefix + at` among
+    /// the keys starting with `prefix`.
+    fn last_at_or_before(&self, prefix: &[u8], at: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>>;
 }
 
 /// Read access to one group's state-machine data. Cheap to clone; safe to use
@@ -71,6 +80,36 @@ impl KvRead for GroupKv {
         }
         Ok(out)
     }
+
+    fn scan_range(&self, prefix: &[u8], from: &[u8], to: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let full_prefix = keys::data_key(self.group, prefix);
+        let start = [full_prefix.as_slice(), from].concat();
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_upper_bound([full_prefix.as_slice(), to].concat());
+        let mut out = Vec::new();
+        for item in self.db.iterator_opt(IteratorMode::From(&start, Direction::Forward), opts).take(limit) {
+            let (key, value) =
+                item.map_err(|e| StrataError::internal(format!("scanning group {}: {e}", self.group)))?;
+            out.push((key[keys::data_prefix_len()..].to_vec(), value.to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn last_at_or_before(&self, prefix: &[u8], at: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        let full_prefix = keys::data_key(self.group, prefix);
+        let target = [full_prefix.as_slice(), at].concat();
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_lower_bound(full_prefix.clone());
+        let mut iter = self.db.raw_iterator_opt(opts);
+        iter.seek_for_prev(&target);
+        iter.status().map_err(|e| StrataError::internal(format!("seeking in group {}: {e}", self.group)))?;
+        match (iter.key(), iter.value()) {
+            (Some(key), Some(value)) if key.starts_with(&full_prefix) => {
+                Ok(Some((key[keys::data_prefix_len()..].to_vec(), value.to_vec())))
+            }
+            _ => Ok(None),
+        }
+    }
 }
 
 /// The writes of one command being applied, committed by the engine together
@@ -107,5 +146,13 @@ impl KvRead for ApplyBatch<'_> {
 
     fn scan(&self, prefix: &[u8], after: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         self.kv.scan(prefix, after, limit)
+    }
+
+    fn scan_range(&self, prefix: &[u8], from: &[u8], to: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.kv.scan_range(prefix, from, to, limit)
+    }
+
+    fn last_at_or_before(&self, prefix: &[u8], at: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        self.kv.last_at_or_before(prefix, at)
     }
 }

@@ -3,6 +3,7 @@
 //! the part of every metanode and datanode that registers with the master,
 //! heartbeats and serves the node's identity.
 
+pub mod cache;
 pub mod data;
 pub mod fsck;
 pub mod master_client;

@@ -125,7 +125,7 @@ impl Agent {
         Ok(Agent {
             client: MasterClient::new(config.masters.clone())?,
             role,
-            address: config.listen.clone(),
+            address: config.advertised().to_string(),
             data_dir: config.data_dir.clone(),
             node_id: Arc::new(AtomicU64::new(known_id)),
             started: Instant::now(),

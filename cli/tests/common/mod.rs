@@ -213,15 +213,44 @@ pub fn applied_of(status: &Value, id: u64) -> u64 {
 pub struct Mount<'a> {
     cluster: &'a DevCluster,
     pub path: PathBuf,
+    /// The serving `strata mount --foreground` process.
+    pub pid: u64,
 }
 
 impl<'a> Mount<'a> {
     pub fn new(cluster: &'a DevCluster, name: &str) -> Mount<'a> {
-        let path = cluster.cluster_dir().parent().unwrap().join(name);
-        let log = cluster.cluster_dir().parent().unwrap().join(format!("{name}.log"));
-        let out = cluster.strata_ok(&["mount", "default", path.to_str().unwrap(), "--log", log.to_str().unwrap()]);
+        Mount::with_args(cluster, name, &[])
+    }
+
+    /// Mounts the default volume at `name` in the test's directory, with
+    /// its disk cache in `name-cache` there, and extra `strata mount` flags.
+    pub fn with_args(cluster: &'a DevCluster, name: &str, extra: &[&str]) -> Mount<'a> {
+        let base = cluster.cluster_dir().parent().unwrap().to_path_buf();
+        let path = base.join(name);
+        let log = base.join(format!("{name}.log"));
+        let cache = base.join(format!("{name}-cache"));
+        let mut args = vec!["mount", "default", path.to_str().unwrap(), "--log", log.to_str().unwrap()];
+        args.extend(["--cache-dir", cache.to_str().unwrap()]);
+        args.extend(extra);
+        let out = cluster.strata_ok(&args);
         assert!(out.contains("mounted at"), "{out}");
-        Mount { cluster, path }
+        let pid = out.split("(pid ").nth(1).and_then(|rest| rest.split(',').next()).and_then(|p| p.parse().ok());
+        Mount { cluster, path, pid: pid.unwrap_or_else(|| panic!("no pid in {out:?}")) }
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        let name = self.path.file_name().unwrap().to_str().unwrap();
+        self.path.with_file_name(format!("{name}-cache"))
+    }
+
+    /// Unmounts now, waiting until the serving process has exited.
+    pub fn unmount(self) {
+        self.cluster.strata_ok(&["umount", self.path.to_str().unwrap()]);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while alive(self.pid) {
+            assert!(std::time::Instant::now() < deadline, "the mount process of {} did not exit", self.path.display());
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 }
 

@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 
 use super::DataClient;
 use crate::MetaClient;
+use crate::cache::BlockCache;
 
 /// Default size at which buffered data is cut into a blob.
 pub const DEFAULT_BLOB_SIZE: usize = 4 << 20;
@@ -119,6 +120,11 @@ impl FileWriter {
         }
     }
 
+    /// Whether writes wait to be made durable and visible.
+    pub fn has_pending(&self) -> bool {
+        !self.buffer.is_empty() || !self.in_flight.is_empty()
+    }
+
     /// Makes everything written so far durable and visible (fsync, close).
     pub async fn flush(&mut self) -> Result<()> {
         self.cut().await?;
@@ -126,19 +132,45 @@ impl FileWriter {
     }
 }
 
-/// Bytes [offset, offset + length) of file `ino`, clipped to its size; holes read as zeros.
+/// Bytes [offset, offset + length) of file `ino`, clipped to its size, read
+/// straight from the datanodes (no cache); holes read as zeros.
 pub async fn read_file(meta: &MetaClient, data: &DataClient, ino: u64, offset: u64, length: u64) -> Result<Bytes> {
     let (extents, size) = meta.get_extents(ino, offset, length).await?;
     let end = offset.saturating_add(length).min(size);
+    assemble(&extents, offset, end, |blob, length| async move { data.read(&blob, blob.offset, length).await }).await
+}
+
+/// Bytes [offset, end) of a file from the `extents` covering them (clipped
+/// to the range, in file order) read through `cache`; gaps are holes.
+pub async fn read_extents(cache: &BlockCache, extents: &[Extent], offset: u64, end: u64) -> Result<Bytes> {
+    assemble(extents, offset, end, |blob, length| async move { cache.read(&blob, blob.offset, length).await }).await
+}
+
+/// Assembles [offset, end) from clipped extents, reading each extent's
+/// bytes (`length` from its blob offset) with `read`; gaps read as zeros.
+async fn assemble<F, Fut>(extents: &[Extent], offset: u64, end: u64, read: F) -> Result<Bytes>
+where
+    F: Fn(BlobRef, u64) -> Fut,
+    Fut: std::future::Future<Output = Result<Bytes>>,
+{
     if end <= offset {
         return Ok(Bytes::new());
     }
-    let mut out = BytesMut::zeroed((end - offset) as usize);
-    let reads = extents.iter().filter(|e| e.file_offset < end).map(|e| async move {
+    let in_range: Vec<&Extent> = extents.iter().filter(|e| e.file_offset >= offset && e.file_offset < end).collect();
+    // One extent covering the whole range: its bytes as they come, no copy.
+    if let [e] = in_range.as_slice()
+        && e.file_offset == offset
+        && e.length >= end - offset
+    {
         let blob = e.blob.ok_or_else(|| StrataError::internal("an extent without a blob"))?;
+        return read(blob, end - offset).await;
+    }
+    let mut out = BytesMut::zeroed((end - offset) as usize);
+    let reads = in_range.iter().map(|e| {
+        let blob = e.blob.ok_or_else(|| StrataError::internal("an extent without a blob"));
         let length = e.length.min(end - e.file_offset);
-        let bytes = data.read(&blob, blob.offset, length).await?;
-        Ok::<_, StrataError>((e.file_offset, bytes))
+        let read = &read;
+        async move { Ok::<_, StrataError>((e.file_offset, read(blob?, length).await?)) }
     });
     for (file_offset, bytes) in try_join_all(reads).await? {
         let at = (file_offset - offset) as usize;

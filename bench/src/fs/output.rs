@@ -1,0 +1,135 @@
+//! The report of `strata bench --target …` as a table, as JSON and as a
+//! PNG bar chart (each figure as a ratio to the first target, one bar group
+//! per workload figure, so figures of different units share one axis).
+
+use std::path::Path;
+
+use anyhow::Context;
+use plotters::prelude::*;
+
+use super::Report;
+use strata_common::size::format_size;
+
+pub fn print_table(report: &Report) {
+    let labels: Vec<&str> = report.targets.iter().map(|t| t.label.as_str()).collect();
+    let width = labels.iter().map(|l| l.len()).max().unwrap_or(0).max(12);
+    let mut header = format!("{:<6} {:<14} {:<10}", "load", "figure", "unit");
+    for label in &labels {
+        header.push_str(&format!(" {label:>width$}"));
+    }
+    for label in labels.iter().skip(1) {
+        header.push_str(&format!(" {:>width$}", format!("{label}/{}", labels[0])));
+    }
+    println!("{header}");
+    for row in &report.rows {
+        let mut line = format!("{:<6} {:<14} {:<10}", row.workload.name(), row.metric, row.unit);
+        for median in &row.medians {
+            line.push_str(&format!(" {median:>width$.1}"));
+        }
+        for i in 1..labels.len() {
+            line.push_str(&format!(" {:>width$.3}", row.ratio(i)));
+        }
+        println!("{line}");
+    }
+    println!("(medians of {} rounds; ratios are each target over {})", report.rounds, labels[0]);
+    if report.caches.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "{:<6} {:<width$} {:>10} {:>10} {:>10} {:>10} {:>12}",
+        "load", "strata mount", "mem hits", "mem miss", "disk hits", "disk miss", "from nodes"
+    );
+    for c in &report.caches {
+        println!(
+            "{:<6} {:<width$} {:>10} {:>10} {:>10} {:>10} {:>12}",
+            c.workload.name(),
+            c.target,
+            c.delta.memory_hits,
+            c.delta.memory_misses,
+            c.delta.disk_hits,
+            c.delta.disk_misses,
+            format_size(c.delta.remote_bytes)
+        );
+    }
+}
+
+pub fn write_json(report: &Report, path: &Path) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(report)?;
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// A font for the chart's text: plotters draws text with a font it is given.
+const FONT_FILES: [&str; 2] = [
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+];
+
+fn register_font() -> anyhow::Result<()> {
+    let bytes = FONT_FILES
+        .iter()
+        .find_map(|path| std::fs::read(path).ok())
+        .context("no font found (install fonts-dejavu-core)")?;
+    let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+    plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
+        .map_err(|_| anyhow::anyhow!("the font file is not usable"))
+}
+
+const PALETTE: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+];
+
+/// One bar group per figure, one bar per target, heights as ratios to the first target.
+pub fn plot(report: &Report, path: &Path) -> anyhow::Result<()> {
+    register_font()?;
+    let groups = report.rows.len().max(1);
+    let targets = report.targets.len();
+    let top = report.rows.iter().flat_map(|r| (0..targets).map(|i| r.ratio(i))).fold(1.0f64, f64::max) * 1.1;
+    let width = (120 + groups * (targets * 18 + 14)).max(800) as u32;
+    let root = BitMapBackend::new(path, (width, 600)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("drawing: {e}"))?;
+    let caption =
+        format!("strata bench: medians of {} rounds, as a ratio to {}", report.rounds, report.targets[0].label);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(caption, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(150)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..groups as f64, 0f64..top)
+        .map_err(|e| anyhow::anyhow!("drawing: {e}"))?;
+    let names: Vec<String> = report.rows.iter().map(|r| format!("{} {}", r.workload.name(), r.metric)).collect();
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(groups)
+        .x_label_formatter(&|x| names.get(x.floor() as usize).cloned().unwrap_or_default())
+        .x_label_style(("sans-serif", 12).into_font().transform(FontTransform::Rotate90))
+        .y_desc(format!("ratio to {}", report.targets[0].label))
+        .draw()
+        .map_err(|e| anyhow::anyhow!("drawing: {e}"))?;
+    let bar = 0.8 / targets as f64;
+    for (t, target) in report.targets.iter().enumerate() {
+        let color = PALETTE[t % PALETTE.len()];
+        let bars = report.rows.iter().enumerate().map(|(g, row)| {
+            let x = g as f64 + 0.1 + t as f64 * bar;
+            Rectangle::new([(x, 0.0), (x + bar * 0.9, row.ratio(t))], color.filled())
+        });
+        chart
+            .draw_series(bars)
+            .map_err(|e| anyhow::anyhow!("drawing: {e}"))?
+            .label(target.label.clone())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| anyhow::anyhow!("drawing: {e}"))?;
+    root.present().map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
+}

@@ -1,0 +1,332 @@
+//! The client's block caches: L1 in memory and L2 on a local disk, in front
+//! of the datanodes. Blobs never change once written, so a block is keyed by
+//! (data partition, blob id, block index) and can never be stale: a file
+//! overwritten elsewhere points at other blobs. A block is the unit fetched:
+//! a read that misses loads the whole block (so random reads bring in their
+//! neighbourhood), concurrent misses of one block share one fetch, and
+//! read-ahead ([`BlockCache::prefetch`]) loads blocks in the background.
+
+mod disk;
+mod memory;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use futures::future::try_join_all;
+use serde::{Deserialize, Serialize};
+use strata_common::{Result, StrataError};
+use strata_proto::meta::BlobRef;
+use tokio::sync::{OnceCell, Semaphore};
+
+use crate::data::DataClient;
+pub use disk::DiskCache;
+pub use memory::MemCache;
+
+/// Default size of a cached block.
+pub const DEFAULT_BLOCK_SIZE: u64 = 1 << 20;
+/// Blocks being read ahead at once, per mount.
+const PREFETCH_IN_FLIGHT: usize = 16;
+
+/// Where a cached block comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BlockKey {
+    pub data_partition: u64,
+    pub blob_id: u64,
+    pub block: u64,
+}
+
+/// The cache levels of one client. A size of 0 turns a level off.
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// L1: bytes of blocks kept in memory.
+    pub mem_bytes: u64,
+    /// L2: the directory holding cached blocks, and how many bytes it may hold.
+    pub disk_dir: Option<PathBuf>,
+    pub disk_bytes: u64,
+    /// Bytes per block (the unit fetched, cached and checked).
+    pub block_size: u64,
+}
+
+#[derive(Default)]
+struct LevelCounters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    hit_bytes: AtomicU64,
+}
+
+impl LevelCounters {
+    fn hit(&self, bytes: usize) {
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        self.hit_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    fn report(&self, enabled: bool, capacity: u64, (blocks, bytes): (u64, u64)) -> LevelReport {
+        LevelReport {
+            enabled,
+            capacity,
+            blocks,
+            bytes,
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            hit_bytes: self.hit_bytes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// One cache level in a [`CacheReport`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LevelReport {
+    pub enabled: bool,
+    /// Bytes it may hold.
+    pub capacity: u64,
+    /// Blocks and bytes it holds now.
+    pub blocks: u64,
+    pub bytes: u64,
+    /// Block lookups answered here, and the bytes they returned.
+    pub hits: u64,
+    pub misses: u64,
+    pub hit_bytes: u64,
+}
+
+/// What the caches of a client did (`strata cache stats`, `strata bench`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CacheReport {
+    pub block_size: u64,
+    pub memory: LevelReport,
+    pub disk: LevelReport,
+    /// Blocks loaded from the datanodes, and bytes read from them in all
+    /// (including reads that bypass the caches).
+    pub remote_blocks: u64,
+    pub remote_bytes: u64,
+    /// Blocks loaded by read-ahead.
+    pub prefetched_blocks: u64,
+    /// Disk-cached blocks that failed their checksum (dropped, read again).
+    pub corrupt_disk_blocks: u64,
+}
+
+/// The extended attribute of a mount's root that reads as the JSON
+/// [`CacheReport`] of the mount (not listed, read-only).
+pub const CACHE_STATS_XATTR: &str = "user.strata.cache_stats";
+
+/// The cache report of the Strata mount at `mountpoint` (read from its
+/// root's [`CACHE_STATS_XATTR`]); an error if it is not a Strata mount.
+pub fn read_report(mountpoint: &std::path::Path) -> Result<CacheReport> {
+    let not_strata = |e: String| {
+        StrataError::invalid(format!(
+            "reading the cache statistics of {} (is it a Strata mount?): {e}",
+            mountpoint.display()
+        ))
+    };
+    let path =
+        std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes()).map_err(|e| not_strata(e.to_string()))?;
+    let name = std::ffi::CString::new(CACHE_STATS_XATTR).expect("no NUL in the name");
+    let mut buffer = vec![0u8; 64 << 10];
+    // SAFETY: valid NUL-terminated strings and a buffer of the length given.
+    let n = unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), buffer.as_mut_ptr().cast(), buffer.len()) };
+    if n < 0 {
+        return Err(not_strata(std::io::Error::last_os_error().to_string()));
+    }
+    buffer.truncate(n as usize);
+    serde_json::from_slice(&buffer).map_err(|e| not_strata(e.to_string()))
+}
+
+pub struct BlockCache {
+    data: Arc<DataClient>,
+    block_size: u64,
+    mem: Option<MemCache>,
+    mem_capacity: u64,
+    disk: Option<Arc<DiskCache>>,
+    disk_capacity: u64,
+    /// Blocks being fetched: later readers of the same block wait for it.
+    loading: Mutex<HashMap<BlockKey, Arc<OnceCell<Bytes>>>>,
+    prefetch_slots: Arc<Semaphore>,
+    mem_counters: LevelCounters,
+    disk_counters: LevelCounters,
+    remote_blocks: AtomicU64,
+    prefetched_blocks: AtomicU64,
+}
+
+impl BlockCache {
+    /// The caches `config` asks for, over `data`. Opening the disk level
+    /// indexes the blocks an earlier run left in its directory.
+    pub fn new(data: Arc<DataClient>, config: &CacheConfig) -> Result<Arc<BlockCache>> {
+        if config.block_size == 0 {
+            return Err(StrataError::invalid("the cache block size must not be 0"));
+        }
+        let disk = match (&config.disk_dir, config.disk_bytes) {
+            (Some(dir), bytes) if bytes > 0 => Some(Arc::new(DiskCache::open(dir, config.block_size, bytes)?)),
+            _ => None,
+        };
+        Ok(Arc::new(BlockCache {
+            data,
+            block_size: config.block_size,
+            mem: (config.mem_bytes > 0).then(|| MemCache::new(config.mem_bytes)),
+            mem_capacity: config.mem_bytes,
+            disk_capacity: if disk.is_some() { config.disk_bytes } else { 0 },
+            disk,
+            loading: Mutex::new(HashMap::new()),
+            prefetch_slots: Arc::new(Semaphore::new(PREFETCH_IN_FLIGHT)),
+            mem_counters: LevelCounters::default(),
+            disk_counters: LevelCounters::default(),
+            remote_blocks: AtomicU64::new(0),
+            prefetched_blocks: AtomicU64::new(0),
+        }))
+    }
+
+    /// Whether any level is on (if not, reads go straight to the datanodes).
+    pub fn enabled(&self) -> bool {
+        self.mem.is_some() || self.disk.is_some()
+    }
+
+    pub fn block_size(&self) -> u64 {
+        self.block_size
+    }
+
+    /// The blocks of `blob` covering [offset, offset + length) of it.
+    fn blocks(&self, blob: &BlobRef, offset: u64, length: u64) -> std::ops::Range<u64> {
+        let end = offset.saturating_add(length).min(blob.blob_size);
+        if end <= offset {
+            return 0..0;
+        }
+        offset / self.block_size..end.div_ceil(self.block_size)
+    }
+
+    /// Bytes [offset, offset + length) of a blob, through the caches.
+    pub async fn read(&self, blob: &BlobRef, offset: u64, length: u64) -> Result<Bytes> {
+        if !self.enabled() {
+            return self.data.read(blob, offset, length).await;
+        }
+        let range = self.blocks(blob, offset, length);
+        if range.is_empty() {
+            return Ok(Bytes::new());
+        }
+        let base = range.start * self.block_size;
+        let blocks = try_join_all(range.map(|index| self.block(blob, index))).await?;
+        // Every block but a blob's last is whole (checked when loaded).
+        let start = (offset - base) as usize;
+        let end = (offset.saturating_add(length).min(blob.blob_size) - base) as usize;
+        if let [block] = blocks.as_slice() {
+            return Ok(block.slice(start..end));
+        }
+        let mut out = BytesMut::with_capacity(end);
+        for block in &blocks {
+            out.extend_from_slice(block);
+        }
+        Ok(out.freeze().slice(start..end))
+    }
+
+    /// Starts loading the blocks of [offset, offset + length) of a blob that
+    /// are not in memory yet, without waiting for them. Best effort: when the
+    /// read-ahead slots are busy the rest is left for the reads themselves.
+    pub fn prefetch(self: &Arc<Self>, blob: &BlobRef, offset: u64, length: u64) {
+        if !self.enabled() {
+            return;
+        }
+        for index in self.blocks(blob, offset, length) {
+            let key = BlockKey { data_partition: blob.data_partition, blob_id: blob.blob_id, block: index };
+            let cached = match (&self.mem, &self.disk) {
+                (Some(mem), _) => mem.contains(&key),
+                (None, Some(disk)) => disk.contains(&key),
+                (None, None) => true,
+            };
+            if cached || self.loading.lock().unwrap().contains_key(&key) {
+                continue;
+            }
+            let Ok(slot) = self.prefetch_slots.clone().try_acquire_owned() else { return };
+            let cache = self.clone();
+            let blob = *blob;
+            self.prefetched_blocks.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                if let Err(e) = cache.block(&blob, index).await {
+                    tracing::debug!(blob_id = blob.blob_id, block = index, error = %e, "read-ahead failed");
+                }
+                drop(slot);
+            });
+        }
+    }
+
+    /// One block: from memory, else from disk, else from the datanodes
+    /// (one fetch shared by everyone who asks meanwhile).
+    async fn block(&self, blob: &BlobRef, index: u64) -> Result<Bytes> {
+        let key = BlockKey { data_partition: blob.data_partition, blob_id: blob.blob_id, block: index };
+        if let Some(mem) = &self.mem {
+            if let Some(block) = mem.get(&key) {
+                self.mem_counters.hit(block.len());
+                return Ok(block);
+            }
+            self.mem_counters.misses.fetch_add(1, Ordering::Relaxed);
+        }
+        let cell = self.loading.lock().unwrap().entry(key).or_default().clone();
+        let loaded = cell.get_or_try_init(|| self.load(blob, key)).await.cloned();
+        let mut loading = self.loading.lock().unwrap();
+        if loading.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+            loading.remove(&key);
+        }
+        loaded
+    }
+
+    async fn load(&self, blob: &BlobRef, key: BlockKey) -> Result<Bytes> {
+        if let Some(disk) = &self.disk {
+            let from_disk = {
+                let disk = disk.clone();
+                tokio::task::spawn_blocking(move || disk.get(&key))
+                    .await
+                    .map_err(|e| StrataError::internal(format!("disk cache read task: {e}")))?
+            };
+            if let Some(block) = from_disk {
+                self.disk_counters.hit(block.len());
+                if let Some(mem) = &self.mem {
+                    mem.insert(key, block.clone());
+                }
+                return Ok(block);
+            }
+            self.disk_counters.misses.fetch_add(1, Ordering::Relaxed);
+        }
+        let offset = key.block * self.block_size;
+        let length = self.block_size.min(blob.blob_size.saturating_sub(offset));
+        let block = self.data.read(blob, offset, length).await?;
+        if block.len() as u64 != length {
+            return Err(StrataError::internal(format!(
+                "blob {} returned {} bytes for a {length}-byte block",
+                blob.blob_id,
+                block.len()
+            )));
+        }
+        self.remote_blocks.fetch_add(1, Ordering::Relaxed);
+        if let Some(mem) = &self.mem {
+            mem.insert(key, block.clone());
+        }
+        if let Some(disk) = &self.disk {
+            let (disk, copy) = (disk.clone(), block.clone());
+            let stored = tokio::task::spawn_blocking(move || {
+                // A failed write only loses a cache entry.
+                if let Err(e) = disk.insert(key, &copy) {
+                    tracing::warn!(error = %e, "writing to the disk cache failed");
+                }
+            });
+            // With memory on, the reader need not wait: the block is there.
+            // Without it, the next read of the block must find it on disk.
+            if self.mem.is_none() {
+                let _ = stored.await;
+            }
+        }
+        Ok(block)
+    }
+
+    pub fn report(&self) -> CacheReport {
+        let mem_usage = self.mem.as_ref().map(MemCache::usage).unwrap_or_default();
+        let disk_usage = self.disk.as_ref().map(|d| d.usage()).unwrap_or_default();
+        CacheReport {
+            block_size: self.block_size,
+            memory: self.mem_counters.report(self.mem.is_some(), self.mem_capacity, mem_usage),
+            disk: self.disk_counters.report(self.disk.is_some(), self.disk_capacity, disk_usage),
+            remote_blocks: self.remote_blocks.load(Ordering::Relaxed),
+            remote_bytes: self.data.stats.bytes_read.load(Ordering::Relaxed),
+            prefetched_blocks: self.prefetched_blocks.load(Ordering::Relaxed),
+            corrupt_disk_blocks: self.disk.as_ref().map_or(0, |d| d.corrupt.load(Ordering::Relaxed)),
+        }
+    }
+}
