@@ -133,6 +133,7 @@ impl Inner {
             let inode = self.meta.getattr(ino).await?;
             if end > inode.size {
                 self.meta.setattr(SetAttrOp { ino, size: Some(end), ..Default::default() }).await?;
+                self.extents_changed(ino);
             }
         }
         Ok(())

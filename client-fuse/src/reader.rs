@@ -81,8 +81,12 @@ impl ReadState {
 
     fn window_for(&self, offset: u64, end: u64) -> Option<ExtentWindow> {
         let state = self.inner.lock().unwrap();
-        let fresh = |w: &&ExtentWindow| w.fetched.elapsed() < WINDOW_MAX_AGE;
-        state.window.as_ref().filter(|w| w.start <= offset && end <= w.end).filter(fresh).cloned()
+        // A read from past the size the window knows means the kernel knows
+        // the file to be longer: look again rather than answer end-of-file.
+        let usable = |w: &&ExtentWindow| {
+            w.start <= offset && end <= w.end && offset < w.size && w.fetched.elapsed() < WINDOW_MAX_AGE
+        };
+        state.window.as_ref().filter(usable).cloned()
     }
 
     /// Notes a read of [offset, end) and answers which range to read ahead, if any.
