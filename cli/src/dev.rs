@@ -69,6 +69,18 @@ pub struct DevArgs {
     /// ...and the link's rate in megabits per second each way (0: unlimited).
     #[arg(long, default_value_t = 0)]
     pub net_mbit: u64,
+    /// Applied Raft entries kept before the log is truncated (small values
+    /// make lagging members catch up from snapshots); 0 keeps the default.
+    #[arg(long, default_value_t = 0)]
+    pub raft_log_retain: u64,
+}
+
+fn raft_config(args: &DevArgs) -> RaftConfig {
+    let mut raft = RaftConfig::default();
+    if args.raft_log_retain > 0 {
+        raft.log_retain_entries = args.raft_log_retain;
+    }
+    raft
 }
 
 #[derive(Debug, Subcommand)]
@@ -173,7 +185,7 @@ fn create_layout(dir: &Path, args: &DevArgs) -> anyhow::Result<ClusterFile> {
                     listen: node.address.clone(),
                     peers: peers.clone(),
                     data_dir: node.data_dir.clone(),
-                    raft: RaftConfig::default(),
+                    raft: raft_config(args),
                     node_heartbeat_interval_ms: 1000,
                     node_timeout_ms: 5000,
                     meta_replicas: args.metanodes.min(3) as u32,
@@ -193,7 +205,7 @@ fn create_layout(dir: &Path, args: &DevArgs) -> anyhow::Result<ClusterFile> {
                 advertise: None,
                 data_dir: node.data_dir.clone(),
                 masters: masters.clone(),
-                raft: RaftConfig::default(),
+                raft: raft_config(args),
                 store: StoreConfig { compact_interval_secs: args.compact_interval, ..StoreConfig::default() },
                 gc_grace_secs: args.gc_grace,
             };

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use raft::eraftpb::{ConfChange, ConfChangeType, Message};
+use raft::eraftpb::{ConfChange, ConfChangeType, Message, MessageType};
 use raft::{RawNode, StateRole};
 use rocksdb::{DB, WriteBatch, WriteOptions};
 use strata_common::config::RaftConfig;
@@ -22,6 +22,7 @@ use crate::StateMachine;
 use crate::kv::GroupKv;
 use crate::logger::group_logger;
 use crate::peer::{Peer, ProposalReply, ReadReply, id_bytes};
+use crate::snapfile::{Descriptor, SnapshotFiles};
 use crate::storage::GroupStorage;
 use crate::transport::{AddressBook, Transport};
 
@@ -92,6 +93,8 @@ struct Shared {
     addresses: AddressBook,
     statuses: RwLock<HashMap<u64, GroupStatus>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Snapshot files made and received here (next to the RocksDB directory).
+    snapshots: Arc<SnapshotFiles>,
 }
 
 /// Handle to a node's engine; cheap to clone.
@@ -111,8 +114,10 @@ impl Engine {
         addresses: AddressBook,
     ) -> Engine {
         let (tx, rx) = mpsc::channel();
+        let snapshots = SnapshotFiles::new(db.path().with_extension("snapshots"));
         let shared = Arc::new(Shared {
             node_id,
+            snapshots,
             db,
             addresses,
             statuses: RwLock::new(HashMap::new()),
@@ -136,6 +141,10 @@ impl Engine {
 
     pub fn node_id(&self) -> u64 {
         self.shared.node_id
+    }
+
+    pub(crate) fn snapshots(&self) -> &Arc<SnapshotFiles> {
+        &self.shared.snapshots
     }
 
     pub fn addresses(&self) -> &AddressBook {
@@ -305,6 +314,14 @@ impl Worker {
                         tracing::debug!(group_id = group, from = msg.from, "message for a group not hosted here");
                         continue;
                     };
+                    if !snapshot_file_present(&msg) {
+                        tracing::warn!(
+                            group_id = group,
+                            from = msg.from,
+                            "snapshot file missing or short; message dropped"
+                        );
+                        continue;
+                    }
                     if let Err(e) = peer.node.step(msg) {
                         tracing::debug!(group_id = group, error = %e, "raft step rejected a message");
                     }
@@ -385,7 +402,7 @@ impl Worker {
         }
         let db = self.shared.db.clone();
         let raft_err = |e: raft::Error| StrataError::internal(format!("raft group {group}: {e}"));
-        let mut storage = GroupStorage::load(db.clone(), group).map_err(raft_err)?;
+        let mut storage = GroupStorage::load(db.clone(), group, self.shared.snapshots.clone()).map_err(raft_err)?;
         if !storage.is_initialized() && !spec.initial_voters.is_empty() {
             let mut wb = WriteBatch::default();
             storage.bootstrap(&mut wb, &spec.initial_voters);
@@ -427,6 +444,7 @@ impl Worker {
         };
         peer.fail_pending(StrataError::not_found(format!("raft group {group} was removed from this node")));
         self.shared.statuses.write().unwrap().remove(&group);
+        self.shared.snapshots.remove_group(group);
         let mut wb = WriteBatch::default();
         crate::storage::GroupStorage::stage_destroy(&mut wb, group);
         let mut opts = WriteOptions::default();
@@ -517,4 +535,14 @@ impl Worker {
             peer.answer();
         }
     }
+}
+
+/// A snapshot message naming a file (see `snapfile`) is only stepped into
+/// Raft when that file is there whole: installing it must not fail.
+fn snapshot_file_present(msg: &Message) -> bool {
+    if msg.msg_type != MessageType::MsgSnapshot as i32 {
+        return true;
+    }
+    let Some(descriptor) = msg.snapshot.as_ref().and_then(|s| Descriptor::decode(&s.data)) else { return true };
+    std::fs::metadata(&descriptor.path).is_ok_and(|m| m.len() == descriptor.size)
 }

@@ -15,6 +15,9 @@ pub const CONF_STATE: u8 = 0x03;
 pub const APPLIED: u8 = 0x04;
 pub const TRUNCATED: u8 = 0x05;
 pub const PEERS: u8 = 0x06;
+/// Set while a snapshot's data is being written (in several batches): found
+/// at start, it means the group's data is partial and must be dropped.
+pub const INSTALLING: u8 = 0x07;
 
 fn prefixed(space: u8, group: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(32);

@@ -8,7 +8,7 @@
 
 use strata_common::{Result, StrataError};
 
-const VERSION: u8 = 1;
+pub(crate) const VERSION: u8 = 1;
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct SnapshotData {

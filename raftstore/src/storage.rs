@@ -12,6 +12,7 @@ use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 use rocksdb::{DB, Direction, IteratorMode, ReadOptions, WriteBatch};
 
 use crate::keys;
+use crate::snapfile::{Descriptor, SnapshotFiles, SnapshotReader};
 use crate::snapshot::SnapshotData;
 
 /// The log index and term a freshly bootstrapped group starts from. Starting
@@ -37,7 +38,12 @@ pub struct GroupStorage {
     last_index: u64,
     applied: u64,
     peers: Vec<(u64, String)>,
+    /// This node's snapshot files (made when a follower needs one).
+    files: Arc<SnapshotFiles>,
 }
+
+/// Bytes of snapshot pairs written per batch while installing.
+const INSTALL_BATCH_BYTES: usize = 4 << 20;
 
 fn other(err: impl std::fmt::Display) -> raft::Error {
     raft::Error::Store(StorageError::Other(err.to_string().into()))
@@ -49,13 +55,16 @@ fn encode_pair(a: u64, b: u64) -> Vec<u8> {
     v
 }
 
-fn decode_pair(v: &[u8]) -> (u64, u64) {
+pub(crate) fn decode_pair(v: &[u8]) -> (u64, u64) {
     (u64::from_be_bytes(v[..8].try_into().unwrap()), u64::from_be_bytes(v[8..16].try_into().unwrap()))
 }
 
 impl GroupStorage {
     /// Loads a group's state; a group never seen before loads as empty.
-    pub fn load(db: Arc<DB>, group: u64) -> raft::Result<GroupStorage> {
+    pub fn load(db: Arc<DB>, group: u64, files: Arc<SnapshotFiles>) -> raft::Result<GroupStorage> {
+        if db.get(keys::state_key(group, keys::INSTALLING)).map_err(other)?.is_some() {
+            discard_partial_install(&db, group)?;
+        }
         let get = |kind| db.get(keys::state_key(group, kind)).map_err(other);
         let hard = match get(keys::HARD_STATE)? {
             Some(b) => HardState::decode(b.as_slice()).map_err(other)?,
@@ -83,6 +92,7 @@ impl GroupStorage {
             last_index: truncated_index,
             applied,
             peers,
+            files,
         };
         storage.last_index = storage.find_last_index()?;
         Ok(storage)
@@ -199,17 +209,47 @@ impl GroupStorage {
         wb.put(keys::state_key(self.group, keys::PEERS), data.encode());
     }
 
-    /// Stages replacing the whole group (log and data) with a received snapshot.
+    /// Stages replacing the whole group (log and data) with a received
+    /// snapshot. A snapshot file (see `snapfile`) is written in bounded
+    /// batches first, under an "installing" marker that the final batch
+    /// (staged in `wb`, with the new Raft state) removes: a crash in between
+    /// leaves the marker, and the next start drops the partial data.
     pub fn install_snapshot(&mut self, wb: &mut WriteBatch, snap: &Snapshot) -> raft::Result<()> {
         let meta = snap.metadata.clone().unwrap_or_default();
-        let data = SnapshotData::decode(&snap.data).map_err(other)?;
+        let (start, end) = keys::data_range(self.group);
+        let peers = match Descriptor::decode(&snap.data) {
+            Some(descriptor) => {
+                let mut reader = SnapshotReader::open(&descriptor.path).map_err(other)?;
+                let mut batch = WriteBatch::default();
+                batch.put(keys::state_key(self.group, keys::INSTALLING), meta.index.to_be_bytes());
+                batch.delete_range(start.clone(), end.clone());
+                let mut bytes = 0;
+                while let Some((k, v)) = reader.next_pair().map_err(other)? {
+                    bytes += k.len() + v.len();
+                    batch.put(keys::data_key(self.group, &k), v);
+                    if bytes >= INSTALL_BATCH_BYTES {
+                        self.db.write(std::mem::take(&mut batch)).map_err(other)?;
+                        bytes = 0;
+                    }
+                }
+                self.db.write(batch).map_err(other)?;
+                wb.delete(keys::state_key(self.group, keys::INSTALLING));
+                if crate::snapfile::is_received(&descriptor.path) {
+                    let _ = std::fs::remove_file(&descriptor.path);
+                }
+                reader.peers
+            }
+            None => {
+                let data = SnapshotData::decode(&snap.data).map_err(other)?;
+                wb.delete_range(start, end);
+                for (k, v) in &data.pairs {
+                    wb.put(keys::data_key(self.group, k), v);
+                }
+                data.peers
+            }
+        };
         wb.delete_range(keys::log_key(self.group, 0), keys::log_key(self.group, u64::MAX));
         self.cache.clear();
-        let (start, end) = keys::data_range(self.group);
-        wb.delete_range(start, end);
-        for (k, v) in &data.pairs {
-            wb.put(keys::data_key(self.group, k), v);
-        }
         self.truncated_index = meta.index;
         self.truncated_term = meta.term;
         self.last_index = meta.index;
@@ -220,7 +260,7 @@ impl GroupStorage {
         hs.term = hs.term.max(meta.term);
         hs.commit = hs.commit.max(meta.index);
         self.set_hard_state(wb, hs);
-        self.peers = data.peers;
+        self.peers = peers;
         self.stage_peers(wb);
         Ok(())
     }
@@ -266,19 +306,28 @@ impl GroupStorage {
             None => Err(raft::Error::Store(StorageError::Unavailable)),
         }
     }
+}
 
-    /// The group's state-machine data and peers, as of the applied index.
-    fn snapshot_data(&self) -> raft::Result<SnapshotData> {
-        let (start, end) = keys::data_range(self.group);
-        let mut opts = ReadOptions::default();
-        opts.set_iterate_upper_bound(end);
-        let mut pairs = Vec::new();
-        for item in self.db.iterator_opt(IteratorMode::From(&start, Direction::Forward), opts) {
-            let (k, v) = item.map_err(other)?;
-            pairs.push((k[keys::data_prefix_len()..].to_vec(), v.to_vec()));
-        }
-        Ok(SnapshotData { peers: self.peers.clone(), pairs })
+/// Drops what a snapshot install interrupted by a crash left: the partial
+/// data and the log. The group restarts empty (membership and term kept) and
+/// its leader sends it a snapshot again.
+fn discard_partial_install(db: &DB, group: u64) -> raft::Result<()> {
+    tracing::warn!(group_id = group, "a snapshot install was interrupted; dropping its partial data");
+    let mut wb = WriteBatch::default();
+    let (start, end) = keys::data_range(group);
+    wb.delete_range(start, end);
+    wb.delete_range(keys::log_key(group, 0), keys::log_key(group, u64::MAX));
+    wb.put(keys::state_key(group, keys::TRUNCATED), encode_pair(0, 0));
+    wb.put(keys::state_key(group, keys::APPLIED), 0u64.to_be_bytes());
+    if let Some(bytes) = db.get(keys::state_key(group, keys::HARD_STATE)).map_err(other)? {
+        let mut hard = HardState::decode(bytes.as_slice()).map_err(other)?;
+        hard.commit = 0;
+        wb.put(keys::state_key(group, keys::HARD_STATE), hard.encode_to_vec());
     }
+    wb.delete(keys::state_key(group, keys::INSTALLING));
+    let mut opts = rocksdb::WriteOptions::default();
+    opts.set_sync(true);
+    db.write_opt(wb, &opts).map_err(other)
 }
 
 impl Storage for GroupStorage {
@@ -364,17 +413,18 @@ impl Storage for GroupStorage {
         Ok(self.last_index)
     }
 
+    /// A snapshot file written in the background (see `snapfile`): until it
+    /// is ready raft-rs is told to try again later. It must reach at least
+    /// the start of this log, so the follower can go on from it.
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        let unavailable = || raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable);
         if self.applied < request_index {
-            return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
+            return Err(unavailable());
         }
-        let data = self.snapshot_data()?;
-        let metadata = SnapshotMetadata {
-            conf_state: Some(self.conf.clone()),
-            index: self.applied,
-            term: self.term(self.applied)?,
-        };
-        Ok(Snapshot { data: data.encode(), metadata: Some(metadata) })
+        let min_index = request_index.max(self.truncated_index);
+        let ready = self.files.request(&self.db, self.group, min_index).ok_or_else(unavailable)?;
+        let metadata = SnapshotMetadata { conf_state: Some(ready.conf), index: ready.index, term: ready.term };
+        Ok(Snapshot { data: ready.descriptor.encode(), metadata: Some(metadata) })
     }
 }
 
@@ -395,7 +445,7 @@ mod tests {
     fn append_overwrite_compact_and_reload() {
         let dir = tempfile::tempdir().unwrap();
         let db = crate::open_db(dir.path(), &crate::testing::fast_config(1000)).unwrap();
-        let mut s = GroupStorage::load(db.clone(), 3).unwrap();
+        let mut s = GroupStorage::load(db.clone(), 3, test_files()).unwrap();
         assert!(!s.is_initialized());
         let mut wb = WriteBatch::default();
         s.bootstrap(&mut wb, &[(1, "a:1".into())]);
@@ -426,7 +476,7 @@ mod tests {
             Err(raft::Error::Store(StorageError::Compacted))
         ));
 
-        let reloaded = GroupStorage::load(db, 3).unwrap();
+        let reloaded = GroupStorage::load(db, 3, test_files()).unwrap();
         assert_eq!(reloaded.first_index().unwrap(), 11);
         assert_eq!(reloaded.last_index().unwrap(), 16);
         assert_eq!(reloaded.applied(), 12);
@@ -438,7 +488,7 @@ mod tests {
     fn the_entry_cache_agrees_with_disk() {
         let dir = tempfile::tempdir().unwrap();
         let db = crate::open_db(dir.path(), &crate::testing::fast_config(1000)).unwrap();
-        let mut s = GroupStorage::load(db.clone(), 4).unwrap();
+        let mut s = GroupStorage::load(db.clone(), 4, test_files()).unwrap();
         let mut wb = WriteBatch::default();
         s.bootstrap(&mut wb, &[(1, "a:1".into())]);
         s.append(&mut wb, &(6..=3000).map(|i| entry(i, 6)).collect::<Vec<_>>());
@@ -453,7 +503,7 @@ mod tests {
         assert_eq!(s.term(2989).unwrap(), 6);
         assert!(s.entries(2997, 2998, None, ctx()).is_err(), "nothing past the overwritten tail");
         // the same range straight from RocksDB
-        let reloaded = GroupStorage::load(db.clone(), 4).unwrap();
+        let reloaded = GroupStorage::load(db.clone(), 4, test_files()).unwrap();
         assert!(reloaded.cache.is_empty());
         assert_eq!(reloaded.entries(2000, 2997, None, ctx()).unwrap(), from_cache);
         // compaction drops cached entries too
@@ -469,12 +519,12 @@ mod tests {
     fn groups_do_not_see_each_other() {
         let dir = tempfile::tempdir().unwrap();
         let db = crate::open_db(dir.path(), &crate::testing::fast_config(1000)).unwrap();
-        let mut a = GroupStorage::load(db.clone(), 1).unwrap();
+        let mut a = GroupStorage::load(db.clone(), 1, test_files()).unwrap();
         let mut wb = WriteBatch::default();
         a.bootstrap(&mut wb, &[(1, "a:1".into())]);
         a.append(&mut wb, &[entry(6, 6), entry(7, 6)]);
         write(&db, wb);
-        let b = GroupStorage::load(db, 2).unwrap();
+        let b = GroupStorage::load(db, 2, test_files()).unwrap();
         assert_eq!(b.last_index().unwrap(), 0);
         assert!(!b.is_initialized());
     }
@@ -483,7 +533,7 @@ mod tests {
     fn snapshot_install_replaces_log_and_data() {
         let dir = tempfile::tempdir().unwrap();
         let db = crate::open_db(dir.path(), &crate::testing::fast_config(1000)).unwrap();
-        let mut s = GroupStorage::load(db.clone(), 9).unwrap();
+        let mut s = GroupStorage::load(db.clone(), 9, test_files()).unwrap();
         let mut wb = WriteBatch::default();
         s.bootstrap(&mut wb, &[(1, "a:1".into())]);
         s.append(&mut wb, &[entry(6, 6)]);
@@ -511,8 +561,66 @@ mod tests {
         assert_eq!(kv.get(b"stale").unwrap(), None);
         assert_eq!(kv.get(b"k").unwrap(), Some(b"v".to_vec()));
         // the snapshot it would send on reproduces what it installed
-        let again = s.snapshot(0, 2).unwrap();
-        assert_eq!(SnapshotData::decode(&again.data).unwrap(), data);
+        let again = ready_snapshot(&s);
         assert_eq!(again.metadata.unwrap().index, 50);
+        let descriptor = Descriptor::decode(&again.data).unwrap();
+        crate::snapfile::verify(&descriptor).unwrap();
+        let mut reader = SnapshotReader::open(&descriptor.path).unwrap();
+        assert_eq!(reader.peers, data.peers);
+        assert_eq!(reader.next_pair().unwrap(), Some((b"k".to_vec(), b"v".to_vec())));
+        assert_eq!(reader.next_pair().unwrap(), None);
+    }
+
+    fn test_files() -> Arc<SnapshotFiles> {
+        SnapshotFiles::new(tempfile::tempdir().unwrap().keep().join("snapshots"))
+    }
+
+    /// Asks for a snapshot until its file is written (in the background).
+    fn ready_snapshot(s: &GroupStorage) -> Snapshot {
+        for _ in 0..500 {
+            match s.snapshot(0, 2) {
+                Ok(snap) => return snap,
+                Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable)) => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("no snapshot after 5 s");
+    }
+
+    #[test]
+    fn file_snapshots_install_in_batches_and_a_torn_install_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::open_db(dir.path(), &crate::testing::fast_config(1000)).unwrap();
+        let mut source = GroupStorage::load(db.clone(), 1, test_files()).unwrap();
+        let mut wb = WriteBatch::default();
+        source.bootstrap(&mut wb, &[(1, "a:1".into()), (2, "b:2".into())]);
+        // Enough pairs for several install batches.
+        let value = vec![7u8; 1000];
+        for i in 0..10_000u32 {
+            wb.put(keys::data_key(1, &i.to_be_bytes()), &value);
+        }
+        write(&db, wb);
+        let snap = ready_snapshot(&source);
+        assert_eq!(snap.metadata.as_ref().unwrap().index, BOOTSTRAP_INDEX);
+
+        let mut target = GroupStorage::load(db.clone(), 2, test_files()).unwrap();
+        let mut wb = WriteBatch::default();
+        target.install_snapshot(&mut wb, &snap).unwrap();
+        write(&db, wb);
+        let kv = crate::GroupKv::new(db.clone(), 2);
+        assert_eq!(kv.scan_prefix(b"").unwrap().len(), 10_000);
+        assert_eq!(kv.get(&77u32.to_be_bytes()).unwrap(), Some(value.clone()));
+        assert_eq!(target.peers(), &[(1, "a:1".to_string()), (2, "b:2".to_string())]);
+        assert_eq!(db.get(keys::state_key(2, keys::INSTALLING)).unwrap(), None);
+
+        // A crash between the data batches and the final one leaves the marker.
+        db.put(keys::state_key(2, keys::INSTALLING), 9u64.to_be_bytes()).unwrap();
+        let reloaded = GroupStorage::load(db.clone(), 2, test_files()).unwrap();
+        assert_eq!(kv.scan_prefix(b"").unwrap().len(), 0, "partial data dropped");
+        assert_eq!((reloaded.applied(), reloaded.last_index().unwrap()), (0, 0));
+        assert_eq!(reloaded.initial_state().unwrap().hard_state.commit, 0);
+        assert_eq!(db.get(keys::state_key(2, keys::INSTALLING)).unwrap(), None);
     }
 }

@@ -8,13 +8,14 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use prost_raft::Message as _;
-use raft::eraftpb::Message;
+use raft::eraftpb::{Message, MessageType};
 use strata_proto::raft as pb;
 use strata_proto::raft::raft_transport_client::RaftTransportClient;
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::engine::Engine;
+use crate::snapfile::Descriptor;
 
 /// Largest RPC carrying Raft traffic; a snapshot travels in one message.
 pub const MAX_RAFT_MESSAGE_BYTES: usize = 1 << 30;
@@ -85,6 +86,17 @@ impl GrpcTransport {
 
 impl Transport for GrpcTransport {
     fn send(&self, to_node: u64, group: u64, message: Message) {
+        if let Some(descriptor) = snapshot_file(&message) {
+            let (from, addresses) = (self.node_id, self.addresses.clone());
+            self.runtime.spawn(async move {
+                let Some(address) = addresses.get(to_node) else { return };
+                if let Err(e) = upload_snapshot(from, &address, group, message, &descriptor).await {
+                    // The follower asks again; the leader then sends another.
+                    tracing::warn!(to_node, group_id = group, error = %e, "sending a snapshot failed");
+                }
+            });
+            return;
+        }
         let wire = pb::RaftMessage { group_id: group, message: message.encode_to_vec() };
         if self.queue(to_node).try_send(wire).is_err() {
             tracing::debug!(to_node, group_id = group, "raft queue full; message dropped");
@@ -121,11 +133,61 @@ async fn run_peer_sender(from: u64, to: u64, addresses: AddressBook, mut rx: mps
     }
 }
 
+/// The snapshot file a MsgSnapshot names, if it is one.
+fn snapshot_file(message: &Message) -> Option<Descriptor> {
+    if message.msg_type != MessageType::MsgSnapshot as i32 {
+        return None;
+    }
+    Descriptor::decode(&message.snapshot.as_ref()?.data)
+}
+
+/// Bytes of a snapshot file per chunk.
+const SNAPSHOT_CHUNK: usize = 1 << 20;
+
+/// Streams a snapshot message and its file to `address`.
+async fn upload_snapshot(
+    from: u64,
+    address: &str,
+    group: u64,
+    message: Message,
+    descriptor: &Descriptor,
+) -> Result<(), String> {
+    use futures::StreamExt;
+    use tokio::io::AsyncReadExt;
+    let mut client = connect_with(address, SNAPSHOT_TIMEOUT).ok_or_else(|| format!("bad address {address}"))?;
+    let file = tokio::fs::File::open(&descriptor.path).await.map_err(|e| format!("opening the file: {e}"))?;
+    let first =
+        pb::SnapshotChunk { from_node: from, group_id: group, message: message.encode_to_vec(), data: Vec::new() };
+    // A read error ends the stream early: the receiver sees a short file and refuses it.
+    let rest = futures::stream::unfold(file, |mut file| async move {
+        let mut buffer = vec![0u8; SNAPSHOT_CHUNK];
+        match file.read(&mut buffer).await {
+            Ok(0) | Err(_) => None,
+            Ok(n) => {
+                buffer.truncate(n);
+                Some((pb::SnapshotChunk { data: buffer, ..Default::default() }, file))
+            }
+        }
+    });
+    let chunks = futures::stream::once(async move { first }).chain(rest);
+    let started = std::time::Instant::now();
+    client.send_snapshot(chunks).await.map_err(|s| s.message().to_string())?;
+    tracing::info!(group_id = group, %address, bytes = descriptor.size, ms = started.elapsed().as_millis() as u64, "snapshot sent");
+    Ok(())
+}
+
+/// A whole snapshot transfer may take this long.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(3600);
+
 fn connect(address: &str) -> Option<RaftTransportClient<Channel>> {
+    connect_with(address, Duration::from_secs(10))
+}
+
+fn connect_with(address: &str, timeout: Duration) -> Option<RaftTransportClient<Channel>> {
     let endpoint = Endpoint::from_shared(format!("http://{address}"))
         .ok()?
         .connect_timeout(Duration::from_secs(1))
-        .timeout(Duration::from_secs(10))
+        .timeout(timeout)
         .tcp_nodelay(true);
     Some(
         RaftTransportClient::new(endpoint.connect_lazy())
@@ -165,6 +227,56 @@ impl pb::raft_transport_server::RaftTransport for RaftService {
             decoded.push((m.group_id, msg));
         }
         self.engine.deliver(decoded);
+        Ok(tonic::Response::new(pb::RaftBatchAck {}))
+    }
+
+    /// Stores the snapshot file that follows the message, checks it whole
+    /// against the message's descriptor, and hands the message to the
+    /// engine pointing at the stored copy.
+    async fn send_snapshot(
+        &self,
+        request: tonic::Request<tonic::Streaming<pb::SnapshotChunk>>,
+    ) -> Result<tonic::Response<pb::RaftBatchAck>, tonic::Status> {
+        use tokio::io::AsyncWriteExt;
+        let mut chunks = request.into_inner();
+        let first = chunks.message().await?.ok_or_else(|| tonic::Status::invalid_argument("no snapshot message"))?;
+        let mut message = Message::decode(first.message.as_slice())
+            .map_err(|e| tonic::Status::invalid_argument(format!("decoding the snapshot message: {e}")))?;
+        let descriptor =
+            snapshot_file(&message).ok_or_else(|| tonic::Status::invalid_argument("not a snapshot file message"))?;
+        let snapshots = self.engine.snapshots();
+        let path = snapshots.receive_path(first.group_id).map_err(|e| tonic::Status::internal(e.message))?;
+        let failed = |what: String| {
+            let _ = std::fs::remove_file(&path);
+            tonic::Status::internal(what)
+        };
+        let mut file = tokio::fs::File::create(&path).await.map_err(|e| failed(format!("creating the file: {e}")))?;
+        let mut hasher = crc32fast::Hasher::new();
+        let mut size = 0u64;
+        let mut data = first.data;
+        loop {
+            hasher.update(&data);
+            size += data.len() as u64;
+            if size > descriptor.size {
+                return Err(failed(format!("more than the {} bytes announced", descriptor.size)));
+            }
+            file.write_all(&data).await.map_err(|e| failed(format!("writing the file: {e}")))?;
+            match chunks.message().await {
+                Ok(Some(chunk)) => data = chunk.data,
+                Ok(None) => break,
+                Err(status) => return Err(failed(format!("receiving: {}", status.message()))),
+            }
+        }
+        file.flush().await.map_err(|e| failed(format!("writing the file: {e}")))?;
+        if size != descriptor.size || hasher.finalize() != descriptor.crc {
+            return Err(failed(format!("the snapshot arrived damaged ({size} of {} bytes)", descriptor.size)));
+        }
+        let local = Descriptor { path, ..descriptor };
+        if let Some(snapshot) = message.snapshot.as_mut() {
+            snapshot.data = local.encode();
+        }
+        tracing::info!(group_id = first.group_id, from_node = first.from_node, bytes = size, "snapshot received");
+        self.engine.deliver(vec![(first.group_id, message)]);
         Ok(tonic::Response::new(pb::RaftBatchAck {}))
     }
 }
