@@ -84,52 +84,66 @@ const PALETTE: [RGBColor; 6] = [
     RGBColor(140, 86, 75),
 ];
 
-/// One bar group per figure, one bar per target, heights as ratios to the first target.
+/// One bar group per figure (a row, labelled on the left), one bar per
+/// target, lengths as ratios to the first target.
 pub fn plot(report: &Report, path: &Path) -> anyhow::Result<()> {
     register_font()?;
     let groups = report.rows.len().max(1);
     let targets = report.targets.len();
-    let top = report.rows.iter().flat_map(|r| (0..targets).map(|i| r.ratio(i))).fold(1.0f64, f64::max) * 1.1;
-    let width = (120 + groups * (targets * 18 + 14)).max(800) as u32;
-    let root = BitMapBackend::new(path, (width, 600)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("drawing: {e}"))?;
+    let longest = report.rows.iter().flat_map(|r| (0..targets).map(|i| r.ratio(i))).fold(1.0f64, f64::max) * 1.1;
+    let height = (100 + groups * (targets * 9 + 10)).max(400) as u32;
+    let root = BitMapBackend::new(path, (1000, height)).into_drawing_area();
+    let draw = |e: &dyn std::fmt::Display| anyhow::anyhow!("drawing {}: {e}", path.display());
+    root.fill(&WHITE).map_err(|e| draw(&e))?;
     let caption =
         format!("strata bench: medians of {} rounds, as a ratio to {}", report.rounds, report.targets[0].label);
+    // Group g is centred on y = groups - 1 - g (the first at the top).
     let mut chart = ChartBuilder::on(&root)
-        .caption(caption, ("sans-serif", 22))
+        .caption(caption, ("sans-serif", 20))
         .margin(12)
-        .x_label_area_size(150)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0f64..groups as f64, 0f64..top)
-        .map_err(|e| anyhow::anyhow!("drawing: {e}"))?;
-    let names: Vec<String> = report.rows.iter().map(|r| format!("{} {}", r.workload.name(), r.metric)).collect();
+        .x_label_area_size(40)
+        .y_label_area_size(190)
+        .build_cartesian_2d(0f64..longest, -0.5f64..groups as f64 - 0.5)
+        .map_err(|e| draw(&e))?;
+    let names: Vec<String> =
+        report.rows.iter().map(|r| format!("{} {} ({})", r.workload.name(), r.metric, r.unit)).collect();
+    let name_at = |y: &f64| {
+        let g = groups as f64 - 1.0 - y.round();
+        if (y - y.round()).abs() > 0.01 || g < 0.0 {
+            String::new()
+        } else {
+            names.get(g as usize).cloned().unwrap_or_default()
+        }
+    };
     chart
         .configure_mesh()
-        .disable_x_mesh()
-        .x_labels(groups)
-        .x_label_formatter(&|x| names.get(x.floor() as usize).cloned().unwrap_or_default())
-        .x_label_style(("sans-serif", 12).into_font().transform(FontTransform::Rotate90))
-        .y_desc(format!("ratio to {}", report.targets[0].label))
+        .disable_y_mesh()
+        .y_labels(groups)
+        .y_label_formatter(&name_at)
+        .x_desc(format!("ratio to {}", report.targets[0].label))
+        .label_style(("sans-serif", 12))
         .draw()
-        .map_err(|e| anyhow::anyhow!("drawing: {e}"))?;
+        .map_err(|e| draw(&e))?;
     let bar = 0.8 / targets as f64;
     for (t, target) in report.targets.iter().enumerate() {
         let color = PALETTE[t % PALETTE.len()];
         let bars = report.rows.iter().enumerate().map(|(g, row)| {
-            let x = g as f64 + 0.1 + t as f64 * bar;
-            Rectangle::new([(x, 0.0), (x + bar * 0.9, row.ratio(t))], color.filled())
+            let top = (groups - 1 - g) as f64 + 0.4 - t as f64 * bar;
+            Rectangle::new([(0.0, top), (row.ratio(t), top - bar * 0.9)], color.filled())
         });
         chart
             .draw_series(bars)
-            .map_err(|e| anyhow::anyhow!("drawing: {e}"))?
+            .map_err(|e| draw(&e))?
             .label(target.label.clone())
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
     }
     chart
         .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
+        .label_font(("sans-serif", 14))
         .draw()
-        .map_err(|e| anyhow::anyhow!("drawing: {e}"))?;
-    root.present().map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
+        .map_err(|e| draw(&e))?;
+    root.present().map_err(|e| draw(&e))
 }

@@ -290,7 +290,7 @@ pub fn epoch(dir: &Path, config: &FsConfig) -> anyhow::Result<Vec<Measure>> {
                 file.read_to_end(&mut buffer)?;
             }
         })?;
-        out.push(measure(format!("epoch {}", epoch + 1), "samples/s", per_sec(files.len() as f64, started)));
+        out.push(measure(format!("{}", epoch + 1), "samples/s", per_sec(files.len() as f64, started)));
     }
     Ok(out)
 }
