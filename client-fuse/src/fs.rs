@@ -282,7 +282,12 @@ impl Filesystem for StrataFs {
             return;
         };
         self.spawn(move |fs| async move {
-            match fs.read(&file, offset, size).await {
+            let read = fs.read(&file, offset, size);
+            match crate::watchdog::noisy_if_slow(read, || {
+                format!("read of inode {} at {offset} ({size} bytes)", file.ino)
+            })
+            .await
+            {
                 Ok(data) => reply.data(&data),
                 Err(e) => reply.error(errno(&e)),
             }

@@ -8,6 +8,7 @@ mod fs;
 mod handles;
 mod inner;
 mod reader;
+mod watchdog;
 
 use std::path::Path;
 use std::sync::Arc;

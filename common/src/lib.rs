@@ -6,6 +6,7 @@ pub mod config;
 pub mod error;
 pub mod files;
 pub mod logging;
+pub mod net;
 pub mod size;
 pub mod sys;
 pub mod types;

@@ -45,6 +45,8 @@ pub async fn serve(
                     continue;
                 }
             };
+            // See strata_common::net: gRPC answers must not wait for Nagle.
+            let _ = stream.set_nodelay(true);
             let (service, grpc_tx) = (service.clone(), grpc_tx.clone());
             tokio::spawn(async move {
                 let mut first = [0u8; 1];

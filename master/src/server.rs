@@ -12,7 +12,6 @@ use strata_common::config::{MasterConfig, parse_peers};
 use strata_proto::master::master_client::MasterClient;
 use strata_proto::master::{ClusterStatusRequest, master_server::MasterServer};
 use strata_raftstore::{AddressBook, Engine, GroupSpec, GrpcTransport, RaftService, open_db};
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::service::MasterService;
 use crate::state::{MASTER_GROUP, MasterMachine};
@@ -47,7 +46,7 @@ pub async fn run(config: MasterConfig, shutdown: impl Future<Output = ()> + Send
     let result = tonic::transport::Server::builder()
         .add_service(MasterServer::from_arc(service))
         .add_service(RaftService::new(engine.clone()).into_server())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(strata_common::net::incoming(listener), shutdown)
         .await;
     prober.abort();
     repairs.abort();

@@ -11,7 +11,6 @@ use strata_common::types::NodeRole;
 use strata_proto::meta::meta_server::MetaServer;
 use strata_raftstore::{AddressBook, Engine, GrpcTransport, RaftService, open_db};
 use strata_sdk::node_agent::Agent;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::host::PartitionHost;
 use crate::service::MetaService;
@@ -62,7 +61,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send) 
         .add_service(MetaServer::new(MetaService::new(host)))
         .add_service(RaftService::new(engine.clone()).into_server())
         .add_service(info)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(strata_common::net::incoming(listener), shutdown)
         .await;
     heartbeats.abort();
     reconciler.abort();

@@ -18,7 +18,6 @@ use strata_common::types::NodeRole;
 use strata_common::{ErrorCode, StrataError};
 use strata_proto::master as pb;
 use strata_proto::node as node_pb;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::MasterClient;
 
@@ -236,7 +235,7 @@ pub async fn serve(
     });
     let result = tonic::transport::Server::builder()
         .add_service(info)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(strata_common::net::incoming(listener), shutdown)
         .await;
     heartbeats.abort();
     tracing::info!(%role, "node stopped");

@@ -27,6 +27,9 @@ pub use memory::MemCache;
 
 /// Default size of a cached block.
 pub const DEFAULT_BLOCK_SIZE: u64 = 1 << 20;
+/// A reader waits this long for a load of the same block by someone else,
+/// then loads it itself (every step of a load has its own, shorter timeout).
+const LOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Blocks being read ahead at once, per mount.
 const PREFETCH_IN_FLIGHT: usize = 16;
 
@@ -260,7 +263,19 @@ impl BlockCache {
             self.mem_counters.misses.fetch_add(1, Ordering::Relaxed);
         }
         let cell = self.loading.lock().unwrap().entry(key).or_default().clone();
-        let loaded = cell.get_or_try_init(|| self.load(blob, key)).await.cloned();
+        let shared = cell.get_or_try_init(|| self.load(blob, key));
+        let loaded = match tokio::time::timeout(LOAD_WAIT, shared).await {
+            Ok(loaded) => loaded.cloned(),
+            Err(_) => {
+                // Whoever loads it is stuck: load it here, apart from them.
+                tracing::warn!(
+                    blob_id = key.blob_id,
+                    block = key.block,
+                    "a shared block load is stuck; loading it again"
+                );
+                self.load(blob, key).await
+            }
+        };
         let mut loading = self.loading.lock().unwrap();
         if loading.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
             loading.remove(&key);
