@@ -69,7 +69,14 @@ fn two_mounts_see_each_others_closed_files_and_locks() {
     assert_eq!(err.raw_os_error(), Some(libc::EWOULDBLOCK), "{err}");
     flock(&fa, libc::LOCK_UN).unwrap();
     flock(&fb, libc::LOCK_EX | libc::LOCK_NB).unwrap();
-    drop((fa, fb));
+    flock(&fb, libc::LOCK_UN).unwrap();
+
+    // Closing a descriptor releases the fcntl locks its process held.
+    fcntl_lock(&fa, libc::F_WRLCK, false).unwrap();
+    fcntl_lock(&fb, libc::F_WRLCK, false).unwrap_err();
+    drop(fa);
+    fcntl_lock(&fb, libc::F_WRLCK, false).unwrap();
+    drop(fb);
 
     // Names made on one mount appear on the other.
     fs::create_dir_all(a.path.join("dir/sub")).unwrap();

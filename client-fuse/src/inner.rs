@@ -37,6 +37,9 @@ pub struct Inner {
     /// (size, mtime) of each inode as last given to the kernel, so an open
     /// can tell whether the kernel's cache still holds the current version.
     pub versions: Mutex<HashMap<u64, (u64, i64)>>,
+    /// Inodes open here on which a lock was asked for: only their closes
+    /// need to release locks at the metanode (a Raft commit each).
+    pub lock_users: Mutex<std::collections::HashSet<u64>>,
 }
 
 /// Versions remembered at most (then forgotten all at once: the next open
@@ -229,6 +232,10 @@ impl Inner {
             return Err(StrataError::new(ErrorCode::InvalidArgument, "unknown file handle"));
         };
         let flushed = flush_file(&file).await;
+        if self.handles.by_inode(file.ino).is_none() {
+            // Its last close here has released whatever locks it had.
+            self.lock_users.lock().unwrap().remove(&file.ino);
+        }
         if reclaim {
             self.meta.evict(file.ino).await?;
         }
@@ -250,6 +257,9 @@ pub fn lock_op(inner: &Inner, ino: u64, owner: u64, start: u64, end: u64, typ: i
 impl Inner {
     /// F_SETLK / F_SETLKW: with `wait`, retries until the lock is granted.
     pub async fn set_lock(&self, op: LockOp, wait: bool) -> Result<()> {
+        if op.kind != LockKind::Unlock as i32 {
+            self.lock_users.lock().unwrap().insert(op.ino);
+        }
         let mut backoff = Duration::from_millis(20);
         loop {
             match self.meta.lock(op).await {
@@ -262,8 +272,12 @@ impl Inner {
         }
     }
 
-    /// Releases every lock `owner` holds on `ino` (a close drops POSIX locks).
+    /// Releases every lock `owner` holds on `ino` (a close drops POSIX
+    /// locks); nothing to do if no lock was ever asked for on it here.
     pub async fn unlock_owner(&self, ino: u64, owner: u64) -> Result<()> {
+        if !self.lock_users.lock().unwrap().contains(&ino) {
+            return Ok(());
+        }
         let op = LockOp {
             ino,
             session: self.session,

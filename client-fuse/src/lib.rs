@@ -86,6 +86,7 @@ pub async fn mount(
         session,
         notifier: std::sync::OnceLock::new(),
         versions: std::sync::Mutex::new(std::collections::HashMap::new()),
+        lock_users: std::sync::Mutex::new(std::collections::HashSet::new()),
     };
     let inner = Arc::new(inner);
     let filesystem = fs::StrataFs { inner: inner.clone(), runtime };
