@@ -27,6 +27,9 @@ pub struct FsBenchArgs {
     /// Also draw the report as a PNG bar chart here.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// Run nothing: print (and --plot) the report saved in this JSON file.
+    #[arg(long)]
+    pub from_json: Option<PathBuf>,
     /// Concurrent jobs of seq, rand and small.
     #[arg(long, default_value_t = 1)]
     pub jobs: usize,
@@ -92,16 +95,21 @@ impl FsBenchArgs {
 }
 
 pub async fn run(args: FsBenchArgs) -> anyhow::Result<()> {
-    if args.targets.is_empty() {
-        anyhow::bail!("give a subcommand or at least one --target DIR (see strata bench --help)");
-    }
-    let config = args.config()?;
-    let report = tokio::task::spawn_blocking(move || {
-        fs::run(&args.targets, &args.workloads, args.rounds, &config, |line| eprintln!("{line}")).map(|r| (r, args))
-    })
-    .await
-    .context("the benchmark thread")?;
-    let (report, args) = report?;
+    let (report, args) = match &args.from_json {
+        Some(path) => (fs::output::read_json(path)?, args),
+        None => {
+            if args.targets.is_empty() {
+                anyhow::bail!("give a subcommand or at least one --target DIR (see strata bench --help)");
+            }
+            let config = args.config()?;
+            tokio::task::spawn_blocking(move || {
+                fs::run(&args.targets, &args.workloads, args.rounds, &config, |line| eprintln!("{line}"))
+                    .map(|r| (r, args))
+            })
+            .await
+            .context("the benchmark thread")??
+        }
+    };
     fs::output::print_table(&report);
     if let Some(path) = &args.json_file {
         fs::output::write_json(&report, path)?;

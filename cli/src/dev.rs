@@ -375,6 +375,12 @@ async fn bring_up(file: &ClusterFile, args: &DevArgs) -> anyhow::Result<()> {
     let client = MasterClient::new(file.master_addresses())?;
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
+        // A node that died while starting (say, its port was taken) will not come back by waiting.
+        if let Some(dead) = file.nodes.iter().find(|n| n.pid.is_some_and(|pid| !pid_alive(pid))) {
+            let log = std::fs::read_to_string(&dead.log).unwrap_or_default();
+            let last = log.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("(empty log)");
+            anyhow::bail!("{} {} exited while starting: {last}", dead.role, dead.id);
+        }
         let status = collect_status(&client).await;
         let alive = |n: &DevNode| status.nodes.iter().any(|v| v.id == n.id && v.alive);
         let missing: Vec<u64> = file.nodes.iter().filter(|n| !alive(n)).map(|n| n.id).collect();

@@ -271,6 +271,13 @@ mod tests {
             assert_eq!(row.ratio(0), 1.0);
         }
         assert!(report.caches.is_empty(), "local directories have no Strata caches");
+        let json = a.path().join("report.json");
+        output::write_json(&report, &json).unwrap();
+        let again = output::read_json(&json).unwrap();
+        assert_eq!(again.rows.len(), report.rows.len());
+        let png = a.path().join("report.png");
+        output::plot(&again, &png).unwrap();
+        assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"), "a PNG is written");
         assert!(!a.path().join("strata-bench").exists(), "the work directory is removed");
         assert!("=x".parse::<Target>().is_err());
     }

@@ -54,6 +54,12 @@ pub fn print_table(report: &Report) {
     }
 }
 
+/// A report written by [`write_json`], to print or plot again.
+pub fn read_json(path: &Path) -> anyhow::Result<Report> {
+    let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_slice(&text).with_context(|| format!("decoding {}", path.display()))
+}
+
 pub fn write_json(report: &Report, path: &Path) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(report)?;
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
@@ -85,12 +91,15 @@ const PALETTE: [RGBColor; 6] = [
 ];
 
 /// One bar group per figure (a row, labelled on the left), one bar per
-/// target, lengths as ratios to the first target.
+/// target, lengths as ratios to the first target on a logarithmic axis
+/// (ratios here span 0.01 to 1,000).
 pub fn plot(report: &Report, path: &Path) -> anyhow::Result<()> {
     register_font()?;
     let groups = report.rows.len().max(1);
     let targets = report.targets.len();
-    let longest = report.rows.iter().flat_map(|r| (0..targets).map(|i| r.ratio(i))).fold(1.0f64, f64::max) * 1.1;
+    let ratios = || report.rows.iter().flat_map(|r| (0..targets).map(|i| r.ratio(i))).filter(|r| *r > 0.0);
+    let longest = ratios().fold(1.0f64, f64::max) * 2.0;
+    let shortest = ratios().fold(1.0f64, f64::min) / 2.0;
     let height = (100 + groups * (targets * 9 + 10)).max(400) as u32;
     let root = BitMapBackend::new(path, (1000, height)).into_drawing_area();
     let draw = |e: &dyn std::fmt::Display| anyhow::anyhow!("drawing {}: {e}", path.display());
@@ -103,7 +112,7 @@ pub fn plot(report: &Report, path: &Path) -> anyhow::Result<()> {
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(190)
-        .build_cartesian_2d(0f64..longest, -0.5f64..groups as f64 - 0.5)
+        .build_cartesian_2d((shortest..longest).log_scale(), -0.5f64..groups as f64 - 0.5)
         .map_err(|e| draw(&e))?;
     let names: Vec<String> =
         report.rows.iter().map(|r| format!("{} {} ({})", r.workload.name(), r.metric, r.unit)).collect();
@@ -120,7 +129,7 @@ pub fn plot(report: &Report, path: &Path) -> anyhow::Result<()> {
         .disable_y_mesh()
         .y_labels(groups)
         .y_label_formatter(&name_at)
-        .x_desc(format!("ratio to {}", report.targets[0].label))
+        .x_desc(format!("ratio to {} (log scale)", report.targets[0].label))
         .label_style(("sans-serif", 12))
         .draw()
         .map_err(|e| draw(&e))?;
@@ -129,7 +138,7 @@ pub fn plot(report: &Report, path: &Path) -> anyhow::Result<()> {
         let color = PALETTE[t % PALETTE.len()];
         let bars = report.rows.iter().enumerate().map(|(g, row)| {
             let top = (groups - 1 - g) as f64 + 0.4 - t as f64 * bar;
-            Rectangle::new([(0.0, top), (row.ratio(t), top - bar * 0.9)], color.filled())
+            Rectangle::new([(shortest, top), (row.ratio(t).max(shortest), top - bar * 0.9)], color.filled())
         });
         chart
             .draw_series(bars)

@@ -34,18 +34,8 @@ impl DevCluster {
         DevCluster { dir: tempfile::tempdir().unwrap(), supervisor: None, starts: 0 }
     }
 
-    pub fn cluster_dir(&self) -> PathBuf {
-        self.dir.path().join("strata-dev")
-    }
-
-    /// Runs `strata dev` in the background and waits until it says the
-    /// cluster is up (leader elected, every node alive, default volume made).
-    pub fn start(&mut self) {
-        self.start_with(&[]);
-    }
-
-    /// Like [`start`], with extra `strata dev` flags.
-    pub fn start_with(&mut self, extra: &[&str]) {
+    /// One `strata dev` start; its output if the cluster did not come up.
+    fn try_start(&mut self, extra: &[&str]) -> Result<(), String> {
         self.starts += 1;
         let log_path = self.dir.path().join(format!("dev-{}.log", self.starts));
         let log = std::fs::File::create(&log_path).unwrap();
@@ -66,8 +56,38 @@ impl DevCluster {
                 break;
             }
             let exited = self.supervisor.as_mut().unwrap().try_wait().unwrap();
-            assert!(exited.is_none() && Instant::now() < deadline, "strata dev did not come up:\n{output}");
+            if exited.is_some() || Instant::now() > deadline {
+                return Err(output);
+            }
             std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(())
+    }
+
+    pub fn cluster_dir(&self) -> PathBuf {
+        self.dir.path().join("strata-dev")
+    }
+
+    /// Runs `strata dev` in the background and waits until it says the
+    /// cluster is up (leader elected, every node alive, default volume made).
+    pub fn start(&mut self) {
+        self.start_with(&[]);
+    }
+
+    /// Like [`start`], with extra `strata dev` flags. A first start whose
+    /// port was taken by another test's cluster (between `strata dev`
+    /// picking it and the node binding it) is tried again in a new directory.
+    pub fn start_with(&mut self, extra: &[&str]) {
+        let first = self.starts == 0;
+        let mut attempt = 1;
+        while let Err(output) = self.try_start(extra) {
+            if !(first && attempt < 3 && output.contains("Address already in use")) {
+                panic!("strata dev did not come up:\n{output}");
+            }
+            eprintln!("a port of the new cluster was taken; starting it again elsewhere");
+            self.dir = tempfile::tempdir().unwrap();
+            self.starts = 0;
+            attempt += 1;
         }
         let status = self.status().expect("status after start");
         let datanodes = extra
