@@ -21,7 +21,6 @@ pub fn is_framed(first: u8) -> bool {
 
 /// Serves framed requests on `stream` until the peer closes it.
 pub async fn serve_connection(stream: TcpStream, service: Arc<DataService>) {
-    let _ = stream.set_nodelay(true);
     let (r, w) = stream.into_split();
     let (mut r, mut w) = (BufReader::with_capacity(1 << 20, r), BufWriter::with_capacity(1 << 20, w));
     loop {
