@@ -29,6 +29,11 @@ case "${1:-}" in
     mkdir -p "$3"
     # cache=auto: the kernel keeps pages across opens while the file is unchanged, as Strata does.
     "$binary" -o source="$(realpath "$2")",cache=auto,allow_other "$3"
+    # The same kernel read-ahead as a Strata mount sets for itself (4 MiB; the
+    # kernel's default for FUSE is 128 KiB), so both are compared like for like.
+    device="$(awk -v m="$(realpath "$3")" '$5 == m { d = $3 } END { print d }' /proc/self/mountinfo)"
+    echo 4096 > "/sys/class/bdi/$device/read_ahead_kb" 2>/dev/null \
+      || echo "could not set the read-ahead of $3 (needs root); left at the kernel's default" >&2
     echo "passthrough of $2 mounted at $3"
     ;;
   umount)

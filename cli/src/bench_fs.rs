@@ -42,6 +42,10 @@ pub struct FsBenchArgs {
     /// seq: O_DIRECT reads and writes.
     #[arg(long)]
     pub direct: bool,
+    /// Before each cold read pass, also empty the whole machine's page cache
+    /// (root only), so that cold reads come from disk on every target.
+    #[arg(long)]
+    pub drop_caches: bool,
     /// rand: size of the file read from, and reads per job per block size.
     #[arg(long, default_value = "1GiB")]
     pub rand_size: String,
@@ -80,6 +84,7 @@ impl FsBenchArgs {
                 .map(|s| Ok(size(s, "--io-size")?.max(4096) as usize))
                 .collect::<anyhow::Result<_>>()?,
             direct: self.direct,
+            drop_caches: self.drop_caches,
             rand_file_size: size(&self.rand_size, "--rand-size")?.max(128 << 10),
             rand_ops: self.rand_ops,
             small_files: self.files,

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use strata_sdk::cache::CacheReport;
+use strata_sdk::cache::disk::{SLOT_HEADER, cache_file_name};
 use strata_sdk::cache::read_report as cache_report;
 
 const BLOCK: usize = 1 << 20;
@@ -103,14 +104,10 @@ fn reads_come_from_memory_then_from_disk_after_a_restart() {
     mount.unmount();
 
     // Damage one cached block: detected, dropped, fetched again; reads stay right.
-    let damaged = fs::read_dir(cache_dir.join(format!("b{BLOCK}")))
-        .unwrap()
-        .flat_map(|shard| fs::read_dir(shard.unwrap().path()).unwrap())
-        .map(|entry| entry.unwrap().path())
-        .next()
-        .expect("a cached block file");
+    // The first slot of the cache file holds a block (slots are taken in order).
+    let damaged = cache_dir.join(cache_file_name(BLOCK as u64));
     let mut bytes = fs::read(&damaged).unwrap();
-    bytes[1000] ^= 0x55;
+    bytes[SLOT_HEADER as usize + 1000] ^= 0x55;
     fs::write(&damaged, bytes).unwrap();
     let mount = Mount::with_args(&cluster, "cached", &["--mem-cache", "0", "--cache-size", "256MiB"]);
     assert!(read_sequentially(&file) == data, "read with a damaged cached block");

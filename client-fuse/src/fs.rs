@@ -253,11 +253,12 @@ impl Filesystem for StrataFs {
         });
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let read_only = flags.0 & libc::O_ACCMODE == libc::O_RDONLY;
         self.spawn(move |fs| async move {
-            match fs.open(ino.0).await {
-                Ok(keep_cache) => {
-                    let fh = fs.handles.open(ino.0);
+            match fs.open(ino.0, read_only).await {
+                Ok((keep_cache, window)) => {
+                    let fh = fs.handles.open(ino.0, |file| fs.seed(file, window));
                     let flags = if keep_cache { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() };
                     reply.opened(FileHandle(fh), flags)
                 }
@@ -528,7 +529,7 @@ impl Filesystem for StrataFs {
             match fs.meta.create(parent.0, &name, mode, uid, gid, 0).await {
                 Ok(inode) => {
                     fs.saw(&inode);
-                    let fh = fs.handles.open(inode.ino);
+                    let fh = fs.handles.open(inode.ino, |_| {});
                     let attr = file_attr(&inode, None);
                     reply.created(&fs.entry_ttl, &attr, GENERATION, FileHandle(fh), FopenFlags::empty())
                 }

@@ -47,8 +47,9 @@ impl Handles {
         self.next.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// Opens `ino`: a new handle on its shared [`OpenFile`].
-    pub fn open(&self, ino: u64) -> u64 {
+    /// Opens `ino`: a new handle on its shared [`OpenFile`]; `first` is
+    /// called on that state when no handle had the inode open.
+    pub fn open(&self, ino: u64, first: impl FnOnce(&OpenFile)) -> u64 {
         let mut inodes = self.inodes.lock().unwrap();
         let entry = inodes.files.entry(ino).or_insert_with(|| {
             let file = OpenFile {
@@ -57,6 +58,7 @@ impl Handles {
                 written_end: AtomicU64::new(0),
                 reads: ReadState::default(),
             };
+            first(&file);
             (Arc::new(file), 0)
         });
         entry.1 += 1;

@@ -17,6 +17,7 @@ use strata_sdk::data::DataClient;
 use strata_sdk::data::file::FileWriter;
 
 use crate::handles::{Handles, OpenFile};
+use crate::reader::FirstWindow;
 
 /// Directory entries fetched per page.
 const DIR_PAGE: u32 = 1024;
@@ -65,8 +66,16 @@ impl Inner {
     /// kernel last saw it (another mount wrote and closed it), the kernel's
     /// attributes and pages are dropped; if not, its page cache is kept.
     /// Answers whether the cache may be kept.
-    pub async fn open(&self, ino: u64) -> Result<bool> {
-        let fresh = self.meta.getattr(ino).await?;
+    /// An open for reading also fetches the first extent window with the
+    /// attributes (one request instead of two for a small file's open and
+    /// read), for [`Inner::seed`].
+    pub async fn open(&self, ino: u64, read_only: bool) -> Result<(bool, Option<FirstWindow>)> {
+        let (fresh, window) = if read_only {
+            let (inode, window) = self.first_window(ino).await?;
+            (inode, Some(window))
+        } else {
+            (self.meta.getattr(ino).await?, None)
+        };
         let known = self.versions.lock().unwrap().get(&ino).copied();
         let unchanged = known == Some((fresh.size, fresh.mtime_ns));
         if !unchanged {
@@ -80,7 +89,7 @@ impl Inner {
         }
         self.saw(&fresh);
         // Data buffered in this mount makes the kernel's pages newer than the store's.
-        Ok(unchanged || self.local_size(ino).is_some())
+        Ok((unchanged || self.local_size(ino).is_some(), window))
     }
 
     /// The size this mount knows `ino` to have at least (buffered writes).
@@ -110,6 +119,7 @@ impl Inner {
         }
         let ino = op.ino;
         let truncates = op.size.is_some();
+        let _changing = truncates.then(|| self.changing_extents());
         let updated = self.meta.setattr(op).await;
         if truncates {
             self.extents_changed(ino);
@@ -126,6 +136,7 @@ impl Inner {
             return Err(StrataError::new(ErrorCode::NotSupported, format!("fallocate mode {mode:#x}")));
         }
         self.flush_inode(ino).await?;
+        let _changing = self.changing_extents();
         let end = offset.checked_add(length).ok_or_else(|| StrataError::invalid("range past the largest offset"))?;
         if mode & (libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE) != 0 {
             let punched = self.meta.punch_hole(ino, offset, length).await;
@@ -211,6 +222,7 @@ impl Inner {
 
     /// Drops what this mount cached of `ino`'s extent map (it changed).
     fn extents_changed(&self, ino: u64) {
+        crate::reader::note_extent_change();
         if let Some(file) = self.handles.by_inode(ino) {
             file.reads.invalidate();
         }

@@ -4,6 +4,7 @@
 //! network is handed to the tokio runtime and answered from there.
 
 mod attr;
+mod bdi;
 mod fs;
 mod handles;
 mod inner;
@@ -33,6 +34,8 @@ pub struct MountConfig {
     pub threads: usize,
     /// The block caches (L1 memory, L2 disk).
     pub cache: CacheConfig,
+    /// The kernel's read-ahead for this mount in bytes (0: the kernel's default).
+    pub kernel_read_ahead: u64,
 }
 
 /// A mounted volume; unmounted when dropped or by [`Mounted::unmount`].
@@ -103,6 +106,9 @@ pub async fn mount(
     let session = fuser::Session::new(filesystem, mountpoint, &options)
         .with_context(|| format!("mounting {} at {}", config.volume, mountpoint.display()))?;
     let _ = inner.notifier.set(session.notifier());
+    if config.kernel_read_ahead > 0 {
+        bdi::set_read_ahead(mountpoint, config.kernel_read_ahead);
+    }
     let session = session.spawn().context("starting the FUSE session")?;
     tracing::info!(volume = %config.volume, mountpoint = %mountpoint.display(), "volume mounted");
     Ok(Mounted { session })

@@ -3,14 +3,16 @@
 //! one per read), and dropped whenever this mount changes the file or an open
 //! finds it changed elsewhere (close-to-open). Bytes come through the block
 //! caches; reads that follow each other grow a read-ahead window whose blocks
-//! are fetched in parallel in the background.
+//! are fetched in parallel in the background. An open for reading fetches
+//! the first window with the attributes it needs anyway ([`FirstWindow`]).
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use strata_common::Result;
-use strata_proto::meta::Extent;
+use strata_proto::meta::{Extent, Inode};
 use strata_sdk::data::file::read_extents;
 
 use crate::handles::OpenFile;
@@ -29,6 +31,33 @@ const READ_AHEAD_MAX: u64 = 32 << 20;
 /// A read starting this close to where the last one ended counts as
 /// sequential (the kernel's own read-ahead may reorder its requests).
 const SEQUENTIAL_SLACK: u64 = 1 << 20;
+
+/// Extent changes made through this process (writes flushed, truncates,
+/// holes punched), and those under way: a window fetched at open is kept
+/// only if none happened or was under way meanwhile.
+static EXTENT_CHANGES: AtomicU64 = AtomicU64::new(0);
+static EXTENT_CHANGES_UNDER_WAY: AtomicU64 = AtomicU64::new(0);
+
+pub fn note_extent_change() {
+    EXTENT_CHANGES.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Held while an extent change is under way (see [`Inner::changing_extents`]).
+pub struct ChangingExtents(());
+
+impl Drop for ChangingExtents {
+    fn drop(&mut self) {
+        note_extent_change();
+        EXTENT_CHANGES_UNDER_WAY.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The first extent window of a file, fetched by an open with its inode.
+pub struct FirstWindow {
+    window: ExtentWindow,
+    /// [`EXTENT_CHANGES`] before it was fetched.
+    changes: u64,
+}
 
 /// The extents of [start, end) of a file whose size was `size`; gaps are holes.
 #[derive(Clone)]
@@ -62,6 +91,7 @@ struct State {
 impl ReadState {
     /// Forgets the extent map: the file changed.
     pub fn invalidate(&self) {
+        note_extent_change();
         let mut state = self.inner.lock().unwrap();
         state.window = None;
         state.generation += 1;
@@ -126,6 +156,31 @@ fn clipped(extents: &[Extent], from: u64, to: u64) -> Vec<Extent> {
 }
 
 impl Inner {
+    /// The inode and the extents of its first [`EXTENT_WINDOW`] bytes, in one request.
+    pub async fn first_window(&self, ino: u64) -> Result<(Inode, FirstWindow)> {
+        let changes = EXTENT_CHANGES.load(Ordering::SeqCst);
+        let (extents, inode) = self.meta.get_extents_and_inode(ino, 0, EXTENT_WINDOW).await?;
+        let window = ExtentWindow { start: 0, end: EXTENT_WINDOW, size: inode.size, extents, fetched: Instant::now() };
+        Ok((inode, FirstWindow { window, changes }))
+    }
+
+    /// Gives a newly opened file the window its open fetched, unless this
+    /// process changed extents (of any file) since, or is changing some.
+    pub fn seed(&self, file: &OpenFile, first: Option<FirstWindow>) {
+        let Some(first) = first else { return };
+        let quiet = EXTENT_CHANGES_UNDER_WAY.load(Ordering::SeqCst) == 0
+            && EXTENT_CHANGES.load(Ordering::SeqCst) == first.changes;
+        if quiet {
+            file.reads.keep(first.window, file.reads.generation());
+        }
+    }
+
+    /// Marks an extent change under way until the guard is dropped.
+    pub fn changing_extents(&self) -> ChangingExtents {
+        EXTENT_CHANGES_UNDER_WAY.fetch_add(1, Ordering::SeqCst);
+        ChangingExtents(())
+    }
+
     /// Bytes [offset, offset + size) of an open file, clipped to its size.
     pub async fn read_open(&self, file: &OpenFile, offset: u64, size: u32) -> Result<Bytes> {
         let end = offset.saturating_add(size.into());
@@ -133,11 +188,11 @@ impl Inner {
             Some(window) => window,
             None => {
                 let generation = file.reads.generation();
-                let (extents, file_size) =
-                    self.meta.get_extents(file.ino, offset, EXTENT_WINDOW.max(size.into())).await?;
+                let span = EXTENT_WINDOW.max(size.into());
+                let (extents, file_size) = self.meta.get_extents(file.ino, offset, span).await?;
                 let window = ExtentWindow {
                     start: offset,
-                    end: offset.saturating_add(EXTENT_WINDOW.max(size.into())),
+                    end: offset.saturating_add(span),
                     size: file_size,
                     extents,
                     fetched: Instant::now(),

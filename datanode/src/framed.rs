@@ -8,7 +8,9 @@ use bytes::Bytes;
 use prost::Message;
 use strata_common::{Result, StrataError};
 use strata_proto::data::{ReadBlobRequest, WriteBlobRequest};
-use strata_sdk::data::framed::{KIND_READ, KIND_WRITE, STATUS_ERR, STATUS_OK, encode_error, read_frame, write_frame};
+use strata_sdk::data::framed::{
+    KIND_READ, KIND_WRITE, READ_BUFFER, STATUS_ERR, STATUS_OK, encode_error, read_frame, write_frame,
+};
 use tokio::io::{BufReader, BufWriter};
 use tokio::net::TcpStream;
 
@@ -22,7 +24,7 @@ pub fn is_framed(first: u8) -> bool {
 /// Serves framed requests on `stream` until the peer closes it.
 pub async fn serve_connection(stream: TcpStream, service: Arc<DataService>) {
     let (r, w) = stream.into_split();
-    let (mut r, mut w) = (BufReader::with_capacity(1 << 20, r), BufWriter::with_capacity(1 << 20, w));
+    let (mut r, mut w) = (BufReader::with_capacity(READ_BUFFER, r), BufWriter::with_capacity(1 << 20, w));
     loop {
         let (kind, header, payload) = match read_frame(&mut r).await {
             Ok(frame) => frame,

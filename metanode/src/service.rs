@@ -137,9 +137,9 @@ impl pb::meta_server::Meta for MetaService {
         let req = request.into_inner();
         let (kv, info) = self.reader(req.partition_id).await?;
         check_owned(&info, req.ino)?;
-        let size = must_inode(&kv, req.ino)?.size;
+        let inode = must_inode(&kv, req.ino)?;
         let extents = crate::extents::read(&kv, req.ino, req.offset, req.length)?;
-        Ok(Response::new(pb::GetExtentsReply { extents, size }))
+        Ok(Response::new(pb::GetExtentsReply { extents, size: inode.size, inode: Some(inode) }))
     }
 
     async fn get_lock(&self, request: Request<pb::GetLockRequest>) -> RpcResult<pb::GetLockReply> {

@@ -405,6 +405,23 @@ impl MetaClient {
         Ok((reply.extents, reply.size))
     }
 
+    /// The inode and the extents of [offset, offset + length) of it, read together.
+    pub async fn get_extents_and_inode(
+        &self,
+        ino: u64,
+        offset: u64,
+        length: u64,
+    ) -> Result<(Vec<pb::Extent>, pb::Inode)> {
+        let reply = self
+            .call(ino, "reading extents", |mut c, partition_id| async move {
+                c.get_extents(pb::GetExtentsRequest { partition_id, ino, offset, length }).await
+            })
+            .await?;
+        let inode =
+            reply.inode.ok_or_else(|| StrataError::internal("a metanode answered extents without the inode"))?;
+        Ok((reply.extents, inode))
+    }
+
     /// F_SETLK / flock on `lock.ino`: takes, changes or releases a lock;
     /// WouldBlock if another owner holds a conflicting one.
     pub async fn lock(&self, lock: pb::LockOp) -> Result<()> {

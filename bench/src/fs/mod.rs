@@ -238,6 +238,7 @@ mod tests {
             seq_size: 1 << 20,
             io_sizes: vec![1 << 20],
             direct: false,
+            drop_caches: false,
             rand_file_size: 1 << 20,
             rand_ops: 50,
             small_files: 20,

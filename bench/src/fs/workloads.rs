@@ -28,6 +28,12 @@ pub struct FsConfig {
     pub io_sizes: Vec<usize>,
     /// seq with O_DIRECT.
     pub direct: bool,
+    /// Before every cold read pass (seq read, rand, small read), also empty
+    /// the kernel's page cache system-wide (root only): cold then means from
+    /// disk on every target (a local file, a passthrough's source file, a
+    /// datanode's segments), not only past the FUSE file's own pages.
+    #[serde(default)]
+    pub drop_caches: bool,
     /// The file rand reads from, and reads per job per block size.
     pub rand_file_size: u64,
     pub rand_ops: usize,
@@ -89,6 +95,17 @@ fn read_through(path: &Path, io: usize, direct: bool) -> anyhow::Result<u64> {
     }
 }
 
+/// With `--drop-caches`: writes back dirty pages, then empties the page
+/// cache, dentries and inodes of the whole machine.
+fn cold(config: &FsConfig) -> anyhow::Result<()> {
+    if !config.drop_caches {
+        return Ok(());
+    }
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+    fs::write("/proc/sys/vm/drop_caches", "3\n").context("emptying the page cache (--drop-caches needs root)")
+}
+
 /// seq: each job writes its file (then fsync), then reads it cold (pages
 /// dropped), then reads it again (the file system's own caches warm).
 pub fn seq(dir: &Path, config: &FsConfig) -> anyhow::Result<Vec<Measure>> {
@@ -111,6 +128,9 @@ pub fn seq(dir: &Path, config: &FsConfig) -> anyhow::Result<Vec<Measure>> {
         for name in ["read", "reread"] {
             for file in &files {
                 drop_pages(file)?;
+            }
+            if name == "read" {
+                cold(config)?;
             }
             let started = Instant::now();
             parallel(config.jobs, |j| {
@@ -151,6 +171,7 @@ pub fn rand(dir: &Path, config: &FsConfig) -> anyhow::Result<Vec<Measure>> {
     let mut out = Vec::new();
     for block in [4usize << 10, 128 << 10] {
         drop_pages(&path)?;
+        cold(config)?;
         let slots = (config.rand_file_size / block as u64).max(1);
         let started = Instant::now();
         parallel(config.jobs, |j| {
@@ -195,6 +216,9 @@ pub fn small(dir: &Path, config: &FsConfig) -> anyhow::Result<Vec<Measure>> {
     out.push(measure("write", "files/s", per_sec(count, started)));
     for name in ["read", "reread"] {
         each(&|i| drop_pages(&path(i)))?;
+        if name == "read" {
+            cold(config)?;
+        }
         let started = Instant::now();
         each(&|i| {
             let mut file = fs::File::open(path(i))?;

@@ -157,6 +157,26 @@ impl Location {
         self.record_offset + HEADER_LEN as u64 + 4 * self.crcs.len() as u64
     }
 
+    /// The CRC32 of bytes [offset, offset + len) of the blob, from the stored
+    /// block CRCs, when the range is made of whole blocks (it may end at the
+    /// blob's end); None otherwise. A read that checked those blocks answers
+    /// its CRC without a second pass over the bytes.
+    pub fn range_crc(&self, offset: u64, len: u64) -> Option<u32> {
+        let end = offset.checked_add(len)?;
+        let whole = offset.is_multiple_of(BLOCK_SIZE) && (end.is_multiple_of(BLOCK_SIZE) || end == u64::from(self.len));
+        if len == 0 || !whole || end > u64::from(self.len) {
+            return None;
+        }
+        let first = (offset / BLOCK_SIZE) as usize;
+        let mut hasher = crc32fast::Hasher::new_with_initial_len(0, 0);
+        for (i, crc) in self.crcs.get(first..end.div_ceil(BLOCK_SIZE) as usize)?.iter().enumerate() {
+            let block_start = (first + i) as u64 * BLOCK_SIZE;
+            let block_len = BLOCK_SIZE.min(end - block_start);
+            hasher.combine(&crc32fast::Hasher::new_with_initial_len(*crc, block_len));
+        }
+        Some(hasher.finalize())
+    }
+
     pub fn record_len(&self) -> u64 {
         self.data_offset() - self.record_offset + u64::from(self.len)
     }
@@ -204,6 +224,21 @@ impl Location {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn range_crcs_come_from_the_block_crcs() {
+        let data: Vec<u8> = (0..3 * BLOCK_SIZE as usize + 1234).map(|i| (i * 31 % 251) as u8).collect();
+        let meta = PieceMeta { codec: 0, shard: 0, data_shards: 1, parity_shards: 0, blob_size: data.len() as u64 };
+        let loc = Location { segment: 1, record_offset: 0, len: data.len() as u32, meta, crcs: block_crcs(&data) };
+        let b = BLOCK_SIZE as usize;
+        for (offset, len) in [(0, data.len()), (0, b), (b, 2 * b), (2 * b, data.len() - 2 * b), (3 * b, 1234)] {
+            let expected = crc32fast::hash(&data[offset..offset + len]);
+            assert_eq!(loc.range_crc(offset as u64, len as u64), Some(expected), "{offset}+{len}");
+        }
+        for (offset, len) in [(1, b), (0, b + 1), (0, 0), (b, data.len())] {
+            assert_eq!(loc.range_crc(offset as u64, len as u64), None, "{offset}+{len}");
+        }
+    }
 
     #[test]
     fn header_and_location_round_trip() {

@@ -39,7 +39,6 @@ impl Scrubber {
                 }
                 continue;
             };
-            let mut bytes = 0u64;
             for (key, location) in &page {
                 let Some(store) = self.store.upgrade() else { return };
                 let Some((partition, blob)) = parse_two(key) else { continue };
@@ -50,14 +49,16 @@ impl Scrubber {
                     Err(e) if matches!(e.code, ErrorCode::NotFound | ErrorCode::Corrupted) => {}
                     Err(e) => tracing::warn!(partition_id = partition, blob_id = blob, error = %e, "scrub read failed"),
                 }
-                bytes += u64::from(location.len);
                 store.shared.stats.scrubbed_bytes.fetch_add(location.len.into(), Ordering::Relaxed);
+                drop(store);
+                // Paced blob by blob: a page of blobs read in one burst
+                // would take the disk and a core from readers for a while.
+                let wait = Duration::from_secs_f64(f64::from(location.len) / self.bytes_per_sec as f64);
+                if !pause(&self.store, wait) {
+                    return;
+                }
             }
             cursor = page.last().map(|(k, _)| k.clone()).unwrap_or_default();
-            let wait = Duration::from_secs_f64(bytes as f64 / self.bytes_per_sec as f64);
-            if !pause(&self.store, wait) {
-                return;
-            }
         }
     }
 }

@@ -1,60 +1,128 @@
-//! L2: blocks in files under a local cache directory, one file per block
-//! (opened, read and closed on each access, so no descriptor stays open per
-//! block). Each file ends with the CRC32 of its block, checked on every read;
-//! a damaged or torn file is dropped and read again from the datanodes, so
-//! writes need no fsync. The index (which blocks, their sizes, least recently
-//! used first) lives in memory and is rebuilt from the directory when a mount
-//! starts, so the cache outlives restarts. A lock file keeps two processes
-//! from sharing one directory.
+//! L2: blocks in one preallocated-on-demand file of fixed-size slots under
+//! the local cache directory. A slot is a 4 KiB header (the block's key, its
+//! length, the CRC32 of its bytes, a write sequence and the header's own
+//! CRC) followed by room for one block. Storing a block is one positioned
+//! write into a free or evicted slot: no file is created, renamed or removed
+//! per block (with a file per block those cost as much CPU as the reads they
+//! served; `docs/PERFORMANCE.md`). One descriptor stays open, whatever the
+//! number of blocks.
+//!
+//! The block's CRC is checked on every read; a damaged or torn slot (a crash
+//! mid-write) is dropped and the block read again from the datanodes, so
+//! writes need no fsync. The index (which block is in which slot, least
+//! recently used first) lives in memory and is rebuilt at start from the
+//! slot headers, ordered by their write sequence, so the cache outlives
+//! restarts. A lock file keeps two processes from sharing one directory.
 
-use std::fs::{self, File};
-use std::io::{ErrorKind, Write};
+use std::fs::{self, File, OpenOptions};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
+use std::sync::{Mutex, RwLock};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use lru::LruCache;
 use strata_common::{Result, StrataError};
 
 use super::BlockKey;
 
 const LOCK_FILE: &str = "LOCK";
-const CRC_LEN: usize = 4;
+/// Bytes before each slot's block (keeps blocks page-aligned in the file).
+pub const SLOT_HEADER: u64 = 4096;
+const MAGIC: u32 = 0x5354_4c32; // "STL2"
+/// magic, partition, blob, block, length, block CRC, sequence, header CRC.
+const HEADER_LEN: usize = 4 + 8 + 8 + 8 + 4 + 4 + 8 + 4;
+
+/// The name of the cache file for blocks of `block_size` bytes.
+pub fn cache_file_name(block_size: u64) -> String {
+    format!("blocks-{block_size}.cache")
+}
 
 pub struct DiskCache {
-    /// Where the blocks of this block size live (`DIR/b<size>`).
-    root: PathBuf,
-    capacity: u64,
+    file: File,
+    path: PathBuf,
+    block_size: u64,
+    /// Slot i starts at i * slot_size.
+    slot_size: u64,
     index: Mutex<Index>,
-    /// Files found damaged (CRC, length) and dropped.
+    /// Held shared while a slot is read, exclusively while it is written, so
+    /// a reader never mixes a header with another block's bytes.
+    slot_locks: Vec<RwLock<()>>,
+    /// Slots found damaged (CRC, length) and dropped.
     pub corrupt: AtomicU64,
     /// Held for as long as the cache is open (an flock on `LOCK`).
     _lock: File,
 }
 
+#[derive(Clone, Copy)]
+struct Slot {
+    index: u32,
+    len: u32,
+}
+
 struct Index {
-    blocks: LruCache<BlockKey, u64>,
+    blocks: LruCache<BlockKey, Slot>,
+    free: Vec<u32>,
     bytes: u64,
+    next_sequence: u64,
+}
+
+struct Header {
+    key: BlockKey,
+    len: u32,
+    crc: u32,
+    sequence: u64,
+}
+
+impl Header {
+    fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut out = [0u8; HEADER_LEN];
+        let mut at = 0;
+        let mut put = |bytes: &[u8]| {
+            out[at..at + bytes.len()].copy_from_slice(bytes);
+            at += bytes.len();
+        };
+        put(&MAGIC.to_le_bytes());
+        put(&self.key.data_partition.to_le_bytes());
+        put(&self.key.blob_id.to_le_bytes());
+        put(&self.key.block.to_le_bytes());
+        put(&self.len.to_le_bytes());
+        put(&self.crc.to_le_bytes());
+        put(&self.sequence.to_le_bytes());
+        let crc = crc32fast::hash(&out[..HEADER_LEN - 4]);
+        out[HEADER_LEN - 4..].copy_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// The header in `bytes`, if it is one (never-written slots are zeros).
+    fn decode(bytes: &[u8]) -> Option<Header> {
+        let bytes = bytes.get(..HEADER_LEN)?;
+        let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+        let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
+        if u32_at(0) != MAGIC || crc32fast::hash(&bytes[..HEADER_LEN - 4]) != u32_at(HEADER_LEN - 4) {
+            return None;
+        }
+        Some(Header {
+            key: BlockKey { data_partition: u64_at(4), blob_id: u64_at(12), block: u64_at(20) },
+            len: u32_at(28),
+            crc: u32_at(32),
+            sequence: u64_at(36),
+        })
+    }
 }
 
 fn io_error(what: &str, path: &Path, e: std::io::Error) -> StrataError {
     StrataError::internal(format!("{what} {}: {e}", path.display()))
 }
 
-fn parse_name(name: &str) -> Option<BlockKey> {
-    let mut parts = name.split('-').map(|p| u64::from_str_radix(p, 16));
-    let key =
-        BlockKey { data_partition: parts.next()?.ok()?, blob_id: parts.next()?.ok()?, block: parts.next()?.ok()? };
-    parts.next().is_none().then_some(key)
-}
-
 impl DiskCache {
     /// Opens (creating) the cache in `dir` for blocks of `block_size` bytes,
-    /// indexing what an earlier run left there.
+    /// at most `capacity` bytes of them, indexing what an earlier run left.
     pub fn open(dir: &Path, block_size: u64, capacity: u64) -> Result<DiskCache> {
+        if block_size == 0 || block_size > u32::MAX as u64 {
+            return Err(StrataError::invalid(format!("a disk cache block of {block_size} bytes")));
+        }
         fs::create_dir_all(dir).map_err(|e| io_error("creating the cache directory", dir, e))?;
         let lock_path = dir.join(LOCK_FILE);
         let lock = File::create(&lock_path).map_err(|e| io_error("creating", &lock_path, e))?;
@@ -65,137 +133,167 @@ impl DiskCache {
                 dir.display()
             )));
         }
-        let root = dir.join(format!("b{block_size}"));
-        fs::create_dir_all(&root).map_err(|e| io_error("creating", &root, e))?;
+        let name = cache_file_name(block_size);
+        remove_other_layouts(dir, &name);
+        let path = dir.join(&name);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| io_error("opening", &path, e))?;
+        let slot_size = SLOT_HEADER + block_size;
+        let slots = u32::try_from(capacity / block_size).unwrap_or(u32::MAX);
+        // Slots past a smaller capacity than last time are given back.
+        let in_use = u64::from(slots) * slot_size;
+        let len = file.metadata().map_err(|e| io_error("reading the size of", &path, e))?.len();
+        if len > in_use {
+            file.set_len(in_use).map_err(|e| io_error("shrinking", &path, e))?;
+        }
         let cache = DiskCache {
-            root,
-            capacity,
-            index: Mutex::new(Index { blocks: LruCache::unbounded(), bytes: 0 }),
+            file,
+            path,
+            block_size,
+            slot_size,
+            index: Mutex::new(Index { blocks: LruCache::unbounded(), free: Vec::new(), bytes: 0, next_sequence: 1 }),
+            slot_locks: (0..slots).map(|_| RwLock::new(())).collect(),
             corrupt: AtomicU64::new(0),
             _lock: lock,
         };
-        cache.load()?;
+        cache.load(slots.min(len.div_ceil(slot_size) as u32), len.min(in_use))?;
         Ok(cache)
     }
 
-    /// Indexes the block files found, oldest first (so they are dropped first).
-    fn load(&self) -> Result<()> {
-        let mut found: Vec<(SystemTime, BlockKey, u64)> = Vec::new();
-        for shard in fs::read_dir(&self.root).map_err(|e| io_error("listing", &self.root, e))? {
-            let shard = shard.map_err(|e| io_error("listing", &self.root, e))?.path();
-            let Ok(entries) = fs::read_dir(&shard) else { continue };
-            for entry in entries.flatten() {
-                let path = entry.path();
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let meta = entry.metadata().ok();
-                match (parse_name(&name), meta) {
-                    (Some(key), Some(meta)) if meta.len() > CRC_LEN as u64 => {
-                        let used = meta.accessed().or_else(|_| meta.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
-                        found.push((used, key, meta.len() - CRC_LEN as u64));
-                    }
-                    // Unfinished writes of an earlier run, or stray files.
-                    _ => {
-                        let _ = fs::remove_file(&path);
-                    }
+    /// Indexes the blocks in the first `written` slots of the `file_len`
+    /// bytes of the file, least recently written first (so they are dropped
+    /// first); every other slot is free.
+    fn load(&self, written: u32, file_len: u64) -> Result<()> {
+        let mut found: Vec<(u64, BlockKey, Slot)> = Vec::new();
+        let mut free: Vec<u32> = Vec::new();
+        let mut header = [0u8; HEADER_LEN];
+        for slot in 0..written {
+            let read = self.file.read_exact_at(&mut header, u64::from(slot) * self.slot_size);
+            match read.ok().and_then(|()| Header::decode(&header)) {
+                Some(h)
+                    if u64::from(h.len) <= self.block_size
+                        && u64::from(slot) * self.slot_size + SLOT_HEADER + u64::from(h.len) <= file_len =>
+                {
+                    found.push((h.sequence, h.key, Slot { index: slot, len: h.len }))
                 }
+                _ => free.push(slot),
             }
         }
-        found.sort_by_key(|(used, _, _)| *used);
-        for (_, key, size) in found {
-            self.index_insert(key, size);
-        }
-        Ok(())
-    }
-
-    fn path(&self, key: &BlockKey) -> PathBuf {
-        self.root
-            .join(format!("{:02x}", key.blob_id & 0xff))
-            .join(format!("{:x}-{:x}-{:x}", key.data_partition, key.blob_id, key.block))
-    }
-
-    /// Adds `key` to the index and removes the files of the blocks dropped to make room.
-    fn index_insert(&self, key: BlockKey, size: u64) {
-        let mut dropped = Vec::new();
-        {
-            let mut index = self.index.lock().unwrap();
-            if let Some(old) = index.blocks.put(key, size) {
-                index.bytes -= old;
-            }
-            index.bytes += size;
-            while index.bytes > self.capacity {
-                let Some((old_key, old_size)) = index.blocks.pop_lru() else { break };
-                index.bytes -= old_size;
-                dropped.push(old_key);
-            }
-        }
-        for key in dropped {
-            let _ = fs::remove_file(self.path(&key));
-        }
-    }
-
-    fn forget(&self, key: &BlockKey) {
+        found.sort_by_key(|(sequence, _, _)| *sequence);
         let mut index = self.index.lock().unwrap();
-        if let Some(size) = index.blocks.pop(key) {
-            index.bytes -= size;
+        index.next_sequence = found.last().map_or(1, |(sequence, _, _)| sequence + 1);
+        for (_, key, slot) in found {
+            index.bytes += u64::from(slot.len);
+            if let Some(old) = index.blocks.put(key, slot) {
+                // The same block twice (an interrupted replacement): keep the later.
+                index.bytes -= u64::from(old.len);
+                free.push(old.index);
+            }
         }
+        // Slots never written yet come after the ones found free, taken in order.
+        free.extend(written..self.slot_locks.len() as u32);
+        free.reverse();
+        index.free = free;
+        Ok(())
     }
 
     pub fn contains(&self, key: &BlockKey) -> bool {
         self.index.lock().unwrap().blocks.contains(key)
     }
 
+    fn forget(&self, key: &BlockKey, slot: u32) {
+        let mut index = self.index.lock().unwrap();
+        if index.blocks.peek(key).is_some_and(|s| s.index == slot) {
+            let dropped = index.blocks.pop(key).expect("just seen");
+            index.bytes -= u64::from(dropped.len);
+            index.free.push(slot);
+        }
+    }
+
     /// The block, if cached and intact. Blocking: call from a blocking thread.
     pub fn get(&self, key: &BlockKey) -> Option<Bytes> {
         // Looked up in the index first (which also marks it recently used).
-        self.index.lock().unwrap().blocks.get(key)?;
-        let path = self.path(key);
-        let mut bytes = match fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                if e.kind() != ErrorKind::NotFound {
-                    tracing::warn!(path = %path.display(), error = %e, "reading a cached block failed");
-                }
-                self.forget(key);
-                return None;
-            }
-        };
-        let intact = bytes.len() >= CRC_LEN && {
-            let (block, crc) = bytes.split_at(bytes.len() - CRC_LEN);
-            crc32fast::hash(block).to_le_bytes() == crc
-        };
-        if !intact {
-            tracing::warn!(path = %path.display(), "a cached block failed its checksum; dropped");
-            self.corrupt.fetch_add(1, Ordering::Relaxed);
-            self.forget(key);
-            let _ = fs::remove_file(&path);
+        let slot = *self.index.lock().unwrap().blocks.get(key)?;
+        let offset = u64::from(slot.index) * self.slot_size;
+        let _reading = self.slot_locks[slot.index as usize].read().unwrap();
+        let mut buffer = BytesMut::zeroed(SLOT_HEADER as usize + slot.len as usize);
+        if let Err(e) = self.file.read_exact_at(&mut buffer, offset) {
+            tracing::warn!(path = %self.path.display(), slot = slot.index, error = %e, "reading a cached block failed");
+            self.forget(key, slot.index);
             return None;
         }
-        bytes.truncate(bytes.len() - CRC_LEN);
-        Some(Bytes::from(bytes))
+        let header = Header::decode(&buffer);
+        // Rewritten for another block since the index was read: a plain miss.
+        if header.as_ref().is_some_and(|h| h.key != *key) {
+            return None;
+        }
+        let block = buffer.split_off(SLOT_HEADER as usize).freeze();
+        let intact = header.is_some_and(|h| h.len == slot.len && crc32fast::hash(&block) == h.crc);
+        if !intact {
+            tracing::warn!(path = %self.path.display(), slot = slot.index, "a cached block failed its checksum; dropped");
+            self.corrupt.fetch_add(1, Ordering::Relaxed);
+            self.forget(key, slot.index);
+            return None;
+        }
+        Some(block)
     }
 
-    /// Stores a block (written to a temporary file, then renamed into
-    /// place). Blocking: call from a blocking thread.
-    pub fn insert(&self, key: BlockKey, block: &[u8]) -> Result<()> {
-        let size = block.len() as u64;
-        if size > self.capacity {
-            return Ok(());
+    /// Stores a block in a free slot, or in the least recently used one's;
+    /// `crc` is the block's CRC32 if the caller has it already.
+    /// Blocking: call from a blocking thread.
+    pub fn insert(&self, key: BlockKey, block: &[u8], crc: Option<u32>) -> Result<()> {
+        if block.len() as u64 > self.block_size {
+            return Err(StrataError::invalid(format!(
+                "a {}-byte block in a disk cache of {}-byte blocks",
+                block.len(),
+                self.block_size
+            )));
         }
-        let path = self.path(&key);
-        let dir = path.parent().expect("a block path has a shard directory");
-        fs::create_dir_all(dir).map_err(|e| io_error("creating", dir, e))?;
-        let tmp = path.with_extension(format!("tmp{}", rand::random::<u32>()));
-        let written = (|| {
-            let mut file = File::create(&tmp)?;
-            file.write_all(block)?;
-            file.write_all(&crc32fast::hash(block).to_le_bytes())?;
-            fs::rename(&tmp, &path)
-        })();
+        let (slot, sequence) = {
+            let mut index = self.index.lock().unwrap();
+            if index.blocks.contains(&key) {
+                return Ok(());
+            }
+            let slot = match index.free.pop() {
+                Some(slot) => slot,
+                None => match index.blocks.pop_lru() {
+                    Some((_, old)) => {
+                        index.bytes -= u64::from(old.len);
+                        old.index
+                    }
+                    None => return Ok(()), // no slots at all (capacity below one block)
+                },
+            };
+            index.next_sequence += 1;
+            (slot, index.next_sequence - 1)
+        };
+        let header =
+            Header { key, len: block.len() as u32, crc: crc.unwrap_or_else(|| crc32fast::hash(block)), sequence };
+        let offset = u64::from(slot) * self.slot_size;
+        let written = {
+            let _writing = self.slot_locks[slot as usize].write().unwrap();
+            // The whole header page: a partial page write would make the
+            // kernel read the page from disk first.
+            let mut page = [0u8; SLOT_HEADER as usize];
+            page[..HEADER_LEN].copy_from_slice(&header.encode());
+            self.file.write_all_at(&page, offset).and_then(|()| self.file.write_all_at(block, offset + SLOT_HEADER))
+        };
+        let mut index = self.index.lock().unwrap();
         if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(io_error("writing the cached block", &path, e));
+            index.free.push(slot);
+            return Err(io_error("writing a cached block to", &self.path, e));
         }
-        self.index_insert(key, size);
+        index.bytes += block.len() as u64;
+        if let Some(old) = index.blocks.put(key, Slot { index: slot, len: block.len() as u32 }) {
+            // Stored twice meanwhile: keep this copy.
+            index.bytes -= u64::from(old.len);
+            index.free.push(old.index);
+        }
         Ok(())
     }
 
@@ -203,6 +301,35 @@ impl DiskCache {
     pub fn usage(&self) -> (u64, u64) {
         let index = self.index.lock().unwrap();
         (index.blocks.len() as u64, index.bytes)
+    }
+
+    /// Where `key`'s bytes are in the cache file, if cached (for tests that damage them).
+    pub fn block_offset(&self, key: &BlockKey) -> Option<u64> {
+        let slot = *self.index.lock().unwrap().blocks.peek(key)?;
+        Some(u64::from(slot.index) * self.slot_size + SLOT_HEADER)
+    }
+}
+
+/// Removes what other block sizes and earlier layouts (a file per block in
+/// `b<size>/` directories) left in `dir`: unusable here, and taking space.
+fn remove_other_layouts(dir: &Path, keep: &str) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        let old_directory =
+            name.strip_prefix('b').is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        let other_file = name.starts_with("blocks-") && name.ends_with(".cache") && name != keep;
+        let removed = if old_directory && path.is_dir() {
+            fs::remove_dir_all(&path)
+        } else if other_file {
+            fs::remove_file(&path)
+        } else {
+            continue;
+        };
+        if let Err(e) = removed {
+            tracing::warn!(path = %path.display(), error = %e, "removing an unusable cache layout failed");
+        }
     }
 }
 
@@ -214,13 +341,21 @@ mod tests {
         BlockKey { data_partition: 7, blob_id, block }
     }
 
+    fn flip_byte(dir: &Path, block_size: u64, offset: u64) {
+        let file = OpenOptions::new().read(true).write(true).open(dir.join(cache_file_name(block_size))).unwrap();
+        let mut byte = [0u8; 1];
+        file.read_exact_at(&mut byte, offset).unwrap();
+        byte[0] ^= 0xff;
+        file.write_all_at(&byte, offset).unwrap();
+    }
+
     #[test]
     fn blocks_survive_a_restart_and_damage_is_detected() {
         let dir = tempfile::tempdir().unwrap();
         {
             let cache = DiskCache::open(dir.path(), 1024, 10_000).unwrap();
-            cache.insert(key(1, 0), &[1; 1000]).unwrap();
-            cache.insert(key(1, 1), &[2; 500]).unwrap();
+            cache.insert(key(1, 0), &[1; 1000], None).unwrap();
+            cache.insert(key(1, 1), &[2; 500], None).unwrap();
             assert!(
                 DiskCache::open(dir.path(), 1024, 10_000).is_err(),
                 "a second process must not share the directory"
@@ -230,26 +365,44 @@ mod tests {
         assert_eq!(cache.usage(), (2, 1500));
         assert_eq!(cache.get(&key(1, 1)).unwrap(), Bytes::from(vec![2; 500]));
         // Flip a byte of the first block: the read drops it.
-        let path = cache.path(&key(1, 0));
-        let mut bytes = fs::read(&path).unwrap();
-        bytes[10] ^= 0xff;
-        fs::write(&path, bytes).unwrap();
+        let offset = cache.block_offset(&key(1, 0)).unwrap();
+        flip_byte(dir.path(), 1024, offset + 10);
         assert!(cache.get(&key(1, 0)).is_none());
         assert_eq!(cache.corrupt.load(Ordering::Relaxed), 1);
         assert_eq!(cache.usage(), (1, 500));
-        assert!(!path.exists());
+        // Its slot is reused.
+        cache.insert(key(2, 0), &[3; 1024], None).unwrap();
+        assert_eq!(cache.get(&key(2, 0)).unwrap(), Bytes::from(vec![3; 1024]));
+        assert_eq!(cache.usage(), (2, 1524));
     }
 
     #[test]
-    fn drops_least_recently_used_files_past_capacity() {
+    fn drops_least_recently_used_blocks_past_capacity_and_across_restarts() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = DiskCache::open(dir.path(), 1024, 2000).unwrap();
-        for blob in 1..=3 {
-            cache.insert(key(blob, 0), &[blob as u8; 1000]).unwrap();
+        {
+            let cache = DiskCache::open(dir.path(), 1000, 2000).unwrap();
+            for blob in 1..=3 {
+                cache.insert(key(blob, 0), &[blob as u8; 1000], None).unwrap();
+            }
+            assert_eq!(cache.usage(), (2, 2000));
+            assert!(cache.get(&key(1, 0)).is_none());
+            assert_eq!(cache.get(&key(3, 0)).unwrap()[0], 3);
+            // Written in the order 2, 3: after a restart 2 is still the older.
         }
+        let cache = DiskCache::open(dir.path(), 1000, 2000).unwrap();
         assert_eq!(cache.usage(), (2, 2000));
-        assert!(cache.get(&key(1, 0)).is_none());
-        assert!(!cache.path(&key(1, 0)).exists());
+        cache.insert(key(4, 0), &[4; 1000], None).unwrap();
+        assert!(cache.get(&key(2, 0)).is_none());
         assert_eq!(cache.get(&key(3, 0)).unwrap()[0], 3);
+        assert_eq!(cache.get(&key(4, 0)).unwrap()[0], 4);
+        drop(cache);
+        // A smaller capacity keeps what fits in its slots; another block size starts empty.
+        let cache = DiskCache::open(dir.path(), 1000, 1000).unwrap();
+        assert_eq!(cache.usage().0, 1);
+        drop(cache);
+        let cache = DiskCache::open(dir.path(), 512, 2048).unwrap();
+        assert_eq!(cache.usage(), (0, 0));
+        assert!(!dir.path().join(cache_file_name(1000)).exists());
+        assert!(cache.insert(key(5, 0), &[5; 600], None).is_err(), "larger than a block");
     }
 }

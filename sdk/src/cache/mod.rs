@@ -6,7 +6,7 @@
 //! neighbourhood), concurrent misses of one block share one fetch, and
 //! read-ahead ([`BlockCache::prefetch`]) loads blocks in the background.
 
-mod disk;
+pub mod disk;
 mod memory;
 
 use std::collections::HashMap;
@@ -32,6 +32,11 @@ pub const DEFAULT_BLOCK_SIZE: u64 = 1 << 20;
 const LOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Blocks being read ahead at once, per mount.
 const PREFETCH_IN_FLIGHT: usize = 16;
+/// Blocks waiting to be written to the disk cache at most; past that, a
+/// block loaded while memory caching is on is not written (readers never
+/// wait for the disk level, and a stream faster than the disk cache's writes
+/// does not queue up memory).
+const DISK_WRITES_PENDING: usize = 32;
 
 /// Where a cached block comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -108,6 +113,10 @@ pub struct CacheReport {
     pub prefetched_blocks: u64,
     /// Disk-cached blocks that failed their checksum (dropped, read again).
     pub corrupt_disk_blocks: u64,
+    /// Blocks not written to the disk cache because its writes fell behind
+    /// (they stay in memory; the disk level only misses them later).
+    #[serde(default)]
+    pub disk_writes_skipped: u64,
 }
 
 /// The extended attribute of a mount's root that reads as the JSON
@@ -146,6 +155,8 @@ pub struct BlockCache {
     /// Blocks being fetched: later readers of the same block wait for it.
     loading: Mutex<HashMap<BlockKey, Arc<OnceCell<Bytes>>>>,
     prefetch_slots: Arc<Semaphore>,
+    disk_write_slots: Arc<Semaphore>,
+    disk_writes_skipped: AtomicU64,
     mem_counters: LevelCounters,
     disk_counters: LevelCounters,
     remote_blocks: AtomicU64,
@@ -172,6 +183,8 @@ impl BlockCache {
             disk,
             loading: Mutex::new(HashMap::new()),
             prefetch_slots: Arc::new(Semaphore::new(PREFETCH_IN_FLIGHT)),
+            disk_write_slots: Arc::new(Semaphore::new(DISK_WRITES_PENDING)),
+            disk_writes_skipped: AtomicU64::new(0),
             mem_counters: LevelCounters::default(),
             disk_counters: LevelCounters::default(),
             remote_blocks: AtomicU64::new(0),
@@ -302,7 +315,7 @@ impl BlockCache {
         }
         let offset = key.block * self.block_size;
         let length = self.block_size.min(blob.blob_size.saturating_sub(offset));
-        let block = self.data.read(blob, offset, length).await?;
+        let (block, crc) = self.data.read_with_crc(blob, offset, length).await?;
         if block.len() as u64 != length {
             return Err(StrataError::internal(format!(
                 "blob {} returned {} bytes for a {length}-byte block",
@@ -315,20 +328,41 @@ impl BlockCache {
             mem.insert(key, block.clone());
         }
         if let Some(disk) = &self.disk {
-            let (disk, copy) = (disk.clone(), block.clone());
-            let stored = tokio::task::spawn_blocking(move || {
-                // A failed write only loses a cache entry.
-                if let Err(e) = disk.insert(key, &copy) {
-                    tracing::warn!(error = %e, "writing to the disk cache failed");
-                }
-            });
-            // With memory on, the reader need not wait: the block is there.
-            // Without it, the next read of the block must find it on disk.
-            if self.mem.is_none() {
-                let _ = stored.await;
-            }
+            self.store_on_disk(disk, key, &block, crc).await;
         }
         Ok(block)
+    }
+
+    /// Writes a loaded block to the disk level. With memory on the reader
+    /// need not wait (the block is there), and when the disk writes fall
+    /// behind the block is not written at all; without memory the next read
+    /// of the block must find it on disk, so the reader waits.
+    async fn store_on_disk(&self, disk: &Arc<DiskCache>, key: BlockKey, block: &Bytes, crc: Option<u32>) {
+        let slot = if self.mem.is_some() {
+            match self.disk_write_slots.clone().try_acquire_owned() {
+                Ok(slot) => slot,
+                Err(_) => {
+                    self.disk_writes_skipped.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            }
+        } else {
+            match self.disk_write_slots.clone().acquire_owned().await {
+                Ok(slot) => slot,
+                Err(_) => return, // never closed
+            }
+        };
+        let (disk, copy) = (disk.clone(), block.clone());
+        let stored = tokio::task::spawn_blocking(move || {
+            // A failed write only loses a cache entry.
+            if let Err(e) = disk.insert(key, &copy, crc) {
+                tracing::warn!(error = %e, "writing to the disk cache failed");
+            }
+            drop(slot);
+        });
+        if self.mem.is_none() {
+            let _ = stored.await;
+        }
     }
 
     pub fn report(&self) -> CacheReport {
@@ -342,6 +376,7 @@ impl BlockCache {
             remote_bytes: self.data.stats.bytes_read.load(Ordering::Relaxed),
             prefetched_blocks: self.prefetched_blocks.load(Ordering::Relaxed),
             corrupt_disk_blocks: self.disk.as_ref().map_or(0, |d| d.corrupt.load(Ordering::Relaxed)),
+            disk_writes_skipped: self.disk_writes_skipped.load(Ordering::Relaxed),
         }
     }
 }

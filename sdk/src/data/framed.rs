@@ -27,7 +27,13 @@ pub const STATUS_ERR: u8 = 1;
 const MAX_HEADER: u32 = 64 << 10;
 /// Largest payload accepted: a whole blob.
 pub const MAX_PAYLOAD: u64 = 64 << 20;
-const BUFFER: usize = 1 << 20;
+/// Buffer of a connection's writes (a header and a small payload go out in
+/// one syscall; payloads larger than it go straight to the socket).
+const WRITE_BUFFER: usize = 1 << 20;
+/// Buffer of a connection's reads: small, because a buffered reader reads
+/// large payloads straight into their own buffer only while its buffer is
+/// empty, so whatever it holds is copied once more.
+pub const READ_BUFFER: usize = 64 << 10;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Time allowed for one request (a write includes the fsyncs of every copy).
 const CALL_TIMEOUT: Duration = Duration::from_secs(20);
@@ -60,8 +66,15 @@ pub async fn read_frame<R: AsyncReadExt + Unpin>(r: &mut R) -> std::io::Result<(
     if payload_len > MAX_PAYLOAD {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "frame payload too large"));
     }
-    let mut payload = BytesMut::zeroed(payload_len as usize);
-    r.read_exact(&mut payload).await?;
+    // Read into uninitialised capacity (no zeroing pass over every payload),
+    // never past this frame.
+    let mut payload = BytesMut::with_capacity(payload_len as usize);
+    let mut limited = r.take(payload_len);
+    while payload.len() < payload_len as usize {
+        if limited.read_buf(&mut payload).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
     Ok((kind, header, payload.freeze()))
 }
 
@@ -97,8 +110,8 @@ impl FramedConn {
         let (r, w) = stream.into_split();
         Ok(FramedConn {
             address: address.to_string(),
-            reader: BufReader::with_capacity(BUFFER, r),
-            writer: BufWriter::with_capacity(BUFFER, w),
+            reader: BufReader::with_capacity(READ_BUFFER, r),
+            writer: BufWriter::with_capacity(WRITE_BUFFER, w),
         })
     }
 

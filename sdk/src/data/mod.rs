@@ -255,6 +255,13 @@ impl DataClient {
     /// A failed read looks at the partition's members again (repair may have
     /// moved them) and tries once more.
     pub async fn read(&self, blob: &BlobRef, offset: u64, length: u64) -> Result<Bytes> {
+        self.read_with_crc(blob, offset, length).await.map(|(bytes, _)| bytes)
+    }
+
+    /// Like [`DataClient::read`], with the CRC32 of the bytes when the read
+    /// already knows it (a replica's answer carries it; a decoded range does
+    /// not), so a cache storing them need not compute it again.
+    pub async fn read_with_crc(&self, blob: &BlobRef, offset: u64, length: u64) -> Result<(Bytes, Option<u32>)> {
         match self.read_once(blob, offset, length).await {
             Err(e) if e.code != ErrorCode::InvalidArgument => {
                 tracing::debug!(blob_id = blob.blob_id, error = %e, "blob read failed; refreshing the volume view");
@@ -267,15 +274,18 @@ impl DataClient {
         }
     }
 
-    async fn read_once(&self, blob: &BlobRef, offset: u64, length: u64) -> Result<Bytes> {
+    async fn read_once(&self, blob: &BlobRef, offset: u64, length: u64) -> Result<(Bytes, Option<u32>)> {
         let partition = self.partition(blob.data_partition).await?;
-        let bytes = match blob.codec {
-            ec::CODEC_REPLICA => self.read_replicated(&partition, blob, offset, length).await?,
-            ec::CODEC_RS_GF8 => self.read_coded(&partition, blob, offset, length).await?,
+        let (bytes, crc) = match blob.codec {
+            ec::CODEC_REPLICA => {
+                let answer = self.read_replicated(&partition, blob, offset, length).await?;
+                (answer.data, Some(answer.crc32))
+            }
+            ec::CODEC_RS_GF8 => (self.read_coded(&partition, blob, offset, length).await?, None),
             other => return Err(StrataError::new(ErrorCode::Corrupted, format!("unknown blob codec {other}"))),
         };
         self.stats.bytes_read.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        Ok(bytes)
+        Ok((bytes, crc))
     }
 
     async fn read_replicated(
@@ -284,7 +294,7 @@ impl DataClient {
         blob: &BlobRef,
         offset: u64,
         length: u64,
-    ) -> Result<Bytes> {
+    ) -> Result<data_pb::ReadBlobResponse> {
         let n = partition.members.len();
         // Spread readers over the replicas, members being rebuilt last; fall
         // through to the others on failure.
@@ -299,7 +309,7 @@ impl DataClient {
                     if i > 0 {
                         self.stats.degraded_reads.fetch_add(1, Ordering::Relaxed);
                     }
-                    return Ok(r.data);
+                    return Ok(r);
                 }
                 Err(e) => {
                     tracing::debug!(partition_id = partition.id, blob_id = blob.blob_id, error = %e, "replica read failed");
