@@ -2,6 +2,7 @@
 //! S3 error codes and gRPC status), validated domain types built from the wire
 //! types, the configuration schema, and small system helpers.
 
+pub mod aligned;
 pub mod config;
 pub mod error;
 pub mod files;

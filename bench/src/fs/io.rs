@@ -1,48 +1,12 @@
 //! Small I/O helpers shared by the workloads: page-aligned buffers for
 //! O_DIRECT, dropping a file's cached pages, positional reads.
 
-use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use anyhow::Context;
-
-/// A zeroed buffer aligned to 4 KiB, as O_DIRECT wants.
-pub struct AlignedBuf {
-    ptr: *mut u8,
-    layout: Layout,
-}
-
-// SAFETY: the buffer is owned and only reached through &/&mut self.
-unsafe impl Send for AlignedBuf {}
-
-impl AlignedBuf {
-    pub fn new(len: usize) -> AlignedBuf {
-        let layout = Layout::from_size_align(len.max(4096), 4096).expect("a valid layout");
-        // SAFETY: the layout has a non-zero size.
-        let ptr = unsafe { alloc_zeroed(layout) };
-        assert!(!ptr.is_null(), "allocating {len} bytes");
-        AlignedBuf { ptr, layout }
-    }
-
-    pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: ptr points at layout.size() initialised bytes owned by self.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.layout.size()) }
-    }
-
-    pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: as above, and &mut self makes the access unique.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.layout.size()) }
-    }
-}
-
-impl Drop for AlignedBuf {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `new` with this layout.
-        unsafe { dealloc(self.ptr, self.layout) }
-    }
-}
+pub use strata_common::aligned::AlignedBuf;
 
 /// Drops the kernel's cached pages of `path`, so the next read reaches the
 /// file system (for a FUSE mount: the daemon and its own caches).

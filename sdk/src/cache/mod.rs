@@ -56,6 +56,8 @@ pub struct CacheConfig {
     pub disk_bytes: u64,
     /// Bytes per block (the unit fetched, cached and checked).
     pub block_size: u64,
+    /// L2 with O_DIRECT (see [`disk`]).
+    pub disk_direct_io: bool,
 }
 
 #[derive(Default)]
@@ -171,7 +173,9 @@ impl BlockCache {
             return Err(StrataError::invalid("the cache block size must not be 0"));
         }
         let disk = match (&config.disk_dir, config.disk_bytes) {
-            (Some(dir), bytes) if bytes > 0 => Some(Arc::new(DiskCache::open(dir, config.block_size, bytes)?)),
+            (Some(dir), bytes) if bytes > 0 => {
+                Some(Arc::new(DiskCache::open(dir, config.block_size, bytes, config.disk_direct_io)?))
+            }
             _ => None,
         };
         Ok(Arc::new(BlockCache {

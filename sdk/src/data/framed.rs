@@ -11,8 +11,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use prost::Message;
+use strata_common::aligned::AlignedBuf;
 use strata_common::{ErrorCode, Result, StrataError};
 use strata_proto::data::{BlobMeta, ReadBlobRequest, ReadBlobResponse, WriteBlobRequest};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
@@ -66,16 +67,10 @@ pub async fn read_frame<R: AsyncReadExt + Unpin>(r: &mut R) -> std::io::Result<(
     if payload_len > MAX_PAYLOAD {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "frame payload too large"));
     }
-    // Read into uninitialised capacity (no zeroing pass over every payload),
-    // never past this frame.
-    let mut payload = BytesMut::with_capacity(payload_len as usize);
-    let mut limited = r.take(payload_len);
-    while payload.len() < payload_len as usize {
-        if limited.read_buf(&mut payload).await? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-    }
-    Ok((kind, header, payload.freeze()))
+    // Page-aligned, so a block can go to the disk cache (O_DIRECT) as it is.
+    let mut payload = AlignedBuf::new(payload_len as usize);
+    r.read_exact(payload.as_mut_slice()).await?;
+    Ok((kind, header, Bytes::from_owner(payload)))
 }
 
 /// An error as a frame header: code name, NUL, message.
