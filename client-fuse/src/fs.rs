@@ -14,7 +14,7 @@ use fuser::{
     RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
     ReplyLock, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
-use strata_common::{Result, StrataError};
+use strata_common::{ErrorCode, Result, StrataError};
 use strata_proto::meta::{Inode, LockKind, SetAttrOp};
 use tokio::runtime::Handle;
 
@@ -451,6 +451,9 @@ impl Filesystem for StrataFs {
         reply: ReplyEmpty,
     ) {
         let (name, value) = (bytes(name), value.to_vec());
+        if let Err(e) = no_acls(&name) {
+            return reply.error(errno(&e));
+        }
         self.spawn(
             move |fs| async move { reply_empty(reply, fs.meta.set_xattr(ino.0, &name, &value, flags as u32).await) },
         );
@@ -458,6 +461,9 @@ impl Filesystem for StrataFs {
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let name = bytes(name);
+        if let Err(e) = no_acls(&name) {
+            return reply.error(errno(&e));
+        }
         self.spawn(move |fs| async move {
             let value = if ino == INodeNo::ROOT && name == strata_sdk::cache::CACHE_STATS_XATTR.as_bytes() {
                 serde_json::to_vec(&fs.cache.report()).map_err(|e| StrataError::internal(format!("encoding: {e}")))
@@ -497,6 +503,9 @@ impl Filesystem for StrataFs {
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = bytes(name);
+        if let Err(e) = no_acls(&name) {
+            return reply.error(errno(&e));
+        }
         self.spawn(move |fs| async move { reply_empty(reply, fs.meta.remove_xattr(ino.0, &name).await) });
     }
 
@@ -537,4 +546,15 @@ impl Filesystem for StrataFs {
             }
         });
     }
+}
+
+/// POSIX ACLs are not supported: their xattrs answer EOPNOTSUPP, as on a file
+/// system mounted without ACLs, so programs fall back to the mode bits (`cp
+/// -a` sets a file's mode through `system.posix_acl_access` when that
+/// succeeds; stored as a plain xattr it would leave the mode unchanged).
+fn no_acls(name: &[u8]) -> Result<()> {
+    if name.starts_with(b"system.posix_acl_") {
+        return Err(StrataError::new(ErrorCode::NotSupported, "POSIX ACLs are not supported"));
+    }
+    Ok(())
 }

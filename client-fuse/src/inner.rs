@@ -110,12 +110,13 @@ impl Inner {
     }
 
     pub async fn setattr(&self, op: SetAttrOp) -> Result<Inode> {
-        if op.size.is_some() {
-            // A truncate orders after the writes before it.
-            self.flush_inode(op.ino).await?;
-            if let Some(file) = self.handles.by_inode(op.ino) {
-                file.written_end.store(0, Ordering::Relaxed);
-            }
+        // Any attribute change orders after the writes before it: committing
+        // them later would set mtime again (cp -p / touch after a write).
+        self.flush_inode(op.ino).await?;
+        if op.size.is_some()
+            && let Some(file) = self.handles.by_inode(op.ino)
+        {
+            file.written_end.store(0, Ordering::Relaxed);
         }
         let ino = op.ino;
         let truncates = op.size.is_some();

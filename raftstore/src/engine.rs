@@ -286,7 +286,12 @@ impl Worker {
                 for peer in self.peers.values_mut() {
                     peer.node.tick();
                 }
-                next_tick = (next_tick + tick).max(now);
+                // Missed ticks are skipped, never run back to back: ticks
+                // stay at least `tick` apart, which leader leases rely on.
+                next_tick += tick;
+                if next_tick <= now {
+                    next_tick = now + tick;
+                }
             }
             self.on_ready();
         }
@@ -353,7 +358,12 @@ impl Worker {
                     return true;
                 }
                 let peer = self.peers.get_mut(&group).expect("checked above");
-                peer.reads_waiting_index.insert(id, reply);
+                let now = Instant::now();
+                if peer.has_lease(now) {
+                    peer.read_under_lease(reply);
+                    return true;
+                }
+                peer.reads_waiting_index.insert(id, (reply, now));
                 peer.node.read_index(id_bytes(id));
             }
             Command::Campaign { group } => {
@@ -388,7 +398,7 @@ impl Worker {
         }
         match propose(&mut peer.node, id_bytes(id)) {
             Ok(()) => {
-                peer.proposals.insert(id, reply);
+                peer.proposals.insert(id, (reply, Instant::now()));
             }
             Err(e) => {
                 let _ = reply.send(Err(e));
@@ -431,7 +441,11 @@ impl Worker {
         if single_voter {
             let _ = node.campaign();
         }
-        let mut peer = Peer::new(group, node, sm, GroupKv::new(db, group));
+        // See `Peer::extend_lease`: a tick short of the shortest time in
+        // which another leader could be elected.
+        let lease_ticks = self.config.election_ticks.saturating_sub(2) as u32;
+        let lease_span = Duration::from_millis(self.config.tick_ms) * lease_ticks;
+        let mut peer = Peer::new(group, node, sm, GroupKv::new(db, group), lease_span);
         peer.sm.restored(&peer.kv);
         self.shared.statuses.write().unwrap().insert(group, peer.status());
         self.peers.insert(group, peer);

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use prost_raft::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType, Message, MessageType};
@@ -25,16 +26,22 @@ pub struct Peer {
     pub node: RawNode<GroupStorage>,
     pub sm: Box<dyn StateMachine>,
     pub kv: GroupKv,
-    /// Proposals made on this node, by proposal id (the entry's context).
-    pub proposals: HashMap<u64, ProposalReply>,
-    /// ReadIndex requests not yet given a read index, by request id.
-    pub reads_waiting_index: HashMap<u64, ReadReply>,
+    /// Proposals made on this node, by proposal id (the entry's context),
+    /// with when they were proposed.
+    pub proposals: HashMap<u64, (ProposalReply, Instant)>,
+    /// ReadIndex requests not yet given a read index, by request id, with
+    /// when they were asked.
+    pub reads_waiting_index: HashMap<u64, (ReadReply, Instant)>,
     /// ReadIndex requests waiting for the applied index to reach their index.
     pub reads_waiting_apply: Vec<(u64, ReadReply)>,
     /// Answers to proposals applied this round, sent once the round's status is published.
     answers: Vec<(ProposalReply, Result<Vec<u8>>)>,
     role: StateRole,
     leader_id: u64,
+    /// While leader: until when no other leader can have been elected (see
+    /// [`Peer::has_lease`]), and in which term that was established.
+    lease: Option<(Instant, u64)>,
+    lease_span: Duration,
 }
 
 pub fn id_bytes(id: u64) -> Vec<u8> {
@@ -46,7 +53,15 @@ fn id_from_bytes(bytes: &[u8]) -> Option<u64> {
 }
 
 impl Peer {
-    pub fn new(group: u64, node: RawNode<GroupStorage>, sm: Box<dyn StateMachine>, kv: GroupKv) -> Peer {
+    /// `lease_span`: how long after a message a quorum answered no other
+    /// leader can be elected (zero: no leases, every read is confirmed).
+    pub fn new(
+        group: u64,
+        node: RawNode<GroupStorage>,
+        sm: Box<dyn StateMachine>,
+        kv: GroupKv,
+        lease_span: Duration,
+    ) -> Peer {
         Peer {
             group,
             node,
@@ -58,7 +73,43 @@ impl Peer {
             answers: Vec::new(),
             role: StateRole::Follower,
             leader_id: 0,
+            lease: None,
+            lease_span,
         }
+    }
+
+    /// The leader lease. A quorum answered (acknowledged an append or a
+    /// ReadIndex heartbeat of) a message this leader sent at `sent`. Each of
+    /// those members refuses votes (raft-rs with check_quorum: "in lease")
+    /// until it has ticked `election_ticks` times without hearing from this
+    /// leader, and any new leader needs one of their votes (or to be one of
+    /// them, campaigning only past its own election timeout). Ticks are at
+    /// least `tick_ms` apart (the engine skips missed ones), so no other
+    /// leader exists before `sent + (election_ticks - 1) * tick_ms`; the lease
+    /// ends a tick before that. Within it, reads need no ReadIndex round.
+    fn extend_lease(&mut self, sent: Instant) {
+        if self.lease_span.is_zero() || !self.is_leader() {
+            return;
+        }
+        let term = self.node.raft.term;
+        let until = sent + self.lease_span;
+        match &mut self.lease {
+            Some((current, lease_term)) if *lease_term == term => *current = (*current).max(until),
+            lease => *lease = Some((until, term)),
+        }
+    }
+
+    /// Whether this leader holds a lease at `now`: no other leader exists, so
+    /// its committed index covers every write acknowledged anywhere.
+    pub fn has_lease(&self, now: Instant) -> bool {
+        self.is_leader() && self.lease.is_some_and(|(until, term)| term == self.node.raft.term && now < until)
+    }
+
+    /// A read under the lease: answered once everything committed now is applied.
+    pub fn read_under_lease(&mut self, reply: ReadReply) {
+        let committed = self.node.raft.raft_log.committed;
+        self.reads_waiting_apply.push((committed, reply));
+        self.finish_reads();
     }
 
     pub fn is_leader(&self) -> bool {
@@ -100,13 +151,14 @@ impl Peer {
         self.role = role;
         self.leader_id = leader_id;
         if was_leader && role != StateRole::Leader {
+            self.lease = None;
             let hint = addresses.get(leader_id);
-            for (_, reply) in self.proposals.drain() {
+            for (_, (reply, _)) in self.proposals.drain() {
                 let _ = reply.send(Err(StrataError::unavailable(
                     "leadership moved before the proposal applied; its outcome is unknown",
                 )));
             }
-            let reads = self.reads_waiting_index.drain().map(|(_, r)| r);
+            let reads = self.reads_waiting_index.drain().map(|(_, (r, _))| r);
             for reply in reads.chain(self.reads_waiting_apply.drain(..).map(|(_, r)| r)) {
                 let _ = reply.send(Err(StrataError::not_leader(hint.clone())));
             }
@@ -115,10 +167,10 @@ impl Peer {
 
     /// Fails every proposal and read waiting on this group with `err`.
     pub fn fail_pending(&mut self, err: StrataError) {
-        for (_, reply) in self.proposals.drain() {
+        for (_, (reply, _)) in self.proposals.drain() {
             let _ = reply.send(Err(err.clone()));
         }
-        let reads = self.reads_waiting_index.drain().map(|(_, r)| r);
+        let reads = self.reads_waiting_index.drain().map(|(_, (r, _))| r);
         for reply in reads.chain(self.reads_waiting_apply.drain(..).map(|(_, r)| r)) {
             let _ = reply.send(Err(err.clone()));
         }
@@ -129,7 +181,9 @@ impl Peer {
             let Some(id) = id_from_bytes(&state.request_ctx) else {
                 continue;
             };
-            if let Some(reply) = self.reads_waiting_index.remove(&id) {
+            if let Some((reply, asked)) = self.reads_waiting_index.remove(&id) {
+                // Confirmed by a quorum's answers to a heartbeat sent after `asked`.
+                self.extend_lease(asked);
                 self.reads_waiting_apply.push((state.index, reply));
             }
         }
@@ -179,7 +233,13 @@ impl Peer {
                 panic!("group {}: writing applied entry {} failed: {e}", self.group, entry.index);
             }
             let waiting = id_from_bytes(&entry.context).and_then(|id| self.proposals.remove(&id));
-            if let (Some(result), Some(reply)) = (result, waiting) {
+            if let Some((_, proposed)) = &waiting
+                && entry.term == self.node.raft.term
+            {
+                // Committed: a quorum appended it, from a message sent after `proposed`.
+                self.extend_lease(*proposed);
+            }
+            if let (Some(result), Some((reply, _))) = (result, waiting) {
                 self.answers.push((reply, result));
             }
         }

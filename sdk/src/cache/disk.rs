@@ -1,7 +1,11 @@
-//! L2: blocks in one preallocated-on-demand file of fixed-size slots under
-//! the local cache directory. A slot is a 4 KiB header (the block's key, its
-//! length, the CRC32 of its bytes, a write sequence and the header's own
-//! CRC) followed by room for one block. Storing a block is one positioned
+//! L2: blocks in one sparse file of fixed-size slots under the local cache
+//! directory. A slot is a 4 KiB header (the block's key, its length, the
+//! CRC32 of its bytes, a write sequence and the header's own CRC) followed by
+//! room for one block. A block shorter than the slot (a small file's only
+//! block) leaves the rest of the slot a hole, punched if an earlier block
+//! there was longer, so the capacity counts the bytes of blocks, not slots:
+//! there is a slot per 64 KiB of capacity (or per block, if blocks are
+//! larger). Storing a block is one positioned
 //! write into a free or evicted slot: no file is created, renamed or removed
 //! per block (with a file per block those cost as much CPU as the reads they
 //! served; `docs/PERFORMANCE.md`). One descriptor stays open, whatever the
@@ -33,7 +37,7 @@ use std::sync::{Mutex, RwLock};
 
 use bytes::Bytes;
 use lru::LruCache;
-use strata_common::aligned::{ALIGN, AlignedBuf};
+use strata_common::aligned::{ALIGN, AlignedBuf, round_up};
 use strata_common::{Result, StrataError};
 
 use super::BlockKey;
@@ -44,6 +48,8 @@ pub const SLOT_HEADER: u64 = 4096;
 const MAGIC: u32 = 0x5354_4c32; // "STL2"
 /// magic, partition, blob, block, length, block CRC, sequence, header CRC.
 const HEADER_LEN: usize = 4 + 8 + 8 + 8 + 4 + 4 + 8 + 4;
+/// A slot per this many bytes of capacity (at least a slot per block).
+const CAPACITY_PER_SLOT: u64 = 64 << 10;
 
 /// The name of the cache file for blocks of `block_size` bytes.
 pub fn cache_file_name(block_size: u64) -> String {
@@ -58,6 +64,8 @@ pub struct DiskCache {
     block_size: u64,
     /// Slot i starts at i * slot_size.
     slot_size: u64,
+    /// Bytes of blocks it may hold.
+    capacity: u64,
     index: Mutex<Index>,
     /// Held shared while a slot is read, exclusively while it is written, so
     /// a reader never mixes a header with another block's bytes.
@@ -77,6 +85,8 @@ struct Slot {
 struct Index {
     blocks: LruCache<BlockKey, Slot>,
     free: Vec<u32>,
+    /// Bytes of each slot that may hold data (the rest is a hole).
+    slot_lens: Vec<u32>,
     bytes: u64,
     next_sequence: u64,
 }
@@ -162,7 +172,8 @@ impl DiskCache {
             None => open(0).map_err(|e| io_error("opening", &path, e))?,
         };
         let slot_size = SLOT_HEADER + block_size;
-        let slots = u32::try_from(capacity / block_size).unwrap_or(u32::MAX);
+        let slots = (capacity / CAPACITY_PER_SLOT).max(capacity / block_size).max(1);
+        let slots = u32::try_from(slots).unwrap_or(u32::MAX);
         // Slots past a smaller capacity than last time are given back.
         let in_use = u64::from(slots) * slot_size;
         let len = file.metadata().map_err(|e| io_error("reading the size of", &path, e))?.len();
@@ -175,7 +186,14 @@ impl DiskCache {
             path,
             block_size,
             slot_size,
-            index: Mutex::new(Index { blocks: LruCache::unbounded(), free: Vec::new(), bytes: 0, next_sequence: 1 }),
+            capacity,
+            index: Mutex::new(Index {
+                blocks: LruCache::unbounded(),
+                free: Vec::new(),
+                slot_lens: vec![0; slots as usize],
+                bytes: 0,
+                next_sequence: 1,
+            }),
             slot_locks: (0..slots).map(|_| RwLock::new(())).collect(),
             corrupt: AtomicU64::new(0),
             _lock: lock,
@@ -190,6 +208,7 @@ impl DiskCache {
     fn load(&self, written: u32, file_len: u64) -> Result<()> {
         let mut found: Vec<(u64, BlockKey, Slot)> = Vec::new();
         let mut free: Vec<u32> = Vec::new();
+        let mut lens = vec![0u32; self.slot_locks.len()];
         let mut page = AlignedBuf::new(ALIGN);
         for slot in 0..written {
             let read = self.read_at_least(&mut page, u64::from(slot) * self.slot_size, HEADER_LEN);
@@ -198,9 +217,14 @@ impl DiskCache {
                     if u64::from(h.len) <= self.block_size
                         && u64::from(slot) * self.slot_size + SLOT_HEADER + u64::from(h.len) <= file_len =>
                 {
+                    lens[slot as usize] = h.len;
                     found.push((h.sequence, h.key, Slot { index: slot, len: h.len }))
                 }
-                _ => free.push(slot),
+                _ => {
+                    // Unknown contents: the next block written here punches the rest.
+                    lens[slot as usize] = self.block_size as u32;
+                    free.push(slot)
+                }
             }
         }
         found.sort_by_key(|(sequence, _, _)| *sequence);
@@ -218,6 +242,13 @@ impl DiskCache {
         free.extend(written..self.slot_locks.len() as u32);
         free.reverse();
         index.free = free;
+        index.slot_lens = lens;
+        // A smaller capacity than last time: the least recent go.
+        while index.bytes > self.capacity {
+            let Some((_, old)) = index.blocks.pop_lru() else { break };
+            index.bytes -= u64::from(old.len);
+            index.free.push(old.index);
+        }
         Ok(())
     }
 
@@ -274,36 +305,44 @@ impl DiskCache {
                 self.block_size
             )));
         }
-        let (slot, sequence) = {
+        let len = block.len() as u64;
+        if len > self.capacity {
+            return Ok(());
+        }
+        let (slot, sequence, earlier_len) = {
             let mut index = self.index.lock().unwrap();
             if index.blocks.contains(&key) {
                 return Ok(());
             }
-            let slot = match index.free.pop() {
-                Some(slot) => slot,
-                None => match index.blocks.pop_lru() {
-                    Some((_, old)) => {
-                        index.bytes -= u64::from(old.len);
-                        old.index
-                    }
-                    None => return Ok(()), // no slots at all (capacity below one block)
-                },
-            };
+            // Room in bytes and a slot: the least recently used blocks go.
+            while index.bytes + len > self.capacity || index.free.is_empty() {
+                let Some((_, old)) = index.blocks.pop_lru() else { break };
+                index.bytes -= u64::from(old.len);
+                index.free.push(old.index);
+            }
+            let Some(slot) = index.free.pop() else { return Ok(()) };
             index.next_sequence += 1;
-            (slot, index.next_sequence - 1)
+            (slot, index.next_sequence - 1, index.slot_lens[slot as usize])
         };
         let header =
             Header { key, len: block.len() as u32, crc: crc.unwrap_or_else(|| crc32fast::hash(block)), sequence };
         let offset = u64::from(slot) * self.slot_size;
         let written = {
             let _writing = self.slot_locks[slot as usize].write().unwrap();
-            self.write_slot(offset, &header, block)
+            self.write_slot(offset, &header, block).and_then(|()| {
+                // What an earlier, longer block left past this one: a hole again.
+                let (kept, earlier) = (round_up(block.len()) as u64, round_up(earlier_len as usize) as u64);
+                if earlier > kept { self.punch(offset + SLOT_HEADER + kept, earlier - kept) } else { Ok(()) }
+            })
         };
         let mut index = self.index.lock().unwrap();
         if let Err(e) = written {
+            // Whatever the slot holds now, the next writer punches it.
+            index.slot_lens[slot as usize] = self.block_size as u32;
             index.free.push(slot);
             return Err(io_error("writing a cached block to", &self.path, e));
         }
+        index.slot_lens[slot as usize] = block.len() as u32;
         index.bytes += block.len() as u64;
         if let Some(old) = index.blocks.put(key, Slot { index: slot, len: block.len() as u32 }) {
             // Stored twice meanwhile: keep this copy.
@@ -345,6 +384,14 @@ impl DiskCache {
             )),
             _ => Ok(()),
         }
+    }
+
+    /// Deallocates [offset, offset + len) of the file (it reads as zeros).
+    fn punch(&self, offset: u64, len: u64) -> std::io::Result<()> {
+        let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+        // SAFETY: fallocate on a descriptor this cache owns.
+        let rc = unsafe { libc::fallocate(self.file.as_raw_fd(), mode, offset as libc::off_t, len as libc::off_t) };
+        if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
     }
 
     /// Reads from `offset` into `buffer`'s whole (padded) allocation, which
@@ -468,6 +515,35 @@ mod tests {
         flip_byte(dir.path(), 8192, offset + 4998);
         assert!(cache.get(&key(1, 1)).is_none(), "damage in the last byte is found");
         assert_eq!(cache.corrupt.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn small_blocks_use_the_capacity_in_bytes_and_the_disk_sparsely() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let block = 1 << 20;
+        let cache = DiskCache::open(dir.path(), block, 2 * block, false).unwrap();
+        // Twenty 100 KiB blocks fit in 2 MiB, though only two 1 MiB ones would.
+        for blob in 0..20 {
+            cache.insert(key(blob, 0), &vec![blob as u8; 100 << 10], None).unwrap();
+        }
+        assert_eq!(cache.usage(), (20, 20 * (100 << 10)));
+        // A whole block makes room by dropping the least recently used.
+        cache.insert(key(99, 0), &vec![9; block as usize], None).unwrap();
+        let (blocks, bytes) = cache.usage();
+        assert!(
+            bytes <= 2 * block && blocks == 1 + (2 * block - block) / (100 << 10),
+            "{blocks} blocks, {bytes} bytes"
+        );
+        assert!(cache.get(&key(0, 0)).is_none() && cache.get(&key(19, 0)).is_some());
+        // Fill every slot with small blocks again: the big block's slot is punched.
+        for blob in 100..140 {
+            cache.insert(key(blob, 0), &vec![1; 50 << 10], None).unwrap();
+        }
+        let (blocks, bytes) = cache.usage();
+        let allocated = fs::metadata(dir.path().join(cache_file_name(block))).unwrap().blocks() * 512;
+        let budget = bytes + blocks * (SLOT_HEADER + ALIGN as u64);
+        assert!(allocated <= budget, "{allocated} bytes on disk for {blocks} blocks of {bytes} bytes");
     }
 
     #[test]
