@@ -3,8 +3,17 @@
 //! every device here). Used by the disk cache, by the data path's frame
 //! reader (so a block received from a datanode can go to the disk cache
 //! without another copy) and by the benchmarks.
+//!
+//! Freed buffers of up to [`POOL_MAX_BUFFER`] bytes go to a small pool
+//! ([`POOL_BYTES`] in all) that later buffers of the same size come from: a
+//! stream of 1 MiB blocks otherwise has the allocator map fresh memory for
+//! most of them, and faulting and zeroing those pages cost more CPU than
+//! the bytes' own copies (measured on the mount's warm reread: 18 % of the
+//! machine's CPU).
 
 use std::alloc::{Layout, alloc_zeroed, dealloc};
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 /// The alignment of every [`AlignedBuf`], and the unit its size is rounded to.
 pub const ALIGN: usize = 4096;
@@ -14,12 +23,56 @@ pub fn round_up(len: usize) -> usize {
     len.div_ceil(ALIGN).max(1) * ALIGN
 }
 
+/// Buffers larger than this are never pooled.
+pub const POOL_MAX_BUFFER: usize = 8 << 20;
+/// Bytes of free buffers the pool keeps at most.
+pub const POOL_BYTES: usize = 64 << 20;
+
+/// Free allocations by size: their addresses, and the bytes of all of them.
+struct Pool {
+    free: HashMap<usize, Vec<usize>>,
+    bytes: usize,
+}
+
+static POOL: Mutex<Option<Pool>> = Mutex::new(None);
+
+/// An allocation of `size` bytes from the pool, if it holds one.
+fn pooled(size: usize) -> Option<*mut u8> {
+    let mut guard = POOL.lock().unwrap();
+    let pool = guard.as_mut()?;
+    let address = pool.free.get_mut(&size)?.pop()?;
+    pool.bytes -= size;
+    Some(address as *mut u8)
+}
+
+/// Keeps an allocation for reuse; false if the pool is full (or it is too big).
+fn give_back(ptr: *mut u8, size: usize) -> bool {
+    if size > POOL_MAX_BUFFER {
+        return false;
+    }
+    let mut guard = POOL.lock().unwrap();
+    let pool = guard.get_or_insert_with(|| Pool { free: HashMap::new(), bytes: 0 });
+    if pool.bytes + size > POOL_BYTES {
+        return false;
+    }
+    pool.free.entry(size).or_default().push(ptr as usize);
+    pool.bytes += size;
+    true
+}
+
+/// Bytes held by the pool now (for tests and statistics).
+pub fn pooled_bytes() -> usize {
+    POOL.lock().unwrap().as_ref().map_or(0, |p| p.bytes)
+}
+
 /// A zeroed buffer of `len` bytes whose allocation starts on a 4 KiB boundary
 /// and extends to the next multiple of 4 KiB ([`AlignedBuf::padded`]).
 pub struct AlignedBuf {
     ptr: *mut u8,
     len: usize,
     layout: Layout,
+    /// Came from the pool: its bytes are an earlier buffer's, not zeros.
+    recycled: bool,
 }
 
 // SAFETY: the buffer is owned; shared access only reads, mutation needs &mut.
@@ -29,13 +82,26 @@ unsafe impl Sync for AlignedBuf {}
 
 impl AlignedBuf {
     pub fn new(len: usize) -> AlignedBuf {
+        let mut buf = AlignedBuf::for_overwrite(len);
+        if buf.recycled {
+            buf.padded_mut().fill(0);
+        }
+        buf
+    }
+
+    /// A buffer of `len` bytes whose contents are unspecified (zeros, or
+    /// what an earlier buffer of this process held): for reads that fill it.
+    pub fn for_overwrite(len: usize) -> AlignedBuf {
         let layout = Layout::from_size_align(round_up(len), ALIGN).expect("a valid layout");
+        if let Some(ptr) = pooled(layout.size()) {
+            return AlignedBuf { ptr, len, layout, recycled: true };
+        }
         // SAFETY: the layout has a non-zero size.
         let ptr = unsafe { alloc_zeroed(layout) };
         if ptr.is_null() {
             std::alloc::handle_alloc_error(layout);
         }
-        AlignedBuf { ptr, len, layout }
+        AlignedBuf { ptr, len, layout, recycled: false }
     }
 
     pub fn len(&self) -> usize {
@@ -82,7 +148,10 @@ impl AsRef<[u8]> for AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
-        // SAFETY: allocated in `new` with this layout.
+        if give_back(self.ptr, self.layout.size()) {
+            return;
+        }
+        // SAFETY: allocated in `for_overwrite` with this layout.
         unsafe { dealloc(self.ptr, self.layout) }
     }
 }
@@ -102,5 +171,23 @@ mod tests {
             buf.as_mut_slice().fill(7);
             assert_eq!(buf.padded().iter().filter(|b| **b == 7).count(), len);
         }
+    }
+
+    #[test]
+    fn freed_buffers_are_reused_and_new_ones_still_read_as_zeros() {
+        // A size no other test here allocates, so the pool's entry is this test's.
+        let len = 7 * ALIGN + 5;
+        let mut first = AlignedBuf::new(len);
+        first.as_mut_slice().fill(9);
+        let address = first.as_slice().as_ptr() as usize;
+        drop(first);
+        assert!(pooled_bytes() >= round_up(len));
+        let again = AlignedBuf::new(len);
+        assert_eq!(again.as_slice().as_ptr() as usize, address, "the freed allocation is reused");
+        assert!(again.padded().iter().all(|b| *b == 0), "new() zeroes a reused allocation");
+        drop(again);
+        let overwrite = AlignedBuf::for_overwrite(len);
+        assert_eq!(overwrite.as_slice().as_ptr() as usize, address);
+        assert_eq!(overwrite.len(), len);
     }
 }

@@ -10,8 +10,8 @@ use strata_proto::data::{self as pb, data_server::Data};
 use strata_sdk::data::framed::FramedPool;
 use tonic::{Request, Response, Status};
 
-use crate::store::Store;
 use crate::store::record::PieceMeta;
+use crate::store::{FileRange, Store};
 
 type RpcResult<T> = std::result::Result<Response<T>, Status>;
 
@@ -35,6 +35,16 @@ impl DataService {
         // The read checked every block it returns: whole blocks need no second pass.
         let crc32 = location.range_crc(r.offset, data.len() as u64).unwrap_or_else(|| crc32fast::hash(&data));
         Ok(pb::ReadBlobResponse { crc32, data, meta: Some(location.meta.into()), stored_length: location.len.into() })
+    }
+
+    /// Where a read of whole blocks lies in a segment file (None: any other
+    /// read, which [`DataService::read`] checks block by block).
+    pub async fn locate_whole_blocks(&self, r: &pb::ReadBlobRequest) -> Result<Option<FileRange>> {
+        let (store, partition, blob, offset, length) =
+            (self.store.clone(), r.partition_id, r.blob_id, r.offset, r.length);
+        tokio::task::spawn_blocking(move || store.locate_whole_blocks(partition, blob, offset, length))
+            .await
+            .map_err(|e| StrataError::internal(format!("locating a blob: {e}")))?
     }
 
     /// Stores a piece; with `forward`, writes it to those followers too and

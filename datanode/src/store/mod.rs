@@ -22,6 +22,7 @@ use std::thread::JoinHandle;
 
 use bytes::Bytes;
 use rocksdb::DB;
+use strata_common::aligned::AlignedBuf;
 use strata_common::config::{RaftConfig, StoreConfig};
 use strata_common::{ErrorCode, Result, StrataError};
 use tokio::sync::oneshot;
@@ -74,6 +75,18 @@ pub struct Store {
     /// Disk of each partition seen so far (persisted under `p`).
     partitions: Mutex<HashMap<u64, usize>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// A range of a stored blob as it lies in its segment file (see
+/// [`Store::locate_whole_blocks`]). The open file stays readable even if a
+/// compaction removes the segment meanwhile.
+pub struct FileRange {
+    pub file: Arc<std::fs::File>,
+    pub file_offset: u64,
+    pub length: u64,
+    /// CRC32 of the range, from the stored block CRCs.
+    pub crc32: u32,
+    pub location: Location,
 }
 
 fn internal(what: &str, e: impl std::fmt::Display) -> StrataError {
@@ -238,19 +251,53 @@ impl Store {
         value.map(|v| Location::decode(&v)).transpose()
     }
 
+    /// The blob's location; NotFound if it is not stored here.
+    fn stored(&self, partition: u64, blob: u64) -> Result<Location> {
+        self.location(partition, blob)?.ok_or_else(|| {
+            StrataError::new(ErrorCode::NotFound, format!("blob {blob} of partition {partition} is not stored here"))
+        })
+    }
+
     pub fn read_blocking(&self, partition: u64, blob: u64, offset: u64, length: u64) -> Result<(Bytes, Location)> {
         // A compaction may move the blob between the lookup and the read: look again once.
         let mut attempt = 0;
         loop {
-            let location = self.location(partition, blob)?.ok_or_else(|| {
-                StrataError::new(
-                    ErrorCode::NotFound,
-                    format!("blob {blob} of partition {partition} is not stored here"),
-                )
-            })?;
+            let location = self.stored(partition, blob)?;
             match self.read_at(partition, blob, &location, offset, length) {
                 Err(e) if e.code == ErrorCode::NotFound && attempt == 0 => attempt += 1,
                 other => return other.map(|bytes| (bytes, location)),
+            }
+        }
+    }
+
+    /// Where bytes [offset, offset + length) of a blob are, clipped to its
+    /// length, when they are whole blocks (so their CRC comes from the stored
+    /// block CRCs): for reads sent straight from the file. None for any other
+    /// range, which [`Store::read`] must check block by block.
+    pub fn locate_whole_blocks(
+        &self,
+        partition: u64,
+        blob: u64,
+        offset: u64,
+        length: u64,
+    ) -> Result<Option<FileRange>> {
+        // A compaction may move the blob between the lookup and the open: look again once.
+        let mut attempt = 0;
+        loop {
+            let location = self.stored(partition, blob)?;
+            let len = u64::from(location.len);
+            if offset > len {
+                return Err(StrataError::invalid(format!("offset {offset} is past the blob's {len} bytes")));
+            }
+            let length = length.min(len - offset);
+            let Some(crc32) = location.range_crc(offset, length) else { return Ok(None) };
+            match self.shared.files.get(&self.shared.disks, location.segment) {
+                Ok(file) => {
+                    let file_offset = location.data_offset() + offset;
+                    return Ok(Some(FileRange { file, file_offset, length, crc32, location }));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempt == 0 => attempt += 1,
+                Err(e) => return Err(internal(&format!("opening segment {:x}", location.segment), e)),
             }
         }
     }
@@ -271,10 +318,11 @@ impl Store {
             let code = if e.kind() == std::io::ErrorKind::NotFound { ErrorCode::NotFound } else { ErrorCode::Internal };
             StrataError::new(code, format!("opening segment {:x}: {e}", loc.segment))
         })?;
-        let mut buf = vec![0u8; (stop - start) as usize];
-        file.read_exact_at(&mut buf, loc.data_offset() + start)
+        // From the buffer pool: a fresh allocation per read costs page faults.
+        let mut buf = AlignedBuf::for_overwrite((stop - start) as usize);
+        file.read_exact_at(buf.as_mut_slice(), loc.data_offset() + start)
             .map_err(|e| internal(&format!("reading segment {:x}", loc.segment), e))?;
-        for (i, block) in buf.chunks(BLOCK_SIZE as usize).enumerate() {
+        for (i, block) in buf.as_slice().chunks(BLOCK_SIZE as usize).enumerate() {
             let index = first as usize + i;
             if crc32fast::hash(block) != loc.crcs[index] {
                 self.report_corrupt(partition, blob);
@@ -284,7 +332,7 @@ impl Store {
                 ));
             }
         }
-        Ok(Bytes::from(buf).slice((offset - start) as usize..(end - start) as usize))
+        Ok(Bytes::from_owner(buf).slice((offset - start) as usize..(end - start) as usize))
     }
 
     /// Counts a corrupt block and remembers the blob for repair.

@@ -30,7 +30,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
@@ -211,7 +211,7 @@ impl DiskCache {
         let mut lens = vec![0u32; self.slot_locks.len()];
         let mut page = AlignedBuf::new(ALIGN);
         for slot in 0..written {
-            let read = self.read_at_least(&mut page, u64::from(slot) * self.slot_size, HEADER_LEN);
+            let read = self.read_at_least(&mut [page.padded_mut()], u64::from(slot) * self.slot_size, HEADER_LEN);
             match read.ok().and_then(|()| Header::decode(page.as_slice())) {
                 Some(h)
                     if u64::from(h.len) <= self.block_size
@@ -272,18 +272,21 @@ impl DiskCache {
         let offset = u64::from(slot.index) * self.slot_size;
         let _reading = self.slot_locks[slot.index as usize].read().unwrap();
         let wanted = SLOT_HEADER as usize + slot.len as usize;
-        let mut buffer = AlignedBuf::new(wanted);
-        if let Err(e) = self.read_at_least(&mut buffer, offset, wanted) {
+        // Header and block in buffers of their own: a block's buffer is the
+        // size of one received from a datanode, so the two reuse each other's.
+        let mut page = AlignedBuf::for_overwrite(SLOT_HEADER as usize);
+        let mut buffer = AlignedBuf::for_overwrite(slot.len as usize);
+        if let Err(e) = self.read_at_least(&mut [page.padded_mut(), buffer.padded_mut()], offset, wanted) {
             tracing::warn!(path = %self.path.display(), slot = slot.index, error = %e, "reading a cached block failed");
             self.forget(key, slot.index);
             return None;
         }
-        let header = Header::decode(buffer.as_slice());
+        let header = Header::decode(page.as_slice());
         // Rewritten for another block since the index was read: a plain miss.
         if header.as_ref().is_some_and(|h| h.key != *key) {
             return None;
         }
-        let block = Bytes::from_owner(buffer).slice(SLOT_HEADER as usize..);
+        let block = Bytes::from_owner(buffer);
         let intact = header.is_some_and(|h| h.len == slot.len && crc32fast::hash(&block) == h.crc);
         if !intact {
             tracing::warn!(path = %self.path.display(), slot = slot.index, "a cached block failed its checksum; dropped");
@@ -394,18 +397,40 @@ impl DiskCache {
         if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
     }
 
-    /// Reads from `offset` into `buffer`'s whole (padded) allocation, which
-    /// must come to at least `needed` bytes (the file may end sooner than
-    /// the padding).
-    fn read_at_least(&self, buffer: &mut AlignedBuf, offset: u64, needed: usize) -> std::io::Result<()> {
-        let target = buffer.padded_mut();
+    /// Reads from `offset` into `parts` one after the other (for O_DIRECT,
+    /// whole padded allocations); at least `needed` bytes must come (the
+    /// file may end within the last part's padding).
+    fn read_at_least(&self, parts: &mut [&mut [u8]], offset: u64, needed: usize) -> std::io::Result<()> {
         let mut done = 0;
         while done < needed {
-            match self.file.read_at(&mut target[done..], offset + done as u64) {
-                Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-                Ok(n) => done += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+            // What is left of the parts past the `done` bytes read so far.
+            let mut skip = done;
+            let mut left = Vec::with_capacity(parts.len());
+            for part in parts.iter_mut() {
+                if skip >= part.len() {
+                    skip -= part.len();
+                    continue;
+                }
+                let rest = &mut part[skip..];
+                left.push(libc::iovec { iov_base: rest.as_mut_ptr().cast(), iov_len: rest.len() });
+                skip = 0;
+            }
+            if left.is_empty() {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            // SAFETY: every iovec points into a live, uniquely borrowed part of its length.
+            let n = unsafe {
+                libc::preadv(self.file.as_raw_fd(), left.as_ptr(), left.len() as i32, (offset + done as u64) as i64)
+            };
+            match n {
+                0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                n if n > 0 => done += n as usize,
+                _ => {
+                    let e = std::io::Error::last_os_error();
+                    if e.kind() != std::io::ErrorKind::Interrupted {
+                        return Err(e);
+                    }
+                }
             }
         }
         Ok(())
@@ -450,6 +475,7 @@ fn remove_other_layouts(dir: &Path, keep: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::FileExt;
 
     fn key(blob_id: u64, block: u64) -> BlockKey {
         BlockKey { data_partition: 7, blob_id, block }

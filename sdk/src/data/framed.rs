@@ -68,7 +68,7 @@ pub async fn read_frame<R: AsyncReadExt + Unpin>(r: &mut R) -> std::io::Result<(
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "frame payload too large"));
     }
     // Page-aligned, so a block can go to the disk cache (O_DIRECT) as it is.
-    let mut payload = AlignedBuf::new(payload_len as usize);
+    let mut payload = AlignedBuf::for_overwrite(payload_len as usize);
     r.read_exact(payload.as_mut_slice()).await?;
     Ok((kind, header, Bytes::from_owner(payload)))
 }
@@ -195,7 +195,10 @@ impl FramedPool {
     }
 
     /// Bytes [offset, offset + length) of the piece `address` stores, with
-    /// the datanode's answer (metadata, stored length), CRC checked.
+    /// the datanode's answer (metadata, stored length), CRC checked. Bytes
+    /// that fail the check are asked for once more with `verify` (the node
+    /// checks its blocks and records damage it finds): what fails again is
+    /// an error for the caller to read elsewhere.
     pub async fn read(
         &self,
         address: &str,
@@ -204,17 +207,23 @@ impl FramedPool {
         offset: u64,
         length: u64,
     ) -> Result<ReadBlobResponse> {
-        let header = ReadBlobRequest { partition_id, blob_id, offset, length }.encode_to_vec();
-        let (header, data) = self.call(address, KIND_READ, &header, &[]).await?;
-        let mut response = ReadBlobResponse::decode(header.as_slice())
-            .map_err(|e| StrataError::internal(format!("a read header from {address}: {e}")))?;
-        if crc32fast::hash(&data) != response.crc32 {
-            return Err(StrataError::new(
-                ErrorCode::Corrupted,
-                format!("blob {blob_id} from {address} damaged in transit"),
-            ));
+        let mut request = ReadBlobRequest { partition_id, blob_id, offset, length, verify: false };
+        loop {
+            let (header, data) = self.call(address, KIND_READ, &request.encode_to_vec(), &[]).await?;
+            let mut response = ReadBlobResponse::decode(header.as_slice())
+                .map_err(|e| StrataError::internal(format!("a read header from {address}: {e}")))?;
+            if crc32fast::hash(&data) == response.crc32 {
+                response.data = data;
+                return Ok(response);
+            }
+            if request.verify {
+                return Err(StrataError::new(
+                    ErrorCode::Corrupted,
+                    format!("blob {blob_id} from {address} damaged in transit"),
+                ));
+            }
+            tracing::warn!(%address, blob_id, "a blob read failed its CRC; asking the node to check its copy");
+            request.verify = true;
         }
-        response.data = data;
-        Ok(response)
     }
 }
