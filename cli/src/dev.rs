@@ -56,6 +56,12 @@ pub struct DevArgs {
     /// Seconds between datanode looks for segments worth compacting.
     #[arg(long, default_value_t = 30)]
     pub compact_interval: u64,
+    /// MiB/s of background scrub reads for the whole cluster (0: none),
+    /// shared among its datanodes: they all sit on one disk here, where a
+    /// production node's rate (16 MiB/s per datanode) would take a sixth of
+    /// this machine's disk from readers.
+    #[arg(long, default_value_t = 16)]
+    pub scrub_mb_per_sec: u64,
     /// Name of the volume created when the cluster first comes up; "" for none.
     #[arg(long, default_value = "default")]
     pub volume: String,
@@ -206,7 +212,14 @@ fn create_layout(dir: &Path, args: &DevArgs) -> anyhow::Result<ClusterFile> {
                 data_dir: node.data_dir.clone(),
                 masters: masters.clone(),
                 raft: raft_config(args),
-                store: StoreConfig { compact_interval_secs: args.compact_interval, ..StoreConfig::default() },
+                store: StoreConfig {
+                    compact_interval_secs: args.compact_interval,
+                    scrub_mb_per_sec: match args.scrub_mb_per_sec {
+                        0 => 0,
+                        total => (total / args.datanodes.max(1)).max(1),
+                    },
+                    ..StoreConfig::default()
+                },
                 gc_grace_secs: args.gc_grace,
             };
             if node.role == "metanode" {

@@ -168,7 +168,8 @@ async fn wait_for_repair(cluster: &DevCluster, volume: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn erasure_coded_data_survives_lost_datanodes_damage_and_repair() {
     let mut cluster = DevCluster::new();
-    cluster.start_with(&["--datanodes", "8", "--repair-delay", "3"]);
+    // Scrub at a production node's 16 MiB/s each, so a pass ends in time.
+    cluster.start_with(&["--datanodes", "8", "--repair-delay", "3", "--scrub-mb-per-sec", "128"]);
     let volume = Arc::new(create_volume(cluster.masters(), "coded", "ec:4+2").await);
     // 1 GiB: 16 files of 64 MiB, 4 written at a time.
     let len = 64 * MIB;

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -37,7 +38,14 @@ impl FileCache {
         if let Some(file) = self.open.lock().unwrap().get(&segment) {
             return Ok(file.clone());
         }
-        let file = Arc::new(File::open(segment_path(disks, segment)?)?);
+        let file = File::open(segment_path(disks, segment)?)?;
+        // No kernel read-ahead: a segment interleaves many blobs, readers
+        // ask for whole blocks and read ahead themselves, so the kernel's
+        // guesses mostly read what nobody asked for (measured: 2 GiB read
+        // from the disk per GiB a mount streamed).
+        // SAFETY: fadvise on an open descriptor; it only changes read-ahead.
+        unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) };
+        let file = Arc::new(file);
         let mut open = self.open.lock().unwrap();
         if open.len() >= self.capacity {
             // Forget an arbitrary half: handles in use stay valid through their Arc.
