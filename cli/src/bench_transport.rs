@@ -87,7 +87,7 @@ async fn pass(
                                 node::grpc_read_piece(&channels, &e.grpc, partition, blob, 0, BLOB as u64).await?;
                             }
                             (_, Path::Framed) => {
-                                pool.read(&e.framed, partition, blob, 0, BLOB as u64).await?;
+                                pool.read(&e.framed, partition, blob, 0, BLOB as u64, false).await?;
                             }
                         }
                     }

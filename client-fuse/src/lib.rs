@@ -76,6 +76,8 @@ pub async fn mount(
             }
         }
     });
+    // What reaches the disk cache is read from there again, not from the datanodes.
+    data.set_drop_behind(config.cache.disk_dir.is_some() && config.cache.disk_bytes > 0);
     let data = Arc::new(data);
     let cache = BlockCache::new(data.clone(), &config.cache).context("opening the block caches")?;
     let inner = inner::Inner {

@@ -6,10 +6,11 @@
 //! CRC the header carries, made of the stored block CRCs, and asks again
 //! with `verify` when it finds damage).
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use prost::Message;
@@ -28,10 +29,76 @@ use crate::store::FileRange;
 /// Time a reader may take to make room in its socket for more of a blob.
 const SEND_STALL: Duration = Duration::from_secs(20);
 
-/// What a request is answered with: bytes, or a range of a segment file.
+/// What a request is answered with: bytes, or a range of a segment file
+/// (to drop from the page cache once received, with `drop_behind`).
 enum Reply {
     Bytes(Vec<u8>, Bytes),
-    File(Vec<u8>, FileRange),
+    File { header: Vec<u8>, range: FileRange, drop_behind: bool },
+}
+
+/// A range sent with `drop_behind`: dropped from the page cache when this is dropped.
+struct SentRange {
+    file: Arc<File>,
+    offset: u64,
+    length: u64,
+}
+
+/// Ranges sent with `drop_behind` on one connection, dropped from the page
+/// cache at the ages in [`DROP_AT`] (looked at when a request arrives) and
+/// when the reader leaves. Not at once and more than once: pages the socket
+/// still holds are not dropped, and the kernel releases sent buffers some
+/// time after the reader has the bytes (a freed buffer goes back to the CPU
+/// that made it, whenever that CPU next handles network work).
+#[derive(Default)]
+struct DropBehind {
+    /// (when sent, drops done, range), oldest first.
+    sent: VecDeque<(Instant, usize, SentRange)>,
+}
+
+/// Ages at which a range sent with drop-behind is dropped.
+const DROP_AT: [Duration; 3] = [Duration::from_millis(20), Duration::from_millis(250), Duration::from_secs(2)];
+/// Ranges a connection remembers at most (the oldest go first).
+const DROP_BEHIND_MAX: usize = 256;
+
+impl DropBehind {
+    fn push(&mut self, range: SentRange) {
+        if self.sent.len() == DROP_BEHIND_MAX {
+            self.sent.pop_front();
+        }
+        self.sent.push_back((Instant::now(), 0, range));
+    }
+
+    fn expire(&mut self) {
+        for (sent, drops, range) in self.sent.iter_mut() {
+            if *drops < DROP_AT.len() && sent.elapsed() >= DROP_AT[*drops] {
+                range.drop_pages();
+                *drops += 1;
+            }
+        }
+        while self.sent.front().is_some_and(|(_, drops, _)| *drops == DROP_AT.len()) {
+            self.sent.pop_front();
+        }
+    }
+}
+
+impl Drop for SentRange {
+    fn drop(&mut self) {
+        self.drop_pages();
+    }
+}
+
+impl SentRange {
+    fn drop_pages(&self) {
+        // SAFETY: fadvise on an open descriptor; it only drops clean cached pages.
+        unsafe {
+            libc::posix_fadvise(
+                self.file.as_raw_fd(),
+                self.offset as i64,
+                self.length as i64,
+                libc::POSIX_FADV_DONTNEED,
+            )
+        };
+    }
 }
 
 /// Whether a connection's first byte starts a framed request.
@@ -43,8 +110,11 @@ pub fn is_framed(first: u8) -> bool {
 pub async fn serve_connection(stream: TcpStream, service: Arc<DataService>) {
     let (r, w) = stream.into_split();
     let (mut r, mut w) = (BufReader::with_capacity(READ_BUFFER, r), BufWriter::with_capacity(1 << 20, w));
+    let mut behind = DropBehind::default();
     loop {
-        let (kind, header, payload) = match read_frame(&mut r).await {
+        let frame = read_frame(&mut r).await;
+        behind.expire();
+        let (kind, header, payload) = match frame {
             Ok(frame) => frame,
             Err(e) => {
                 if e.kind() != std::io::ErrorKind::UnexpectedEof {
@@ -62,7 +132,14 @@ pub async fn serve_connection(stream: TcpStream, service: Arc<DataService>) {
         };
         let written = match result {
             Ok(Reply::Bytes(header, payload)) => write_frame(&mut w, STATUS_OK, &header, &payload).await,
-            Ok(Reply::File(header, range)) => write_file_frame(&mut w, &header, range).await,
+            Ok(Reply::File { header, range, drop_behind }) => {
+                let sent = SentRange { file: range.file.clone(), offset: range.file_offset, length: range.length };
+                let written = write_file_frame(&mut w, &header, range).await;
+                if drop_behind && written.is_ok() {
+                    behind.push(sent);
+                }
+                written
+            }
             Err(e) => write_frame(&mut w, STATUS_ERR, &encode_error(&e), &[]).await,
         };
         if written.is_err() {
@@ -88,7 +165,7 @@ async fn handle_read(service: &DataService, header: &[u8]) -> Result<Reply> {
             meta: Some(range.location.meta.into()),
             stored_length: range.location.len.into(),
         };
-        return Ok(Reply::File(response.encode_to_vec(), range));
+        return Ok(Reply::File { header: response.encode_to_vec(), range, drop_behind: request.drop_behind });
     }
     let mut response = service.read(request).await?;
     // The payload travels raw after the header.
@@ -179,6 +256,29 @@ mod tests {
         address
     }
 
+    const PAGE: u64 = 4096;
+
+    fn pages_spanned(range: &FileRange) -> usize {
+        ((range.file_offset + range.length).div_ceil(PAGE) - range.file_offset / PAGE) as usize
+    }
+
+    /// Pages of the range in the page cache (mincore).
+    fn resident_pages(range: &FileRange) -> usize {
+        let start = range.file_offset / PAGE * PAGE;
+        let len = (range.file_offset + range.length - start) as usize;
+        let mut pages = vec![0u8; len.div_ceil(PAGE as usize)];
+        // SAFETY: a private read-only mapping of an open file, unmapped before returning;
+        // mincore writes one byte per page of it into `pages`.
+        unsafe {
+            let fd = range.file.as_raw_fd();
+            let address = libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, fd, start as i64);
+            assert_ne!(address, libc::MAP_FAILED);
+            assert_eq!(libc::mincore(address, len, pages.as_mut_ptr()), 0);
+            libc::munmap(address, len);
+        }
+        pages.iter().filter(|p| **p & 1 == 1).count()
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn whole_blocks_are_sent_from_the_file_and_damage_there_is_found_and_recorded() {
         let dir = tempfile::tempdir().unwrap();
@@ -194,12 +294,34 @@ mod tests {
         for (offset, length) in [(0, len), (BLOCK_SIZE, 2 * BLOCK_SIZE), (2 * BLOCK_SIZE, 10 * BLOCK_SIZE), (5, 100)] {
             let whole = store.locate_whole_blocks(1, 9, offset, length).unwrap().is_some();
             assert_eq!(whole, offset != 5, "{offset}+{length} is sent from the file iff whole blocks");
-            let answer = pool.read(&address, 1, 9, offset, length).await.unwrap();
+            let answer = pool.read(&address, 1, 9, offset, length, false).await.unwrap();
             let end = (offset + length).min(len);
             assert_eq!(answer.data, data.slice(offset as usize..end as usize), "{offset}+{length}");
             assert_eq!(answer.stored_length, len);
         }
         assert_eq!(store.totals().unwrap().corrupt_blocks, 0);
+
+        // Drop-behind: a range sent with it leaves the page cache once the
+        // reader asks for more (partial pages at its ends may stay); one sent
+        // without it stays.
+        let first = store.locate_whole_blocks(1, 9, 0, BLOCK_SIZE).unwrap().unwrap();
+        let kept = store.locate_whole_blocks(1, 9, 2 * BLOCK_SIZE, BLOCK_SIZE).unwrap().unwrap();
+        pool.read(&address, 1, 9, 0, BLOCK_SIZE, true).await.unwrap();
+        assert!(resident_pages(&first) > 2, "sent pages are cached until the reader has them");
+        // Later requests on the connection drop it once it is old enough
+        // (and the ranges the reads above sent with drop-behind).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while resident_pages(&first) > 2 {
+            assert!(Instant::now() < deadline, "{} pages of a dropped range stayed", resident_pages(&first));
+            tokio::time::sleep(DROP_AT[0]).await;
+            pool.read(&address, 1, 9, 3 * BLOCK_SIZE, 1000, false).await.unwrap();
+        }
+        pool.read(&address, 1, 9, 2 * BLOCK_SIZE, BLOCK_SIZE, false).await.unwrap();
+        for _ in 0..3 {
+            tokio::time::sleep(DROP_AT[0]).await;
+            pool.read(&address, 1, 9, 3 * BLOCK_SIZE, 1000, false).await.unwrap();
+        }
+        assert_eq!(resident_pages(&kept), pages_spanned(&kept), "kept without drop-behind");
 
         // A byte of the second block goes bad on disk.
         let range = store.locate_whole_blocks(1, 9, BLOCK_SIZE, BLOCK_SIZE).unwrap().unwrap();
@@ -213,11 +335,11 @@ mod tests {
         segment.write_all_at(&[byte[0] ^ 0x40], range.file_offset + 100).unwrap();
 
         // The reader finds it, the node records it, and the other blocks still read.
-        let error = pool.read(&address, 1, 9, BLOCK_SIZE, BLOCK_SIZE).await.unwrap_err();
+        let error = pool.read(&address, 1, 9, BLOCK_SIZE, BLOCK_SIZE, false).await.unwrap_err();
         assert_eq!(error.code, ErrorCode::Corrupted, "{error}");
         assert_eq!(store.totals().unwrap().corrupt_blocks, 1);
         assert_eq!(store.bad_blobs(10).unwrap(), vec![(1, 9)]);
-        let answer = pool.read(&address, 1, 9, 2 * BLOCK_SIZE, BLOCK_SIZE).await.unwrap();
+        let answer = pool.read(&address, 1, 9, 2 * BLOCK_SIZE, BLOCK_SIZE, true).await.unwrap();
         assert_eq!(answer.data, data.slice(2 * BLOCK_SIZE as usize..3 * BLOCK_SIZE as usize));
         store.shutdown();
     }

@@ -208,7 +208,7 @@ impl Repairer {
             Redundancy::Replicated { .. } => {
                 let mut last = StrataError::unavailable("no replica to copy from");
                 for (_, address) in &sources {
-                    match self.pool.read(address, partition.id, blob_id, 0, stored_length).await {
+                    match self.pool.read(address, partition.id, blob_id, 0, stored_length, false).await {
                         Ok(r) => {
                             let meta = PieceMeta { blob_size: listed.blob_size, ..Default::default() };
                             self.store.write(partition.id, blob_id, meta, r.data).await?;
@@ -223,7 +223,7 @@ impl Repairer {
                 let (k, m) = (k as usize, m as usize);
                 let shard_len = ec::shard_len(listed.blob_size, k);
                 let reads = sources.iter().map(|(index, address)| async move {
-                    let read = self.pool.read(address, partition.id, blob_id, 0, shard_len).await;
+                    let read = self.pool.read(address, partition.id, blob_id, 0, shard_len, false).await;
                     (*index, read)
                 });
                 let mut shards: Vec<Option<Vec<u8>>> = vec![None; k + m];

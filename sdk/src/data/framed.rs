@@ -206,8 +206,9 @@ impl FramedPool {
         blob_id: u64,
         offset: u64,
         length: u64,
+        drop_behind: bool,
     ) -> Result<ReadBlobResponse> {
-        let mut request = ReadBlobRequest { partition_id, blob_id, offset, length, verify: false };
+        let mut request = ReadBlobRequest { partition_id, blob_id, offset, length, verify: false, drop_behind };
         loop {
             let (header, data) = self.call(address, KIND_READ, &request.encode_to_vec(), &[]).await?;
             let mut response = ReadBlobResponse::decode(header.as_slice())

@@ -11,7 +11,7 @@ pub mod framed;
 pub mod node;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -64,6 +64,8 @@ pub struct DataClient {
     ids: tokio::sync::Mutex<(u64, u64)>,
     next_partition: AtomicUsize,
     avoid: Mutex<HashMap<u64, Instant>>,
+    /// See [`DataClient::set_drop_behind`].
+    drop_behind: AtomicBool,
     pub stats: DataStats,
 }
 
@@ -97,6 +99,7 @@ impl DataClient {
             ids: tokio::sync::Mutex::new((0, 0)),
             next_partition: AtomicUsize::new(rand::random::<u32>() as usize),
             avoid: Mutex::new(HashMap::new()),
+            drop_behind: AtomicBool::new(false),
             stats: DataStats::default(),
         })
     }
@@ -251,6 +254,20 @@ impl DataClient {
             .ok_or_else(|| StrataError::not_found(format!("data partition {id} is not in volume {}", self.volume)))
     }
 
+    /// For a client that keeps what it reads in a disk cache of its own:
+    /// datanodes then drop the whole blocks they send from their page cache
+    /// once received (on one machine, a mount's cold stream otherwise kept
+    /// every byte three times in memory: segments, disk cache and the
+    /// kernel's cache of the mount, and ran at half speed once memory the
+    /// host had taken back had to be touched again).
+    pub fn set_drop_behind(&self, on: bool) {
+        self.drop_behind.store(on, Ordering::Relaxed);
+    }
+
+    fn drop_behind(&self) -> bool {
+        self.drop_behind.load(Ordering::Relaxed)
+    }
+
     /// Bytes [offset, offset + length) of a blob (offsets within the blob).
     /// A failed read looks at the partition's members again (repair may have
     /// moved them) and tries once more.
@@ -303,7 +320,7 @@ impl DataClient {
         order.sort_by_key(|m| partition.rebuilding.contains(&m.node_id));
         let mut last_error = StrataError::unavailable("no replica was tried");
         for (i, member) in order.into_iter().enumerate() {
-            let read = self.pool.read(&member.address, partition.id, blob.blob_id, offset, length);
+            let read = self.pool.read(&member.address, partition.id, blob.blob_id, offset, length, self.drop_behind());
             match read.await {
                 Ok(r) => {
                     if i > 0 {
@@ -340,7 +357,8 @@ impl DataClient {
                 if rebuilding {
                     return Err(StrataError::unavailable(format!("shard on {address} is being rebuilt")));
                 }
-                let read = self.pool.read(address, partition.id, blob.blob_id, p.shard_offset, p.length);
+                let read =
+                    self.pool.read(address, partition.id, blob.blob_id, p.shard_offset, p.length, self.drop_behind());
                 match tokio::time::timeout(SLOW_SHARD, read).await {
                     Ok(Ok(r)) if r.data.len() as u64 == p.length => Ok(r.data),
                     Ok(Ok(r)) => Err(StrataError::new(ErrorCode::Corrupted, format!("short shard: {}", r.data.len()))),
@@ -400,7 +418,7 @@ impl DataClient {
         let reads = (0..k + m).filter(usable).map(|shard| {
             let address = partition.members[shard].address.as_str();
             async move {
-                let read = self.pool.read(address, partition.id, blob_id, from, to - from);
+                let read = self.pool.read(address, partition.id, blob_id, from, to - from, self.drop_behind());
                 let result = tokio::time::timeout(SLOW_SHARD * 2, read).await;
                 (shard, result)
             }

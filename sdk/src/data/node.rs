@@ -60,7 +60,7 @@ pub async fn grpc_read_piece(
     offset: u64,
     length: u64,
 ) -> Result<pb::ReadBlobResponse> {
-    let request = pb::ReadBlobRequest { partition_id, blob_id, offset, length, verify: true };
+    let request = pb::ReadBlobRequest { partition_id, blob_id, offset, length, verify: true, drop_behind: false };
     let response = client(channels, address)?
         .read_blob(with_timeout(request))
         .await
