@@ -3,7 +3,10 @@
 # a local `strata dev` cluster with its volume mounted, a local directory on
 # the same disk, and libfuse's passthrough of a local directory (the FUSE
 # ceiling), all measured by `strata bench` side by side; then the epoch
-# workload on a second cluster behind an emulated network.
+# workload on a second cluster behind an emulated network. Cold passes
+# empty the machine's page cache first (--drop-caches), so every target's
+# cold read comes from the disk (a passthrough's source file was otherwise
+# still cached from being written).
 #
 #   bash scripts/bench-mount.sh [WORK_DIR] [extra strata bench flags…]
 #
@@ -43,7 +46,7 @@ start_cluster "$work/dev" "$work/strata-mnt"
 mkdir -p "$work/local" "$work/pt-src"
 bash scripts/passthrough.sh mount "$work/pt-src" "$work/pt-mnt"
 "$strata" bench --target "strata=$work/strata-mnt" --target "local=$work/local" \
-  --target "passthrough=$work/pt-mnt" --json-file "$work/mount.json" --plot "$work/mount.png" "$@" \
+  --target "passthrough=$work/pt-mnt" --drop-caches --json-file "$work/mount.json" --plot "$work/mount.png" "$@" \
   | tee "$work/mount.txt"
 "$strata" cache stats "$work/strata-mnt" | tee -a "$work/mount.txt"
 "$strata" dev stop --dir "$work/dev" >/dev/null
