@@ -223,9 +223,10 @@ impl Inner {
 
     /// Drops what this mount cached of `ino`'s extent map (it changed).
     fn extents_changed(&self, ino: u64) {
-        crate::reader::note_extent_change();
-        if let Some(file) = self.handles.by_inode(ino) {
-            file.reads.invalidate();
+        // Either way the change is counted once (`ReadState::invalidate` counts it).
+        match self.handles.by_inode(ino) {
+            Some(file) => file.reads.invalidate(),
+            None => crate::reader::note_extent_change(),
         }
     }
 

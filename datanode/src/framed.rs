@@ -36,7 +36,7 @@ enum Reply {
     File { header: Vec<u8>, range: FileRange, drop_behind: bool },
 }
 
-/// A range sent with `drop_behind`: dropped from the page cache when this is dropped.
+/// A range sent with `drop_behind`.
 struct SentRange {
     file: Arc<File>,
     offset: u64,
@@ -81,9 +81,14 @@ impl DropBehind {
     }
 }
 
-impl Drop for SentRange {
+impl Drop for DropBehind {
+    /// The reader left: a last drop of what was not dropped enough yet.
     fn drop(&mut self) {
-        self.drop_pages();
+        for (_, drops, range) in &self.sent {
+            if *drops < DROP_AT.len() {
+                range.drop_pages();
+            }
+        }
     }
 }
 
@@ -133,9 +138,13 @@ pub async fn serve_connection(stream: TcpStream, service: Arc<DataService>) {
         let written = match result {
             Ok(Reply::Bytes(header, payload)) => write_frame(&mut w, STATUS_OK, &header, &payload).await,
             Ok(Reply::File { header, range, drop_behind }) => {
-                let sent = SentRange { file: range.file.clone(), offset: range.file_offset, length: range.length };
+                let sent = drop_behind.then(|| SentRange {
+                    file: range.file.clone(),
+                    offset: range.file_offset,
+                    length: range.length,
+                });
                 let written = write_file_frame(&mut w, &header, range).await;
-                if drop_behind && written.is_ok() {
+                if let (Some(sent), Ok(())) = (sent, &written) {
                     behind.push(sent);
                 }
                 written

@@ -397,12 +397,8 @@ impl MetaClient {
 
     /// The extents covering [offset, offset + length) of `ino` and its size; gaps are holes.
     pub async fn get_extents(&self, ino: u64, offset: u64, length: u64) -> Result<(Vec<pb::Extent>, u64)> {
-        let reply = self
-            .call(ino, "reading extents", |mut c, partition_id| async move {
-                c.get_extents(pb::GetExtentsRequest { partition_id, ino, offset, length }).await
-            })
-            .await?;
-        Ok((reply.extents, reply.size))
+        let (extents, inode) = self.get_extents_and_inode(ino, offset, length).await?;
+        Ok((extents, inode.size))
     }
 
     /// The inode and the extents of [offset, offset + length) of it, read together.
