@@ -12,7 +12,7 @@
 //! machine's CPU).
 
 use std::alloc::{Layout, alloc_zeroed, dealloc};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 /// The alignment of every [`AlignedBuf`], and the unit its size is rounded to.
@@ -30,16 +30,15 @@ pub const POOL_BYTES: usize = 64 << 20;
 
 /// Free allocations by size: their addresses, and the bytes of all of them.
 struct Pool {
-    free: HashMap<usize, Vec<usize>>,
+    free: BTreeMap<usize, Vec<usize>>,
     bytes: usize,
 }
 
-static POOL: Mutex<Option<Pool>> = Mutex::new(None);
+static POOL: Mutex<Pool> = Mutex::new(Pool { free: BTreeMap::new(), bytes: 0 });
 
 /// An allocation of `size` bytes from the pool, if it holds one.
 fn pooled(size: usize) -> Option<*mut u8> {
-    let mut guard = POOL.lock().unwrap();
-    let pool = guard.as_mut()?;
+    let mut pool = POOL.lock().unwrap();
     let address = pool.free.get_mut(&size)?.pop()?;
     pool.bytes -= size;
     Some(address as *mut u8)
@@ -50,8 +49,7 @@ fn give_back(ptr: *mut u8, size: usize) -> bool {
     if size > POOL_MAX_BUFFER {
         return false;
     }
-    let mut guard = POOL.lock().unwrap();
-    let pool = guard.get_or_insert_with(|| Pool { free: HashMap::new(), bytes: 0 });
+    let mut pool = POOL.lock().unwrap();
     if pool.bytes + size > POOL_BYTES {
         return false;
     }
@@ -62,7 +60,7 @@ fn give_back(ptr: *mut u8, size: usize) -> bool {
 
 /// Bytes held by the pool now (for tests and statistics).
 pub fn pooled_bytes() -> usize {
-    POOL.lock().unwrap().as_ref().map_or(0, |p| p.bytes)
+    POOL.lock().unwrap().bytes
 }
 
 /// A zeroed buffer of `len` bytes whose allocation starts on a 4 KiB boundary

@@ -17,7 +17,7 @@ use prost::Message;
 use strata_common::{Result, StrataError};
 use strata_proto::data::{ReadBlobRequest, ReadBlobResponse, WriteBlobRequest};
 use strata_sdk::data::framed::{
-    KIND_READ, KIND_WRITE, READ_BUFFER, STATUS_ERR, STATUS_OK, encode_error, read_frame, write_frame,
+    KIND_READ, KIND_WRITE, READ_BUFFER, STATUS_ERR, STATUS_OK, encode_error, read_frame, write_frame, write_frame_head,
 };
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
@@ -25,6 +25,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 
 use crate::service::DataService;
 use crate::store::FileRange;
+use crate::store::files::advise;
 
 /// Time a reader may take to make room in its socket for more of a blob.
 const SEND_STALL: Duration = Duration::from_secs(20);
@@ -94,15 +95,7 @@ impl Drop for DropBehind {
 
 impl SentRange {
     fn drop_pages(&self) {
-        // SAFETY: fadvise on an open descriptor; it only drops clean cached pages.
-        unsafe {
-            libc::posix_fadvise(
-                self.file.as_raw_fd(),
-                self.offset as i64,
-                self.length as i64,
-                libc::POSIX_FADV_DONTNEED,
-            )
-        };
+        advise(&self.file, self.offset, self.length, libc::POSIX_FADV_DONTNEED);
     }
 }
 
@@ -184,10 +177,7 @@ async fn handle_read(service: &DataService, header: &[u8]) -> Result<Reply> {
 
 /// A frame whose payload is a range of a segment file, sent by the kernel.
 async fn write_file_frame(w: &mut BufWriter<OwnedWriteHalf>, header: &[u8], range: FileRange) -> std::io::Result<()> {
-    w.write_u8(STATUS_OK).await?;
-    w.write_u32(header.len() as u32).await?;
-    w.write_all(header).await?;
-    w.write_u32(range.length as u32).await?;
+    write_frame_head(w, STATUS_OK, header, range.length as u32).await?;
     w.flush().await?;
     // A blocking thread waits for the disk; it sends on its own descriptor
     // of the socket, so the socket outlives it whatever happens here.
@@ -201,8 +191,7 @@ async fn write_file_frame(w: &mut BufWriter<OwnedWriteHalf>, header: &[u8], rang
 fn send_file(socket: &OwnedFd, file: &File, mut offset: u64, mut length: u64) -> std::io::Result<()> {
     // The whole range in one disk request: segments have no kernel
     // read-ahead (see `FileCache`), and sendfile alone reads 64 KiB at a time.
-    // SAFETY: fadvise on an open descriptor; it only starts reads into the page cache.
-    unsafe { libc::posix_fadvise(file.as_raw_fd(), offset as i64, length as i64, libc::POSIX_FADV_WILLNEED) };
+    advise(file, offset, length, libc::POSIX_FADV_WILLNEED);
     while length > 0 {
         let mut at = offset as libc::off_t;
         // SAFETY: both descriptors are open for the call; `at` is a valid offset cell.

@@ -23,6 +23,13 @@ pub fn segment_file(disk_dir: &Path, segment: u64) -> PathBuf {
     disk_dir.join("segments").join(format!("{segment:016x}.seg"))
 }
 
+/// posix_fadvise(2): a hint about a range of `file`'s page cache (0, 0: all
+/// of it). A hint that fails changes nothing, so its result is not looked at.
+pub fn advise(file: &File, offset: u64, length: u64, advice: libc::c_int) {
+    // SAFETY: fadvise on an open descriptor; it only affects the page cache.
+    unsafe { libc::posix_fadvise(file.as_raw_fd(), offset as i64, length as i64, advice) };
+}
+
 pub struct FileCache {
     open: Mutex<HashMap<u64, Arc<File>>>,
     capacity: usize,
@@ -43,8 +50,7 @@ impl FileCache {
         // ask for whole blocks and read ahead themselves, so the kernel's
         // guesses mostly read what nobody asked for (measured: 2 GiB read
         // from the disk per GiB a mount streamed).
-        // SAFETY: fadvise on an open descriptor; it only changes read-ahead.
-        unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) };
+        advise(&file, 0, 0, libc::POSIX_FADV_RANDOM);
         let file = Arc::new(file);
         let mut open = self.open.lock().unwrap();
         if open.len() >= self.capacity {

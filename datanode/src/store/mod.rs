@@ -291,15 +291,23 @@ impl Store {
             }
             let length = length.min(len - offset);
             let Some(crc32) = location.range_crc(offset, length) else { return Ok(None) };
-            match self.shared.files.get(&self.shared.disks, location.segment) {
+            match self.segment_file(&location) {
                 Ok(file) => {
                     let file_offset = location.data_offset() + offset;
                     return Ok(Some(FileRange { file, file_offset, length, crc32, location }));
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempt == 0 => attempt += 1,
-                Err(e) => return Err(internal(&format!("opening segment {:x}", location.segment), e)),
+                Err(e) if e.code == ErrorCode::NotFound && attempt == 0 => attempt += 1,
+                Err(e) => return Err(e),
             }
         }
+    }
+
+    /// The segment holding `loc`; NotFound if a compaction removed it.
+    fn segment_file(&self, loc: &Location) -> Result<Arc<std::fs::File>> {
+        self.shared.files.get(&self.shared.disks, loc.segment).map_err(|e| {
+            let code = if e.kind() == std::io::ErrorKind::NotFound { ErrorCode::NotFound } else { ErrorCode::Internal };
+            StrataError::new(code, format!("opening segment {:x}: {e}", loc.segment))
+        })
     }
 
     fn read_at(&self, partition: u64, blob: u64, loc: &Location, offset: u64, length: u64) -> Result<Bytes> {
@@ -314,10 +322,7 @@ impl Store {
         let first = offset / BLOCK_SIZE;
         let start = first * BLOCK_SIZE;
         let stop = end.div_ceil(BLOCK_SIZE).saturating_mul(BLOCK_SIZE).min(len);
-        let file = self.shared.files.get(&self.shared.disks, loc.segment).map_err(|e| {
-            let code = if e.kind() == std::io::ErrorKind::NotFound { ErrorCode::NotFound } else { ErrorCode::Internal };
-            StrataError::new(code, format!("opening segment {:x}: {e}", loc.segment))
-        })?;
+        let file = self.segment_file(loc)?;
         // From the buffer pool: a fresh allocation per read costs page faults.
         let mut buf = AlignedBuf::for_overwrite((stop - start) as usize);
         file.read_exact_at(buf.as_mut_slice(), loc.data_offset() + start)

@@ -47,12 +47,22 @@ pub async fn write_frame<W: AsyncWriteExt + Unpin>(
     header: &[u8],
     payload: &[u8],
 ) -> std::io::Result<()> {
+    write_frame_head(w, kind, header, payload.len() as u32).await?;
+    w.write_all(payload).await?;
+    w.flush().await
+}
+
+/// A frame up to its payload, which `payload_len` bytes must follow.
+pub async fn write_frame_head<W: AsyncWriteExt + Unpin>(
+    w: &mut W,
+    kind: u8,
+    header: &[u8],
+    payload_len: u32,
+) -> std::io::Result<()> {
     w.write_u8(kind).await?;
     w.write_u32(header.len() as u32).await?;
     w.write_all(header).await?;
-    w.write_u32(payload.len() as u32).await?;
-    w.write_all(payload).await?;
-    w.flush().await
+    w.write_u32(payload_len).await
 }
 
 pub async fn read_frame<R: AsyncReadExt + Unpin>(r: &mut R) -> std::io::Result<(u8, Vec<u8>, Bytes)> {
