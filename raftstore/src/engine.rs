@@ -92,6 +92,9 @@ struct Shared {
     db: Arc<DB>,
     addresses: AddressBook,
     statuses: RwLock<HashMap<u64, GroupStatus>>,
+    /// Per group led here: until when a read needs no round through the
+    /// engine thread (see [`Peer::read_lease`]), as of the last ready round.
+    read_leases: RwLock<HashMap<u64, Instant>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     /// Snapshot files made and received here (next to the RocksDB directory).
     snapshots: Arc<SnapshotFiles>,
@@ -121,6 +124,7 @@ impl Engine {
             db,
             addresses,
             statuses: RwLock::new(HashMap::new()),
+            read_leases: RwLock::new(HashMap::new()),
             thread: Mutex::new(None),
         });
         let worker = Worker {
@@ -205,9 +209,23 @@ impl Engine {
     /// leader confirmed its leadership with a quorum and has applied at least
     /// up to the commit index it had when the read arrived.
     pub async fn read_index(&self, group: u64) -> Result<()> {
+        // Under a lease published by the engine thread, the applied state
+        // already covers every acknowledged write: no round trip to that
+        // thread (two thread wake-ups, most of a metadata read's latency).
+        if self.reads_leased(group) {
+            return Ok(());
+        }
         let (reply, rx) = oneshot::channel();
         self.command(Command::ReadIndex { group, reply })?;
         Self::wait(rx, "confirming leadership for a read").await
+    }
+
+    /// Whether reads of `group` on this node are served now with no round
+    /// through the engine thread: it leads the group under a lease and has
+    /// applied everything acknowledged (see `Peer::read_lease`).
+    pub fn reads_leased(&self, group: u64) -> bool {
+        let leased = self.shared.read_leases.read().unwrap().get(&group).copied();
+        leased.is_some_and(|until| Instant::now() < until)
     }
 
     /// Starts an election for `group` on this node (tests and leader transfer).
@@ -458,6 +476,7 @@ impl Worker {
         };
         peer.fail_pending(StrataError::not_found(format!("raft group {group} was removed from this node")));
         self.shared.statuses.write().unwrap().remove(&group);
+        self.shared.read_leases.write().unwrap().remove(&group);
         self.shared.snapshots.remove_group(group);
         let mut wb = WriteBatch::default();
         crate::storage::GroupStorage::stage_destroy(&mut wb, group);
@@ -469,6 +488,17 @@ impl Worker {
             .map_err(|e| StrataError::internal(format!("deleting raft group {group}: {e}")))?;
         tracing::info!(group_id = group, "raft group removed from this node");
         Ok(())
+    }
+
+    /// Publishes a group's status and read lease for other threads.
+    fn publish(&self, group: u64) {
+        let Some(peer) = self.peers.get(&group) else { return };
+        self.shared.statuses.write().unwrap().insert(group, peer.status());
+        let mut leases = self.shared.read_leases.write().unwrap();
+        match peer.read_lease(Instant::now()) {
+            Some(until) => leases.insert(group, until),
+            None => leases.remove(&group),
+        };
     }
 
     fn on_ready(&mut self) {
@@ -545,7 +575,8 @@ impl Worker {
             peer.apply(&db, &addresses, light.take_committed_entries());
             peer.node.advance_apply();
             peer.maybe_compact(&db, self.config.log_retain_entries);
-            self.shared.statuses.write().unwrap().insert(group, peer.status());
+            self.publish(group);
+            let peer = self.peers.get_mut(&group).expect("listed from peers");
             peer.answer();
         }
     }

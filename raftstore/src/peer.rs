@@ -105,6 +105,22 @@ impl Peer {
         self.is_leader() && self.lease.is_some_and(|(until, term)| term == self.node.raft.term && now < until)
     }
 
+    /// Until when reads may be served from this node's applied state with no
+    /// round through the engine thread, if they may at all: this leader
+    /// holds a lease, has committed an entry of its own term (so every entry
+    /// an earlier leader acknowledged is committed here) and has applied all
+    /// it committed. After that, every write is acknowledged only once
+    /// applied here, so the applied state covers every acknowledged write.
+    pub fn read_lease(&self, now: Instant) -> Option<Instant> {
+        if !self.has_lease(now) || !self.node.raft.commit_to_current_term() {
+            return None;
+        }
+        if self.node.store().applied() < self.node.raft.raft_log.committed {
+            return None;
+        }
+        self.lease.map(|(until, _)| until)
+    }
+
     /// A read under the lease: answered once everything committed now is applied.
     pub fn read_under_lease(&mut self, reply: ReadReply) {
         let committed = self.node.raft.raft_log.committed;

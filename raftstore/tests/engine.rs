@@ -147,6 +147,7 @@ async fn an_isolated_leader_reads_only_within_its_lease() {
     let follower = [1, 2, 3].into_iter().find(|n| *n != l).unwrap();
     let err = cluster.engines[&follower].read_index(GROUP).await.unwrap_err();
     assert_eq!(err.code, ErrorCode::NotLeader);
+    assert!(!cluster.engines[&follower].reads_leased(GROUP), "a follower never reads under a lease");
 
     // Cut off right after a commit, the leader still answers reads for a
     // while (its lease: 8 ticks of 20 ms from the proposal) without a round.
@@ -154,6 +155,13 @@ async fn an_isolated_leader_reads_only_within_its_lease() {
     let within = cluster.engines[&l].read_index(GROUP).await;
     if committed.elapsed() < std::time::Duration::from_millis(100) {
         assert!(within.is_ok(), "a read within the lease: {within:?}");
+    }
+    // The lease ends on its own, with no message: the isolated leader's
+    // reads stop being served from its applied state.
+    let lease_over = std::time::Instant::now() + WAIT;
+    while cluster.engines[&l].reads_leased(GROUP) {
+        assert!(std::time::Instant::now() < lease_over, "the lease outlived {WAIT:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     // Once another leader is elected and commits, the old one answers no read
     // (the lease ended before any member would vote for someone else).
@@ -170,6 +178,24 @@ async fn an_isolated_leader_reads_only_within_its_lease() {
     }
     let err = cluster.engines[&l].read_index(GROUP).await.unwrap_err();
     assert!(matches!(err.code, ErrorCode::NotLeader | ErrorCode::Timeout), "{err}");
+    assert!(!cluster.engines[&l].reads_leased(GROUP));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_under_its_lease_reads_every_acknowledged_write() {
+    let cluster = TestCluster::start(&[1, 2, 3], &[GROUP], fast_config(1000)).await;
+    let l = leader(&cluster, &[1, 2, 3]).await;
+    put(&cluster, l, "n", "0").await.unwrap();
+    cluster.engines[&l].read_index(GROUP).await.unwrap();
+    assert!(cluster.engines[&l].reads_leased(GROUP), "a leader that just committed holds a read lease");
+    // Each write is acknowledged only once applied on the leader, so a read
+    // answered from its applied state right after sees it.
+    let kv = cluster.engines[&l].kv(GROUP);
+    for i in 1..=50 {
+        put(&cluster, l, "n", &i.to_string()).await.unwrap();
+        cluster.engines[&l].read_index(GROUP).await.unwrap();
+        assert_eq!(kv.get(b"n").unwrap().as_deref(), Some(i.to_string().as_bytes()), "write {i}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
