@@ -137,7 +137,11 @@ enum UserCmd {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("starting the tokio runtime");
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Cmd::Mount(args) = &cli.command {
+        runtime.worker_threads(args.io_threads());
+    }
+    let runtime = runtime.enable_all().build().expect("starting the tokio runtime");
     match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -30,6 +30,14 @@ pub struct MountArgs {
     /// FUSE session threads.
     #[arg(long, default_value_t = 4)]
     pub threads: usize,
+    /// Async worker threads of the mount (the tokio runtime that talks to
+    /// metanodes, datanodes and the disk cache; session threads hand it each
+    /// request). 0: a quarter of the machine's cores, at least one. Fewer
+    /// workers wake each other less per request: on 2 cores, one worker made
+    /// a lookup through the mount ~15 % faster than two at the same
+    /// streaming throughput (docs/PERFORMANCE.md).
+    #[arg(long, default_value_t = 0)]
+    pub io_threads: usize,
     /// Log file of a background mount (default: /tmp/strata-mount-VOLUME.log).
     #[arg(long)]
     pub log: Option<PathBuf>,
@@ -72,6 +80,7 @@ impl MountArgs {
             attr_timeout: 1.0,
             entry_timeout: 1.0,
             threads: 4,
+            io_threads: 0,
             log: None,
             cache_dir: None,
             cache_size: DEFAULT_CACHE_SIZE.into(),
@@ -80,6 +89,15 @@ impl MountArgs {
             kernel_read_ahead: DEFAULT_KERNEL_READ_AHEAD.into(),
             cache_direct_io: false,
         }
+    }
+
+    /// The mount's async worker threads (`--io-threads`, 0 resolved).
+    pub fn io_threads(&self) -> usize {
+        if self.io_threads > 0 {
+            return self.io_threads;
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (cores / 4).max(1)
     }
 
     fn cache_config(&self) -> anyhow::Result<CacheConfig> {
@@ -158,6 +176,7 @@ pub fn start_mount_process(masters: &[String], args: &MountArgs, log: &Path) -> 
         .args(["--attr-timeout", &args.attr_timeout.to_string()])
         .args(["--entry-timeout", &args.entry_timeout.to_string()])
         .args(["--threads", &args.threads.to_string()])
+        .args(["--io-threads", &args.io_threads.to_string()])
         .args(["--cache-size", &args.cache_size, "--mem-cache", &args.mem_cache, "--cache-block", &args.cache_block])
         .args(["--kernel-read-ahead", &args.kernel_read_ahead])
         .arg(&args.volume)
