@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use strata_common::ErrorCode;
-use strata_metanode::extents::{self, MAX_EXTENT, blob};
+use strata_metanode::extents::{self, CHUNK, MAX_EXTENT, blob};
 use strata_proto::meta::{meta_command::Op, *};
 
 fn ext(file_offset: u64, length: u64, blob_id: u64, blob_offset: u64) -> Extent {
@@ -142,4 +142,71 @@ async fn blobs_are_freed_when_the_last_extent_using_them_goes() {
     // Grace: nothing freed after a point in time is due before it.
     let now = queued.last().unwrap().freed_at_ns;
     assert!(strata_metanode::gc::due(&ns.kv(), &[], now, 10).unwrap().iter().all(|f| f.freed_at_ns < now));
+}
+
+/// What a file's bytes map to, 4 KiB at a time: (blob id, blob offset).
+fn cells(ns: &Ns, ino: u64, cells: usize) -> Vec<Option<(u64, u64)>> {
+    let mut out = vec![None; cells];
+    for (offset, length, blob, blob_offset) in layout(ns, ino, 0, u64::MAX) {
+        assert!(offset % 4096 == 0 && length % 4096 == 0, "pieces stay on the 4 KiB grid");
+        for i in 0..length / 4096 {
+            out[(offset / 4096 + i) as usize] = Some((blob, blob_offset + i * 4096));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extents_across_chunks_match_a_model_and_overwrites_keep_one_key_per_chunk() {
+    let mut ns = Ns::new(None).await;
+    let f = ns.file(ROOT, "f").await.unwrap();
+    let chunk_keys = |ns: &Ns| extents::stored_chunks(&ns.kv(), f.ino).unwrap();
+    // One extent over ten chunk boundaries: stored in pieces, read back whole.
+    let start = CHUNK / 2;
+    write(&mut ns, f.ino, vec![ext(start, 10 * CHUNK, 1, 0)]).await.unwrap();
+    assert_eq!(layout(&ns, f.ino, 0, u64::MAX), vec![(start, 10 * CHUNK, 1, 0)]);
+    assert_eq!(layout(&ns, f.ino, CHUNK, CHUNK), vec![(CHUNK, CHUNK, 1, CHUNK - start)]);
+    assert_eq!(chunk_keys(&ns), 11);
+
+    // Random overwrites, punches and a truncate against a model of 4 KiB cells.
+    let total = (11 * CHUNK / 4096) as usize;
+    let mut model: Vec<Option<(u64, u64)>> = vec![None; total];
+    for i in 0..(10 * CHUNK / 4096) as usize {
+        model[(start / 4096) as usize + i] = Some((1, i as u64 * 4096));
+    }
+    let mut seed = 20261130u64;
+    let mut next = |below: u64| {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (seed >> 33) % below
+    };
+    for i in 0..300u64 {
+        let cell = next(total as u64 - 64);
+        let cells_long = 1 + next(63);
+        let (offset, length) = (cell * 4096, cells_long * 4096);
+        if i % 10 == 9 {
+            ns.run(0, Op::PunchHole(PunchHoleOp { ino: f.ino, offset, length })).await.unwrap();
+            model[cell as usize..(cell + cells_long) as usize].fill(None);
+        } else {
+            write(&mut ns, f.ino, vec![ext(offset, length, 100 + i, 8192)]).await.unwrap();
+            for c in 0..cells_long {
+                model[(cell + c) as usize] = Some((100 + i, 8192 + c * 4096));
+            }
+        }
+    }
+    assert_eq!(cells(&ns, f.ino, total), model);
+    assert!(chunk_keys(&ns) <= 11, "overwrites rewrite chunk keys, they add none");
+    let cut_at = 5 * CHUNK + 3 * 4096;
+    let op = SetAttrOp { ino: f.ino, size: Some(cut_at), ..Default::default() };
+    ns.run(0, Op::SetAttr(op)).await.unwrap();
+    model[(cut_at / 4096) as usize..].fill(None);
+    assert_eq!(cells(&ns, f.ino, total), model);
+    assert_eq!(chunk_keys(&ns), 6, "a truncate drops the chunks past the new end");
+
+    // Reclaiming the inode frees every blob it referenced, in any piece.
+    ns.unlink(ROOT, "f", false).await.unwrap();
+    ns.run(0, Op::Evict(EvictOp { ino: f.ino })).await.unwrap();
+    assert_eq!(chunk_keys(&ns), 0);
+    let left = freed(&ns);
+    let used: std::collections::BTreeSet<u64> = model.iter().flatten().map(|(blob, _)| *blob).collect();
+    assert!(used.iter().all(|blob| left.contains(blob)), "{used:?} not all in {left:?}");
 }
