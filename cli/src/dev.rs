@@ -246,10 +246,18 @@ fn spawn(node: &DevNode, detach: bool) -> anyhow::Result<Child> {
     if let Some(advertise) = &node.advertise {
         cmd.arg("--advertise").arg(advertise);
     }
+    // Every node of the cluster shares this machine.
+    cmd.arg("--io-threads").arg(crate::runtime::shared_machine_workers().to_string());
     // A node is configured by its file alone; the caller's overrides must not leak in.
-    for var in
-        ["STRATA_CONFIG", "STRATA_LISTEN", "STRATA_DATA_DIR", "STRATA_NODE_ID", "STRATA_MASTER", "STRATA_ADVERTISE"]
-    {
+    for var in [
+        "STRATA_CONFIG",
+        "STRATA_LISTEN",
+        "STRATA_DATA_DIR",
+        "STRATA_NODE_ID",
+        "STRATA_MASTER",
+        "STRATA_ADVERTISE",
+        "STRATA_IO_THREADS",
+    ] {
         cmd.env_remove(var);
     }
     if detach {

@@ -8,6 +8,7 @@ mod cluster_file;
 mod dev;
 mod mount_cmd;
 mod net_proxy;
+mod runtime;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -137,11 +138,7 @@ enum UserCmd {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Cmd::Mount(args) = &cli.command {
-        runtime.worker_threads(args.io_threads());
-    }
-    let runtime = runtime.enable_all().build().expect("starting the tokio runtime");
+    let runtime = runtime::build(&cli.command);
     match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

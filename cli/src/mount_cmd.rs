@@ -32,10 +32,8 @@ pub struct MountArgs {
     pub threads: usize,
     /// Async worker threads of the mount (the tokio runtime that talks to
     /// metanodes, datanodes and the disk cache; session threads hand it each
-    /// request). 0: a quarter of the machine's cores, at least one. Fewer
-    /// workers wake each other less per request: on 2 cores, one worker made
-    /// a lookup through the mount ~15 % faster than two at the same
-    /// streaming throughput (docs/PERFORMANCE.md).
+    /// request). 0: a quarter of the machine's cores, at least one (see
+    /// `runtime`: fewer workers wake each other less per request).
     #[arg(long, default_value_t = 0)]
     pub io_threads: usize,
     /// Log file of a background mount (default: /tmp/strata-mount-VOLUME.log).
@@ -96,8 +94,7 @@ impl MountArgs {
         if self.io_threads > 0 {
             return self.io_threads;
         }
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        (cores / 4).max(1)
+        crate::runtime::shared_machine_workers()
     }
 
     fn cache_config(&self) -> anyhow::Result<CacheConfig> {

@@ -28,6 +28,11 @@ pub struct ServeArgs {
     /// Master peers as ID=HOST:PORT, repeatable (master only; overrides `peers`).
     #[arg(long = "peer")]
     pub peers: Vec<String>,
+    /// Async worker threads of this process; 0: one per core. Nodes that
+    /// share a machine with others run faster with fewer (`strata dev` gives
+    /// each a quarter of the cores, at least one).
+    #[arg(long, env = "STRATA_IO_THREADS", default_value_t = 0)]
+    pub io_threads: usize,
 }
 
 /// Reads the role's section of the config file (an empty one if there is no
