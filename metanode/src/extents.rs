@@ -186,10 +186,11 @@ fn store(txn: &mut Txn<'_, '_>, ino: u64, before: &[Extent], after: &BTreeMap<u6
         if was == now {
             continue;
         }
-        for piece in was.iter().filter(|p| !now.contains(p)) {
+        // Pieces the chunk keeps cancel out (-1 then +1 on the same blob).
+        for piece in was {
             refs.add(piece.blob.as_ref(), -1);
         }
-        for piece in now.iter().filter(|p| !was.contains(p)) {
+        for piece in now {
             refs.add(piece.blob.as_ref(), 1);
         }
         let key = keys::extent(ino, chunk);

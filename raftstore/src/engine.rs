@@ -491,10 +491,9 @@ impl Worker {
     }
 
     /// Publishes a group's status and read lease for other threads.
-    fn publish(&self, group: u64) {
-        let Some(peer) = self.peers.get(&group) else { return };
-        self.shared.statuses.write().unwrap().insert(group, peer.status());
-        let mut leases = self.shared.read_leases.write().unwrap();
+    fn publish(shared: &Shared, group: u64, peer: &Peer) {
+        shared.statuses.write().unwrap().insert(group, peer.status());
+        let mut leases = shared.read_leases.write().unwrap();
         match peer.read_lease(Instant::now()) {
             Some(until) => leases.insert(group, until),
             None => leases.remove(&group),
@@ -575,8 +574,7 @@ impl Worker {
             peer.apply(&db, &addresses, light.take_committed_entries());
             peer.node.advance_apply();
             peer.maybe_compact(&db, self.config.log_retain_entries);
-            self.publish(group);
-            let peer = self.peers.get_mut(&group).expect("listed from peers");
+            Self::publish(&self.shared, group, peer);
             peer.answer();
         }
     }
