@@ -61,6 +61,10 @@ pub struct MountArgs {
     /// spare memory (for caches much larger than memory).
     #[arg(long)]
     pub cache_direct_io: bool,
+    /// Do not ask the metanodes for delegations: every open, lookup and
+    /// stat past the kernel's timeouts asks them again (no recall streams).
+    #[arg(long)]
+    pub no_delegations: bool,
 }
 
 pub const DEFAULT_CACHE_SIZE: &str = "4GiB";
@@ -86,6 +90,7 @@ impl MountArgs {
             cache_block: DEFAULT_CACHE_BLOCK.into(),
             kernel_read_ahead: DEFAULT_KERNEL_READ_AHEAD.into(),
             cache_direct_io: false,
+            no_delegations: false,
         }
     }
 
@@ -141,6 +146,7 @@ pub async fn mount(masters: Vec<String>, args: MountArgs) -> anyhow::Result<()> 
         threads: args.threads,
         cache: args.cache_config()?,
         kernel_read_ahead: parse_size(&args.kernel_read_ahead).context("--kernel-read-ahead")?,
+        delegations: !args.no_delegations,
     };
     let mounted = strata_client_fuse::mount(&config, &args.mountpoint, tokio::runtime::Handle::current()).await?;
     let served = tokio::task::spawn_blocking(move || mounted.join());
@@ -185,6 +191,9 @@ pub fn start_mount_process(masters: &[String], args: &MountArgs, log: &Path) -> 
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
     if let Some(dir) = &args.cache_dir {
         command.arg("--cache-dir").arg(dir);
+    }
+    if args.no_delegations {
+        command.arg("--no-delegations");
     }
     if args.cache_direct_io {
         command.arg("--cache-direct-io");

@@ -11,22 +11,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use strata_sdk::{MasterClient, MetaClient};
+use strata_sdk::MetaClient;
 
 const ROOT: u64 = 1;
 const CLIENTS: usize = 3;
-
-async fn open_volume(masters: Vec<String>) -> MetaClient {
-    let master = MasterClient::new(masters).unwrap();
-    let meta = MetaClient::open(&master, "default").await.unwrap();
-    // The partitions become usable once their leaders initialised them.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while meta.partition_stats().await.is_err() {
-        assert!(Instant::now() < deadline, "meta partitions never became ready");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    meta
-}
 
 /// One client's work: its own directory with files, some renamed into a
 /// shared directory, some unlinked. Returns the names that must exist.

@@ -36,6 +36,9 @@ pub struct MountConfig {
     pub cache: CacheConfig,
     /// The kernel's read-ahead for this mount in bytes (0: the kernel's default).
     pub kernel_read_ahead: u64,
+    /// Answer lookups, attributes and opens from metanode delegations while
+    /// they hold (see `strata_sdk::delegation`).
+    pub delegations: bool,
 }
 
 /// A mounted volume; unmounted when dropped or by [`Mounted::unmount`].
@@ -64,6 +67,9 @@ pub async fn mount(
     let meta = MetaClient::open(&master, &config.volume).await.context("opening the volume's namespace")?;
     let data = DataClient::open(&master, &config.volume).await.context("opening the volume's data path")?;
     // A lock session for this mount, renewed for as long as the runtime runs.
+    if config.delegations {
+        meta.enable_delegations();
+    }
     let meta = Arc::new(meta);
     let session = rand::random::<u64>() | 1;
     meta.renew_session(session, inner::SESSION_LEASE).await.context("starting the lock session")?;

@@ -186,6 +186,11 @@ pub fn validate_user_name(name: &str) -> Result<()> {
     }
 }
 
+/// How long a client trusts a partition's delegations (see the metanode's
+/// `delegation` module) after the send of its last confirmed renewal; the
+/// longest a change waits for a holder that stopped answering.
+pub const DELEGATION_LEASE: std::time::Duration = std::time::Duration::from_secs(3);
+
 #[cfg(test)]
 mod tests {
     use super::*;

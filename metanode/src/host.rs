@@ -18,8 +18,8 @@ use strata_proto::master as master_pb;
 use strata_proto::master::MetaPartitionReport;
 use strata_proto::meta::meta_client::MetaClient as MetaGrpcClient;
 use strata_proto::meta::{
-    CloseRangeOp, DropFreedOp, ExpireSessionsOp, InitPartition, MetaCommand, MutateRequest, TxFinishOp, TxPrepareOp,
-    TxResolveOp, TxState, meta_command::Op,
+    CloseRangeOp, DropFreedOp, ExpireSessionsOp, GrantTermOp, InitPartition, MetaCommand, MutateReply, MutateRequest,
+    TxFinishOp, TxPrepareOp, TxResolveOp, TxState, meta_command::Op,
 };
 use strata_raftstore::{Engine, GroupSpec, Role};
 use strata_sdk::MasterClient;
@@ -27,8 +27,10 @@ use strata_sdk::data::DataClient;
 use strata_sdk::node_agent::NodeStats;
 use strata_sdk::rpc::{Channels, LeaderRouter};
 
-use crate::txn::partition_info;
-use crate::{MetaMachine, gc, locks, tx};
+use crate::delegation::Delegations;
+use crate::machine::decode_outcome;
+use crate::txn::{partition_info, read_u64};
+use crate::{MetaMachine, gc, keys, locks, tx};
 
 const ASSIGNMENTS_FILE: &str = "meta-partitions.json";
 
@@ -82,6 +84,8 @@ pub struct PartitionHost {
     /// Per partition: the last freed-queue key dropped, and the rounds since
     /// the cursor was last reset (see [`PartitionHost::collect_garbage`]).
     gc_cursors: Mutex<HashMap<u64, (Vec<u8>, u32)>>,
+    /// The grants of the partitions led here.
+    pub delegations: Delegations,
 }
 
 /// Inode numbers a partition keeps when it closes for a split: what it may
@@ -114,6 +118,7 @@ impl PartitionHost {
             gc_grace: Duration::from_secs(config.gc_grace_secs),
             data_clients: tokio::sync::Mutex::new(HashMap::new()),
             gc_cursors: Mutex::new(HashMap::new()),
+            delegations: Delegations::default(),
         }
     }
 
@@ -328,6 +333,7 @@ impl PartitionHost {
             partition_id: op.primary,
             request_id: 0,
             command: Some(MetaCommand { now_ns: 0, op: Some(Op::TxResolve(TxResolveOp { txid: op.txid })) }),
+            client: 0,
         };
         let reply = router
             .call(&self.channels, Duration::from_secs(5), "resolving a transaction", |channel| {
@@ -343,11 +349,53 @@ impl PartitionHost {
             partition_id,
             request_id: 0,
             command: Some(MetaCommand { now_ns: now_ns(), op: Some(op) }),
+            client: 0,
         };
         match self.engine.propose(partition_id, request.encode_to_vec()).await {
-            Ok(_) => tracing::debug!(partition_id, "{what}"),
+            Ok(outcome) => {
+                tracing::debug!(partition_id, "{what}");
+                if let Ok(mut reply) = decode_outcome(&outcome) {
+                    self.recall(partition_id, &mut reply, 0).await;
+                }
+            }
             Err(e) => tracing::warn!(partition_id, error = %e, "{what} failed"),
         }
+    }
+
+    /// Before a change is acknowledged: every grant on what it touched is
+    /// void (the writer's by `reply.recalled`, the others' recalled and
+    /// waited for), and a new leader has waited out grants it cannot know.
+    pub async fn recall(&self, partition_id: u64, reply: &mut MutateReply, writer: u64) {
+        if reply.touched.is_empty() {
+            return;
+        }
+        if let Some(status) = self.engine.status(partition_id).filter(|s| s.role == Role::Leader) {
+            let grant_term = read_u64(&self.engine.kv(partition_id), keys::GRANT_TERM).ok().flatten();
+            if let Some(at) = self.delegations.settled_at(partition_id, status.term, grant_term) {
+                tracing::info!(partition_id, term = status.term, "waiting out an earlier leader's delegations");
+                tokio::time::sleep_until(at.into()).await;
+            }
+        }
+        let (bound, waits) = self.delegations.recall(partition_id, &reply.touched, writer);
+        reply.recalled = bound;
+        futures::future::join_all(waits.into_iter().map(|w| self.delegations.wait(w))).await;
+    }
+
+    /// Records that this leader grants delegations in `term` (once per term),
+    /// so a later leader knows to wait them out.
+    pub async fn record_grant_term(&self, partition_id: u64, term: u64) -> Result<()> {
+        if !self.delegations.needs_term_record(partition_id, term) {
+            return Ok(());
+        }
+        let request = MutateRequest {
+            partition_id,
+            request_id: 0,
+            command: Some(MetaCommand { now_ns: now_ns(), op: Some(Op::GrantTerm(GrantTermOp { term })) }),
+            client: 0,
+        };
+        decode_outcome(&self.engine.propose(partition_id, request.encode_to_vec()).await?)?;
+        self.delegations.term_recorded(partition_id, term);
+        Ok(())
     }
 
     /// What the leader of a partition does on its own: initialise it once,

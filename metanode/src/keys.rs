@@ -3,6 +3,7 @@
 //! | key | value |
 //! |---|---|
 //! | `P` | partition info (`InitPartition`) |
+//! | `G` | last term in which a leader granted delegations (u64 BE) |
 //! | `N` | next inode number to allocate (u64 BE) |
 //! | `C` | live inode count (u64 BE) |
 //! | `B` | sum of the sizes of regular files (u64 BE), for statfs |
@@ -24,6 +25,12 @@
 //! | `g` time-ns data-partition blob | empty; a freed blob waiting for deletion |
 
 pub const PARTITION: &[u8] = b"P";
+/// The last term whose leader granted delegations (u64 BE).
+pub const GRANT_TERM: &[u8] = b"G";
+/// First byte of an extent key (`e` ino offset).
+pub const EXTENT_TAG: u8 = b'e';
+/// First byte of an xattr key (`x` ino name).
+pub const XATTR_TAG: u8 = b'x';
 pub const NEXT_INODE: &[u8] = b"N";
 pub const INODE_COUNT: &[u8] = b"C";
 /// Sum of the sizes of the partition's regular files (u64 BE).
@@ -61,7 +68,7 @@ pub fn dentry(parent: u64, name: &[u8]) -> Vec<u8> {
 
 /// Prefix of every xattr of `ino`.
 pub fn xattrs(ino: u64) -> Vec<u8> {
-    with_u64(b'x', ino)
+    with_u64(XATTR_TAG, ino)
 }
 
 pub fn xattr(ino: u64, name: &[u8]) -> Vec<u8> {
@@ -72,7 +79,7 @@ pub fn xattr(ino: u64, name: &[u8]) -> Vec<u8> {
 
 /// Prefix of every extent of `ino`.
 pub fn extents(ino: u64) -> Vec<u8> {
-    with_u64(b'e', ino)
+    with_u64(EXTENT_TAG, ino)
 }
 
 pub fn extent(ino: u64, file_offset: u64) -> Vec<u8> {

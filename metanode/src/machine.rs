@@ -113,6 +113,10 @@ fn execute(txn: &mut Txn<'_, '_>, partition_id: u64, op: Option<Op>) -> Result<M
             ops::close_range(txn, op.margin)?;
             None
         }
+        Op::GrantTerm(op) => {
+            txn.put(keys::GRANT_TERM, &op.term.to_be_bytes());
+            None
+        }
         Op::TxPrepare(op) => return tx::prepare(txn, partition_id, op),
         Op::TxFinish(op) => {
             tx::finish(txn, partition_id, op.txid, op.commit)?;
@@ -169,7 +173,13 @@ impl StateMachine for MetaMachine {
             }
         }
         let command = request.command.unwrap_or_default();
-        let result = execute(&mut Txn::new(batch, command.now_ns), self.partition_id, command.op);
+        let result = {
+            let mut txn = Txn::new(batch, command.now_ns);
+            execute(&mut txn, self.partition_id, command.op).map(|mut reply| {
+                reply.touched = std::mem::take(&mut txn.touched).into_iter().collect();
+                reply
+            })
+        };
         if result.is_err() {
             batch.discard();
         }

@@ -8,7 +8,8 @@ use prost::Message;
 use strata_common::{Result, StrataError};
 use strata_proto::meta::{self as pb, meta_command::Op};
 use strata_raftstore::{GroupKv, Role};
-use tonic::{Request, Response, Status};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::host::{PartitionHost, now_ns};
 use crate::machine::decode_outcome;
@@ -44,6 +45,20 @@ impl MetaService {
         Ok((kv, info))
     }
 
+    /// Registers a grant on `inos` (before the caller reads them) when the
+    /// client asked for one and listens for recalls here.
+    async fn grant(&self, partition_id: u64, client: u64, inos: &[u64]) -> Option<pb::Grant> {
+        if client == 0 {
+            return None;
+        }
+        let term = self.host.engine.status(partition_id).filter(|s| s.role == Role::Leader)?.term;
+        if let Err(e) = self.host.record_grant_term(partition_id, term).await {
+            tracing::debug!(partition_id, error = %e, "recording the grant term failed; answering without a grant");
+            return None;
+        }
+        self.host.delegations.grant(partition_id, term, client, inos)
+    }
+
     /// The inodes a command names must belong to the partition it was sent to.
     fn check_targets(info: &pb::InitPartition, op: &Op) -> Result<()> {
         let targets: Vec<u64> = match op {
@@ -70,6 +85,9 @@ impl MetaService {
             Op::DropFreed(_) => {
                 return Err(StrataError::invalid("freed blobs are forgotten by their partition's leader"));
             }
+            Op::GrantTerm(_) => {
+                return Err(StrataError::invalid("delegations are granted by their partition's leader"));
+            }
         };
         targets.into_iter().try_for_each(|ino| check_owned(info, ino))
     }
@@ -77,18 +95,28 @@ impl MetaService {
 
 #[tonic::async_trait]
 impl pb::meta_server::Meta for MetaService {
-    async fn lookup(&self, request: Request<pb::LookupRequest>) -> RpcResult<pb::Inode> {
+    async fn lookup(&self, request: Request<pb::LookupRequest>) -> RpcResult<pb::LookupReply> {
         let req = request.into_inner();
         let (kv, info) = self.reader(req.partition_id).await?;
         check_owned(&info, req.parent)?;
-        Ok(Response::new(read::lookup(&kv, req.parent, &req.name)?))
+        let grant = self.grant(req.partition_id, req.delegate_to, &[req.parent]).await;
+        let mut inode = read::lookup(&kv, req.parent, &req.name)?;
+        if let Some(grant) = &grant
+            && inode.nlink > 0
+        {
+            // The inode found is covered too: registered first, then read again.
+            self.host.delegations.grant_more(req.partition_id, req.delegate_to, grant, inode.ino);
+            inode = must_inode(&kv, inode.ino)?;
+        }
+        Ok(Response::new(pb::LookupReply { inode: Some(inode), grant }))
     }
 
-    async fn get_attr(&self, request: Request<pb::GetAttrRequest>) -> RpcResult<pb::Inode> {
+    async fn get_attr(&self, request: Request<pb::GetAttrRequest>) -> RpcResult<pb::GetAttrReply> {
         let req = request.into_inner();
         let (kv, info) = self.reader(req.partition_id).await?;
         check_owned(&info, req.ino)?;
-        Ok(Response::new(must_inode(&kv, req.ino)?))
+        let grant = self.grant(req.partition_id, req.delegate_to, &[req.ino]).await;
+        Ok(Response::new(pb::GetAttrReply { inode: Some(must_inode(&kv, req.ino)?), grant }))
     }
 
     async fn read_dir(&self, request: Request<pb::ReadDirRequest>) -> RpcResult<pb::ReadDirReply> {
@@ -130,16 +158,58 @@ impl pb::meta_server::Meta for MetaService {
         Self::check_targets(&info, op)?;
         command.now_ns = now_ns();
         let outcome = self.host.engine.propose(partition_id, req.encode_to_vec()).await?;
-        Ok(Response::new(decode_outcome(&outcome)?))
+        let mut reply = decode_outcome(&outcome)?;
+        self.host.recall(partition_id, &mut reply, req.client).await;
+        Ok(Response::new(reply))
     }
 
     async fn get_extents(&self, request: Request<pb::GetExtentsRequest>) -> RpcResult<pb::GetExtentsReply> {
         let req = request.into_inner();
         let (kv, info) = self.reader(req.partition_id).await?;
         check_owned(&info, req.ino)?;
+        let grant = self.grant(req.partition_id, req.delegate_to, &[req.ino]).await;
         let inode = must_inode(&kv, req.ino)?;
         let extents = crate::extents::read(&kv, req.ino, req.offset, req.length)?;
-        Ok(Response::new(pb::GetExtentsReply { extents, size: inode.size, inode: Some(inode) }))
+        Ok(Response::new(pb::GetExtentsReply { extents, size: inode.size, inode: Some(inode), grant }))
+    }
+
+    type DelegationsStream = UnboundedReceiverStream<std::result::Result<pb::DelegationDown, Status>>;
+
+    async fn delegations(&self, request: Request<Streaming<pb::DelegationUp>>) -> RpcResult<Self::DelegationsStream> {
+        let mut up = request.into_inner();
+        let first = up.message().await?.and_then(|m| m.msg);
+        let Some(pb::delegation_up::Msg::Client(client)) =
+            first.filter(|m| !matches!(m, pb::delegation_up::Msg::Client(0)))
+        else {
+            return Err(StrataError::invalid("a delegation stream starts with its client id").into());
+        };
+        let (stream, receiver) = self.host.delegations.attach(client);
+        tracing::debug!(client, "delegation stream opened");
+        let host = self.host.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(message)) = up.message().await {
+                if let Some(pb::delegation_up::Msg::Ack(seq)) = message.msg {
+                    host.delegations.ack(client, seq);
+                }
+            }
+            host.delegations.detach(client, stream);
+            tracing::debug!(client, "delegation stream closed");
+        });
+        Ok(Response::new(UnboundedReceiverStream::new(receiver)))
+    }
+
+    async fn renew_grants(&self, request: Request<pb::RenewGrantsRequest>) -> RpcResult<pb::RenewGrantsReply> {
+        let req = request.into_inner();
+        // Leading now, in the term the grants were given: the lease (or a ReadIndex) says so.
+        let mut leading = std::collections::HashSet::new();
+        for held in &req.held {
+            let term = self.host.engine.status(held.partition_id).filter(|s| s.role == Role::Leader).map(|s| s.term);
+            if term == Some(held.term) && self.host.engine.read_index(held.partition_id).await.is_ok() {
+                leading.insert((held.partition_id, held.term));
+            }
+        }
+        let confirmed = self.host.delegations.renew(req.client, &req.held, |p, t| leading.contains(&(p, t)));
+        Ok(Response::new(pb::RenewGrantsReply { confirmed }))
     }
 
     async fn get_lock(&self, request: Request<pb::GetLockRequest>) -> RpcResult<pb::GetLockReply> {

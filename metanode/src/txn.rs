@@ -4,7 +4,7 @@
 //! reads what it wrote keeps its own view (`Txn` caches written inodes).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use prost::Message;
 use strata_common::{ErrorCode, Result, StrataError};
@@ -87,6 +87,9 @@ pub struct Txn<'a, 'b> {
     pub tx: Option<u64>,
     /// Set when a write hit a record locked by another transaction.
     pub locked: Option<u64>,
+    /// Inodes whose attributes, entries, extents or xattrs this command
+    /// changed: their delegations are recalled (see `delegation`).
+    pub touched: BTreeSet<u64>,
 }
 
 impl<'a, 'b> Txn<'a, 'b> {
@@ -101,6 +104,7 @@ impl<'a, 'b> Txn<'a, 'b> {
             now_ns,
             tx: None,
             locked: None,
+            touched: BTreeSet::new(),
         }
     }
 
@@ -168,6 +172,7 @@ impl<'a, 'b> Txn<'a, 'b> {
         let old = self.inode(inode.ino).ok().flatten();
         self.account(old.as_ref(), Some(&inode));
         self.check_lock(&keys::inode(inode.ino));
+        self.touched.insert(inode.ino);
         self.batch.put(&keys::inode(inode.ino), &inode.encode_to_vec());
         self.inodes.insert(inode.ino, Some(inode));
     }
@@ -176,6 +181,7 @@ impl<'a, 'b> Txn<'a, 'b> {
         let old = self.inode(ino)?;
         self.account(old.as_ref(), None);
         self.check_lock(&keys::inode(ino));
+        self.touched.insert(ino);
         self.batch.delete(&keys::inode(ino));
         for (key, _) in self.batch.scan_prefix(&keys::xattrs(ino))? {
             self.batch.delete(&key);
@@ -193,20 +199,31 @@ impl<'a, 'b> Txn<'a, 'b> {
 
     pub fn put_dentry(&mut self, parent: u64, name: &[u8], dentry: Dentry) {
         self.check_lock(&keys::dentry(parent, name));
+        self.touched.insert(parent);
         self.batch.put(&keys::dentry(parent, name), &dentry.encode_to_vec());
     }
 
     pub fn delete_dentry(&mut self, parent: u64, name: &[u8]) {
         self.check_lock(&keys::dentry(parent, name));
+        self.touched.insert(parent);
         self.batch.delete(&keys::dentry(parent, name));
     }
 
     pub fn put(&mut self, key: &[u8], value: &[u8]) {
+        self.note_touched(key);
         self.batch.put(key, value);
     }
 
     pub fn delete(&mut self, key: &[u8]) {
+        self.note_touched(key);
         self.batch.delete(key);
+    }
+
+    /// Extents and xattrs are written by key: their inode changed.
+    fn note_touched(&mut self, key: &[u8]) {
+        if key.len() >= 9 && matches!(key[0], keys::EXTENT_TAG | keys::XATTR_TAG) {
+            self.touched.insert(keys::u64_at(key, 1));
+        }
     }
 
     pub fn add_inode_count(&mut self, delta: i64) -> Result<()> {

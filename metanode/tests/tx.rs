@@ -61,6 +61,7 @@ impl Two {
             partition_id: partition,
             request_id: 0,
             command: Some(MetaCommand { now_ns: self.clock, op: Some(op) }),
+            client: 0,
         };
         decode_outcome(&self.engine.propose(partition, request.encode_to_vec()).await?)
     }

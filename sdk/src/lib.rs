@@ -5,6 +5,7 @@
 
 pub mod cache;
 pub mod data;
+pub mod delegation;
 pub mod fsck;
 pub mod master_client;
 pub mod meta_client;

@@ -5,7 +5,8 @@
 //! it once however often it is sent.
 
 use std::future::Future;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use strata_common::{ErrorCode, Result, StrataError};
@@ -15,6 +16,7 @@ use strata_proto::meta::{self as pb, meta_command::Op};
 use tonic::transport::Channel;
 
 use crate::MasterClient;
+use crate::delegation::Delegations;
 use crate::meta_tx::is_cross_partition;
 use crate::rpc::{Channels, LeaderRouter};
 
@@ -38,6 +40,8 @@ pub struct MetaClient {
     deadline: Duration,
     /// Round-robin cursor placing new directories over the partitions.
     pub(crate) next_dir_partition: std::sync::atomic::AtomicUsize,
+    /// Grants held, once [`MetaClient::enable_delegations`] ran.
+    delegations: OnceLock<Arc<Delegations>>,
 }
 
 /// What statfs(2) reports for a volume.
@@ -65,6 +69,7 @@ impl MetaClient {
             channels: Channels::default(),
             deadline: META_DEADLINE,
             next_dir_partition: std::sync::atomic::AtomicUsize::new(0),
+            delegations: OnceLock::new(),
         };
         client.apply_view(&view)?;
         Ok(client)
@@ -97,6 +102,29 @@ impl MetaClient {
         let master = MasterClient::new(self.masters.clone())?;
         let view = master.get_volume(&self.volume).await?;
         self.apply_view(&view)
+    }
+
+    /// From now on, ask the metanodes for delegations and answer lookups,
+    /// attributes and first extents from them while they hold (see
+    /// [`crate::delegation`]). Needs a tokio runtime.
+    pub fn enable_delegations(&self) {
+        let mut metanodes: Vec<String> = self.partitions().iter().flat_map(|p| p.router.members().to_vec()).collect();
+        metanodes.sort();
+        metanodes.dedup();
+        let _ = self.delegations.set(Delegations::start(metanodes));
+    }
+
+    /// Reads answered from delegations so far (0 without them).
+    pub fn delegation_hits(&self) -> u64 {
+        self.delegations.get().map(|d| d.hits()).unwrap_or(0)
+    }
+
+    /// What a request asking for a grant carries: the ticket and the client id (0: none).
+    fn grant_ticket(&self) -> (Option<(&Delegations, crate::delegation::Ticket)>, u64) {
+        match self.delegations.get().and_then(|d| Some((d.as_ref(), d.ticket()?))) {
+            Some((d, ticket)) => (Some((d, ticket)), d.client),
+            None => (None, 0),
+        }
     }
 
     pub fn volume(&self) -> &str {
@@ -190,15 +218,29 @@ impl MetaClient {
         op: Op,
     ) -> Result<pb::MutateReply> {
         let request_id = request_id();
-        self.call_within(ino, deadline, what, |mut c, partition_id| {
-            let request = pb::MutateRequest {
-                partition_id,
-                request_id,
-                command: Some(pb::MetaCommand { now_ns: 0, op: Some(op.clone()) }),
-            };
-            async move { c.mutate(request).await }
-        })
-        .await
+        let client = self.delegations.get().map(|d| d.client).unwrap_or(0);
+        let answered = AtomicU64::new(0);
+        let reply = self
+            .call_within(ino, deadline, what, |mut c, partition_id| {
+                answered.store(partition_id, Ordering::Relaxed);
+                let request = pb::MutateRequest {
+                    partition_id,
+                    request_id,
+                    command: Some(pb::MetaCommand { now_ns: 0, op: Some(op.clone()) }),
+                    client,
+                };
+                async move { c.mutate(request).await }
+            })
+            .await;
+        if let Some(d) = self.delegations.get() {
+            match &reply {
+                Ok(r) => d.changed(answered.load(Ordering::Relaxed), r.recalled.as_ref(), &r.touched),
+                // It may have applied: what it changed is unknown.
+                Err(e) if e.is_retryable() || e.code == ErrorCode::Internal => d.forget_all(),
+                Err(_) => {}
+            }
+        }
+        reply
     }
 
     async fn mutate_inode(&self, ino: u64, what: &str, op: Op) -> Result<pb::Inode> {
@@ -206,12 +248,23 @@ impl MetaClient {
     }
 
     pub async fn lookup(&self, parent: u64, name: &[u8]) -> Result<pb::Inode> {
-        let inode = self
+        if let Some(inode) = self.delegations.get().and_then(|d| d.lookup(parent, name)) {
+            return Ok(inode);
+        }
+        let (ticket, delegate_to) = self.grant_ticket();
+        let answered = AtomicU64::new(0);
+        let reply = self
             .call(parent, "looking up a name", |mut c, partition_id| {
-                let request = pb::LookupRequest { partition_id, parent, name: name.to_vec() };
+                answered.store(partition_id, Ordering::Relaxed);
+                let request = pb::LookupRequest { partition_id, parent, name: name.to_vec(), delegate_to };
                 async move { c.lookup(request).await }
             })
             .await?;
+        let inode =
+            reply.inode.ok_or_else(|| StrataError::internal("a metanode answered a lookup without the inode"))?;
+        if let (Some((d, ticket)), Some(grant)) = (&ticket, &reply.grant) {
+            d.keep_entry(ticket, answered.load(Ordering::Relaxed), grant, parent, name, &inode);
+        }
         // A bare answer means the inode lives in another partition.
         if inode.nlink == 0 && self.partition_of(inode.ino)?.id != self.partition_of(parent)?.id {
             return self.getattr(inode.ino).await;
@@ -220,10 +273,22 @@ impl MetaClient {
     }
 
     pub async fn getattr(&self, ino: u64) -> Result<pb::Inode> {
-        self.call(ino, "reading attributes", |mut c, partition_id| async move {
-            c.get_attr(pb::GetAttrRequest { partition_id, ino }).await
-        })
-        .await
+        if let Some(inode) = self.delegations.get().and_then(|d| d.attrs(ino)) {
+            return Ok(inode);
+        }
+        let (ticket, delegate_to) = self.grant_ticket();
+        let answered = AtomicU64::new(0);
+        let reply = self
+            .call(ino, "reading attributes", |mut c, partition_id| {
+                answered.store(partition_id, Ordering::Relaxed);
+                async move { c.get_attr(pb::GetAttrRequest { partition_id, ino, delegate_to }).await }
+            })
+            .await?;
+        let inode = reply.inode.ok_or_else(|| StrataError::internal("a metanode answered without the inode"))?;
+        if let (Some((d, ticket)), Some(grant)) = (&ticket, &reply.grant) {
+            d.keep_attrs(ticket, answered.load(Ordering::Relaxed), grant, &inode, None);
+        }
+        Ok(inode)
     }
 
     /// Creates a regular file, directory, fifo, socket or device node (by `mode`'s type bits).
@@ -345,7 +410,7 @@ impl MetaClient {
     pub async fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
         let reply = self
             .call(ino, "reading a symlink", |mut c, partition_id| async move {
-                c.read_link(pb::GetAttrRequest { partition_id, ino }).await
+                c.read_link(pb::GetAttrRequest { partition_id, ino, delegate_to: 0 }).await
             })
             .await?;
         Ok(reply.target)
@@ -408,13 +473,25 @@ impl MetaClient {
         offset: u64,
         length: u64,
     ) -> Result<(Vec<pb::Extent>, pb::Inode)> {
+        if let Some(window) = self.delegations.get().and_then(|d| d.window(ino, offset, length)) {
+            return Ok(window);
+        }
+        let (ticket, delegate_to) = self.grant_ticket();
+        let answered = AtomicU64::new(0);
         let reply = self
-            .call(ino, "reading extents", |mut c, partition_id| async move {
-                c.get_extents(pb::GetExtentsRequest { partition_id, ino, offset, length }).await
+            .call(ino, "reading extents", |mut c, partition_id| {
+                answered.store(partition_id, Ordering::Relaxed);
+                async move {
+                    c.get_extents(pb::GetExtentsRequest { partition_id, ino, offset, length, delegate_to }).await
+                }
             })
             .await?;
         let inode =
             reply.inode.ok_or_else(|| StrataError::internal("a metanode answered extents without the inode"))?;
+        if let (Some((d, ticket)), Some(grant)) = (&ticket, &reply.grant) {
+            let partition = answered.load(Ordering::Relaxed);
+            d.keep_attrs(ticket, partition, grant, &inode, Some((offset, length, &reply.extents)));
+        }
         Ok((reply.extents, inode))
     }
 

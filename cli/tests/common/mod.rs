@@ -10,6 +10,18 @@ use serde_json::Value;
 
 pub const STRATA: &str = env!("CARGO_BIN_EXE_strata");
 
+/// The default volume's namespace, once its partitions' leaders initialised them.
+pub async fn open_volume(masters: Vec<String>) -> strata_sdk::MetaClient {
+    let master = strata_sdk::MasterClient::new(masters).unwrap();
+    let meta = strata_sdk::MetaClient::open(&master, "default").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while meta.partition_stats().await.is_err() {
+        assert!(Instant::now() < deadline, "meta partitions never became ready");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    meta
+}
+
 pub struct DevCluster {
     dir: tempfile::TempDir,
     supervisor: Option<Child>,

@@ -73,6 +73,7 @@ impl Ns {
             partition_id: PARTITION,
             request_id,
             command: Some(MetaCommand { now_ns: self.clock, op: Some(op) }),
+            client: 0,
         };
         let reply = self.engine.propose(PARTITION, request.encode_to_vec()).await?;
         decode_outcome(&reply).map(|r| r.inode)
