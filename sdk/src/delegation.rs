@@ -12,9 +12,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use strata_common::types::DELEGATION_LEASE;
 use strata_proto::meta::meta_client::MetaClient as GrpcClient;
 use strata_proto::meta::{self as pb, delegation_up::Msg};
@@ -123,39 +124,52 @@ pub struct Delegations {
     state: Mutex<State>,
     /// Reads answered from grants.
     hits: AtomicU64,
+    /// The recall listeners and the renewer, stopped when this is dropped.
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+impl Drop for Delegations {
+    fn drop(&mut self) {
+        self.tasks.lock().unwrap().iter().for_each(|t| t.abort());
+    }
 }
 
 impl Delegations {
     /// Starts listening for recalls from every address in `metanodes` and
-    /// renewing the grants held; the tasks end when the returned value is dropped
-    /// everywhere else.
+    /// renewing the grants held, until the returned value is dropped.
     pub fn start(metanodes: Vec<String>) -> Arc<Delegations> {
         let delegations = Arc::new(Delegations {
             client: rand::random::<u64>() | 1,
             state: Mutex::new(State { down: metanodes.iter().cloned().collect(), ..Default::default() }),
             hits: AtomicU64::new(0),
+            tasks: Mutex::new(Vec::new()),
         });
+        let mut tasks = Vec::new();
         for address in metanodes.clone() {
             let weak = Arc::downgrade(&delegations);
-            tokio::spawn(async move {
-                while let Some(delegations) = weak.upgrade() {
-                    if let Err(e) = delegations.listen(&address).await {
+            let task = tokio::spawn(async move {
+                loop {
+                    if let Err(e) = Self::listen(&weak, &address).await {
                         tracing::debug!(address, error = %e, "delegation stream ended");
                     }
+                    let Some(delegations) = weak.upgrade() else { return };
                     delegations.stream_broke(&address);
                     drop(delegations);
                     tokio::time::sleep(RECONNECT_DELAY).await;
                 }
             });
+            tasks.push(task.abort_handle());
         }
         let weak = Arc::downgrade(&delegations);
-        tokio::spawn(async move {
+        let renewer = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(DELEGATION_LEASE / 4).await;
                 let Some(delegations) = weak.upgrade() else { return };
                 delegations.renew(&metanodes).await;
             }
         });
+        tasks.push(renewer.abort_handle());
+        *delegations.tasks.lock().unwrap() = tasks;
         delegations
     }
 
@@ -171,16 +185,19 @@ impl Delegations {
     }
 
     /// One recall stream, until it breaks.
-    async fn listen(&self, address: &str) -> anyhow::Result<()> {
+    /// One recall stream, until it breaks (holding the table only while
+    /// acting on a recall, so dropping it ends the stream).
+    async fn listen(this: &Weak<Self>, address: &str) -> anyhow::Result<()> {
+        let client = this.upgrade().context("delegations dropped")?.client;
         let mut grpc = GrpcClient::new(Self::channel(address)?);
         let (up, up_rx) = tokio::sync::mpsc::unbounded_channel();
-        up.send(pb::DelegationUp { msg: Some(Msg::Client(self.client)) })?;
+        up.send(pb::DelegationUp { msg: Some(Msg::Client(client)) })?;
         let mut downs =
             grpc.delegations(tokio_stream::wrappers::UnboundedReceiverStream::new(up_rx)).await?.into_inner();
-        self.state.lock().unwrap().down.remove(address);
-        tracing::debug!(address, client = self.client, "delegation stream open");
+        this.upgrade().context("delegations dropped")?.state.lock().unwrap().down.remove(address);
+        tracing::debug!(address, client, "delegation stream open");
         while let Some(down) = downs.message().await? {
-            self.void(down.partition_id, down.term, down.upto, &down.inos);
+            this.upgrade().context("delegations dropped")?.void(down.partition_id, down.term, down.upto, &down.inos);
             up.send(pb::DelegationUp { msg: Some(Msg::Ack(down.seq)) })?;
         }
         Ok(())
@@ -352,7 +369,12 @@ mod tests {
     use super::*;
 
     fn table() -> Delegations {
-        Delegations { client: 1, state: Mutex::new(State::default()), hits: AtomicU64::new(0) }
+        Delegations {
+            client: 1,
+            state: Mutex::new(State::default()),
+            hits: AtomicU64::new(0),
+            tasks: Mutex::new(Vec::new()),
+        }
     }
 
     fn inode(ino: u64, size: u64) -> pb::Inode {
