@@ -56,7 +56,8 @@ struct PartitionGrants {
     /// The term is recorded in the partition (`GrantTermOp`).
     term_recorded: bool,
     next_id: u64,
-    holders: HashMap<u64, HashMap<u64, u64>>,
+    /// Per inode: (client, grant id), a few clients each.
+    holders: HashMap<u64, Vec<(u64, u64)>>,
     holdings: usize,
     /// Per client: receipt of its last grant or confirmed renewal.
     renewed: HashMap<u64, Instant>,
@@ -78,6 +79,17 @@ impl PartitionGrants {
         }
     }
 
+    fn hold(&mut self, ino: u64, client: u64, id: u64) {
+        let clients = self.holders.entry(ino).or_default();
+        match clients.iter_mut().find(|(c, _)| *c == client) {
+            Some(held) => held.1 = id,
+            None => {
+                clients.push((client, id));
+                self.holdings += 1;
+            }
+        }
+    }
+
     /// Forgets the holdings of clients whose lease has lapsed.
     fn forget_lapsed(&mut self) {
         let now = Instant::now();
@@ -95,7 +107,7 @@ impl PartitionGrants {
         }
         let mut holdings = 0;
         self.holders.retain(|_, clients| {
-            clients.retain(|client, _| !lapsed.contains(client));
+            clients.retain(|(client, _)| !lapsed.contains(client));
             holdings += clients.len();
             !clients.is_empty()
         });
@@ -192,9 +204,7 @@ impl Delegations {
         grants.next_id += 1;
         let id = grants.next_id;
         for ino in inos {
-            if grants.holders.entry(*ino).or_default().insert(client, id).is_none() {
-                grants.holdings += 1;
-            }
+            grants.hold(*ino, client, id);
         }
         grants.renewed.insert(client, Instant::now());
         Some(pb::Grant { term, id })
@@ -203,10 +213,7 @@ impl Delegations {
     /// Adds `ino` to a grant just given (the inode a lookup found).
     pub fn grant_more(&self, partition_id: u64, client: u64, grant: &pb::Grant, ino: u64) {
         let mut state = self.state.lock().unwrap();
-        let grants = state.partition(partition_id, grant.term);
-        if grants.holders.entry(ino).or_default().insert(client, grant.id).is_none() {
-            grants.holdings += 1;
-        }
+        state.partition(partition_id, grant.term).hold(ino, client, grant.id);
     }
 
     /// Which of `held` this node still leads in the same term (`leading`
@@ -247,7 +254,7 @@ impl Delegations {
         for ino in inos {
             let Some(clients) = grants.holders.remove(ino) else { continue };
             grants.holdings -= clients.len();
-            for client in clients.into_keys().filter(|c| *c != writer) {
+            for (client, _) in clients.into_iter().filter(|(c, _)| *c != writer) {
                 by_client.entry(client).or_default().push(*ino);
             }
         }

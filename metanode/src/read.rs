@@ -33,11 +33,18 @@ pub fn check_owned(info: &InitPartition, ino: u64) -> Result<()> {
 }
 
 pub fn lookup(kv: &impl KvRead, parent: u64, name: &[u8]) -> Result<Inode> {
+    lookup_with(kv, parent, name, |_| {})
+}
+
+/// [`lookup`], calling `found` with the inode number before its inode is read
+/// (a delegation is registered before what it covers is read).
+pub fn lookup_with(kv: &impl KvRead, parent: u64, name: &[u8], found: impl FnOnce(u64)) -> Result<Inode> {
     validate_name(name)?;
     must_dir(kv, parent)?;
     let dentry = get_dentry(kv, parent, name)?.ok_or_else(|| {
         StrataError::not_found(format!("no {:?} in directory {parent}", String::from_utf8_lossy(name)))
     })?;
+    found(dentry.ino);
     // An inode of another partition comes back bare (nlink 0): the client asks its partition.
     Ok(get_inode(kv, dentry.ino)?.unwrap_or(Inode { ino: dentry.ino, mode: dentry.file_type, ..Default::default() }))
 }

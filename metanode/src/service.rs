@@ -100,14 +100,12 @@ impl pb::meta_server::Meta for MetaService {
         let (kv, info) = self.reader(req.partition_id).await?;
         check_owned(&info, req.parent)?;
         let grant = self.grant(req.partition_id, req.delegate_to, &[req.parent]).await;
-        let mut inode = read::lookup(&kv, req.parent, &req.name)?;
-        if let Some(grant) = &grant
-            && inode.nlink > 0
-        {
-            // The inode found is covered too: registered first, then read again.
-            self.host.delegations.grant_more(req.partition_id, req.delegate_to, grant, inode.ino);
-            inode = must_inode(&kv, inode.ino)?;
-        }
+        // The inode found is covered too, registered before it is read.
+        let inode = read::lookup_with(&kv, req.parent, &req.name, |ino| {
+            if let Some(grant) = &grant {
+                self.host.delegations.grant_more(req.partition_id, req.delegate_to, grant, ino);
+            }
+        })?;
         Ok(Response::new(pb::LookupReply { inode: Some(inode), grant }))
     }
 
