@@ -265,6 +265,7 @@ pub fn cache_stats(mountpoint: &Path, json: bool) -> anyhow::Result<()> {
         report.prefetched_blocks,
         format_size(report.remote_bytes)
     );
+    println!("metadata: {} lookups, attributes and opens answered from delegations", report.delegation_hits);
     if report.disk_writes_skipped > 0 {
         println!("blocks not written to disk because its writes fell behind: {}", report.disk_writes_skipped);
     }

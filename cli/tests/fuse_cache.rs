@@ -79,6 +79,7 @@ fn reads_come_from_memory_then_from_disk_after_a_restart() {
     assert_eq!(second.remote_blocks, 25, "nothing fetched again: {second:?}");
     assert_eq!(second.remote_bytes, first.remote_bytes);
     assert!(second.memory.hits >= first.memory.hits + 25, "{second:?}");
+    assert!(second.delegation_hits > first.delegation_hits, "the second open asked no metanode: {second:?}");
 
     // Random reads inside cached blocks.
     drop_pages(&file);
@@ -117,13 +118,17 @@ fn reads_come_from_memory_then_from_disk_after_a_restart() {
     assert_eq!(report.remote_blocks, 1, "only the damaged block is fetched again: {report:?}");
     mount.unmount();
 
-    // Both levels off: reads go straight to the datanodes.
-    let mount = Mount::with_args(&cluster, "uncached", &["--mem-cache", "0", "--cache-size", "0"]);
+    // Both levels off: reads go straight to the datanodes; without
+    // delegations, every open asks the metanodes.
+    let flags = ["--mem-cache", "0", "--cache-size", "0", "--no-delegations"];
+    let mount = Mount::with_args(&cluster, "uncached", &flags);
     assert!(read_sequentially(&mount.path.join("dataset.bin")) == data, "uncached read");
+    assert!(read_sequentially(&mount.path.join("dataset.bin")) == data, "uncached read again");
     let report = cache_report(&mount.path).unwrap();
     assert!(!report.memory.enabled && !report.disk.enabled, "{report:?}");
     assert_eq!(report.remote_blocks, 0);
     assert!(report.remote_bytes >= data.len() as u64, "{report:?}");
+    assert_eq!(report.delegation_hits, 0, "{report:?}");
 }
 
 /// `strata dev --net-delay-ms/--net-mbit` puts a delaying proxy in front of

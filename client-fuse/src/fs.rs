@@ -466,7 +466,9 @@ impl Filesystem for StrataFs {
         }
         self.spawn(move |fs| async move {
             let value = if ino == INodeNo::ROOT && name == strata_sdk::cache::CACHE_STATS_XATTR.as_bytes() {
-                serde_json::to_vec(&fs.cache.report()).map_err(|e| StrataError::internal(format!("encoding: {e}")))
+                let report =
+                    strata_sdk::cache::CacheReport { delegation_hits: fs.meta.delegation_hits(), ..fs.cache.report() };
+                serde_json::to_vec(&report).map_err(|e| StrataError::internal(format!("encoding: {e}")))
             } else {
                 fs.meta.get_xattr(ino.0, &name).await
             };

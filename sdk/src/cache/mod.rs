@@ -119,6 +119,10 @@ pub struct CacheReport {
     /// (they stay in memory; the disk level only misses them later).
     #[serde(default)]
     pub disk_writes_skipped: u64,
+    /// Lookups, attributes and opens the mount answered from metadata
+    /// delegations (no round trip to a metanode).
+    #[serde(default)]
+    pub delegation_hits: u64,
 }
 
 /// The extended attribute of a mount's root that reads as the JSON
@@ -381,6 +385,8 @@ impl BlockCache {
             prefetched_blocks: self.prefetched_blocks.load(Ordering::Relaxed),
             corrupt_disk_blocks: self.disk.as_ref().map_or(0, |d| d.corrupt.load(Ordering::Relaxed)),
             disk_writes_skipped: self.disk_writes_skipped.load(Ordering::Relaxed),
+            // The block cache does not know the namespace client: the mount fills it in.
+            delegation_hits: 0,
         }
     }
 }
