@@ -68,7 +68,8 @@ impl State {
 
     /// The entry a grant may add to, or None if the grant does not count.
     fn admit(&mut self, ticket: &Ticket, partition: u64, grant: &pb::Grant, ino: u64) -> Option<&mut Cached> {
-        if ticket.epoch != self.epoch || !self.down.is_empty() {
+        let listening = ticket.granter.as_deref().is_some_and(|a| !self.down.contains(a));
+        if ticket.epoch != self.epoch || !listening {
             return None;
         }
         let until = ticket.sent + DELEGATION_LEASE;
@@ -112,10 +113,19 @@ impl State {
     }
 }
 
-/// Taken before a request asking for a grant is sent.
+/// Taken before a request asking for a grant is sent; a grant counts only
+/// if the stream from the node that answered (`granter`) is up and no
+/// stream broke since.
 pub struct Ticket {
     epoch: u64,
     sent: Instant,
+    granter: Option<String>,
+}
+
+impl Ticket {
+    pub fn answered_by(self, address: Option<String>) -> Ticket {
+        Ticket { granter: address, ..self }
+    }
 }
 
 pub struct Delegations {
@@ -126,6 +136,8 @@ pub struct Delegations {
     hits: AtomicU64,
     /// The recall listeners and the renewer, stopped when this is dropped.
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// Every metanode, with one connection for its stream and renewals.
+    nodes: Vec<(String, Channel)>,
 }
 
 impl Drop for Delegations {
@@ -138,18 +150,29 @@ impl Delegations {
     /// Starts listening for recalls from every address in `metanodes` and
     /// renewing the grants held, until the returned value is dropped.
     pub fn start(metanodes: Vec<String>) -> Arc<Delegations> {
+        let nodes: Vec<(String, Channel)> = metanodes
+            .into_iter()
+            .filter_map(|address| match Self::channel(&address) {
+                Ok(channel) => Some((address, channel)),
+                Err(e) => {
+                    tracing::warn!(address, error = %e, "not listening for delegation recalls from this address");
+                    None
+                }
+            })
+            .collect();
         let delegations = Arc::new(Delegations {
             client: rand::random::<u64>() | 1,
-            state: Mutex::new(State { down: metanodes.iter().cloned().collect(), ..Default::default() }),
+            state: Mutex::new(State { down: nodes.iter().map(|(a, _)| a.clone()).collect(), ..Default::default() }),
             hits: AtomicU64::new(0),
             tasks: Mutex::new(Vec::new()),
+            nodes: nodes.clone(),
         });
         let mut tasks = Vec::new();
-        for address in metanodes.clone() {
+        for (address, channel) in nodes {
             let weak = Arc::downgrade(&delegations);
             let task = tokio::spawn(async move {
                 loop {
-                    if let Err(e) = Self::listen(&weak, &address).await {
+                    if let Err(e) = Self::listen(&weak, &address, channel.clone()).await {
                         tracing::debug!(address, error = %e, "delegation stream ended");
                     }
                     let Some(delegations) = weak.upgrade() else { return };
@@ -165,7 +188,7 @@ impl Delegations {
             loop {
                 tokio::time::sleep(DELEGATION_LEASE / 4).await;
                 let Some(delegations) = weak.upgrade() else { return };
-                delegations.renew(&metanodes).await;
+                delegations.renew().await;
             }
         });
         tasks.push(renewer.abort_handle());
@@ -184,12 +207,11 @@ impl Delegations {
             .connect_lazy())
     }
 
-    /// One recall stream, until it breaks.
     /// One recall stream, until it breaks (holding the table only while
     /// acting on a recall, so dropping it ends the stream).
-    async fn listen(this: &Weak<Self>, address: &str) -> anyhow::Result<()> {
+    async fn listen(this: &Weak<Self>, address: &str, channel: Channel) -> anyhow::Result<()> {
         let client = this.upgrade().context("delegations dropped")?.client;
-        let mut grpc = GrpcClient::new(Self::channel(address)?);
+        let mut grpc = GrpcClient::new(channel);
         let (up, up_rx) = tokio::sync::mpsc::unbounded_channel();
         up.send(pb::DelegationUp { msg: Some(Msg::Client(client)) })?;
         let mut downs =
@@ -203,17 +225,20 @@ impl Delegations {
         Ok(())
     }
 
+    /// A stream ended or could not open; one that was up voids every grant
+    /// (which node gave which is not kept) and any asked for before.
     fn stream_broke(&self, address: &str) {
         let mut state = self.state.lock().unwrap();
-        state.epoch += 1;
-        state.down.insert(address.to_string());
-        state.leases.clear();
-        state.inodes.clear();
+        if state.down.insert(address.to_string()) {
+            state.epoch += 1;
+            state.leases.clear();
+            state.inodes.clear();
+        }
     }
 
     /// Asks every metanode to confirm the partitions held; keeps those one
     /// confirmed for a lease from the send, drops the others.
-    async fn renew(&self, metanodes: &[String]) {
+    async fn renew(&self) {
         let held: Vec<pb::PartitionTerm> = {
             let state = self.state.lock().unwrap();
             state.leases.iter().map(|(p, l)| pb::PartitionTerm { partition_id: *p, term: l.term }).collect()
@@ -223,10 +248,10 @@ impl Delegations {
         }
         let sent = Instant::now();
         let request = pb::RenewGrantsRequest { client: self.client, held: held.clone() };
-        let asks = metanodes.iter().map(|address| {
+        let asks = self.nodes.iter().map(|(_, channel)| {
             let request = request.clone();
             async move {
-                let mut grpc = GrpcClient::new(Self::channel(address).ok()?);
+                let mut grpc = GrpcClient::new(channel.clone());
                 let call = tokio::time::timeout(DELEGATION_LEASE / 4, grpc.renew_grants(request));
                 Some(call.await.ok()?.ok()?.into_inner().confirmed)
             }
@@ -244,11 +269,9 @@ impl Delegations {
         }
     }
 
-    /// Before sending a request that asks for a grant; None when a recall
-    /// stream is down (ask without one).
-    pub fn ticket(&self) -> Option<Ticket> {
-        let state = self.state.lock().unwrap();
-        state.down.is_empty().then(|| Ticket { epoch: state.epoch, sent: Instant::now() })
+    /// Taken before sending a request that asks for a grant.
+    pub fn ticket(&self) -> Ticket {
+        Ticket { epoch: self.state.lock().unwrap().epoch, sent: Instant::now(), granter: None }
     }
 
     /// Grants of `partition` in `term` up to `upto` no longer cover `inos`.
@@ -368,12 +391,14 @@ impl Delegations {
 mod tests {
     use super::*;
 
+    /// A table listening to node "a" only.
     fn table() -> Delegations {
         Delegations {
             client: 1,
             state: Mutex::new(State::default()),
             hits: AtomicU64::new(0),
             tasks: Mutex::new(Vec::new()),
+            nodes: Vec::new(),
         }
     }
 
@@ -384,7 +409,7 @@ mod tests {
     #[test]
     fn grants_answer_until_recalled_and_late_grants_are_refused() {
         let d = table();
-        let t = d.ticket().unwrap();
+        let t = d.ticket().answered_by(Some("a".into()));
         let g = pb::Grant { term: 2, id: 5 };
         d.keep_entry(&t, 7, &g, 1, b"f", &inode(10, 3));
         assert_eq!(d.lookup(1, b"f").map(|i| i.size), Some(3));
@@ -404,13 +429,21 @@ mod tests {
     #[test]
     fn a_broken_stream_voids_everything_and_grants_asked_before() {
         let d = table();
-        let before = d.ticket().unwrap();
+        let before = d.ticket().answered_by(Some("a".into()));
         d.stream_broke("a");
-        assert!(d.ticket().is_none(), "no grants while a stream is down");
+        let while_down = d.ticket().answered_by(Some("a".into()));
+        d.keep_attrs(&while_down, 7, &pb::Grant { term: 2, id: 1 }, &inode(10, 3), None);
+        assert_eq!(d.attrs(10), None, "no grants from a node whose stream is down");
         d.keep_attrs(&before, 7, &pb::Grant { term: 2, id: 1 }, &inode(10, 3), None);
-        assert_eq!(d.attrs(10), None);
+        assert_eq!(d.attrs(10), None, "nor asked for before the stream broke");
         d.state.lock().unwrap().down.clear();
-        let after = d.ticket().unwrap();
+        d.stream_broke("b");
+        d.stream_broke("b");
+        let other = d.ticket().answered_by(Some("a".into()));
+        d.keep_attrs(&other, 7, &pb::Grant { term: 2, id: 1 }, &inode(10, 3), None);
+        assert!(d.attrs(10).is_some(), "a node that never answered does not stop grants from others");
+        d.state.lock().unwrap().down.clear();
+        let after = d.ticket().answered_by(Some("a".into()));
         d.keep_attrs(&after, 7, &pb::Grant { term: 2, id: 2 }, &inode(10, 3), None);
         assert!(d.attrs(10).is_some());
         d.keep_attrs(&after, 7, &pb::Grant { term: 3, id: 1 }, &inode(11, 3), None);
@@ -421,7 +454,7 @@ mod tests {
     #[test]
     fn windows_answer_only_the_range_fetched() {
         let d = table();
-        let t = d.ticket().unwrap();
+        let t = d.ticket().answered_by(Some("a".into()));
         let extents = vec![pb::Extent { file_offset: 0, length: 3, ..Default::default() }];
         d.keep_attrs(&t, 7, &pb::Grant { term: 2, id: 1 }, &inode(10, 3), Some((0, 100, &extents)));
         assert_eq!(d.window(10, 0, 100).map(|(e, i)| (e.len(), i.size)), Some((1, 3)));

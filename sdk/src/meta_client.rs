@@ -121,10 +121,15 @@ impl MetaClient {
 
     /// What a request asking for a grant carries: the ticket and the client id (0: none).
     fn grant_ticket(&self) -> (Option<(&Delegations, crate::delegation::Ticket)>, u64) {
-        match self.delegations.get().and_then(|d| Some((d.as_ref(), d.ticket()?))) {
-            Some((d, ticket)) => (Some((d, ticket)), d.client),
+        match self.delegations.get() {
+            Some(d) => (Some((d.as_ref(), d.ticket())), d.client),
             None => (None, 0),
         }
+    }
+
+    /// A grant's ticket, with the node that answered for `partition_id`.
+    fn answered(&self, ticket: crate::delegation::Ticket, partition_id: u64) -> crate::delegation::Ticket {
+        ticket.answered_by(self.partition_leader(partition_id))
     }
 
     pub fn volume(&self) -> &str {
@@ -262,8 +267,9 @@ impl MetaClient {
             .await?;
         let inode =
             reply.inode.ok_or_else(|| StrataError::internal("a metanode answered a lookup without the inode"))?;
-        if let (Some((d, ticket)), Some(grant)) = (&ticket, &reply.grant) {
-            d.keep_entry(ticket, answered.load(Ordering::Relaxed), grant, parent, name, &inode);
+        if let (Some((d, ticket)), Some(grant)) = (ticket, &reply.grant) {
+            let partition = answered.load(Ordering::Relaxed);
+            d.keep_entry(&self.answered(ticket, partition), partition, grant, parent, name, &inode);
         }
         // A bare answer means the inode lives in another partition.
         if inode.nlink == 0 && self.partition_of(inode.ino)?.id != self.partition_of(parent)?.id {
@@ -285,8 +291,9 @@ impl MetaClient {
             })
             .await?;
         let inode = reply.inode.ok_or_else(|| StrataError::internal("a metanode answered without the inode"))?;
-        if let (Some((d, ticket)), Some(grant)) = (&ticket, &reply.grant) {
-            d.keep_attrs(ticket, answered.load(Ordering::Relaxed), grant, &inode, None);
+        if let (Some((d, ticket)), Some(grant)) = (ticket, &reply.grant) {
+            let partition = answered.load(Ordering::Relaxed);
+            d.keep_attrs(&self.answered(ticket, partition), partition, grant, &inode, None);
         }
         Ok(inode)
     }
@@ -488,9 +495,10 @@ impl MetaClient {
             .await?;
         let inode =
             reply.inode.ok_or_else(|| StrataError::internal("a metanode answered extents without the inode"))?;
-        if let (Some((d, ticket)), Some(grant)) = (&ticket, &reply.grant) {
+        if let (Some((d, ticket)), Some(grant)) = (ticket, &reply.grant) {
             let partition = answered.load(Ordering::Relaxed);
-            d.keep_attrs(ticket, partition, grant, &inode, Some((offset, length, &reply.extents)));
+            let window = Some((offset, length, reply.extents.as_slice()));
+            d.keep_attrs(&self.answered(ticket, partition), partition, grant, &inode, window);
         }
         Ok((reply.extents, inode))
     }
