@@ -94,8 +94,18 @@ async fn log_is_truncated_and_a_lagging_follower_gets_a_snapshot() {
         let v = cluster.engines[&lagging].kv(GROUP).get(format!("key{i}").as_bytes()).unwrap();
         assert_eq!(v, Some(i.to_string().into_bytes()));
     }
-    let caught_up = cluster.engines[&lagging].status(GROUP).unwrap();
-    assert!(caught_up.first_index > lag_status.last_index + 1, "installed from a snapshot: {caught_up:?}");
+    // The status is published after the ready round that applied the
+    // snapshot, which may come just after its data became readable.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut caught_up = cluster.engines[&lagging].status(GROUP).unwrap();
+    while caught_up.first_index <= lag_status.last_index + 1 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        caught_up = cluster.engines[&lagging].status(GROUP).unwrap();
+    }
+    assert!(
+        caught_up.first_index > lag_status.last_index + 1,
+        "installed from a snapshot: {caught_up:?} (lagging at {lag_status:?})"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
