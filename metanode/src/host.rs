@@ -370,7 +370,12 @@ impl PartitionHost {
             return;
         }
         if let Some(status) = self.engine.status(partition_id).filter(|s| s.role == Role::Leader) {
-            let grant_term = read_u64(&self.engine.kv(partition_id), keys::GRANT_TERM).ok().flatten();
+            // Once this term is recorded, the record need not be read again.
+            let grant_term = if self.delegations.needs_term_record(partition_id, status.term) {
+                read_u64(&self.engine.kv(partition_id), keys::GRANT_TERM).ok().flatten()
+            } else {
+                Some(status.term)
+            };
             if let Some(at) = self.delegations.settled_at(partition_id, status.term, grant_term) {
                 tracing::info!(partition_id, term = status.term, "waiting out an earlier leader's delegations");
                 tokio::time::sleep_until(at.into()).await;

@@ -39,6 +39,12 @@ struct Cached {
     window: Option<(u64, u64, Vec<pb::Extent>)>,
 }
 
+impl Cached {
+    fn new(partition: u64, grant: &pb::Grant) -> Self {
+        Cached { partition, term: grant.term, grant: grant.id, attrs: None, entries: HashMap::new(), window: None }
+    }
+}
+
 struct Lease {
     term: u64,
     until: Instant,
@@ -90,23 +96,9 @@ impl State {
         if self.inodes.len() >= MAX_CACHED && !self.inodes.contains_key(&ino) {
             self.inodes.clear();
         }
-        let cached = self.inodes.entry(ino).or_insert_with(|| Cached {
-            partition,
-            term: grant.term,
-            grant: grant.id,
-            attrs: None,
-            entries: HashMap::new(),
-            window: None,
-        });
+        let cached = self.inodes.entry(ino).or_insert_with(|| Cached::new(partition, grant));
         if cached.partition != partition || cached.term != grant.term {
-            *cached = Cached {
-                partition,
-                term: grant.term,
-                grant: grant.id,
-                attrs: None,
-                entries: HashMap::new(),
-                window: None,
-            };
+            *cached = Cached::new(partition, grant);
         }
         cached.grant = cached.grant.min(grant.id);
         Some(cached)

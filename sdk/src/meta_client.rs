@@ -30,6 +30,14 @@ pub(crate) struct Partition {
     pub(crate) router: Arc<LeaderRouter>,
 }
 
+/// A granted read's answer may be kept in `cache` under this ticket and grant.
+struct Granted<'a> {
+    cache: &'a Delegations,
+    ticket: crate::delegation::Ticket,
+    partition: u64,
+    grant: pb::Grant,
+}
+
 pub struct MetaClient {
     volume: String,
     /// Where to ask for a fresh view of the volume (after a split).
@@ -119,17 +127,40 @@ impl MetaClient {
         self.delegations.get().map(|d| d.hits()).unwrap_or(0)
     }
 
-    /// What a request asking for a grant carries: the ticket and the client id (0: none).
-    fn grant_ticket(&self) -> (Option<(&Delegations, crate::delegation::Ticket)>, u64) {
-        match self.delegations.get() {
-            Some(d) => (Some((d.as_ref(), d.ticket())), d.client),
-            None => (None, 0),
-        }
-    }
-
-    /// A grant's ticket, with the node that answered for `partition_id`.
-    fn answered(&self, ticket: crate::delegation::Ticket, partition_id: u64) -> crate::delegation::Ticket {
-        ticket.answered_by(self.partition_leader(partition_id))
+    /// Sends a read that may come back with a delegation grant: `send` gets
+    /// the client, the partition id and the id to delegate to (0: none);
+    /// `grant_of` finds the grant in the reply. Returns the reply and, when
+    /// granted, where its answer may be kept.
+    async fn granting_read<T, F, Fut>(
+        &self,
+        ino: u64,
+        what: &str,
+        grant_of: fn(&T) -> Option<&pb::Grant>,
+        mut send: F,
+    ) -> Result<(T, Option<Granted<'_>>)>
+    where
+        F: FnMut(GrpcClient<Channel>, u64, u64) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let cache = self.delegations.get().map(|d| (d.as_ref(), d.ticket()));
+        let delegate_to = cache.as_ref().map_or(0, |(d, _)| d.client);
+        let answered = AtomicU64::new(0);
+        let reply = self
+            .call(ino, what, |client, partition_id| {
+                answered.store(partition_id, Ordering::Relaxed);
+                send(client, partition_id, delegate_to)
+            })
+            .await?;
+        let granted = match (cache, grant_of(&reply)) {
+            (Some((cache, ticket)), Some(grant)) => {
+                let partition = answered.load(Ordering::Relaxed);
+                // The grant holds only while the node that answered keeps its stream up.
+                let ticket = ticket.answered_by(self.partition_leader(partition));
+                Some(Granted { cache, ticket, partition, grant: *grant })
+            }
+            _ => None,
+        };
+        Ok((reply, granted))
     }
 
     pub fn volume(&self) -> &str {
@@ -256,20 +287,21 @@ impl MetaClient {
         if let Some(inode) = self.delegations.get().and_then(|d| d.lookup(parent, name)) {
             return Ok(inode);
         }
-        let (ticket, delegate_to) = self.grant_ticket();
-        let answered = AtomicU64::new(0);
-        let reply = self
-            .call(parent, "looking up a name", |mut c, partition_id| {
-                answered.store(partition_id, Ordering::Relaxed);
-                let request = pb::LookupRequest { partition_id, parent, name: name.to_vec(), delegate_to };
-                async move { c.lookup(request).await }
-            })
+        let (reply, granted) = self
+            .granting_read(
+                parent,
+                "looking up a name",
+                |r: &pb::LookupReply| r.grant.as_ref(),
+                |mut c, partition_id, delegate_to| {
+                    let request = pb::LookupRequest { partition_id, parent, name: name.to_vec(), delegate_to };
+                    async move { c.lookup(request).await }
+                },
+            )
             .await?;
         let inode =
             reply.inode.ok_or_else(|| StrataError::internal("a metanode answered a lookup without the inode"))?;
-        if let (Some((d, ticket)), Some(grant)) = (ticket, &reply.grant) {
-            let partition = answered.load(Ordering::Relaxed);
-            d.keep_entry(&self.answered(ticket, partition), partition, grant, parent, name, &inode);
+        if let Some(g) = granted {
+            g.cache.keep_entry(&g.ticket, g.partition, &g.grant, parent, name, &inode);
         }
         // A bare answer means the inode lives in another partition.
         if inode.nlink == 0 && self.partition_of(inode.ino)?.id != self.partition_of(parent)?.id {
@@ -282,18 +314,19 @@ impl MetaClient {
         if let Some(inode) = self.delegations.get().and_then(|d| d.attrs(ino)) {
             return Ok(inode);
         }
-        let (ticket, delegate_to) = self.grant_ticket();
-        let answered = AtomicU64::new(0);
-        let reply = self
-            .call(ino, "reading attributes", |mut c, partition_id| {
-                answered.store(partition_id, Ordering::Relaxed);
-                async move { c.get_attr(pb::GetAttrRequest { partition_id, ino, delegate_to }).await }
-            })
+        let (reply, granted) = self
+            .granting_read(
+                ino,
+                "reading attributes",
+                |r: &pb::GetAttrReply| r.grant.as_ref(),
+                |mut c, partition_id, delegate_to| async move {
+                    c.get_attr(pb::GetAttrRequest { partition_id, ino, delegate_to }).await
+                },
+            )
             .await?;
         let inode = reply.inode.ok_or_else(|| StrataError::internal("a metanode answered without the inode"))?;
-        if let (Some((d, ticket)), Some(grant)) = (ticket, &reply.grant) {
-            let partition = answered.load(Ordering::Relaxed);
-            d.keep_attrs(&self.answered(ticket, partition), partition, grant, &inode, None);
+        if let Some(g) = granted {
+            g.cache.keep_attrs(&g.ticket, g.partition, &g.grant, &inode, None);
         }
         Ok(inode)
     }
@@ -483,22 +516,22 @@ impl MetaClient {
         if let Some(window) = self.delegations.get().and_then(|d| d.window(ino, offset, length)) {
             return Ok(window);
         }
-        let (ticket, delegate_to) = self.grant_ticket();
-        let answered = AtomicU64::new(0);
-        let reply = self
-            .call(ino, "reading extents", |mut c, partition_id| {
-                answered.store(partition_id, Ordering::Relaxed);
-                async move {
-                    c.get_extents(pb::GetExtentsRequest { partition_id, ino, offset, length, delegate_to }).await
-                }
-            })
+        let (reply, granted) = self
+            .granting_read(
+                ino,
+                "reading extents",
+                |r: &pb::GetExtentsReply| r.grant.as_ref(),
+                |mut c, partition_id, delegate_to| {
+                    let request = pb::GetExtentsRequest { partition_id, ino, offset, length, delegate_to };
+                    async move { c.get_extents(request).await }
+                },
+            )
             .await?;
         let inode =
             reply.inode.ok_or_else(|| StrataError::internal("a metanode answered extents without the inode"))?;
-        if let (Some((d, ticket)), Some(grant)) = (ticket, &reply.grant) {
-            let partition = answered.load(Ordering::Relaxed);
+        if let Some(g) = granted {
             let window = Some((offset, length, reply.extents.as_slice()));
-            d.keep_attrs(&self.answered(ticket, partition), partition, grant, &inode, window);
+            g.cache.keep_attrs(&g.ticket, g.partition, &g.grant, &inode, window);
         }
         Ok((reply.extents, inode))
     }
