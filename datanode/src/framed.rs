@@ -17,7 +17,8 @@ use prost::Message;
 use strata_common::{Result, StrataError};
 use strata_proto::data::{ReadBlobRequest, ReadBlobResponse, WriteBlobRequest};
 use strata_sdk::data::framed::{
-    KIND_READ, KIND_WRITE, READ_BUFFER, STATUS_ERR, STATUS_OK, encode_error, read_frame, write_frame, write_frame_head,
+    KIND_PING, KIND_READ, KIND_WRITE, READ_BUFFER, STATUS_ERR, STATUS_OK, encode_error, read_frame, write_frame,
+    write_frame_head,
 };
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
@@ -101,7 +102,7 @@ impl SentRange {
 
 /// Whether a connection's first byte starts a framed request.
 pub fn is_framed(first: u8) -> bool {
-    first == KIND_WRITE || first == KIND_READ
+    matches!(first, KIND_WRITE | KIND_READ | KIND_PING)
 }
 
 /// Serves framed requests on `stream` until the peer closes it.
@@ -126,6 +127,7 @@ pub async fn serve_connection(stream: TcpStream, service: Arc<DataService>) {
                 handle_write(&service, &header, payload).await.map(|()| Reply::Bytes(Vec::new(), Bytes::new()))
             }
             KIND_READ => handle_read(&service, &header).await,
+            KIND_PING => Ok(Reply::Bytes(Vec::new(), Bytes::new())),
             other => Err(StrataError::invalid(format!("unknown frame kind {other}"))),
         };
         let written = match result {

@@ -19,7 +19,7 @@ use anyhow::Context;
 use strata_common::types::DELEGATION_LEASE;
 use strata_proto::meta::meta_client::MetaClient as GrpcClient;
 use strata_proto::meta::{self as pb, delegation_up::Msg};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// Inodes cached at most; past it the cache starts again empty.
 const MAX_CACHED: usize = 1 << 18;
@@ -188,15 +188,9 @@ impl Delegations {
         delegations
     }
 
-    fn channel(address: &str) -> Result<Channel, tonic::transport::Error> {
-        Ok(Endpoint::from_shared(format!("http://{address}"))?
-            .connect_timeout(Duration::from_secs(1))
-            .tcp_nodelay(true)
-            // A dead metanode ends the stream (and the grants) within seconds.
-            .http2_keep_alive_interval(Duration::from_secs(1))
-            .keep_alive_timeout(Duration::from_secs(2))
-            .keep_alive_while_idle(true)
-            .connect_lazy())
+    /// A dead or hung metanode ends its stream (and the grants) within seconds.
+    fn channel(address: &str) -> strata_common::Result<Channel> {
+        Ok(crate::rpc::endpoint(address)?.keep_alive_while_idle(true).connect_lazy())
     }
 
     /// One recall stream, until it breaks (holding the table only while

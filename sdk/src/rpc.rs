@@ -14,6 +14,23 @@ use tonic::transport::{Channel, Endpoint};
 /// HTTP/2 flow-control window per stream, both directions.
 pub const WINDOW: u32 = 16 << 20;
 
+/// How a node of the cluster is reached. A node that stops answering (hung,
+/// or cut off by the network: its TCP connection stays open but silent) is
+/// noticed by HTTP/2 pings within seconds, failing its calls as unavailable
+/// so they are retried elsewhere, instead of each waiting out its timeout;
+/// a slow call to a live node is not cut short.
+pub fn endpoint(address: &str) -> Result<Endpoint> {
+    Ok(Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|e| StrataError::invalid(format!("address {address:?}: {e}")))?
+        .connect_timeout(Duration::from_secs(1))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(1))
+        .keep_alive_timeout(Duration::from_secs(2))
+        // HTTP/2's default 64 KiB windows stall multi-MiB blob transfers.
+        .initial_stream_window_size(WINDOW)
+        .initial_connection_window_size(WINDOW * 4))
+}
+
 /// Lazily connected channels, one per address, shared by all callers.
 #[derive(Default)]
 pub struct Channels(Mutex<HashMap<String, Channel>>);
@@ -24,15 +41,7 @@ impl Channels {
         if let Some(channel) = channels.get(address) {
             return Ok(channel.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| StrataError::invalid(format!("address {address:?}: {e}")))?
-            .connect_timeout(Duration::from_secs(1))
-            .timeout(Duration::from_secs(15))
-            .tcp_nodelay(true)
-            // HTTP/2's default 64 KiB windows stall multi-MiB blob transfers.
-            .initial_stream_window_size(WINDOW)
-            .initial_connection_window_size(WINDOW * 4);
-        let channel = endpoint.connect_lazy();
+        let channel = endpoint(address)?.timeout(Duration::from_secs(15)).connect_lazy();
         channels.insert(address.to_string(), channel.clone());
         Ok(channel)
     }

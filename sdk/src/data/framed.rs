@@ -22,6 +22,8 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 pub const KIND_WRITE: u8 = 1;
 pub const KIND_READ: u8 = 2;
+/// Answered at once with an empty frame: is the node there at all?
+pub const KIND_PING: u8 = 3;
 pub const STATUS_OK: u8 = 0;
 pub const STATUS_ERR: u8 = 1;
 /// Largest header accepted (headers are small prost messages).
@@ -38,6 +40,10 @@ pub const READ_BUFFER: usize = 64 << 10;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Time allowed for one request (a write includes the fsyncs of every copy).
 const CALL_TIMEOUT: Duration = Duration::from_secs(20);
+/// A request in flight this long has its node probed (see [`hung`]).
+const PROBE_AFTER: Duration = Duration::from_secs(2);
+/// Time a probe has to be answered.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Idle connections kept per datanode.
 const IDLE_PER_ADDRESS: usize = 8;
 
@@ -121,8 +127,21 @@ impl FramedConn {
     }
 
     /// One exchange. The outer error is the connection failing (it must be
-    /// dropped); the inner one is the datanode's answer.
+    /// dropped), or the node no longer answering probes; the inner one is
+    /// the datanode's answer.
     async fn call(&mut self, kind: u8, header: &[u8], payload: &[u8]) -> Result<Result<(Vec<u8>, Bytes)>> {
+        let address = self.address.clone();
+        let exchange = self.exchange(kind, header, payload);
+        tokio::select! {
+            answer = exchange => answer,
+            // A timeout, not unavailable: the pool must not retry it on a new connection.
+            () = hung(&address) => {
+                Err(StrataError::new(ErrorCode::Timeout, format!("datanode {address} stopped answering")))
+            }
+        }
+    }
+
+    async fn exchange(&mut self, kind: u8, header: &[u8], payload: &[u8]) -> Result<Result<(Vec<u8>, Bytes)>> {
         let exchange = async {
             write_frame(&mut self.writer, kind, header, payload).await?;
             read_frame(&mut self.reader).await
@@ -135,6 +154,35 @@ impl FramedConn {
             return Ok(Err(decode_error(&header)));
         }
         Ok(Ok((header, payload)))
+    }
+}
+
+/// Completes only if the node at `address` stops answering while a request
+/// to it is in flight. A long request is normal (a write waits for the fsyncs
+/// of every copy, and queues behind others); a node that is stopped or cut
+/// off is not, and its connection stays open and silent until the request's
+/// timeout. So after [`PROBE_AFTER`] the node is pinged on a fresh connection,
+/// again and again while the request lasts: one ping unanswered within
+/// [`PROBE_TIMEOUT`] and the node is taken for hung.
+async fn hung(address: &str) {
+    tokio::time::sleep(PROBE_AFTER).await;
+    loop {
+        let probe = async {
+            let mut conn = FramedConn::connect(address).await?;
+            conn.exchange(KIND_PING, &[], &[]).await
+        };
+        match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+            // An answer, even an error, comes from a live node.
+            Ok(Ok(_)) => tokio::time::sleep(PROBE_AFTER / 2).await,
+            Ok(Err(e)) => {
+                tracing::warn!(%address, error = %e, "a datanode with a request in flight failed a probe");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(%address, "a datanode with a request in flight did not answer a probe");
+                return;
+            }
+        }
     }
 }
 
@@ -236,5 +284,53 @@ impl FramedPool {
             tracing::warn!(%address, blob_id, "a blob read failed its CRC; asking the node to check its copy");
             request.verify = true;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    /// A node on a loopback port that answers pings at once and other
+    /// requests after `delay`, or, `silent`, accepts connections and never answers.
+    async fn node(delay: Duration, silent: bool) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                if silent {
+                    held.push(stream);
+                    continue;
+                }
+                tokio::spawn(async move {
+                    let (mut r, mut w) = stream.into_split();
+                    while let Ok((kind, _, _)) = read_frame(&mut r).await {
+                        if kind != KIND_PING {
+                            tokio::time::sleep(delay).await;
+                        }
+                        write_frame(&mut w, STATUS_OK, b"", b"").await.unwrap();
+                    }
+                });
+            }
+        });
+        address
+    }
+
+    #[tokio::test]
+    async fn a_slow_node_is_waited_for_and_a_silent_one_given_up_on() {
+        let slow = node(PROBE_AFTER * 3, false).await;
+        let answer = FramedPool::default().call(&slow, KIND_WRITE, b"", b"data").await;
+        assert!(answer.is_ok(), "a node answering probes gets all the time its request needs: {answer:?}");
+
+        let silent = node(Duration::ZERO, true).await;
+        let started = Instant::now();
+        let err = FramedPool::default().call(&silent, KIND_WRITE, b"", b"data").await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::Timeout, "{err}");
+        assert!(err.message.contains("stopped answering"), "{err}");
+        assert!(started.elapsed() < CALL_TIMEOUT, "given up on by its probe, not by the request's timeout");
     }
 }
