@@ -2,7 +2,8 @@
 //! - `b` partition blob → [`Location`](super::record::Location) of a stored blob;
 //! - `s` segment → [`SegmentInfo`] (size, garbage, sealed);
 //! - `p` partition → the disk its blobs go to;
-//! - `x` partition blob → a blob found corrupt, waiting for repair.
+//! - `x` partition blob → a blob found corrupt, waiting for repair;
+//! - `v` → the record format the segments are written in (u16, big-endian).
 //!
 //! Integers are big-endian so that keys sort numerically.
 
@@ -10,6 +11,7 @@ pub const BLOB: u8 = b'b';
 pub const SEGMENT: u8 = b's';
 pub const PARTITION: u8 = b'p';
 pub const BAD: u8 = b'x';
+pub const FORMAT: u8 = b'v';
 
 pub fn blob(partition: u64, blob: u64) -> Vec<u8> {
     two(BLOB, partition, blob)

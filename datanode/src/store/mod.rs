@@ -93,6 +93,26 @@ fn internal(what: &str, e: impl std::fmt::Display) -> StrataError {
     StrataError::internal(format!("{what}: {e}"))
 }
 
+/// Refuses a store whose segments are in another record format than this
+/// build's; marks a new store with it.
+fn check_format(db: &DB, data_dir: &Path) -> Result<()> {
+    let found = db.get([keys::FORMAT]).map_err(|e| internal("reading the store's format", e))?;
+    let format = found.map(|v| v.get(..2).map_or(0, |b| u16::from_be_bytes([b[0], b[1]])));
+    match format {
+        Some(f) if f == record::VERSION => Ok(()),
+        None if db.iterator(rocksdb::IteratorMode::Start).next().is_none() => db
+            .put([keys::FORMAT], record::VERSION.to_be_bytes())
+            .map_err(|e| internal("recording the store's format", e)),
+        other => Err(StrataError::invalid(format!(
+            "the store in {} holds records of format {}; this datanode reads format {} only \
+             (move its blobs with a datanode of the older version, or start from an empty directory)",
+            data_dir.display(),
+            other.unwrap_or(1),
+            record::VERSION
+        ))),
+    }
+}
+
 impl Store {
     /// Opens (or creates) the store of a datanode whose state lives in `data_dir`.
     pub fn open(data_dir: &Path, config: &StoreConfig, db_config: &RaftConfig) -> Result<Arc<Store>> {
@@ -102,6 +122,7 @@ impl Store {
             return Err(StrataError::invalid("too many data directories"));
         }
         let db = strata_raftstore::open_db(&data_dir.join("index"), db_config)?;
+        check_format(&db, data_dir)?;
         let shared = Arc::new(Shared {
             db,
             disks: disks.clone(),

@@ -3,6 +3,14 @@
 //! segment can be read back without the index (compaction, checks), and the
 //! index entry ([`Location`]) carries the same CRCs so a read needs no extra
 //! seek for them.
+//!
+//! Every record starts on a 4 KiB page and fills whole pages (zeros pad its
+//! end), so the appender writes records with O_DIRECT: a blob goes from its
+//! buffer to the disk without a copy into the page cache (that copy was half
+//! of a busy datanode's CPU; docs/PERFORMANCE.md). A record of at least
+//! [`ALIGNED_DATA_MIN`] bytes also pads its header to whole pages, so its data
+//! is page-aligned in the segment; a smaller one keeps the data right after
+//! its header, so a small blob takes one page, as a small file does on ext4.
 
 use strata_common::{ErrorCode, Result, StrataError};
 
@@ -13,9 +21,31 @@ pub const BLOCK_SIZE: u64 = 64 * 1024;
 pub const MAX_BLOB: u64 = 64 << 20;
 
 const MAGIC: u32 = 0x5342_4c42; // "SBLB"
-const VERSION: u16 = 1;
+/// The record format; a store records the one it was written in (`keys::FORMAT`).
+pub const VERSION: u16 = 2;
 /// Bytes of the fixed header, its own CRC included.
 pub const HEADER_LEN: usize = 48;
+
+/// Records of at least this many data bytes have page-aligned data.
+pub const ALIGNED_DATA_MIN: u64 = BLOCK_SIZE;
+/// The page every record starts on and is padded to.
+pub const PAGE: u64 = strata_common::aligned::ALIGN as u64;
+
+fn whole_pages(len: u64) -> u64 {
+    len.div_ceil(PAGE) * PAGE
+}
+
+/// Bytes from a record's start to its data, for `len` data bytes: header
+/// and CRCs, padded to whole pages for a large record.
+pub fn head_len(len: u64) -> u64 {
+    let head = HEADER_LEN as u64 + 4 * block_count(len) as u64;
+    if len >= ALIGNED_DATA_MIN { whole_pages(head) } else { head }
+}
+
+/// Bytes a record of `len` data bytes takes in its segment: whole pages.
+pub fn record_len(len: u64) -> u64 {
+    whole_pages(head_len(len) + len)
+}
 
 /// How a stored piece relates to its blob (see `BlobMeta` in data.proto).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -117,6 +147,10 @@ impl Header {
         if crc32fast::hash(&bytes[..HEADER_LEN - 4]) != u32_at(HEADER_LEN - 4) {
             return Err(corrupt("checksum mismatch"));
         }
+        let version = u16::from_le_bytes([bytes[4], bytes[5]]);
+        if version != VERSION {
+            return Err(corrupt(&format!("format {version}, not {VERSION}")));
+        }
         if u32_at(28) as u64 != BLOCK_SIZE {
             return Err(corrupt("unsupported block size"));
         }
@@ -134,9 +168,9 @@ impl Header {
         })
     }
 
-    /// Bytes of the whole record: header, CRCs and data.
+    /// Bytes of the whole record: header, CRCs, data and padding.
     pub fn record_len(&self) -> u64 {
-        HEADER_LEN as u64 + 4 * block_count(self.len.into()) as u64 + u64::from(self.len)
+        record_len(self.len.into())
     }
 }
 
@@ -154,7 +188,7 @@ pub struct Location {
 impl Location {
     /// Offset of the first data byte in the segment.
     pub fn data_offset(&self) -> u64 {
-        self.record_offset + HEADER_LEN as u64 + 4 * self.crcs.len() as u64
+        self.record_offset + head_len(self.len.into())
     }
 
     /// The CRC32 of bytes [offset, offset + len) of the blob, from the stored
@@ -178,7 +212,7 @@ impl Location {
     }
 
     pub fn record_len(&self) -> u64 {
-        self.data_offset() - self.record_offset + u64::from(self.len)
+        record_len(self.len.into())
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -248,11 +282,27 @@ mod tests {
         let bytes = header.encode(&crcs);
         assert_eq!(bytes.len(), HEADER_LEN + 16);
         assert_eq!(Header::decode(&bytes).unwrap(), header);
-        assert_eq!(header.record_len(), (HEADER_LEN + 16 + 200_000) as u64);
+        // A large record: the header has a page of its own, the data fills whole pages.
+        assert_eq!(header.record_len(), PAGE + 200_704);
 
         let loc = Location { segment: 3, record_offset: 4096, len: 200_000, meta, crcs };
         assert_eq!(Location::decode(&loc.encode()).unwrap(), loc);
-        assert_eq!(loc.data_offset(), 4096 + HEADER_LEN as u64 + 16);
+        assert_eq!(loc.data_offset(), 4096 + PAGE);
+        assert_eq!(loc.record_len(), header.record_len());
+    }
+
+    #[test]
+    fn records_fill_whole_pages_and_a_small_one_keeps_its_data_by_its_header() {
+        // (data bytes, pages): a 48-byte header and one CRC before the data.
+        for (len, pages) in [(1, 1), (100, 1), (4000, 1), (4044, 1), (4045, 2), (4096, 2), (60_000, 15)] {
+            assert_eq!(head_len(len), 52, "{len}");
+            assert_eq!(record_len(len), pages * PAGE, "{len}");
+        }
+        for len in [BLOCK_SIZE, BLOCK_SIZE + 1, 1 << 20, MAX_BLOB] {
+            assert_eq!(head_len(len) % PAGE, 0, "{len}");
+            assert_eq!(record_len(len) % PAGE, 0, "{len}");
+            assert!(record_len(len) - len < 2 * PAGE + 4 * block_count(len) as u64, "{len}");
+        }
     }
 
     #[test]
@@ -261,6 +311,12 @@ mod tests {
         let mut bytes = header.encode(&[0]);
         bytes[17] ^= 1;
         assert_eq!(Header::decode(&bytes).unwrap_err().code, ErrorCode::Corrupted);
+        // A record of another format, its header checksum intact.
+        let mut bytes = header.encode(&[0]);
+        bytes[4] = 1;
+        let crc = crc32fast::hash(&bytes[..HEADER_LEN - 4]);
+        bytes[HEADER_LEN - 4..HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
+        assert!(Header::decode(&bytes).unwrap_err().message.contains("format 1"));
         assert!(Location::decode(&[0; 33]).is_err());
     }
 }

@@ -1,6 +1,6 @@
 //! The store against real files and a real RocksDB in a temporary directory.
 
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 
 use bytes::Bytes;
 use strata_common::ErrorCode;
@@ -192,4 +192,40 @@ async fn a_mostly_dead_active_segment_is_sealed_and_compacted() {
     assert_eq!(store.read(4, 0, 0, u64::MAX).await.unwrap().0, pattern(0, 1 << 20));
     store.write(4, 100, PieceMeta::default(), pattern(100, 10)).await.unwrap();
     assert_eq!(store.read(4, 100, 0, 10).await.unwrap().0, pattern(100, 10));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn records_start_on_pages_and_a_store_of_another_format_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 64);
+    let sizes = [10usize, 100_000, 5000, 1 << 20, 1];
+    for (i, len) in sizes.iter().enumerate() {
+        store.write(3, i as u64, PieceMeta::default(), pattern(i as u64, *len)).await.unwrap();
+    }
+    let page = record::PAGE;
+    for (i, len) in sizes.iter().enumerate() {
+        let location = store.location(3, i as u64).unwrap().unwrap();
+        assert_eq!(location.record_offset % page, 0, "blob {i} starts on a page");
+        if *len as u64 >= record::ALIGNED_DATA_MIN {
+            assert_eq!(location.data_offset() % page, 0, "blob {i}'s data starts on a page");
+        }
+        assert_eq!(store.read(3, i as u64, 0, u64::MAX).await.unwrap().0, pattern(i as u64, *len));
+    }
+    // Space ahead of the appends is reserved in one piece, past the file's size.
+    let location = store.location(3, 0).unwrap().unwrap();
+    let path = files::segment_path(&[dir.path().join("disk0")], location.segment).unwrap();
+    let file = std::fs::metadata(path).unwrap();
+    assert_eq!(file.len(), store.totals().unwrap().segment_bytes);
+    assert!(file.blocks() * 512 >= 32 << 20, "{} bytes allocated", file.blocks() * 512);
+    drop(store);
+
+    // The index says the segments are of another format: the store is not opened.
+    let db = strata_raftstore::open_db(&dir.path().join("index"), &RaftConfig::default()).unwrap();
+    assert_eq!(db.get([keys::FORMAT]).unwrap().unwrap(), record::VERSION.to_be_bytes());
+    db.put([keys::FORMAT], 1u16.to_be_bytes()).unwrap();
+    drop(db);
+    let Err(err) = Store::open(dir.path(), &config(64), &RaftConfig::default()) else {
+        panic!("a store of format 1 was opened");
+    };
+    assert!(err.message.contains("format 1"), "{err}");
 }
