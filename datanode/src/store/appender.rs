@@ -23,11 +23,12 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 use bytes::Bytes;
 use rocksdb::{WriteBatch, WriteOptions};
 use strata_common::aligned::AlignedBuf;
-use strata_common::{Result, StrataError};
+use strata_common::{ErrorCode, Result, StrataError};
 use tokio::sync::oneshot;
 
 use super::Shared;
 use super::files::segment_file;
+use super::health::is_full;
 use super::keys::{self, SegmentInfo, segment_disk, segment_id};
 use super::record::{Header, Location, head_len};
 
@@ -159,7 +160,9 @@ impl Appender {
                     match self.put(&mut round, header, &crcs, &data, only_if) {
                         Ok(stored) => round.replies.push((reply, stored)),
                         Err(e) => {
-                            self.shared.health.mark_failed(self.disk, &e.message);
+                            if e.code != ErrorCode::NoSpace {
+                                self.shared.health.mark_failed(self.disk, &e.message);
+                            }
                             let _ = reply.send(Err(e));
                         }
                     }
@@ -186,8 +189,12 @@ impl Appender {
                 }
             }
         }
+        // A full disk fails the round's writes, unacknowledged (their records
+        // stay in the segment as garbage the bookkeeping does not count).
         let result = self.commit(&mut round);
-        if let Err(e) = &result {
+        if let Err(e) = &result
+            && e.code != ErrorCode::NoSpace
+        {
             self.shared.health.mark_failed(self.disk, &e.message);
         }
         for (reply, value) in round.replies {
@@ -197,7 +204,7 @@ impl Appender {
 
     /// Makes the round durable: segment data first, then the index.
     fn commit(&mut self, round: &mut Round) -> Result<()> {
-        let io = |what: &str, e: std::io::Error| StrataError::internal(format!("{what}: {e}"));
+        let io = |what: &str, e: std::io::Error| io_error(what, &e);
         for file in &round.sealed_files {
             file.sync_data().map_err(|e| io("syncing a sealed segment", e))?;
         }
@@ -214,7 +221,12 @@ impl Appender {
         let mut options = WriteOptions::default();
         options.set_sync(true);
         let batch = std::mem::take(&mut round.batch);
-        self.shared.db.write_opt(batch, &options).map_err(|e| io("committing the index", std::io::Error::other(e)))?;
+        self.shared.db.write_opt(batch, &options).map_err(|e| {
+            // RocksDB passes the OS error on only as text.
+            let full = e.to_string().contains("No space left");
+            let error = StrataError::internal(format!("committing the index: {e}"));
+            if full { StrataError { code: ErrorCode::NoSpace, ..error } } else { error }
+        })?;
         let stats = &self.shared.stats;
         if round.blobs_added >= 0 {
             stats.blobs.fetch_add(round.blobs_added as u64, Ordering::Relaxed);
@@ -267,8 +279,7 @@ impl Appender {
             reserve(file, offset, ahead);
             self.reserved = offset + ahead;
         }
-        let io = |e: std::io::Error| StrataError::internal(format!("appending to segment {segment:x}: {e}"));
-        file.write_all_at(record, offset).map_err(io)?;
+        file.write_all_at(record, offset).map_err(|e| io_error(&format!("appending to segment {segment:x}"), &e))?;
         round.wrote_active = true;
         let info = self.segments.get_mut(&segment).expect("active segment is known");
         info.size = offset + record_len;
@@ -379,4 +390,11 @@ fn reserve(file: &File, offset: u64, len: u64) {
     if rc != 0 {
         tracing::debug!(offset, len, error = %std::io::Error::last_os_error(), "reserving segment space failed");
     }
+}
+
+/// An I/O error of the appender: `NoSpace` when the disk is full (not a
+/// failure of the disk), internal otherwise.
+fn io_error(what: &str, e: &std::io::Error) -> StrataError {
+    let code = if is_full(e) { ErrorCode::NoSpace } else { ErrorCode::Internal };
+    StrataError::new(code, format!("{what}: {e}"))
 }

@@ -3,7 +3,9 @@
 //! sync and read back a small file in its directory (every few seconds). A
 //! failed disk stays failed until the process restarts: its partitions take
 //! no more writes here, and the datanode reports them lost so that the master
-//! rebuilds them on other nodes.
+//! rebuilds them on other nodes. A full disk is not a failed one: writes to
+//! it fail with `NoSpace` (ENOSPC to applications, once every partition is
+//! full) and it takes writes again once space is freed.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -15,7 +17,7 @@ use super::Store;
 use super::compact::pause;
 
 /// How often each disk is probed.
-const PROBE_EVERY: Duration = Duration::from_secs(3);
+pub const PROBE_EVERY: Duration = Duration::from_secs(3);
 const PROBE_FILE: &str = ".probe";
 
 /// One flag per disk.
@@ -39,6 +41,11 @@ impl DiskHealth {
     pub fn is_failed(&self, disk: usize) -> bool {
         self.failed.get(disk).is_some_and(|f| f.load(Ordering::Relaxed))
     }
+}
+
+/// Whether an I/O error says the disk (or the quota) is full.
+pub fn is_full(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
 }
 
 /// Writes, syncs and reads back a small file in `dir`.
@@ -73,8 +80,10 @@ impl Prober {
                 if store.shared.health.is_failed(disk) {
                     continue;
                 }
-                if let Err(e) = probe(dir) {
-                    store.shared.health.mark_failed(disk, &format!("probe of {}: {e}", dir.display()));
+                match probe(dir) {
+                    Ok(()) => {}
+                    Err(e) if is_full(&e) => tracing::debug!(disk, "disk full"),
+                    Err(e) => store.shared.health.mark_failed(disk, &format!("probe of {}: {e}", dir.display())),
                 }
             }
         }

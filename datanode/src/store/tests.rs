@@ -229,3 +229,56 @@ async fn records_start_on_pages_and_a_store_of_another_format_is_refused() {
     };
     assert!(err.message.contains("format 1"), "{err}");
 }
+
+/// A small file system of `size` bytes mounted at `dir` (tmpfs), unmounted on drop.
+struct SmallFs(PathBuf);
+
+impl SmallFs {
+    fn mount(dir: &Path, size: u64) -> SmallFs {
+        std::fs::create_dir_all(dir).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mounting a tmpfs at {} (the tests run as root)", dir.display());
+        SmallFs(dir.to_path_buf())
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_refuses_writes_with_no_space_and_takes_them_again_once_space_is_freed() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk");
+    let _fs = SmallFs::mount(&disk, 8 << 20);
+    let ballast = disk.join("ballast");
+    std::fs::write(&ballast, vec![1u8; 3 << 20]).unwrap();
+    let config = StoreConfig { data_dirs: vec![disk.clone()], ..config(64) };
+    let store = Store::open(dir.path(), &config, &RaftConfig::default()).unwrap();
+
+    let mut stored = 0u64;
+    let err = loop {
+        match store.write(1, stored, PieceMeta::default(), pattern(stored, 1 << 20)).await {
+            Ok(()) => stored += 1,
+            Err(e) => break e,
+        }
+        assert!(stored < 8, "8 MiB of blobs went into a file system of 8 MiB");
+    };
+    assert_eq!(err.code, ErrorCode::NoSpace, "{err}");
+    assert!(stored >= 2, "only {stored} blobs fitted");
+    // Past a probe of the disk: full, not failed.
+    tokio::time::sleep(health::PROBE_EVERY * 2).await;
+    assert!(!store.shared.health.is_failed(0), "a full disk was taken for a failed one");
+    for i in 0..stored {
+        assert_eq!(store.read(1, i, 0, u64::MAX).await.unwrap().0, pattern(i, 1 << 20));
+    }
+    std::fs::remove_file(&ballast).unwrap();
+    store.write(1, stored, PieceMeta::default(), pattern(stored, 1 << 20)).await.unwrap();
+    assert_eq!(store.read(1, stored, 0, u64::MAX).await.unwrap().0, pattern(stored, 1 << 20));
+}

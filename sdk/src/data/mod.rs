@@ -150,13 +150,22 @@ impl DataClient {
 
     /// Writes `data` as one new blob, durable on every member of its
     /// partition when this returns; another partition is tried on failure.
+    /// `NoSpace` once every partition of the volume has answered that a
+    /// member's disk is full.
     pub async fn write_blob(&self, data: Bytes) -> Result<BlobRef> {
         if data.is_empty() {
             return Err(StrataError::invalid("a blob cannot be empty"));
         }
         let started = Instant::now();
+        let mut full = std::collections::HashSet::new();
         loop {
             let Some(partition) = self.pick_partition() else {
+                if self.view().partitions.iter().all(|p| full.contains(&p.id)) {
+                    return Err(StrataError::new(
+                        ErrorCode::NoSpace,
+                        format!("every data partition of volume {} is full", self.volume),
+                    ));
+                }
                 if started.elapsed() > WRITE_DEADLINE {
                     return Err(StrataError::unavailable("no data partition accepted the write"));
                 }
@@ -181,6 +190,9 @@ impl DataClient {
                 }
                 Err(e) if e.code == ErrorCode::InvalidArgument => return Err(e),
                 Err(e) => {
+                    if e.code == ErrorCode::NoSpace {
+                        full.insert(partition.id);
+                    }
                     tracing::warn!(partition_id = partition.id, blob_id, error = %e, "blob write failed; writing it elsewhere");
                     self.stats.rewrites.fetch_add(1, Ordering::Relaxed);
                     self.avoid_partition(partition.id);
