@@ -204,14 +204,13 @@ impl Appender {
 
     /// Makes the round durable: segment data first, then the index.
     fn commit(&mut self, round: &mut Round) -> Result<()> {
-        let io = |what: &str, e: std::io::Error| io_error(what, &e);
         for file in &round.sealed_files {
-            file.sync_data().map_err(|e| io("syncing a sealed segment", e))?;
+            file.sync_data().map_err(|e| io_error("syncing a sealed segment", e))?;
         }
         if round.wrote_active
             && let Some((_, file)) = &self.active
         {
-            file.sync_data().map_err(|e| io("syncing the active segment", e))?;
+            file.sync_data().map_err(|e| io_error("syncing the active segment", e))?;
         }
         for id in &round.dirty {
             if let Some(info) = self.segments.get(id) {
@@ -224,8 +223,8 @@ impl Appender {
         self.shared.db.write_opt(batch, &options).map_err(|e| {
             // RocksDB passes the OS error on only as text.
             let full = e.to_string().contains("No space left");
-            let error = StrataError::internal(format!("committing the index: {e}"));
-            if full { StrataError { code: ErrorCode::NoSpace, ..error } } else { error }
+            let code = if full { ErrorCode::NoSpace } else { ErrorCode::Internal };
+            StrataError::new(code, format!("committing the index: {e}"))
         })?;
         let stats = &self.shared.stats;
         if round.blobs_added >= 0 {
@@ -279,7 +278,7 @@ impl Appender {
             reserve(file, offset, ahead);
             self.reserved = offset + ahead;
         }
-        file.write_all_at(record, offset).map_err(|e| io_error(&format!("appending to segment {segment:x}"), &e))?;
+        file.write_all_at(record, offset).map_err(|e| io_error(&format!("appending to segment {segment:x}"), e))?;
         round.wrote_active = true;
         let info = self.segments.get_mut(&segment).expect("active segment is known");
         info.size = offset + record_len;
@@ -394,7 +393,7 @@ fn reserve(file: &File, offset: u64, len: u64) {
 
 /// An I/O error of the appender: `NoSpace` when the disk is full (not a
 /// failure of the disk), internal otherwise.
-fn io_error(what: &str, e: &std::io::Error) -> StrataError {
-    let code = if is_full(e) { ErrorCode::NoSpace } else { ErrorCode::Internal };
+fn io_error(what: &str, e: std::io::Error) -> StrataError {
+    let code = if is_full(&e) { ErrorCode::NoSpace } else { ErrorCode::Internal };
     StrataError::new(code, format!("{what}: {e}"))
 }

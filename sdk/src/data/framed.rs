@@ -130,31 +130,39 @@ impl FramedConn {
     /// dropped), or the node no longer answering probes; the inner one is
     /// the datanode's answer.
     async fn call(&mut self, kind: u8, header: &[u8], payload: &[u8]) -> Result<Result<(Vec<u8>, Bytes)>> {
-        let address = self.address.clone();
-        let exchange = self.exchange(kind, header, payload);
+        let FramedConn { address, reader, writer } = self;
         tokio::select! {
-            answer = exchange => answer,
+            answer = exchange(address, reader, writer, kind, header, payload) => answer,
             // A timeout, not unavailable: the pool must not retry it on a new connection.
-            () = hung(&address) => {
+            () = hung(address) => {
                 Err(StrataError::new(ErrorCode::Timeout, format!("datanode {address} stopped answering")))
             }
         }
     }
+}
 
-    async fn exchange(&mut self, kind: u8, header: &[u8], payload: &[u8]) -> Result<Result<(Vec<u8>, Bytes)>> {
-        let exchange = async {
-            write_frame(&mut self.writer, kind, header, payload).await?;
-            read_frame(&mut self.reader).await
-        };
-        let (status, header, payload) = tokio::time::timeout(CALL_TIMEOUT, exchange)
-            .await
-            .map_err(|_| StrataError::new(ErrorCode::Timeout, format!("request to {} timed out", self.address)))?
-            .map_err(|e| io_error(&self.address, e))?;
-        if status != STATUS_OK {
-            return Ok(Err(decode_error(&header)));
-        }
-        Ok(Ok((header, payload)))
+/// Sends one request on a connection's halves and reads its answer, within
+/// [`CALL_TIMEOUT`]; errors as [`FramedConn::call`]'s.
+async fn exchange(
+    address: &str,
+    reader: &mut BufReader<OwnedReadHalf>,
+    writer: &mut BufWriter<OwnedWriteHalf>,
+    kind: u8,
+    header: &[u8],
+    payload: &[u8],
+) -> Result<Result<(Vec<u8>, Bytes)>> {
+    let exchange = async {
+        write_frame(writer, kind, header, payload).await?;
+        read_frame(reader).await
+    };
+    let (status, header, payload) = tokio::time::timeout(CALL_TIMEOUT, exchange)
+        .await
+        .map_err(|_| StrataError::new(ErrorCode::Timeout, format!("request to {address} timed out")))?
+        .map_err(|e| io_error(address, e))?;
+    if status != STATUS_OK {
+        return Ok(Err(decode_error(&header)));
     }
+    Ok(Ok((header, payload)))
 }
 
 /// Completes only if the node at `address` stops answering while a request
@@ -168,8 +176,8 @@ async fn hung(address: &str) {
     tokio::time::sleep(PROBE_AFTER).await;
     loop {
         let probe = async {
-            let mut conn = FramedConn::connect(address).await?;
-            conn.exchange(KIND_PING, &[], &[]).await
+            let FramedConn { address, mut reader, mut writer } = FramedConn::connect(address).await?;
+            exchange(&address, &mut reader, &mut writer, KIND_PING, &[], &[]).await
         };
         match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
             // An answer, even an error, comes from a live node.
