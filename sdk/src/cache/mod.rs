@@ -9,6 +9,7 @@
 pub mod disk;
 mod memory;
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,6 +38,22 @@ const PREFETCH_IN_FLIGHT: usize = 16;
 /// wait for the disk level, and a stream faster than the disk cache's writes
 /// does not queue up memory).
 const DISK_WRITES_PENDING: usize = 32;
+
+thread_local! {
+    /// Set while [`reading_in_place`] runs on this thread.
+    static IN_PLACE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `work` with the disk level read on this thread rather than on a
+/// blocking thread of the runtime. For callers on threads of their own that
+/// may wait on the local disk (a FUSE session thread): a block read from the
+/// page cache takes less time than handing it to another thread and back.
+pub fn reading_in_place<T>(work: impl FnOnce() -> T) -> T {
+    let before = IN_PLACE.replace(true);
+    let out = work();
+    IN_PLACE.set(before);
+    out
+}
 
 /// Where a cached block comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -306,7 +323,9 @@ impl BlockCache {
 
     async fn load(&self, blob: &BlobRef, key: BlockKey) -> Result<Bytes> {
         if let Some(disk) = &self.disk {
-            let from_disk = {
+            let from_disk = if IN_PLACE.get() {
+                disk.get(&key)
+            } else {
                 let disk = disk.clone();
                 tokio::task::spawn_blocking(move || disk.get(&key))
                     .await
