@@ -10,9 +10,10 @@
 use std::ffi::OsStr;
 use std::future::Future;
 use std::os::unix::ffi::OsStrExt;
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::Arc;
-use std::task::{Context, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::SystemTime;
 
 use fuser::{
@@ -51,10 +52,16 @@ impl StrataFs {
         let _runtime = self.runtime.enter();
         let mut work = Box::pin(work(self.inner.clone()));
         let mut here = Context::from_waker(Waker::noop());
-        if strata_sdk::cache::reading_in_place(|| work.as_mut().poll(&mut here)).is_ready() {
-            return;
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            strata_sdk::cache::reading_in_place(|| work.as_mut().poll(&mut here))
+        }));
+        match polled {
+            Ok(Poll::Ready(())) => {}
+            Ok(Poll::Pending) => drop(self.runtime.spawn(work)),
+            // As a panicking task on the runtime: the request's reply, dropped
+            // unanswered, fails it with EIO, and the session thread lives on.
+            Err(_) => tracing::error!("a request panicked on a session thread"),
         }
-        self.runtime.spawn(work);
     }
 }
 

@@ -49,10 +49,15 @@ thread_local! {
 /// may wait on the local disk (a FUSE session thread): a block read from the
 /// page cache takes less time than handing it to another thread and back.
 pub fn reading_in_place<T>(work: impl FnOnce() -> T) -> T {
-    let before = IN_PLACE.replace(true);
-    let out = work();
-    IN_PLACE.set(before);
-    out
+    /// Restores the flag however `work` ends (a panic included).
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            IN_PLACE.set(self.0);
+        }
+    }
+    let _restore = Restore(IN_PLACE.replace(true));
+    work()
 }
 
 /// Where a cached block comes from.
