@@ -175,7 +175,12 @@ async fn erasure_coded_data_survives_lost_datanodes_damage_and_repair() {
     let len = 64 * MIB;
     let inodes = write_files(&volume, "big", 16, len, 4).await;
     check_files(&volume, &inodes, len).await;
-    assert_eq!(volume.data.stats.degraded_reads.load(Ordering::Relaxed), 0, "all shards were there");
+    // Every shard is there; one may still be given up on as slow on a loaded machine.
+    let (degraded, slow) = (
+        volume.data.stats.degraded_reads.load(Ordering::Relaxed),
+        volume.data.stats.slow_shards.load(Ordering::Relaxed),
+    );
+    assert!(degraded <= slow, "all shards were there, yet {degraded} reads were degraded ({slow} slow shards)");
 
     // Two members of the first data partition die.
     let datanodes = cluster.nodes_of("datanode");

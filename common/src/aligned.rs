@@ -52,6 +52,9 @@ static POOL: Mutex<Pool> = Mutex::new(Pool { sizes: BTreeMap::new(), bytes: 0, r
 
 /// An allocation of `size` bytes from the pool, if it holds one.
 fn pooled(size: usize) -> Option<*mut u8> {
+    if size > POOL_MAX_BUFFER {
+        return None;
+    }
     let mut pool = POOL.lock().unwrap();
     pool.requests += 1;
     let now = pool.requests;

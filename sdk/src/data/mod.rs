@@ -46,6 +46,9 @@ pub struct DataStats {
     pub bytes_read: AtomicU64,
     /// Reads that had to decode around a missing, slow or damaged shard or replica.
     pub degraded_reads: AtomicU64,
+    /// Shard reads given up on as slow or hung (decoded around, though the
+    /// shard may be intact: a loaded node is not a lost one).
+    pub slow_shards: AtomicU64,
 }
 
 struct View {
@@ -395,6 +398,9 @@ impl DataClient {
         self.stats.degraded_reads.fetch_add(1, Ordering::Relaxed);
         for i in &failed {
             if let Err(e) = &results[*i] {
+                if e.code == ErrorCode::Timeout {
+                    self.stats.slow_shards.fetch_add(1, Ordering::Relaxed);
+                }
                 tracing::info!(partition_id = partition.id, blob_id = blob.blob_id, shard = pieces[*i].shard, error = %e, "shard unreadable; decoding around it");
             }
         }
