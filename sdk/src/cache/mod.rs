@@ -298,14 +298,23 @@ impl BlockCache {
     /// (one fetch shared by everyone who asks meanwhile).
     async fn block(&self, blob: &BlobRef, index: u64) -> Result<Bytes> {
         let key = BlockKey { data_partition: blob.data_partition, blob_id: blob.blob_id, block: index };
-        if let Some(mem) = &self.mem {
-            if let Some(block) = mem.get(&key) {
-                self.mem_counters.hit(block.len());
+        if let Some(block) = self.in_memory(&key) {
+            return Ok(block);
+        }
+        let cell = {
+            let mut loading = self.loading.lock().unwrap();
+            if !loading.contains_key(&key)
+                && let Some(block) = self.in_memory(&key)
+            {
+                // A load that just ended: it put the block in memory before
+                // dropping its cell, so this is no second load.
                 return Ok(block);
             }
+            loading.entry(key).or_default().clone()
+        };
+        if self.mem.is_some() {
             self.mem_counters.misses.fetch_add(1, Ordering::Relaxed);
         }
-        let cell = self.loading.lock().unwrap().entry(key).or_default().clone();
         let shared = cell.get_or_try_init(|| self.load(blob, key));
         let loaded = match tokio::time::timeout(LOAD_WAIT, shared).await {
             Ok(loaded) => loaded.cloned(),
@@ -324,6 +333,13 @@ impl BlockCache {
             loading.remove(&key);
         }
         loaded
+    }
+
+    /// The block from L1, counted as a hit.
+    fn in_memory(&self, key: &BlockKey) -> Option<Bytes> {
+        let block = self.mem.as_ref()?.get(key)?;
+        self.mem_counters.hit(block.len());
+        Some(block)
     }
 
     async fn load(&self, blob: &BlobRef, key: BlockKey) -> Result<Bytes> {
