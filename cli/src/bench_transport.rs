@@ -44,7 +44,7 @@ async fn start(dir: &std::path::Path) -> anyhow::Result<Endpoints> {
         .initial_stream_window_size(WINDOW)
         .initial_connection_window_size(WINDOW * 4)
         .add_service(strata_datanode::data_server(service.clone()));
-    tokio::spawn(strata_datanode::serve(listener, service, router, std::future::pending()));
+    tokio::spawn(strata_node::framed_server::serve_port(listener, service, router, std::future::pending()));
     Ok(Endpoints { store, grpc: address.clone(), framed: address })
 }
 

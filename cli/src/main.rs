@@ -6,6 +6,7 @@ mod bench_fs;
 mod bench_transport;
 mod cluster_file;
 mod dev;
+mod fs_cmd;
 mod mount_cmd;
 mod net_proxy;
 mod runtime;
@@ -74,6 +75,11 @@ enum Cmd {
     Cache {
         #[command(subcommand)]
         action: CacheCmd,
+    },
+    /// A volume by paths, without a mount (ls, stat, mkdir, put, get, rm, mv, reclaim).
+    Fs {
+        #[command(subcommand)]
+        action: fs_cmd::FsCmd,
     },
     /// Users and their S3 access keys.
     User {
@@ -200,6 +206,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             bench_cmd::transport(blobs, &streams, rounds).await
         }
         Cmd::Bench { action: Some(action), .. } => bench_cmd::run(&admin_client()?, action).await,
+        Cmd::Fs { action } => fs_cmd::run(admin::master_addresses(&cli.masters)?, action, cli.json).await,
         Cmd::User { action } => {
             let client = admin_client()?;
             match action {

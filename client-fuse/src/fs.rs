@@ -281,7 +281,11 @@ impl Filesystem for StrataFs {
         self.spawn(move |fs| async move {
             match fs.open(ino.0, read_only).await {
                 Ok((keep_cache, window)) => {
-                    let fh = fs.handles.open(ino.0, |file| fs.seed(file, window));
+                    let fh = fs.handles.open(ino.0, |file| {
+                        if let Some(window) = window {
+                            file.reads.seed(window);
+                        }
+                    });
                     let flags = if keep_cache { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() };
                     reply.opened(FileHandle(fh), flags)
                 }

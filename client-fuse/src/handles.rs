@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use strata_proto::meta::DirEntry;
 use strata_sdk::data::file::FileWriter;
 
-use crate::reader::ReadState;
+use strata_sdk::data::reader::FileReader;
 
 /// An open directory's listing, read at the first readdir.
 pub type DirListing = Arc<Mutex<Option<Vec<DirEntry>>>>;
@@ -23,7 +23,7 @@ pub struct OpenFile {
     /// End of the data written through this mount (the file is at least this long).
     pub written_end: AtomicU64,
     /// Cached extent map and read-ahead state.
-    pub reads: ReadState,
+    pub reads: FileReader,
 }
 
 #[derive(Default)]
@@ -56,7 +56,7 @@ impl Handles {
                 ino,
                 writer: tokio::sync::Mutex::new(None),
                 written_end: AtomicU64::new(0),
-                reads: ReadState::default(),
+                reads: FileReader::new(ino),
             };
             first(&file);
             (Arc::new(file), 0)

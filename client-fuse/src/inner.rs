@@ -17,7 +17,7 @@ use strata_sdk::data::DataClient;
 use strata_sdk::data::file::FileWriter;
 
 use crate::handles::{Handles, OpenFile};
-use crate::reader::FirstWindow;
+use strata_sdk::data::reader::{self, FirstWindow};
 
 /// Directory entries fetched per page.
 const DIR_PAGE: u32 = 1024;
@@ -68,10 +68,10 @@ impl Inner {
     /// Answers whether the cache may be kept.
     /// An open for reading also fetches the first extent window with the
     /// attributes (one request instead of two for a small file's open and
-    /// read), for [`Inner::seed`].
+    /// read), for [`FileReader::seed`](strata_sdk::data::reader::FileReader::seed).
     pub async fn open(&self, ino: u64, read_only: bool) -> Result<(bool, Option<FirstWindow>)> {
         let (fresh, window) = if read_only {
-            let (inode, window) = self.first_window(ino).await?;
+            let (inode, window) = reader::first_window(&self.meta, ino).await?;
             (inode, Some(window))
         } else {
             (self.meta.getattr(ino).await?, None)
@@ -120,7 +120,7 @@ impl Inner {
         }
         let ino = op.ino;
         let truncates = op.size.is_some();
-        let _changing = truncates.then(|| self.changing_extents());
+        let _changing = truncates.then(reader::changing_extents);
         let updated = self.meta.setattr(op).await;
         if truncates {
             self.extents_changed(ino);
@@ -137,7 +137,7 @@ impl Inner {
             return Err(StrataError::new(ErrorCode::NotSupported, format!("fallocate mode {mode:#x}")));
         }
         self.flush_inode(ino).await?;
-        let _changing = self.changing_extents();
+        let _changing = reader::changing_extents();
         let end = offset.checked_add(length).ok_or_else(|| StrataError::invalid("range past the largest offset"))?;
         if mode & (libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE) != 0 {
             let punched = self.meta.punch_hole(ino, offset, length).await;
@@ -195,7 +195,10 @@ impl Inner {
         loop {
             let (page, more) = self.meta.readdir(ino, &after, DIR_PAGE, plus).await?;
             after = page.last().map(|e| e.name.clone()).unwrap_or_default();
-            out.extend(page);
+            // Files being written through the path API are not shown until they are committed.
+            out.extend(
+                page.into_iter().filter(|e| ino != strata_sdk::fs::ROOT_INO || e.name != strata_sdk::fs::TEMP_DIR),
+            );
             if !more {
                 break;
             }
@@ -218,7 +221,7 @@ impl Inner {
     pub async fn read(&self, file: &OpenFile, offset: u64, size: u32) -> Result<Bytes> {
         // Reads see this mount's own writes.
         flush_file(file).await?;
-        self.read_open(file, offset, size).await
+        file.reads.read(&self.meta, &self.cache, offset, size).await
     }
 
     /// Drops what this mount cached of `ino`'s extent map (it changed).
@@ -226,7 +229,7 @@ impl Inner {
         // Either way the change is counted once (`ReadState::invalidate` counts it).
         match self.handles.by_inode(ino) {
             Some(file) => file.reads.invalidate(),
-            None => crate::reader::note_extent_change(),
+            None => reader::note_extent_change(),
         }
     }
 

@@ -8,7 +8,6 @@ mod bdi;
 mod fs;
 mod handles;
 mod inner;
-mod reader;
 mod watchdog;
 
 use std::path::Path;

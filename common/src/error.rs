@@ -1,7 +1,11 @@
 //! One error vocabulary for the whole system. Every failure a client can see is
-//! an [`ErrorCode`]; each code knows its errno (FUSE), its S3 error code (the
-//! gateway) and its gRPC status code (between nodes), so the three surfaces
-//! always agree on what went wrong.
+//! an [`ErrorCode`]; each code knows its errno (FUSE), its S3 error code and
+//! HTTP status (the gateway) and its gRPC status code (between nodes), so the
+//! surfaces always agree on what went wrong.
+//!
+//! Rule: a caller decides what to do from the code (and the structured
+//! fields of [`StrataError`]), never from the message, which is for people.
+//! A reason a caller acts on gets a code of its own.
 
 use std::fmt;
 
@@ -41,10 +45,39 @@ pub enum ErrorCode {
     /// The operation or this variant of it is not implemented (EOPNOTSUPP).
     NotSupported,
     Internal,
+    /// The request named an inode outside the meta partition it was sent to:
+    /// the client's view predates a split and must be refreshed.
+    WrongPartition,
+    /// The operation touches an inode of another meta partition and must run
+    /// as a transaction across partitions.
+    CrossPartition,
+    /// A transaction step met a concurrent change (or a lock held by another
+    /// transaction): the whole operation may start over.
+    Conflict,
+    /// A byte range that does not intersect the object (HTTP 416).
+    InvalidRange,
+    /// A condition of the request (If-Match, If-None-Match, …) does not hold (HTTP 412).
+    PreconditionFailed,
+}
+
+/// What an S3 request was about, which decides between codes that POSIX
+/// does not tell apart (NoSuchBucket vs NoSuchKey, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum S3Subject {
+    /// The service itself (ListBuckets).
+    Service,
+    /// A bucket the caller does not own.
+    Bucket,
+    /// A bucket the caller owns (CreateBucket of it again).
+    OwnBucket,
+    /// An object key.
+    Object,
+    /// A multipart upload.
+    Upload,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::NotFound,
         ErrorCode::AlreadyExists,
         ErrorCode::InvalidArgument,
@@ -65,6 +98,11 @@ impl ErrorCode {
         ErrorCode::Corrupted,
         ErrorCode::NotSupported,
         ErrorCode::Internal,
+        ErrorCode::WrongPartition,
+        ErrorCode::CrossPartition,
+        ErrorCode::Conflict,
+        ErrorCode::InvalidRange,
+        ErrorCode::PreconditionFailed,
     ];
 
     pub fn name(self) -> &'static str {
@@ -89,6 +127,11 @@ impl ErrorCode {
             ErrorCode::Corrupted => "corrupted",
             ErrorCode::NotSupported => "not_supported",
             ErrorCode::Internal => "internal",
+            ErrorCode::WrongPartition => "wrong_partition",
+            ErrorCode::CrossPartition => "cross_partition",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::InvalidRange => "invalid_range",
+            ErrorCode::PreconditionFailed => "precondition_failed",
         }
     }
 
@@ -116,27 +159,64 @@ impl ErrorCode {
             ErrorCode::WouldBlock => libc::EAGAIN,
             ErrorCode::Corrupted | ErrorCode::Internal => libc::EIO,
             ErrorCode::NotSupported => libc::EOPNOTSUPP,
+            // Handled inside the sdk; one that escapes is worth retrying.
+            ErrorCode::WrongPartition | ErrorCode::Conflict => libc::EAGAIN,
+            ErrorCode::CrossPartition => libc::EXDEV,
+            ErrorCode::InvalidRange | ErrorCode::PreconditionFailed => libc::EINVAL,
         }
     }
 
-    /// The S3 error code the gateway answers with.
-    pub fn s3_code(self) -> &'static str {
+    /// The S3 error code the gateway answers with, for a request about `subject`.
+    pub fn s3_code(self, subject: S3Subject) -> &'static str {
+        use S3Subject::*;
+        match (self, subject) {
+            (ErrorCode::NotFound | ErrorCode::NoData, Bucket | OwnBucket | Service) => "NoSuchBucket",
+            (ErrorCode::NotFound | ErrorCode::NoData, Upload) => "NoSuchUpload",
+            (ErrorCode::NotFound | ErrorCode::NoData, Object) => "NoSuchKey",
+            (ErrorCode::AlreadyExists, OwnBucket) => "BucketAlreadyOwnedByYou",
+            (ErrorCode::AlreadyExists, Bucket | Service) => "BucketAlreadyExists",
+            // An object cannot be where a directory (a non-empty prefix) is, or the reverse.
+            (ErrorCode::AlreadyExists | ErrorCode::NotDir | ErrorCode::IsDir, Object | Upload) => "InvalidRequest",
+            (ErrorCode::NotEmpty, Bucket | OwnBucket | Service) => "BucketNotEmpty",
+            (ErrorCode::NotEmpty, Object | Upload) => "InvalidRequest",
+            (ErrorCode::NotDir | ErrorCode::IsDir, _) => "InvalidRequest",
+            (ErrorCode::InvalidArgument, Bucket | OwnBucket) => "InvalidBucketName",
+            (ErrorCode::InvalidArgument | ErrorCode::NameTooLong, _) => "InvalidArgument",
+            (ErrorCode::NotLeader | ErrorCode::Unavailable | ErrorCode::WrongPartition, _) => "ServiceUnavailable",
+            (ErrorCode::Conflict, _) => "OperationAborted",
+            (ErrorCode::Timeout, _) => "RequestTimeout",
+            (ErrorCode::NoSpace, _) => "QuotaExceeded",
+            (ErrorCode::FailedPrecondition | ErrorCode::CrossPartition, _) => "InvalidRequest",
+            (ErrorCode::PreconditionFailed, _) => "PreconditionFailed",
+            (ErrorCode::InvalidRange, _) => "InvalidRange",
+            (ErrorCode::PermissionDenied | ErrorCode::NotPermitted, _) => "AccessDenied",
+            (ErrorCode::TooManyLinks, _) => "InvalidRequest",
+            (ErrorCode::WouldBlock, _) => "SlowDown",
+            (ErrorCode::Corrupted | ErrorCode::Internal, _) => "InternalError",
+            (ErrorCode::NotSupported, _) => "NotImplemented",
+        }
+    }
+
+    /// The HTTP status the gateway answers with (S3 pairs each of its codes with one).
+    pub fn http_status(self) -> u16 {
         match self {
-            ErrorCode::NotFound => "NoSuchKey",
-            ErrorCode::AlreadyExists => "BucketAlreadyExists",
-            ErrorCode::InvalidArgument | ErrorCode::NameTooLong => "InvalidArgument",
-            ErrorCode::NotLeader | ErrorCode::Unavailable => "ServiceUnavailable",
-            ErrorCode::Timeout => "RequestTimeout",
-            ErrorCode::NoSpace => "QuotaExceeded",
-            ErrorCode::FailedPrecondition => "PreconditionFailed",
-            ErrorCode::NotEmpty => "BucketNotEmpty",
-            ErrorCode::NotDir | ErrorCode::IsDir => "InvalidRequest",
-            ErrorCode::PermissionDenied | ErrorCode::NotPermitted => "AccessDenied",
-            ErrorCode::NoData => "NoSuchKey",
-            ErrorCode::TooManyLinks => "InvalidRequest",
-            ErrorCode::WouldBlock => "SlowDown",
-            ErrorCode::Corrupted | ErrorCode::Internal => "InternalError",
-            ErrorCode::NotSupported => "NotImplemented",
+            ErrorCode::NotFound | ErrorCode::NoData => 404,
+            ErrorCode::AlreadyExists | ErrorCode::NotEmpty | ErrorCode::Conflict => 409,
+            ErrorCode::InvalidArgument
+            | ErrorCode::NameTooLong
+            | ErrorCode::NotDir
+            | ErrorCode::IsDir
+            | ErrorCode::FailedPrecondition
+            | ErrorCode::CrossPartition
+            | ErrorCode::TooManyLinks => 400,
+            ErrorCode::PermissionDenied | ErrorCode::NotPermitted => 403,
+            ErrorCode::NoSpace => 403,
+            ErrorCode::PreconditionFailed => 412,
+            ErrorCode::InvalidRange => 416,
+            ErrorCode::Timeout => 400,
+            ErrorCode::NotSupported => 501,
+            ErrorCode::NotLeader | ErrorCode::Unavailable | ErrorCode::WrongPartition | ErrorCode::WouldBlock => 503,
+            ErrorCode::Corrupted | ErrorCode::Internal => 500,
         }
     }
 
@@ -150,7 +230,12 @@ impl ErrorCode {
             | ErrorCode::FailedPrecondition
             | ErrorCode::NotEmpty
             | ErrorCode::NotDir
-            | ErrorCode::IsDir => tonic::Code::FailedPrecondition,
+            | ErrorCode::IsDir
+            | ErrorCode::WrongPartition
+            | ErrorCode::CrossPartition
+            | ErrorCode::PreconditionFailed => tonic::Code::FailedPrecondition,
+            ErrorCode::Conflict => tonic::Code::Aborted,
+            ErrorCode::InvalidRange => tonic::Code::OutOfRange,
             ErrorCode::NoSpace => tonic::Code::ResourceExhausted,
             ErrorCode::PermissionDenied | ErrorCode::NotPermitted => tonic::Code::PermissionDenied,
             ErrorCode::TooManyLinks | ErrorCode::WouldBlock => tonic::Code::FailedPrecondition,
@@ -291,7 +376,38 @@ mod tests {
         assert_eq!(ErrorCode::NotFound.errno(), libc::ENOENT);
         assert_eq!(ErrorCode::NotEmpty.errno(), libc::ENOTEMPTY);
         assert_eq!(ErrorCode::NameTooLong.errno(), libc::ENAMETOOLONG);
-        assert_eq!(ErrorCode::PermissionDenied.s3_code(), "AccessDenied");
+        assert_eq!(ErrorCode::PermissionDenied.s3_code(S3Subject::Object), "AccessDenied");
+    }
+
+    #[test]
+    fn s3_codes_depend_on_what_the_request_was_about() {
+        assert_eq!(ErrorCode::NotFound.s3_code(S3Subject::Bucket), "NoSuchBucket");
+        assert_eq!(ErrorCode::NotFound.s3_code(S3Subject::Object), "NoSuchKey");
+        assert_eq!(ErrorCode::NotFound.s3_code(S3Subject::Upload), "NoSuchUpload");
+        assert_eq!(ErrorCode::AlreadyExists.s3_code(S3Subject::Bucket), "BucketAlreadyExists");
+        assert_eq!(ErrorCode::AlreadyExists.s3_code(S3Subject::OwnBucket), "BucketAlreadyOwnedByYou");
+        assert_eq!(ErrorCode::NotEmpty.s3_code(S3Subject::Bucket), "BucketNotEmpty");
+        assert_eq!(ErrorCode::InvalidRange.s3_code(S3Subject::Object), "InvalidRange");
+        assert_eq!(ErrorCode::InvalidRange.http_status(), 416);
+        assert_eq!(ErrorCode::PreconditionFailed.s3_code(S3Subject::Object), "PreconditionFailed");
+        assert_eq!(ErrorCode::PreconditionFailed.http_status(), 412);
+    }
+
+    #[test]
+    fn every_code_has_an_errno_an_s3_code_and_an_http_status() {
+        let subjects =
+            [S3Subject::Service, S3Subject::Bucket, S3Subject::OwnBucket, S3Subject::Object, S3Subject::Upload];
+        for code in ErrorCode::ALL {
+            assert!(code.errno() > 0, "{code}");
+            assert!((300..600).contains(&code.http_status()), "{code}");
+            for subject in subjects {
+                let s3 = code.s3_code(subject);
+                assert!(!s3.is_empty() && s3.chars().all(|c| c.is_ascii_alphanumeric()), "{code} {subject:?}");
+            }
+            assert_eq!(ErrorCode::from_name(code.name()), Some(code), "{code}");
+        }
+        let names: std::collections::HashSet<_> = ErrorCode::ALL.iter().map(|c| c.name()).collect();
+        assert_eq!(names.len(), ErrorCode::ALL.len(), "code names are unique");
     }
 
     #[test]

@@ -12,4 +12,4 @@ pub mod size;
 pub mod sys;
 pub mod types;
 
-pub use error::{ErrorCode, Result, StrataError};
+pub use error::{ErrorCode, Result, S3Subject, StrataError};

@@ -34,6 +34,14 @@ pub fn disk_usage(path: &Path) -> Result<DiskUsage> {
     })
 }
 
+/// posix_fadvise(2): a hint about a range of `file`'s page cache (0, 0: all
+/// of it). A hint that fails changes nothing, so its result is not looked at.
+pub fn advise(file: &std::fs::File, offset: u64, length: u64, advice: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fadvise on an open descriptor; it only affects the page cache.
+    unsafe { libc::posix_fadvise(file.as_raw_fd(), offset as i64, length as i64, advice) };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

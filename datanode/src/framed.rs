@@ -1,153 +1,26 @@
-//! The datanode's side of the framed data protocol (see
-//! `strata_sdk::data::framed`): blob writes (with forwarding to followers)
-//! and reads on connections the listener recognised as framed. A read of
-//! whole blocks goes from the segment file to the socket with sendfile(2):
-//! no copy through this process, and no CRC pass here (the reader checks the
-//! CRC the header carries, made of the stored block CRCs, and asks again
-//! with `verify` when it finds damage).
-
-use std::collections::VecDeque;
-use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+//! The datanode's framed requests (protocol in `strata_rpc::framed`, server
+//! loop in `strata_node::framed_server`): blob writes (with forwarding to
+//! followers) and reads. A read of whole blocks is answered with the range of
+//! the segment file, which the server loop sends with sendfile(2): no copy
+//! through this process, and no CRC pass here (the reader checks the CRC the
+//! header carries, made of the stored block CRCs, and asks again with
+//! `verify` when it finds damage).
 
 use bytes::Bytes;
 use prost::Message;
 use strata_common::{Result, StrataError};
+use strata_node::framed_server::{FileSlice, FramedHandler, Reply};
 use strata_proto::data::{ReadBlobRequest, ReadBlobResponse, WriteBlobRequest};
-use strata_sdk::data::framed::{
-    KIND_PING, KIND_READ, KIND_WRITE, READ_BUFFER, STATUS_ERR, STATUS_OK, encode_error, read_frame, write_frame,
-    write_frame_head,
-};
-use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
+use strata_rpc::framed::{KIND_READ, KIND_WRITE};
 
 use crate::service::DataService;
-use crate::store::FileRange;
-use crate::store::files::advise;
 
-/// Time a reader may take to make room in its socket for more of a blob.
-const SEND_STALL: Duration = Duration::from_secs(20);
-
-/// What a request is answered with: bytes, or a range of a segment file
-/// (to drop from the page cache once received, with `drop_behind`).
-enum Reply {
-    Bytes(Vec<u8>, Bytes),
-    File { header: Vec<u8>, range: FileRange, drop_behind: bool },
-}
-
-/// A range sent with `drop_behind`.
-struct SentRange {
-    file: Arc<File>,
-    offset: u64,
-    length: u64,
-}
-
-/// Ranges sent with `drop_behind` on one connection, dropped from the page
-/// cache at the ages in [`DROP_AT`] (looked at when a request arrives) and
-/// when the reader leaves. Not at once and more than once: pages the socket
-/// still holds are not dropped, and the kernel releases sent buffers some
-/// time after the reader has the bytes (a freed buffer goes back to the CPU
-/// that made it, whenever that CPU next handles network work).
-#[derive(Default)]
-struct DropBehind {
-    /// (when sent, drops done, range), oldest first.
-    sent: VecDeque<(Instant, usize, SentRange)>,
-}
-
-/// Ages at which a range sent with drop-behind is dropped.
-const DROP_AT: [Duration; 3] = [Duration::from_millis(20), Duration::from_millis(250), Duration::from_secs(2)];
-/// Ranges a connection remembers at most (the oldest go first).
-const DROP_BEHIND_MAX: usize = 256;
-
-impl DropBehind {
-    fn push(&mut self, range: SentRange) {
-        if self.sent.len() == DROP_BEHIND_MAX {
-            self.sent.pop_front();
-        }
-        self.sent.push_back((Instant::now(), 0, range));
-    }
-
-    fn expire(&mut self) {
-        for (sent, drops, range) in self.sent.iter_mut() {
-            if *drops < DROP_AT.len() && sent.elapsed() >= DROP_AT[*drops] {
-                range.drop_pages();
-                *drops += 1;
-            }
-        }
-        while self.sent.front().is_some_and(|(_, drops, _)| *drops == DROP_AT.len()) {
-            self.sent.pop_front();
-        }
-    }
-}
-
-impl Drop for DropBehind {
-    /// The reader left: a last drop of what was not dropped enough yet.
-    fn drop(&mut self) {
-        for (_, drops, range) in &self.sent {
-            if *drops < DROP_AT.len() {
-                range.drop_pages();
-            }
-        }
-    }
-}
-
-impl SentRange {
-    fn drop_pages(&self) {
-        advise(&self.file, self.offset, self.length, libc::POSIX_FADV_DONTNEED);
-    }
-}
-
-/// Whether a connection's first byte starts a framed request.
-pub fn is_framed(first: u8) -> bool {
-    matches!(first, KIND_WRITE | KIND_READ | KIND_PING)
-}
-
-/// Serves framed requests on `stream` until the peer closes it.
-pub async fn serve_connection(stream: TcpStream, service: Arc<DataService>) {
-    let (r, w) = stream.into_split();
-    let (mut r, mut w) = (BufReader::with_capacity(READ_BUFFER, r), BufWriter::with_capacity(1 << 20, w));
-    let mut behind = DropBehind::default();
-    loop {
-        let frame = read_frame(&mut r).await;
-        behind.expire();
-        let (kind, header, payload) = match frame {
-            Ok(frame) => frame,
-            Err(e) => {
-                if e.kind() != std::io::ErrorKind::UnexpectedEof {
-                    tracing::debug!(error = %e, "framed connection ended");
-                }
-                return;
-            }
-        };
-        let result = match kind {
-            KIND_WRITE => {
-                handle_write(&service, &header, payload).await.map(|()| Reply::Bytes(Vec::new(), Bytes::new()))
-            }
-            KIND_READ => handle_read(&service, &header).await,
-            KIND_PING => Ok(Reply::Bytes(Vec::new(), Bytes::new())),
+impl FramedHandler for DataService {
+    async fn handle(&self, kind: u8, header: Vec<u8>, payload: Bytes) -> Result<Reply> {
+        match kind {
+            KIND_WRITE => handle_write(self, &header, payload).await.map(|()| Reply::empty()),
+            KIND_READ => handle_read(self, &header).await,
             other => Err(StrataError::invalid(format!("unknown frame kind {other}"))),
-        };
-        let written = match result {
-            Ok(Reply::Bytes(header, payload)) => write_frame(&mut w, STATUS_OK, &header, &payload).await,
-            Ok(Reply::File { header, range, drop_behind }) => {
-                let sent = drop_behind.then(|| SentRange {
-                    file: range.file.clone(),
-                    offset: range.file_offset,
-                    length: range.length,
-                });
-                let written = write_file_frame(&mut w, &header, range).await;
-                if let (Some(sent), Ok(())) = (sent, &written) {
-                    behind.push(sent);
-                }
-                written
-            }
-            Err(e) => write_frame(&mut w, STATUS_ERR, &encode_error(&e), &[]).await,
-        };
-        if written.is_err() {
-            return;
         }
     }
 }
@@ -169,78 +42,30 @@ async fn handle_read(service: &DataService, header: &[u8]) -> Result<Reply> {
             meta: Some(range.location.meta.into()),
             stored_length: range.location.len.into(),
         };
-        return Ok(Reply::File { header: response.encode_to_vec(), range, drop_behind: request.drop_behind });
+        let slice = FileSlice { file: range.file, offset: range.file_offset, length: range.length };
+        return Ok(Reply::File { header: response.encode_to_vec(), slice, drop_behind: request.drop_behind });
     }
     let mut response = service.read(request).await?;
     // The payload travels raw after the header.
     let data = std::mem::take(&mut response.data);
-    Ok(Reply::Bytes(response.encode_to_vec(), data))
-}
-
-/// A frame whose payload is a range of a segment file, sent by the kernel.
-async fn write_file_frame(w: &mut BufWriter<OwnedWriteHalf>, header: &[u8], range: FileRange) -> std::io::Result<()> {
-    write_frame_head(w, STATUS_OK, header, range.length as u32).await?;
-    w.flush().await?;
-    // A blocking thread waits for the disk; it sends on its own descriptor
-    // of the socket, so the socket outlives it whatever happens here.
-    let socket = w.get_ref().as_ref().as_fd().try_clone_to_owned()?;
-    tokio::task::spawn_blocking(move || send_file(&socket, &range.file, range.file_offset, range.length))
-        .await
-        .map_err(std::io::Error::other)?
-}
-
-/// sendfile(2) of `length` bytes of `file` from `offset` to the (non-blocking) `socket`.
-fn send_file(socket: &OwnedFd, file: &File, mut offset: u64, mut length: u64) -> std::io::Result<()> {
-    // The whole range in one disk request: segments have no kernel
-    // read-ahead (see `FileCache`), and sendfile alone reads 64 KiB at a time.
-    advise(file, offset, length, libc::POSIX_FADV_WILLNEED);
-    while length > 0 {
-        let mut at = offset as libc::off_t;
-        // SAFETY: both descriptors are open for the call; `at` is a valid offset cell.
-        let n = unsafe { libc::sendfile(socket.as_raw_fd(), file.as_raw_fd(), &mut at, length as usize) };
-        if n > 0 {
-            offset += n as u64;
-            length -= n as u64;
-            continue;
-        }
-        if n == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the segment file ended early"));
-        }
-        let e = std::io::Error::last_os_error();
-        match e.kind() {
-            std::io::ErrorKind::Interrupted => {}
-            std::io::ErrorKind::WouldBlock => wait_writable(socket)?,
-            _ => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-fn wait_writable(socket: &OwnedFd) -> std::io::Result<()> {
-    let mut poll = libc::pollfd { fd: socket.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
-    // SAFETY: one valid pollfd.
-    let rc = unsafe { libc::poll(&mut poll, 1, SEND_STALL.as_millis() as i32) };
-    match rc {
-        0 => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the reader stopped taking data")),
-        rc if rc < 0 => {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted { Ok(()) } else { Err(e) }
-        }
-        _ => Ok(()),
-    }
+    Ok(Reply::Bytes { header: response.encode_to_vec(), payload: data })
 }
 
 #[cfg(test)]
 mod tests {
+    use std::os::fd::AsRawFd;
     use std::os::unix::fs::FileExt;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
 
     use strata_common::ErrorCode;
     use strata_common::config::{RaftConfig, StoreConfig};
-    use strata_sdk::data::framed::FramedPool;
+    use strata_node::framed_server::{DROP_AT, serve_connection};
+    use strata_rpc::framed::FramedPool;
 
     use super::*;
-    use crate::store::Store;
     use crate::store::record::{BLOCK_SIZE, PieceMeta};
+    use crate::store::{FileRange, Store};
 
     /// A datanode's framed protocol on a loopback port, over `store`.
     async fn serve(store: Arc<Store>) -> String {

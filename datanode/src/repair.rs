@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use strata_common::types::Redundancy;
 use strata_common::{ErrorCode, Result, StrataError};
+use strata_node::agent::NodeStats;
 use strata_proto::data::{BlobMeta, ListBlobsRequest, ListedBlob};
 use strata_proto::master::{self as pb, DataPartition, RepairProgress};
-use strata_sdk::data::framed::FramedPool;
-use strata_sdk::data::{ec, node};
-use strata_sdk::node_agent::NodeStats;
-use strata_sdk::rpc::Channels;
+use strata_rpc::channels::Channels;
+use strata_rpc::framed::FramedPool;
+use strata_rpc::{datanode as node, ec};
 use tokio::sync::Semaphore;
 
 use crate::store::Store;

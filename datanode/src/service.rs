@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use strata_common::{ErrorCode, Result, StrataError};
 use strata_proto::data::{self as pb, data_server::Data};
-use strata_sdk::data::framed::FramedPool;
+use strata_rpc::framed::FramedPool;
 use tonic::{Request, Response, Status};
 
 use crate::store::record::PieceMeta;

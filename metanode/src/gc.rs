@@ -71,11 +71,12 @@ pub fn due(kv: &impl KvRead, after: &[u8], before_ns: i64, limit: usize) -> Resu
     let after = after.strip_prefix(keys::FREED_PREFIX).unwrap_or(&[]);
     let mut out = Vec::new();
     for (key, _) in kv.scan(keys::FREED_PREFIX, after, limit)? {
-        let freed_at_ns = keys::u64_at(&key, 1) as i64;
+        let freed_at_ns = keys::u64_at(&key, 1)? as i64;
         if freed_at_ns >= before_ns {
             break;
         }
-        out.push(Freed { freed_at_ns, data_partition: keys::u64_at(&key, 9), blob_id: keys::u64_at(&key, 17), key });
+        let (data_partition, blob_id) = (keys::u64_at(&key, 9)?, keys::u64_at(&key, 17)?);
+        out.push(Freed { freed_at_ns, data_partition, blob_id, key });
     }
     Ok(out)
 }

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use strata_common::config::NodeConfig;
 use strata_common::files::{read_json, write_json};
 use strata_common::{Result, StrataError};
+use strata_node::agent::NodeStats;
 use strata_proto::master as master_pb;
 use strata_proto::master::MetaPartitionReport;
 use strata_proto::meta::meta_client::MetaClient as MetaGrpcClient;
@@ -22,11 +23,9 @@ use strata_proto::meta::{
     TxFinishOp, TxPrepareOp, TxResolveOp, TxState, meta_command::Op,
 };
 use strata_raftstore::{Engine, GroupSpec, Role};
-use strata_sdk::MasterClient;
-use strata_sdk::data::DataClient;
-use strata_sdk::node_agent::NodeStats;
-use strata_sdk::rpc::{Channels, LeaderRouter};
+use strata_rpc::channels::{Channels, LeaderRouter};
 
+use crate::blob_deleter::BlobDeleter;
 use crate::delegation::Delegations;
 use crate::machine::decode_outcome;
 use crate::txn::{partition_info, read_u64};
@@ -76,11 +75,9 @@ pub struct PartitionHost {
     /// Consecutive heartbeats in which a hosted partition was not assigned.
     missing: RwLock<HashMap<u64, u32>>,
     stats: Arc<NodeStats>,
-    /// Masters, to find volumes' data partitions for garbage collection.
-    masters: Vec<String>,
     gc_grace: Duration,
-    /// Data clients by volume name, for deleting freed blobs.
-    data_clients: tokio::sync::Mutex<HashMap<String, Arc<DataClient>>>,
+    /// Deletes freed blobs from the datanodes.
+    blobs: BlobDeleter,
     /// Per partition: the last freed-queue key dropped, and the rounds since
     /// the cursor was last reset (see [`PartitionHost::collect_garbage`]).
     gc_cursors: Mutex<HashMap<u64, (Vec<u8>, u32)>>,
@@ -114,23 +111,11 @@ impl PartitionHost {
             channels: Channels::default(),
             missing: RwLock::new(HashMap::new()),
             stats,
-            masters: config.masters.clone(),
             gc_grace: Duration::from_secs(config.gc_grace_secs),
-            data_clients: tokio::sync::Mutex::new(HashMap::new()),
+            blobs: BlobDeleter::new(config.masters.clone()),
             gc_cursors: Mutex::new(HashMap::new()),
             delegations: Delegations::default(),
         }
-    }
-
-    async fn data_client(&self, volume: &str) -> Result<Arc<DataClient>> {
-        let mut clients = self.data_clients.lock().await;
-        if let Some(client) = clients.get(volume) {
-            return Ok(client.clone());
-        }
-        let master = MasterClient::new(self.masters.clone())?;
-        let client = Arc::new(DataClient::open(&master, volume).await?);
-        clients.insert(volume.to_string(), client.clone());
-        Ok(client)
     }
 
     /// Deletes the freed blobs of the partitions led here whose grace period
@@ -152,17 +137,8 @@ impl PartitionHost {
                     continue;
                 }
             };
-            let deleted = async {
-                let data = self.data_client(&a.volume_name).await?;
-                let blobs: Vec<(u64, u64)> = due.iter().map(|f| (f.data_partition, f.blob_id)).collect();
-                if let Err(e) = data.delete_blobs(&blobs).await {
-                    // Members may have moved (repair): look again next round.
-                    let _ = data.refresh().await;
-                    return Err(e);
-                }
-                Ok::<_, StrataError>(())
-            };
-            if let Err(e) = deleted.await {
+            let blobs: Vec<(u64, u64)> = due.iter().map(|f| (f.data_partition, f.blob_id)).collect();
+            if let Err(e) = self.blobs.delete(&a.volume_name, &blobs).await {
                 tracing::warn!(partition_id = a.partition_id, volume = %a.volume_name, error = %e, "deleting freed blobs failed; will retry");
                 continue;
             }

@@ -24,6 +24,8 @@
 //! | `r` data-partition blob | references (u64 BE) extents hold on the blob |
 //! | `g` time-ns data-partition blob | empty; a freed blob waiting for deletion |
 
+use strata_common::{ErrorCode, Result, StrataError};
+
 pub const PARTITION: &[u8] = b"P";
 /// The last term whose leader granted delegations (u64 BE).
 pub const GRANT_TERM: &[u8] = b"G";
@@ -161,9 +163,26 @@ pub fn freed_blob(now_ns: i64, data_partition: u64, blob: u64) -> Vec<u8> {
     key
 }
 
-/// The u64 at `offset` of a key built above.
-pub fn u64_at(key: &[u8], offset: usize) -> u64 {
-    u64::from_be_bytes(key[offset..offset + 8].try_into().expect("keys hold full u64s"))
+/// The u64 at `offset` of a key built above (or of a stored value): a record
+/// too short to hold it is `Corrupted`, naming the record.
+pub fn u64_at(record: &[u8], offset: usize) -> Result<u64> {
+    offset
+        .checked_add(8)
+        .and_then(|end| record.get(offset..end))
+        .and_then(|bytes| bytes.try_into().ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| {
+            StrataError::new(
+                ErrorCode::Corrupted,
+                format!("stored record {} is too short for a number at byte {offset}", hex(record)),
+            )
+        })
+}
+
+/// A record's bytes for an error message (the first 64).
+pub fn hex(record: &[u8]) -> String {
+    let shown: String = record.iter().take(64).map(|b| format!("{b:02x}")).collect();
+    if record.len() > 64 { format!("{shown}… ({} bytes)", record.len()) } else { shown }
 }
 
 #[cfg(test)]
@@ -180,7 +199,10 @@ mod tests {
 
     #[test]
     fn numbers_round_trip() {
-        assert_eq!(u64_at(&inode(42), 1), 42);
-        assert_eq!(u64_at(&request_index(5, 9), 9), 9);
+        assert_eq!(u64_at(&inode(42), 1).unwrap(), 42);
+        assert_eq!(u64_at(&request_index(5, 9), 9).unwrap(), 9);
+        let short = u64_at(&inode(42)[..5], 1).unwrap_err();
+        assert_eq!(short.code, ErrorCode::Corrupted);
+        assert!(u64_at(b"", usize::MAX).is_err());
     }
 }

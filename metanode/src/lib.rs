@@ -4,6 +4,7 @@
 //! xattrs in RocksDB, never all in memory.
 
 mod attrs;
+mod blob_deleter;
 pub mod delegation;
 pub mod extents;
 pub mod gc;

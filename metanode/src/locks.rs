@@ -126,9 +126,9 @@ pub fn renew_session(txn: &mut Txn<'_, '_>, op: RenewSessionOp) -> Result<()> {
 pub fn end_session(txn: &mut Txn<'_, '_>, session: u64) -> Result<()> {
     let prefix = keys::session_locks(session);
     for (key, _) in txn.kv().scan_prefix(&prefix)? {
-        let ino = keys::u64_at(&key, 9);
-        let owner = keys::u64_at(&key, 17);
-        let start = keys::u64_at(&key, 25);
+        let ino = keys::u64_at(&key, 9)?;
+        let owner = keys::u64_at(&key, 17)?;
+        let start = keys::u64_at(&key, 25)?;
         txn.delete(&keys::lock(ino, session, owner, start));
         txn.delete(&key);
     }
@@ -138,14 +138,15 @@ pub fn end_session(txn: &mut Txn<'_, '_>, session: u64) -> Result<()> {
 
 /// Ends the sessions whose lease ran out before the command's time.
 pub fn expire_sessions(txn: &mut Txn<'_, '_>) -> Result<()> {
-    let expired: Vec<u64> = txn
-        .kv()
-        .scan(keys::SESSION_PREFIX, &[], usize::MAX)?
-        .into_iter()
-        .filter(|(_, v)| (keys::u64_at(v, 0) as i64) <= txn.now_ns)
-        .map(|(k, _)| keys::u64_at(&k, 1))
-        .take(EXPIRE_BATCH)
-        .collect();
+    let mut expired = Vec::new();
+    for (key, value) in txn.kv().scan(keys::SESSION_PREFIX, &[], usize::MAX)? {
+        if expired.len() == EXPIRE_BATCH {
+            break;
+        }
+        if (keys::u64_at(&value, 0)? as i64) <= txn.now_ns {
+            expired.push(keys::u64_at(&key, 1)?);
+        }
+    }
     for session in expired {
         tracing::info!(session = format!("{session:x}"), "session expired; releasing its locks");
         end_session(txn, session)?;
@@ -155,5 +156,10 @@ pub fn expire_sessions(txn: &mut Txn<'_, '_>) -> Result<()> {
 
 /// Whether any session's lease has run out by `now_ns`.
 pub fn has_expired_sessions(kv: &impl KvRead, now_ns: i64) -> Result<bool> {
-    Ok(kv.scan_prefix(keys::SESSION_PREFIX)?.iter().any(|(_, v)| (keys::u64_at(v, 0) as i64) <= now_ns))
+    for (_, value) in kv.scan_prefix(keys::SESSION_PREFIX)? {
+        if (keys::u64_at(&value, 0)? as i64) <= now_ns {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }

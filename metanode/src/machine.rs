@@ -143,11 +143,11 @@ fn prune_request_ids(batch: &mut ApplyBatch<'_>, index: u64, window: u64) -> Res
     let cursor = batch.get(keys::REQUEST_PRUNE_CURSOR)?.unwrap_or_default();
     let mut last = None;
     for (key, _) in batch.scan(keys::REQUEST_INDEX_PREFIX, &cursor, PRUNE_BATCH)? {
-        if keys::u64_at(&key, 1) >= oldest_kept {
+        if keys::u64_at(&key, 1)? >= oldest_kept {
             break;
         }
         batch.delete(&key);
-        batch.delete(&keys::request(keys::u64_at(&key, 9)));
+        batch.delete(&keys::request(keys::u64_at(&key, 9)?));
         last = Some(key);
     }
     if let Some(key) = last {
@@ -167,7 +167,11 @@ impl StateMachine for MetaMachine {
         let id = request.request_id;
         if id != 0 {
             match batch.get(&keys::request(id)) {
-                Ok(Some(stored)) => return stored[8..].to_vec(),
+                Ok(Some(stored)) if stored.len() >= 8 => return stored[8..].to_vec(),
+                Ok(Some(stored)) => {
+                    let what = format!("stored reply of request {id:x} is {} bytes", stored.len());
+                    return encode_outcome(&Err(StrataError::new(ErrorCode::Corrupted, what)));
+                }
                 Ok(None) => {}
                 Err(e) => return encode_outcome(&Err(e)),
             }

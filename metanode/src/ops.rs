@@ -32,10 +32,7 @@ pub fn validate_name(name: &[u8]) -> Result<()> {
 /// The error telling the client an operation needs a transaction: an inode it
 /// touches lives in another partition.
 pub fn cross_partition(ino: u64) -> StrataError {
-    StrataError::new(
-        ErrorCode::FailedPrecondition,
-        format!("cross-partition: inode {ino} lives in another meta partition"),
-    )
+    StrataError::new(ErrorCode::CrossPartition, format!("inode {ino} lives in another meta partition"))
 }
 
 /// Fails with [`cross_partition`] unless `ino` belongs to this partition.

@@ -26,10 +26,7 @@ pub fn check_owned(info: &InitPartition, ino: u64) -> Result<()> {
         return Ok(());
     }
     // Clients with a view from before a split send such inodes here: they refresh on this answer.
-    Err(StrataError::new(
-        ErrorCode::FailedPrecondition,
-        format!("wrong-partition: inode {ino} does not belong to this meta partition"),
-    ))
+    Err(StrataError::new(ErrorCode::WrongPartition, format!("inode {ino} does not belong to this meta partition")))
 }
 
 pub fn lookup(kv: &impl KvRead, parent: u64, name: &[u8]) -> Result<Inode> {
@@ -98,11 +95,10 @@ pub fn stats(kv: &impl KvRead, applied_index: u64) -> Result<PartitionStatsReply
 
 /// Unlinked inodes still waiting for their last close: (ino, unlinked at ns).
 pub fn orphans(kv: &impl KvRead, limit: usize) -> Result<Vec<(u64, i64)>> {
-    Ok(kv
-        .scan(keys::ORPHAN_PREFIX, &[], limit)?
+    kv.scan(keys::ORPHAN_PREFIX, &[], limit)?
         .into_iter()
-        .map(|(k, v)| (keys::u64_at(&k, 1), keys::u64_at(&v, 0) as i64))
-        .collect())
+        .map(|(k, v)| Ok((keys::u64_at(&k, 1)?, keys::u64_at(&v, 0)? as i64)))
+        .collect()
 }
 
 /// One page of a partition's raw records of `kind`, after the cursor `after`
@@ -130,15 +126,15 @@ pub fn scan(kv: &impl KvRead, kind: ScanKind, after: &[u8], limit: usize) -> Res
             ScanKind::Dentries => {
                 let d = strata_proto::meta::Dentry::decode(value.as_slice()).map_err(corrupt)?;
                 reply.dentries.push(DentryRecord {
-                    parent: keys::u64_at(&key, 1),
-                    name: key[9..].to_vec(),
+                    parent: keys::u64_at(&key, 1)?,
+                    name: key.get(9..).unwrap_or_default().to_vec(),
                     ino: d.ino,
                     file_type: d.file_type,
                 });
             }
             ScanKind::Orphans => reply
                 .orphans
-                .push(OrphanRecord { ino: keys::u64_at(&key, 1), unlinked_at_ns: keys::u64_at(&value, 0) as i64 }),
+                .push(OrphanRecord { ino: keys::u64_at(&key, 1)?, unlinked_at_ns: keys::u64_at(&value, 0)? as i64 }),
             ScanKind::Unspecified => unreachable!("rejected above"),
         }
     }

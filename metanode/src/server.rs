@@ -8,9 +8,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use strata_common::config::NodeConfig;
 use strata_common::types::NodeRole;
+use strata_node::agent::Agent;
 use strata_proto::meta::meta_server::MetaServer;
 use strata_raftstore::{AddressBook, Engine, GrpcTransport, RaftService, open_db};
-use strata_sdk::node_agent::Agent;
 
 use crate::host::PartitionHost;
 use crate::service::MetaService;

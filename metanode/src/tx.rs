@@ -25,21 +25,22 @@ pub struct Prepared {
 }
 
 fn conflict(what: String) -> StrataError {
-    StrataError::new(ErrorCode::FailedPrecondition, format!("conflict: {what}"))
+    StrataError::new(ErrorCode::Conflict, what)
 }
 
 pub fn load(kv: &impl KvRead, txid: u64) -> Result<Option<Prepared>> {
     let Some(bytes) = kv.get(&keys::tx(txid))? else { return Ok(None) };
+    let allocated_ino = keys::u64_at(&bytes, 0)?;
     let op = TxPrepareOp::decode(&bytes[8..])
-        .map_err(|e| StrataError::new(ErrorCode::Corrupted, format!("decoding a prepared transaction: {e}")))?;
-    Ok(Some(Prepared { allocated_ino: keys::u64_at(&bytes, 0), op }))
+        .map_err(|e| StrataError::new(ErrorCode::Corrupted, format!("decoding prepared transaction {txid:x}: {e}")))?;
+    Ok(Some(Prepared { allocated_ino, op }))
 }
 
 /// Every transaction prepared here and not finished, oldest txid first.
 pub fn pending(kv: &impl KvRead) -> Result<Vec<Prepared>> {
     let mut out = Vec::new();
     for (key, _) in kv.scan_prefix(keys::TX_PREFIX)? {
-        if let Some(p) = load(kv, keys::u64_at(&key, 1))? {
+        if let Some(p) = load(kv, keys::u64_at(&key, 1)?)? {
             out.push(p);
         }
     }

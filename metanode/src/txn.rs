@@ -27,7 +27,7 @@ fn decode<T: Message + Default>(bytes: &[u8], what: &str) -> Result<T> {
 }
 
 pub fn read_u64(kv: &impl KvRead, key: &[u8]) -> Result<Option<u64>> {
-    Ok(kv.get(key)?.map(|v| keys::u64_at(&v, 0)))
+    kv.get(key)?.map(|v| keys::u64_at(&v, 0)).transpose()
 }
 
 pub fn partition_info(kv: &impl KvRead) -> Result<Option<InitPartition>> {
@@ -189,7 +189,7 @@ impl<'a, 'b> Txn<'a, 'b> {
         self.batch.delete(&keys::orphan(ino));
         crate::extents::delete_all(self, ino)?;
         for (key, _) in self.batch.scan_prefix(&keys::locks(ino))? {
-            let (session, owner, start) = (keys::u64_at(&key, 9), keys::u64_at(&key, 17), keys::u64_at(&key, 25));
+            let (session, owner, start) = (keys::u64_at(&key, 9)?, keys::u64_at(&key, 17)?, keys::u64_at(&key, 25)?);
             self.batch.delete(&keys::session_lock(session, ino, owner, start));
             self.batch.delete(&key);
         }
@@ -221,8 +221,8 @@ impl<'a, 'b> Txn<'a, 'b> {
 
     /// Extents and xattrs are written by key: their inode changed.
     fn note_touched(&mut self, key: &[u8]) {
-        if key.len() >= 9 && matches!(key[0], keys::EXTENT_TAG | keys::XATTR_TAG) {
-            self.touched.insert(keys::u64_at(key, 1));
+        if let (Some(keys::EXTENT_TAG | keys::XATTR_TAG), Ok(ino)) = (key.first().copied(), keys::u64_at(key, 1)) {
+            self.touched.insert(ino);
         }
     }
 

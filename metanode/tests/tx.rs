@@ -147,7 +147,7 @@ async fn the_primary_decides_for_a_dead_coordinator() {
     assert_eq!(state, TxState::Aborted as i32);
     let new = Step::NewInode(NewInode { mode: DIR | 0o755, parent: ROOT, ..Default::default() });
     let err = two.run(B, prepare(0x61, vec![new])).await.unwrap_err();
-    assert_eq!(err.code, ErrorCode::FailedPrecondition);
+    assert_eq!(err.code, ErrorCode::Conflict);
 
     // 2. Prepared everywhere, coordinator gone: before the deadline the primary waits...
     prepare_mkdir(&mut two, 0x62, "late").await;
@@ -160,7 +160,7 @@ async fn the_primary_decides_for_a_dead_coordinator() {
     assert_eq!(tx::pending(&two.engine.kv(A)).unwrap().len(), 1, "A still holds it prepared");
     // a coordinator that comes back too late cannot commit at the primary any more
     let err = two.run(B, finish(0x62, true)).await.unwrap_err();
-    assert!(err.message.starts_with("conflict"), "{err}");
+    assert_eq!(err.code, ErrorCode::Conflict, "{err}");
     two.run(A, finish(0x62, false)).await.unwrap();
     assert!(tx::pending(&two.engine.kv(A)).unwrap().is_empty());
     assert_eq!(two.lookup(A, ROOT, "late").unwrap_err().code, ErrorCode::NotFound);
@@ -174,7 +174,7 @@ async fn cross_partition_unlink_rmdir_and_stale_expectations() {
     two.run(A, finish(0x71, true)).await.unwrap();
     // a plain rmdir at A cannot remove d: its inode is in B
     let err = two.run(A, Op::Unlink(UnlinkOp { parent: ROOT, name: "d".into(), directory: true })).await.unwrap_err();
-    assert!(err.message.starts_with("cross-partition"), "{err}");
+    assert_eq!(err.code, ErrorCode::CrossPartition, "{err}");
     // a file in d (d lives in B, so does the file)
     let f = two
         .run(B, Op::Create(CreateOp { parent: d, name: "f".into(), mode: libc::S_IFREG | 0o644, ..Default::default() }))
@@ -204,7 +204,7 @@ async fn cross_partition_unlink_rmdir_and_stale_expectations() {
         vec![Step::RemoveEntry(RemoveEntry { parent: ROOT, name: "d".into(), expect_ino: f.ino, is_dir: true })],
     );
     let err = two.run(A, stale).await.unwrap_err();
-    assert!(err.code == ErrorCode::FailedPrecondition && err.message.starts_with("conflict"), "{err}");
+    assert_eq!(err.code, ErrorCode::Conflict, "{err}");
     // now the rmdir goes through
     let (at_b, at_a) = remove_dir(0x74);
     two.run(B, at_b).await.unwrap();

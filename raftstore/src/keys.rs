@@ -33,8 +33,10 @@ pub fn log_key(group: u64, index: u64) -> Vec<u8> {
     key
 }
 
-pub fn log_index(key: &[u8]) -> u64 {
-    u64::from_be_bytes(key[key.len() - 8..].try_into().expect("log keys end in an index"))
+/// The index a log key ends in; `None` for a key too short to hold one.
+pub fn log_index(key: &[u8]) -> Option<u64> {
+    let start = key.len().checked_sub(8)?;
+    key[start..].try_into().ok().map(u64::from_be_bytes)
 }
 
 pub fn state_key(group: u64, kind: u8) -> Vec<u8> {
@@ -81,7 +83,8 @@ mod tests {
         let a = log_key(7, 9);
         let b = log_key(7, 300);
         assert!(a < b);
-        assert_eq!(log_index(&b), 300);
+        assert_eq!(log_index(&b), Some(300));
+        assert_eq!(log_index(&b[..7]), None);
         assert!(log_key(7, u64::MAX) < log_key(8, 0));
     }
 

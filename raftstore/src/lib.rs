@@ -17,6 +17,7 @@ mod peer;
 mod snapfile;
 mod snapshot;
 mod storage;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod transport;
 

@@ -218,8 +218,11 @@ fn write_snapshot(db: &DB, group: u64, dir: &Path) -> Result<Ready> {
         view.get(keys::state_key(group, kind)).map_err(|e| StrataError::internal(format!("reading raft state: {e}")))
     };
     let (truncated_index, truncated_term) =
-        get(keys::TRUNCATED)?.map(|v| crate::storage::decode_pair(&v)).unwrap_or((0, 0));
-    let index = get(keys::APPLIED)?.map(|v| u64::from_be_bytes(v[..8].try_into().unwrap())).unwrap_or(truncated_index);
+        get(keys::TRUNCATED)?.map(|v| crate::storage::decode_pair("truncated", &v)).transpose()?.unwrap_or((0, 0));
+    let index = get(keys::APPLIED)?
+        .map(|v| crate::storage::decode_u64("applied", &v, 0))
+        .transpose()?
+        .unwrap_or(truncated_index);
     let term = if index == truncated_index {
         truncated_term
     } else {

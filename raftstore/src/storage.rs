@@ -55,8 +55,20 @@ fn encode_pair(a: u64, b: u64) -> Vec<u8> {
     v
 }
 
-pub(crate) fn decode_pair(v: &[u8]) -> (u64, u64) {
-    (u64::from_be_bytes(v[..8].try_into().unwrap()), u64::from_be_bytes(v[8..16].try_into().unwrap()))
+/// The u64 at `at` of the stored value of raft state `what`; a value too
+/// short is `Corrupted`, naming it.
+pub(crate) fn decode_u64(what: &str, v: &[u8], at: usize) -> strata_common::Result<u64> {
+    v.get(at..at + 8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).ok_or_else(|| {
+        strata_common::StrataError::new(
+            strata_common::ErrorCode::Corrupted,
+            format!("stored raft state {what} is {} bytes, too short", v.len()),
+        )
+    })
+}
+
+/// The (index, term) pair stored as raft state `what`.
+pub(crate) fn decode_pair(what: &str, v: &[u8]) -> strata_common::Result<(u64, u64)> {
+    Ok((decode_u64(what, v, 0)?, decode_u64(what, v, 8)?))
 }
 
 impl GroupStorage {
@@ -74,9 +86,13 @@ impl GroupStorage {
             Some(b) => ConfState::decode(b.as_slice()).map_err(other)?,
             None => ConfState::default(),
         };
-        let (truncated_index, truncated_term) = get(keys::TRUNCATED)?.map(|v| decode_pair(&v)).unwrap_or((0, 0));
-        let applied =
-            get(keys::APPLIED)?.map(|v| u64::from_be_bytes(v[..8].try_into().unwrap())).unwrap_or(truncated_index);
+        let (truncated_index, truncated_term) =
+            get(keys::TRUNCATED)?.map(|v| decode_pair("truncated", &v)).transpose().map_err(other)?.unwrap_or((0, 0));
+        let applied = get(keys::APPLIED)?
+            .map(|v| decode_u64("applied", &v, 0))
+            .transpose()
+            .map_err(other)?
+            .unwrap_or(truncated_index);
         let peers = match get(keys::PEERS)? {
             Some(b) => SnapshotData::decode(&b).map_err(other)?.peers,
             None => Vec::new(),
@@ -104,7 +120,7 @@ impl GroupStorage {
         let mut iter = self.db.iterator(IteratorMode::From(&upper, Direction::Reverse));
         match iter.next() {
             Some(Ok((key, _))) if key.as_ref() >= lower.as_slice() && key.len() == upper.len() => {
-                Ok(keys::log_index(&key))
+                Ok(keys::log_index(&key).unwrap_or(self.truncated_index))
             }
             Some(Err(e)) => Err(other(e)),
             _ => Ok(self.truncated_index),
@@ -230,6 +246,10 @@ impl GroupStorage {
                     if bytes >= INSTALL_BATCH_BYTES {
                         self.db.write(std::mem::take(&mut batch)).map_err(other)?;
                         bytes = 0;
+                        // A crash here leaves part of the data under the marker (see `discard_partial_install`).
+                        fail::fail_point!("raftstore::snapshot_install_partway", |_| Err(other(
+                            "failpoint: stopped partway through a snapshot install"
+                        )));
                     }
                 }
                 self.db.write(batch).map_err(other)?;
@@ -370,7 +390,7 @@ impl Storage for GroupStorage {
         let mut size_limited = false;
         for (expected, item) in (low..high).zip(iter) {
             let (key, value) = item.map_err(other)?;
-            if keys::log_index(&key) != expected {
+            if keys::log_index(&key) != Some(expected) {
                 return Err(raft::Error::Store(StorageError::Unavailable));
             }
             size += value.len() as u64;
@@ -439,6 +459,17 @@ mod tests {
 
     fn write(db: &DB, wb: WriteBatch) {
         db.write(wb).unwrap();
+    }
+
+    #[test]
+    fn a_short_stored_state_is_refused_as_corrupt_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::open_db(dir.path(), &crate::testing::fast_config(1000)).unwrap();
+        db.put(keys::state_key(4, keys::APPLIED), [1u8, 2, 3]).unwrap();
+        let err = GroupStorage::load(db.clone(), 4, test_files()).err().expect("a 3-byte applied index is refused");
+        assert!(err.to_string().contains("applied"), "{err}");
+        db.put(keys::state_key(5, keys::TRUNCATED), [0u8; 12]).unwrap();
+        assert!(GroupStorage::load(db, 5, test_files()).is_err(), "a 12-byte truncated pair is refused");
     }
 
     #[test]
@@ -621,6 +652,44 @@ mod tests {
         assert_eq!(kv.scan_prefix(b"").unwrap().len(), 0, "partial data dropped");
         assert_eq!((reloaded.applied(), reloaded.last_index().unwrap()), (0, 0));
         assert_eq!(reloaded.initial_state().unwrap().hard_state.commit, 0);
+        assert_eq!(db.get(keys::state_key(2, keys::INSTALLING)).unwrap(), None);
+    }
+
+    /// A real interruption (failpoint after the first data batch): the partial
+    /// data is dropped at the next load, and installing again completes.
+    #[cfg(feature = "failpoints")]
+    #[test]
+    fn failpoint_snapshot_install_partway() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::open_db(dir.path(), &crate::testing::fast_config(1000)).unwrap();
+        let mut source = GroupStorage::load(db.clone(), 1, test_files()).unwrap();
+        let mut wb = WriteBatch::default();
+        source.bootstrap(&mut wb, &[(1, "a:1".into()), (2, "b:2".into())]);
+        let value = vec![3u8; 1000];
+        for i in 0..10_000u32 {
+            wb.put(keys::data_key(1, &i.to_be_bytes()), &value);
+        }
+        write(&db, wb);
+        let snap = ready_snapshot(&source);
+
+        let kv = crate::GroupKv::new(db.clone(), 2);
+        let mut target = GroupStorage::load(db.clone(), 2, test_files()).unwrap();
+        fail::cfg("raftstore::snapshot_install_partway", "return").unwrap();
+        let interrupted = target.install_snapshot(&mut WriteBatch::default(), &snap);
+        fail::remove("raftstore::snapshot_install_partway");
+        assert!(interrupted.is_err());
+        let partial = kv.scan_prefix(b"").unwrap().len();
+        assert!(partial > 0 && partial < 10_000, "part of the data was written: {partial}");
+        assert!(db.get(keys::state_key(2, keys::INSTALLING)).unwrap().is_some(), "under the marker");
+
+        // The restart drops it; the leader's next snapshot installs whole.
+        let mut target = GroupStorage::load(db.clone(), 2, test_files()).unwrap();
+        assert_eq!(kv.scan_prefix(b"").unwrap().len(), 0, "partial data dropped");
+        let mut wb = WriteBatch::default();
+        target.install_snapshot(&mut wb, &snap).unwrap();
+        write(&db, wb);
+        assert_eq!(kv.scan_prefix(b"").unwrap().len(), 10_000);
+        assert_eq!(kv.get(&9_999u32.to_be_bytes()).unwrap(), Some(value));
         assert_eq!(db.get(keys::state_key(2, keys::INSTALLING)).unwrap(), None);
     }
 }

@@ -227,7 +227,7 @@ impl MetaClient {
             partition.router.call(&self.channels, deadline, what, |channel| call(GrpcClient::new(channel), id)).await;
         match first {
             // The view predates a split: learn the new ranges and send it where it belongs now.
-            Err(e) if e.message.contains("wrong-partition:") => {
+            Err(e) if e.code == ErrorCode::WrongPartition => {
                 self.refresh().await?;
                 let partition = self.partition_of(ino)?;
                 let id = partition.id;

@@ -29,12 +29,18 @@ const OPERATION_DEADLINE: Duration = Duration::from_secs(30);
 const ROOT: u64 = 1;
 
 pub fn is_cross_partition(e: &StrataError) -> bool {
-    e.code == ErrorCode::FailedPrecondition && e.message.contains("cross-partition:")
+    e.code == ErrorCode::CrossPartition
 }
 
 /// Worth starting the whole operation over: its view was stale, or it waited too long.
 fn is_conflict(e: &StrataError) -> bool {
-    (e.code == ErrorCode::FailedPrecondition && e.message.contains("conflict:")) || e.is_retryable()
+    e.code == ErrorCode::Conflict || e.is_retryable()
+}
+
+/// What a failpoint that stops the coordinator answers (not retried).
+#[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+fn coordinator_stopped() -> StrataError {
+    StrataError::internal("failpoint: the transaction's coordinator stopped")
 }
 
 fn now_ns() -> i64 {
@@ -122,7 +128,14 @@ impl MetaClient {
                 }
             }
         }
+        // The coordinator stopping here leaves every participant prepared:
+        // they resolve with the primary, which aborts.
+        fail::fail_point!("sdk::tx_after_prepare", |_| Err(coordinator_stopped()));
         for (i, route) in prepared.iter().enumerate() {
+            if i == 1 {
+                // Committed at the primary only: the others resolve with it and commit.
+                fail::fail_point!("sdk::tx_after_primary_commit", |_| Err(coordinator_stopped()));
+            }
             let commit = Op::TxFinish(pb::TxFinishOp { txid, commit: true });
             match self.mutate_reply(*route, TX_DEADLINE, "committing a transaction", commit).await {
                 Ok(_) => {}

@@ -212,6 +212,11 @@ impl Appender {
         {
             file.sync_data().map_err(|e| io_error("syncing the active segment", e))?;
         }
+        // A crash here leaves records in the segments that no index entry
+        // points to: garbage, never acknowledged (test: failpoint_between_data_sync_and_index).
+        fail::fail_point!("datanode::between_data_sync_and_index", |_| {
+            Err(StrataError::internal("failpoint: stopped between the data fsync and the index commit"))
+        });
         for id in &round.dirty {
             if let Some(info) = self.segments.get(id) {
                 round.batch.put(keys::segment(*id), info.encode());

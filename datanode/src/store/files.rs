@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -23,12 +22,7 @@ pub fn segment_file(disk_dir: &Path, segment: u64) -> PathBuf {
     disk_dir.join("segments").join(format!("{segment:016x}.seg"))
 }
 
-/// posix_fadvise(2): a hint about a range of `file`'s page cache (0, 0: all
-/// of it). A hint that fails changes nothing, so its result is not looked at.
-pub fn advise(file: &File, offset: u64, length: u64, advice: libc::c_int) {
-    // SAFETY: fadvise on an open descriptor; it only affects the page cache.
-    unsafe { libc::posix_fadvise(file.as_raw_fd(), offset as i64, length as i64, advice) };
-}
+pub use strata_common::sys::advise;
 
 pub struct FileCache {
     open: Mutex<HashMap<u64, Arc<File>>>,

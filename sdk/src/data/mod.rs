@@ -5,10 +5,11 @@
 //! whole is written again, under a new id, to another partition, so one dead
 //! datanode never blocks writers.
 
-pub mod ec;
 pub mod file;
-pub mod framed;
-pub mod node;
+pub mod reader;
+
+pub use strata_rpc::datanode as node;
+pub use strata_rpc::{ec, framed};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

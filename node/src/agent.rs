@@ -1,4 +1,4 @@
-//! What every metanode and datanode does towards the master: keep a stable
+//! What every node does towards the master: keep a stable
 //! node id in its data directory, register, heartbeat with its capacity and
 //! the partitions it holds, re-register if the master forgot it, and serve
 //! its identity on the `Node` gRPC service.
@@ -19,7 +19,7 @@ use strata_common::{ErrorCode, StrataError};
 use strata_proto::master as pb;
 use strata_proto::node as node_pb;
 
-use crate::MasterClient;
+use strata_rpc::MasterClient;
 
 /// The identity a node keeps in its data directory across restarts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,7 +10,7 @@ use strata_common::{ErrorCode, Result, StrataError};
 use strata_proto::data::{self as pb, data_client::DataClient};
 use tonic::transport::Channel;
 
-use crate::rpc::Channels;
+use crate::channels::Channels;
 
 /// Largest message on the data path: a 64 MiB piece plus its envelope.
 pub const MAX_MESSAGE: usize = (64 << 20) + (1 << 20);

@@ -1,6 +1,6 @@
 //! A master client: finds the leader among the given master addresses,
 //! follows the hints followers give, and retries what is safe to retry until
-//! a deadline (see [`crate::rpc`]).
+//! a deadline (see [`crate::channels`]).
 
 use std::future::Future;
 use std::time::Duration;
@@ -10,7 +10,7 @@ use strata_proto::master as pb;
 use strata_proto::master::master_client::MasterClient as GrpcClient;
 use tonic::transport::Channel;
 
-use crate::rpc::{Channels, LeaderRouter};
+use crate::channels::{Channels, LeaderRouter};
 
 /// How long a call keeps retrying across masters before giving up.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(20);

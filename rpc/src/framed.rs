@@ -104,7 +104,7 @@ fn io_error(address: &str, e: std::io::Error) -> StrataError {
     StrataError::unavailable(format!("data connection to {address}: {e}"))
 }
 
-/// One connection to a datanode.
+/// One connection to a node serving the framed protocol.
 pub struct FramedConn {
     address: String,
     reader: BufReader<OwnedReadHalf>,
@@ -124,6 +124,12 @@ impl FramedConn {
             reader: BufReader::with_capacity(READ_BUFFER, r),
             writer: BufWriter::with_capacity(WRITE_BUFFER, w),
         })
+    }
+
+    /// One request of any kind, answered with the reply's header and payload;
+    /// an error is the node's answer or the connection failing.
+    pub async fn request(&mut self, kind: u8, header: &[u8], payload: &[u8]) -> Result<(Vec<u8>, Bytes)> {
+        self.call(kind, header, payload).await?
     }
 
     /// One exchange. The outer error is the connection failing (it must be

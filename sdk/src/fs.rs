@@ -1,0 +1,596 @@
+//! A volume by paths: the door every front end that does not speak inodes
+//! (the S3 gateway, the CSI driver, tools) goes through. Paths are bytes,
+//! `/`-separated, resolved from the volume's root or from a subtree root.
+//!
+//! Whole files are written through a temporary name and renamed into place
+//! ([`Volume::create`] → [`AtomicWrite::commit`]): a reader sees the old file
+//! or the new one, never a mix, and a writer that dies leaves only a
+//! temporary in the volume's hidden [`TEMP_DIR`], which
+//! [`Volume::reclaim_temporaries`] removes once it is old enough.
+//!
+//! Errors are [`ErrorCode`]s: `NotFound`, `NotDir`, `IsDir`, `AlreadyExists`,
+//! `NameTooLong`, and `InvalidArgument` for a path no name can hold.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use strata_common::{ErrorCode, Result, StrataError};
+
+use crate::cache::{BlockCache, CacheConfig};
+use crate::data::DataClient;
+use crate::data::file::{DEFAULT_BLOB_SIZE, FileWriter};
+use crate::data::reader::{self, FileReader};
+use crate::types::{Attr, DirEntry};
+use crate::{MasterClient, MetaClient};
+
+/// The inode of every volume's root directory.
+pub const ROOT_INO: u64 = 1;
+/// The directory at the volume's root holding files being written. Listings
+/// of the root through the sdk and the mount leave it out.
+pub const TEMP_DIR: &[u8] = b".strata-tmp";
+/// Longest name of one path component.
+pub const NAME_MAX: usize = 255;
+/// Longest path accepted.
+pub const PATH_MAX: usize = 4096;
+/// Temporaries younger than this are never reclaimed: their writer may be alive.
+pub const TEMP_GRACE: Duration = Duration::from_secs(3600);
+/// Times a read open starts over when the file it found was replaced meanwhile.
+const OPEN_ATTEMPTS: usize = 5;
+
+/// The components of `path`: `/`-separated names; a leading and a trailing
+/// `/` are allowed (the root is the empty list). Empty components, `.`,
+/// `..` and NUL bytes are refused as `InvalidArgument`; a component over
+/// [`NAME_MAX`] bytes or a path over [`PATH_MAX`] as `NameTooLong`.
+pub fn components(path: &[u8]) -> Result<Vec<&[u8]>> {
+    if path.len() > PATH_MAX {
+        return Err(StrataError::new(ErrorCode::NameTooLong, format!("a path of {} bytes", path.len())));
+    }
+    let rest = path.strip_prefix(b"/").unwrap_or(path);
+    if rest.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rest = rest.strip_suffix(b"/").unwrap_or(rest);
+    rest.split(|b| *b == b'/').map(check_name).collect()
+}
+
+/// `name` if it can name a directory entry.
+pub fn check_name(name: &[u8]) -> Result<&[u8]> {
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&0) || name.contains(&b'/') {
+        return Err(StrataError::invalid(format!("{:?} cannot be a name in a path", String::from_utf8_lossy(name))));
+    }
+    if name.len() > NAME_MAX {
+        return Err(StrataError::new(ErrorCode::NameTooLong, format!("a name of {} bytes", name.len())));
+    }
+    Ok(name)
+}
+
+/// One page of a directory listing.
+#[derive(Debug, Clone)]
+pub struct ListPage {
+    /// Entries in name order (bytewise), with attributes.
+    pub entries: Vec<DirEntry>,
+    /// Where the next page starts (pass it as `after`); `None` at the end.
+    pub next: Option<Vec<u8>>,
+}
+
+/// Who new files and directories belong to, and their permission bits.
+#[derive(Debug, Clone, Copy)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+    pub file_mode: u32,
+    pub dir_mode: u32,
+}
+
+impl Default for Owner {
+    fn default() -> Self {
+        Owner { uid: 0, gid: 0, file_mode: 0o644, dir_mode: 0o755 }
+    }
+}
+
+/// How [`Volume::create`] places the new file.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CreateOptions {
+    /// Make missing parent directories (as `mkdir -p`).
+    pub make_parents: bool,
+    /// Fail with `AlreadyExists` instead of replacing an existing file.
+    pub no_replace: bool,
+}
+
+/// One volume (or one subtree of it) by paths. Cheap to clone.
+#[derive(Clone)]
+pub struct Volume {
+    meta: Arc<MetaClient>,
+    data: Arc<DataClient>,
+    cache: Arc<BlockCache>,
+    root: u64,
+    owner: Owner,
+    blob_size: usize,
+}
+
+impl Volume {
+    /// Opens `name` with the block caches `cache` asks for.
+    pub async fn connect(master: &MasterClient, name: &str, cache: &CacheConfig) -> Result<Volume> {
+        let meta = Arc::new(MetaClient::open(master, name).await?);
+        let data = Arc::new(DataClient::open(master, name).await?);
+        let cache = BlockCache::new(data.clone(), cache)?;
+        Ok(Volume::from_parts(meta, data, cache))
+    }
+
+    /// A volume over clients the caller already holds.
+    pub fn from_parts(meta: Arc<MetaClient>, data: Arc<DataClient>, cache: Arc<BlockCache>) -> Volume {
+        Volume { meta, data, cache, root: ROOT_INO, owner: Owner::default(), blob_size: DEFAULT_BLOB_SIZE }
+    }
+
+    /// The same volume, creating files and directories as `owner`.
+    pub fn with_owner(mut self, owner: Owner) -> Volume {
+        self.owner = owner;
+        self
+    }
+
+    /// The directory `path` as the root of a new view (e.g. a PVC's subdirectory).
+    pub async fn subtree(&self, path: &[u8]) -> Result<Volume> {
+        let dir = self.stat(path).await?;
+        if !dir.is_dir() {
+            return Err(StrataError::new(ErrorCode::NotDir, format!("{} is not a directory", show(path))));
+        }
+        Ok(Volume { root: dir.ino, ..self.clone() })
+    }
+
+    pub fn meta(&self) -> &Arc<MetaClient> {
+        &self.meta
+    }
+
+    pub fn data(&self) -> &Arc<DataClient> {
+        &self.data
+    }
+
+    pub fn cache(&self) -> &Arc<BlockCache> {
+        &self.cache
+    }
+
+    pub fn name(&self) -> &str {
+        self.meta.volume()
+    }
+
+    /// The inode `path` names.
+    pub async fn stat(&self, path: &[u8]) -> Result<Attr> {
+        let names = components(path)?;
+        self.walk(&names, false).await.map_err(|e| e.context(&format!("resolving {}", show(path))))
+    }
+
+    /// What `names` lead to from the root, one lookup each; with `make`,
+    /// missing directories are made on the way.
+    async fn walk(&self, names: &[&[u8]], make: bool) -> Result<Attr> {
+        let mut at = Attr::try_from(self.meta.getattr(self.root).await?)?;
+        for name in names {
+            if !at.is_dir() {
+                return Err(not_a_dir(at.ino));
+            }
+            at = match make {
+                true => self.dir_entry_or_make(at.ino, name).await?,
+                false => Attr::try_from(self.meta.lookup(at.ino, name).await?)?,
+            };
+        }
+        Ok(at)
+    }
+
+    /// The directory holding the last component of `path`, and that name.
+    async fn parent_of<'p>(&self, path: &'p [u8], make: bool) -> Result<(Attr, &'p [u8])> {
+        let names = components(path)?;
+        let Some((last, parents)) = names.split_last() else {
+            return Err(StrataError::invalid("the root has no parent"));
+        };
+        let parent = self.walk(parents, make).await?;
+        if !parent.is_dir() {
+            return Err(not_a_dir(parent.ino));
+        }
+        Ok((parent, last))
+    }
+
+    /// `mkdir -p`: makes every missing directory of `path`; one that exists is
+    /// fine (also when another client made it at the same time), anything
+    /// else in the way is `NotDir`.
+    pub async fn mkdir_p(&self, path: &[u8]) -> Result<Attr> {
+        let names = components(path)?;
+        let made = self.walk(&names, true).await;
+        match made {
+            Ok(dir) if dir.is_dir() => Ok(dir),
+            Ok(other) => Err(not_a_dir(other.ino)),
+            Err(e) => Err(e),
+        }
+        .map_err(|e| e.context(&format!("making directory {}", show(path))))
+    }
+
+    async fn dir_entry_or_make(&self, parent: u64, name: &[u8]) -> Result<Attr> {
+        match self.meta.lookup(parent, name).await {
+            Ok(found) => return Attr::try_from(found),
+            Err(e) if e.code != ErrorCode::NotFound => return Err(e),
+            Err(_) => {}
+        }
+        let Owner { uid, gid, dir_mode, .. } = self.owner;
+        match self.meta.mkdir(parent, name, dir_mode, uid, gid).await {
+            Ok(made) => Attr::try_from(made),
+            // Another client made it first.
+            Err(e) if e.code == ErrorCode::AlreadyExists => Attr::try_from(self.meta.lookup(parent, name).await?),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One page of the directory `path`: up to `limit` entries whose names
+    /// sort after `after` (empty: from the start), with their attributes.
+    /// Names present for the whole listing are returned exactly once.
+    pub async fn list(&self, path: &[u8], after: &[u8], limit: u32) -> Result<ListPage> {
+        let dir = self.stat(path).await?;
+        if !dir.is_dir() {
+            return Err(StrataError::new(ErrorCode::NotDir, format!("{} is not a directory", show(path))));
+        }
+        let limit = limit.clamp(1, 10_000);
+        let (page, more) = self.meta.readdir(dir.ino, after, limit, true).await?;
+        let next = if more { page.last().map(|e| e.name.clone()) } else { None };
+        let mut entries = Vec::with_capacity(page.len());
+        for entry in page {
+            if dir.ino == ROOT_INO && entry.name == TEMP_DIR {
+                continue;
+            }
+            let mut entry = DirEntry::try_from(entry)?;
+            if entry.attr.is_none() {
+                // The inode lives in another partition; one removed meanwhile is left out.
+                match self.meta.getattr(entry.ino).await {
+                    Ok(inode) => entry.attr = Some(Attr::try_from(inode)?),
+                    Err(e) if e.code == ErrorCode::NotFound => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            entries.push(entry);
+        }
+        Ok(ListPage { entries, next })
+    }
+
+    /// Opens the file `path` for reading. A file replaced while it is being
+    /// opened is opened again under its new content.
+    pub async fn open(&self, path: &[u8]) -> Result<FileHandle> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let found = self.stat(path).await?;
+            if found.is_dir() {
+                return Err(StrataError::new(ErrorCode::IsDir, format!("{} is a directory", show(path))));
+            }
+            match reader::first_window(&self.meta, found.ino).await {
+                Ok((inode, first)) => {
+                    let reader = FileReader::new(inode.ino);
+                    reader.seed(first);
+                    return Ok(FileHandle { volume: self.clone(), attr: Attr::try_from(inode)?, reader });
+                }
+                Err(e) if e.code == ErrorCode::NotFound && attempt < OPEN_ATTEMPTS => continue,
+                Err(e) => return Err(e.context(&format!("opening {}", show(path)))),
+            }
+        }
+    }
+
+    /// Starts writing a new file at `path`; nothing is visible there until
+    /// [`AtomicWrite::commit`].
+    pub async fn create(&self, path: &[u8], options: CreateOptions) -> Result<AtomicWrite> {
+        // Check the path before writing anything.
+        let names = components(path)?;
+        if names.is_empty() {
+            return Err(StrataError::new(ErrorCode::IsDir, "the root is a directory"));
+        }
+        let temp_name = temp_name();
+        let Owner { uid, gid, file_mode, .. } = self.owner;
+        let temp_dir = self.temp_dir().await?;
+        let inode = match self.meta.create(temp_dir, &temp_name, libc::S_IFREG | file_mode, uid, gid, 0).await {
+            // Someone removed the temporaries' directory: make it again once.
+            Err(e) if e.code == ErrorCode::NotFound => {
+                let temp_dir = self.temp_dir().await?;
+                self.meta.create(temp_dir, &temp_name, libc::S_IFREG | file_mode, uid, gid, 0).await?
+            }
+            other => other?,
+        };
+        let writer = FileWriter::new(self.data.clone(), self.meta.clone(), inode.ino, self.blob_size);
+        Ok(AtomicWrite {
+            volume: self.clone(),
+            path: path.to_vec(),
+            options,
+            temp_dir,
+            temp_name,
+            ino: inode.ino,
+            writer,
+            written: 0,
+        })
+    }
+
+    /// Writes `bytes` as the whole content of `path` (see [`Volume::create`]).
+    pub async fn write_all(&self, path: &[u8], bytes: &[u8], options: CreateOptions) -> Result<Attr> {
+        let mut write = self.create(path, options).await?;
+        if let Err(e) = write.write(bytes).await {
+            write.abort().await;
+            return Err(e);
+        }
+        write.commit().await
+    }
+
+    /// The whole content of the file `path`.
+    pub async fn read_all(&self, path: &[u8]) -> Result<Bytes> {
+        let file = self.open(path).await?;
+        file.read(0, file.attr.size).await
+    }
+
+    /// The inode of [`TEMP_DIR`], made if missing.
+    async fn temp_dir(&self) -> Result<u64> {
+        let owner = Owner { uid: 0, gid: 0, dir_mode: 0o700, ..self.owner };
+        let root = Volume { root: ROOT_INO, owner, ..self.clone() };
+        Ok(root.dir_entry_or_make(ROOT_INO, TEMP_DIR).await?.ino)
+    }
+
+    /// Removes the file, symlink or empty directory `path`.
+    pub async fn remove(&self, path: &[u8]) -> Result<()> {
+        let (parent, name) = self.parent_of(path, false).await?;
+        let target = Attr::try_from(self.meta.lookup(parent.ino, name).await?)?;
+        if target.is_dir() {
+            self.meta.rmdir(parent.ino, name).await?;
+            return Ok(());
+        }
+        let removed = self.meta.unlink(parent.ino, name).await?;
+        self.reclaim_if_unlinked(removed.ino, removed.nlink).await
+    }
+
+    /// Renames `from` to `to`, replacing a file there (rename(2)).
+    pub async fn rename(&self, from: &[u8], to: &[u8]) -> Result<()> {
+        let (src, src_name) = self.parent_of(from, false).await?;
+        let (dst, dst_name) = self.parent_of(to, false).await?;
+        self.rename_into(src.ino, src_name, dst.ino, dst_name, 0).await
+    }
+
+    /// rename(2) of one entry; a file that lost its last name is reclaimed
+    /// (this client holds it open nowhere).
+    async fn rename_into(&self, sp: u64, sn: &[u8], dp: u64, dn: &[u8], flags: u32) -> Result<()> {
+        let replaced = match self.meta.lookup(dp, dn).await {
+            Ok(inode) if flags == 0 && inode.mode & libc::S_IFMT != libc::S_IFDIR => Some(inode.ino),
+            _ => None,
+        };
+        self.meta.rename(sp, sn, dp, dn, flags).await?;
+        if let Some(old) = replaced {
+            match self.meta.getattr(old).await {
+                Ok(inode) => self.reclaim_if_unlinked(inode.ino, inode.nlink).await?,
+                Err(e) if e.code == ErrorCode::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    async fn reclaim_if_unlinked(&self, ino: u64, nlink: u32) -> Result<()> {
+        if nlink == 0 {
+            self.meta.evict(ino).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn get_xattr(&self, path: &[u8], name: &[u8]) -> Result<Vec<u8>> {
+        let ino = self.stat(path).await?.ino;
+        self.meta.get_xattr(ino, name).await
+    }
+
+    /// Sets an extended attribute (`flags`: 0, XATTR_CREATE or XATTR_REPLACE).
+    pub async fn set_xattr(&self, path: &[u8], name: &[u8], value: &[u8], flags: u32) -> Result<()> {
+        let ino = self.stat(path).await?.ino;
+        self.meta.set_xattr(ino, name, value, flags).await
+    }
+
+    pub async fn list_xattr(&self, path: &[u8]) -> Result<Vec<Vec<u8>>> {
+        let ino = self.stat(path).await?.ino;
+        self.meta.list_xattr(ino).await
+    }
+
+    pub async fn remove_xattr(&self, path: &[u8], name: &[u8]) -> Result<()> {
+        let ino = self.stat(path).await?.ino;
+        self.meta.remove_xattr(ino, name).await
+    }
+
+    /// Removes temporaries left by writers that died, once both their name's
+    /// time and their last change are older than `grace` ([`TEMP_GRACE`] in
+    /// production). Returns how many were removed.
+    pub async fn reclaim_temporaries(&self, grace: Duration) -> Result<u64> {
+        let temp_dir = match self.meta.lookup(ROOT_INO, TEMP_DIR).await {
+            Ok(dir) => dir.ino,
+            Err(e) if e.code == ErrorCode::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let cutoff = now_ns().saturating_sub(i64::try_from(grace.as_nanos()).unwrap_or(i64::MAX));
+        let mut removed = 0;
+        let mut after = Vec::new();
+        loop {
+            let (page, more) = self.meta.readdir(temp_dir, &after, 1024, false).await?;
+            after = page.last().map(|e| e.name.clone()).unwrap_or_default();
+            for entry in page {
+                // Names start with their creation time: the rest are younger.
+                if temp_time(&entry.name).is_none_or(|t| t >= cutoff) {
+                    return Ok(removed);
+                }
+                let Ok(inode) = self.meta.getattr(entry.ino).await else { continue };
+                if inode.mtime_ns.max(inode.ctime_ns) >= cutoff {
+                    continue;
+                }
+                match self.meta.unlink(temp_dir, &entry.name).await {
+                    Ok(gone) => {
+                        self.reclaim_if_unlinked(gone.ino, gone.nlink).await?;
+                        removed += 1;
+                    }
+                    // Its writer committed or aborted it meanwhile.
+                    Err(e) if e.code == ErrorCode::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if !more {
+                return Ok(removed);
+            }
+        }
+    }
+}
+
+/// A file open for reading through a [`Volume`].
+pub struct FileHandle {
+    volume: Volume,
+    attr: Attr,
+    reader: FileReader,
+}
+
+impl std::fmt::Debug for FileHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileHandle").field("volume", &self.volume.name()).field("attr", &self.attr).finish()
+    }
+}
+
+impl FileHandle {
+    /// The attributes as of the open.
+    pub fn attr(&self) -> &Attr {
+        &self.attr
+    }
+
+    /// Bytes [offset, offset + length) of the file, fewer at its end.
+    pub async fn read(&self, offset: u64, length: u64) -> Result<Bytes> {
+        let length = length.min(self.attr.size.saturating_sub(offset));
+        if length <= u64::from(u32::MAX) {
+            return self.reader.read(&self.volume.meta, &self.volume.cache, offset, length as u32).await;
+        }
+        let mut out = bytes::BytesMut::with_capacity(length as usize);
+        let mut at = offset;
+        while at < offset + length {
+            let step = (offset + length - at).min(64 << 20) as u32;
+            let piece = self.reader.read(&self.volume.meta, &self.volume.cache, at, step).await?;
+            if piece.is_empty() {
+                break;
+            }
+            at += piece.len() as u64;
+            out.extend_from_slice(&piece);
+        }
+        Ok(out.freeze())
+    }
+}
+
+/// A file being written under a temporary name; [`commit`](Self::commit)
+/// makes it appear whole at its path, [`abort`](Self::abort) drops it.
+pub struct AtomicWrite {
+    volume: Volume,
+    path: Vec<u8>,
+    options: CreateOptions,
+    temp_dir: u64,
+    temp_name: Vec<u8>,
+    ino: u64,
+    writer: FileWriter,
+    written: u64,
+}
+
+impl AtomicWrite {
+    /// Appends `bytes`.
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.writer.write(self.written, bytes).await?;
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// The inode being written (for xattrs to set before the commit).
+    pub fn ino(&self) -> u64 {
+        self.ino
+    }
+
+    /// Makes the data durable, then puts the file at its path in one rename:
+    /// the file there before (if any) is replaced whole. On failure the
+    /// temporary is removed and nothing changed at the path.
+    pub async fn commit(mut self) -> Result<Attr> {
+        let placed = self.place().await;
+        if placed.is_err() {
+            self.remove_temporary().await;
+        }
+        placed
+    }
+
+    async fn place(&mut self) -> Result<Attr> {
+        self.writer.flush().await?;
+        let volume = self.volume.clone();
+        let (parent, name) = volume.parent_of(&self.path, self.options.make_parents).await?;
+        let flags = if self.options.no_replace { 1 } else { 0 };
+        volume.rename_into(self.temp_dir, &self.temp_name, parent.ino, name, flags).await?;
+        Attr::try_from(volume.meta.getattr(self.ino).await?)
+    }
+
+    /// Drops what was written; nothing changes at the path.
+    pub async fn abort(self) {
+        self.remove_temporary().await;
+    }
+
+    async fn remove_temporary(&self) {
+        let removed = self.volume.meta.unlink(self.temp_dir, &self.temp_name).await;
+        let reclaimed = match removed {
+            Ok(gone) => self.volume.reclaim_if_unlinked(gone.ino, gone.nlink).await,
+            Err(e) if e.code == ErrorCode::NotFound => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = reclaimed {
+            // Left for reclaim_temporaries.
+            tracing::warn!(volume = self.volume.name(), ino = self.ino, error = %e, "removing a temporary failed");
+        }
+    }
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}
+
+/// A fresh temporary's name: its creation time (fixed width, so names sort
+/// by age) and a random part.
+fn temp_name() -> Vec<u8> {
+    format!("{:020}-{:016x}", now_ns(), rand::random::<u64>()).into_bytes()
+}
+
+/// The creation time a temporary's name carries.
+fn temp_time(name: &[u8]) -> Option<i64> {
+    std::str::from_utf8(name.get(..20)?).ok()?.parse().ok()
+}
+
+fn not_a_dir(ino: u64) -> StrataError {
+    StrataError::new(ErrorCode::NotDir, format!("inode {ino} is not a directory"))
+}
+
+fn show(path: &[u8]) -> String {
+    format!("{:?}", String::from_utf8_lossy(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_split_into_checked_names() {
+        assert_eq!(components(b"").unwrap(), Vec::<&[u8]>::new());
+        assert_eq!(components(b"/").unwrap(), Vec::<&[u8]>::new());
+        assert_eq!(components(b"a/b/c").unwrap(), vec![&b"a"[..], b"b", b"c"]);
+        assert_eq!(components(b"/a/b/").unwrap(), vec![&b"a"[..], b"b"]);
+        for bad in [&b"a//b"[..], b"a/./b", b"a/../b", b"..", b"a\0b", b"//"] {
+            assert_eq!(components(bad).unwrap_err().code, ErrorCode::InvalidArgument, "{bad:?}");
+        }
+        let long = vec![b'x'; NAME_MAX + 1];
+        assert_eq!(components(&long).unwrap_err().code, ErrorCode::NameTooLong);
+        let deep = b"a/".repeat(PATH_MAX);
+        assert_eq!(components(&deep).unwrap_err().code, ErrorCode::NameTooLong);
+    }
+
+    #[test]
+    fn temporaries_sort_by_age_and_carry_their_time() {
+        let first = temp_name();
+        std::thread::sleep(Duration::from_millis(2));
+        let second = temp_name();
+        assert!(first < second);
+        let t = temp_time(&first).unwrap();
+        assert!(t > 0 && t <= now_ns());
+        assert_eq!(temp_time(b"not-a-time"), None);
+    }
+}

@@ -1,0 +1,179 @@
+//! The sdk's own view of namespace objects, built from the wire types by
+//! validating conversions: a front end never handles a `strata_proto` message
+//! whose required parts may be missing (an entry with an impossible type, an
+//! extent without its blob).
+
+use strata_common::{Result, StrataError};
+use strata_proto::meta as pb;
+
+/// The kind of a namespace object, from the type bits of its mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    File,
+    Dir,
+    Symlink,
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
+}
+
+impl FileKind {
+    /// The kind named by `mode`'s `S_IFMT` bits.
+    pub fn from_mode(mode: u32) -> Result<FileKind> {
+        Ok(match mode & libc::S_IFMT {
+            libc::S_IFREG => FileKind::File,
+            libc::S_IFDIR => FileKind::Dir,
+            libc::S_IFLNK => FileKind::Symlink,
+            libc::S_IFIFO => FileKind::Fifo,
+            libc::S_IFSOCK => FileKind::Socket,
+            libc::S_IFCHR => FileKind::CharDevice,
+            libc::S_IFBLK => FileKind::BlockDevice,
+            other => return Err(StrataError::internal(format!("file type bits {other:#o} name no kind"))),
+        })
+    }
+}
+
+/// Attributes of one inode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: FileKind,
+    /// Permission bits (the `0o7777` part of the mode).
+    pub perm: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub nlink: u32,
+    pub atime_ns: i64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub crtime_ns: i64,
+    pub rdev: u64,
+    pub symlink_target: Vec<u8>,
+}
+
+impl Attr {
+    pub fn is_dir(&self) -> bool {
+        self.kind == FileKind::Dir
+    }
+
+    pub fn is_file(&self) -> bool {
+        self.kind == FileKind::File
+    }
+}
+
+impl TryFrom<pb::Inode> for Attr {
+    type Error = StrataError;
+
+    fn try_from(inode: pb::Inode) -> Result<Attr> {
+        if inode.ino == 0 {
+            return Err(StrataError::internal("a metanode answered an inode numbered 0"));
+        }
+        Ok(Attr {
+            ino: inode.ino,
+            kind: FileKind::from_mode(inode.mode)
+                .map_err(|e| e.context(&format!("reading the attributes of inode {}", inode.ino)))?,
+            perm: inode.mode & 0o7777,
+            uid: inode.uid,
+            gid: inode.gid,
+            size: inode.size,
+            nlink: inode.nlink,
+            atime_ns: inode.atime_ns,
+            mtime_ns: inode.mtime_ns,
+            ctime_ns: inode.ctime_ns,
+            crtime_ns: inode.crtime_ns,
+            rdev: inode.rdev,
+            symlink_target: inode.symlink_target,
+        })
+    }
+}
+
+/// One name in a directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub name: Vec<u8>,
+    pub ino: u64,
+    pub kind: FileKind,
+    /// The entry's attributes, when asked for and still there.
+    pub attr: Option<Attr>,
+}
+
+impl TryFrom<pb::DirEntry> for DirEntry {
+    type Error = StrataError;
+
+    fn try_from(entry: pb::DirEntry) -> Result<DirEntry> {
+        if entry.name.is_empty() || entry.ino == 0 {
+            return Err(StrataError::internal("a metanode listed an entry without a name or an inode"));
+        }
+        Ok(DirEntry {
+            kind: FileKind::from_mode(entry.file_type)?,
+            attr: entry.attr.map(Attr::try_from).transpose()?,
+            name: entry.name,
+            ino: entry.ino,
+        })
+    }
+}
+
+/// Where a piece of a file's data lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extent {
+    pub file_offset: u64,
+    pub length: u64,
+    /// The blob holding the piece; its `offset` is where the piece starts in it.
+    pub blob: pb::BlobRef,
+}
+
+impl TryFrom<pb::Extent> for Extent {
+    type Error = StrataError;
+
+    fn try_from(extent: pb::Extent) -> Result<Extent> {
+        let blob = extent
+            .blob
+            .ok_or_else(|| StrataError::internal(format!("the extent at offset {} has no blob", extent.file_offset)))?;
+        if extent.length == 0 || extent.file_offset.checked_add(extent.length).is_none() {
+            return Err(StrataError::internal(format!(
+                "the extent at offset {} of {} bytes is not a valid range",
+                extent.file_offset, extent.length
+            )));
+        }
+        Ok(Extent { file_offset: extent.file_offset, length: extent.length, blob })
+    }
+}
+
+impl From<Extent> for pb::Extent {
+    fn from(extent: Extent) -> pb::Extent {
+        pb::Extent { file_offset: extent.file_offset, length: extent.length, blob: Some(extent.blob) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_inode_with_no_kind_is_refused() {
+        let inode = pb::Inode { ino: 5, mode: 0o644, ..Default::default() };
+        assert!(Attr::try_from(inode).is_err());
+        let file = pb::Inode { ino: 5, mode: libc::S_IFREG | 0o644, size: 3, ..Default::default() };
+        let attr = Attr::try_from(file).unwrap();
+        assert_eq!((attr.kind, attr.perm, attr.size), (FileKind::File, 0o644, 3));
+    }
+
+    #[test]
+    fn an_extent_without_its_blob_is_refused() {
+        assert!(Extent::try_from(pb::Extent { file_offset: 0, length: 4, blob: None }).is_err());
+        let blob = pb::BlobRef { data_partition: 1, blob_id: 2, ..Default::default() };
+        assert!(Extent::try_from(pb::Extent { file_offset: u64::MAX, length: 4, blob: Some(blob) }).is_err());
+        let extent = Extent::try_from(pb::Extent { file_offset: 8, length: 4, blob: Some(blob) }).unwrap();
+        assert_eq!(pb::Extent::from(extent), pb::Extent { file_offset: 8, length: 4, blob: Some(blob) });
+    }
+
+    #[test]
+    fn an_entry_without_a_name_is_refused() {
+        let entry = pb::DirEntry { name: Vec::new(), ino: 3, file_type: libc::S_IFREG, attr: None };
+        assert!(DirEntry::try_from(entry).is_err());
+        let entry = pb::DirEntry { name: b"a".to_vec(), ino: 3, file_type: libc::S_IFDIR, attr: None };
+        assert_eq!(DirEntry::try_from(entry).unwrap().kind, FileKind::Dir);
+    }
+}
