@@ -203,6 +203,7 @@ impl MasterService {
         nodes.iter().map(|n| (n.id, n.address.clone())).collect()
     }
 
+    /// A user as listed: access key ids without their secrets.
     fn user_to_proto(user: UserRecord) -> pb::User {
         let name = user.name.clone();
         pb::User {
@@ -213,7 +214,7 @@ impl MasterService {
                 .into_iter()
                 .map(|k| pb::AccessKey {
                     access_key_id: k.id,
-                    secret_access_key: k.secret,
+                    secret_access_key: String::new(),
                     user: name.clone(),
                     created_at_ms: k.created_at_ms,
                 })
@@ -523,7 +524,13 @@ impl pb::master_server::Master for MasterService {
         let Outcome::User(user) = self.propose(command).await? else {
             return Err(StrataError::internal("create user returned no user").into());
         };
-        Ok(Response::new(Self::user_to_proto(user)))
+        // The one answer carrying the new key's secret.
+        let secrets: HashMap<String, String> = user.access_keys.iter().map(|k| (k.id.clone(), k.secret.clone())).collect();
+        let mut user = Self::user_to_proto(user);
+        for key in &mut user.access_keys {
+            key.secret_access_key = secrets.get(&key.access_key_id).cloned().unwrap_or_default();
+        }
+        Ok(Response::new(user))
     }
 
     async fn list_users(&self, _request: Request<pb::ListUsersRequest>) -> RpcResult<pb::ListUsersResponse> {
@@ -559,5 +566,19 @@ impl pb::master_server::Master for MasterService {
         let access_key_id = request.into_inner().access_key_id;
         self.propose(Command::DeleteAccessKey { access_key_id }).await?;
         Ok(Response::new(pb::DeleteAccessKeyResponse {}))
+    }
+
+    async fn get_access_key(&self, request: Request<pb::GetAccessKeyRequest>) -> RpcResult<pb::AccessKey> {
+        let access_key_id = request.into_inner().access_key_id;
+        let state = self.read_state().await?;
+        let Some((user, key)) = state.access_key(&access_key_id)? else {
+            return Err(StrataError::not_found(format!("access key {access_key_id} does not exist")).into());
+        };
+        Ok(Response::new(pb::AccessKey {
+            access_key_id: key.id,
+            secret_access_key: key.secret,
+            user,
+            created_at_ms: key.created_at_ms,
+        }))
     }
 }

@@ -242,6 +242,16 @@ impl StateReader {
     pub fn users(&self) -> Result<Vec<UserRecord>> {
         self.list(USER_PREFIX, "user")
     }
+    /// The access key `id` and the user holding it.
+    pub fn access_key(&self, id: &str) -> Result<Option<(String, AccessKeyRecord)>> {
+        let Some(user) = self.get::<String>(&access_key_key(id), "access key")? else {
+            return Ok(None);
+        };
+        let Some(record) = self.get::<UserRecord>(&user_key(&user), "user")? else {
+            return Ok(None);
+        };
+        Ok(record.access_keys.into_iter().find(|k| k.id == id).map(|k| (user, k)))
+    }
 }
 
 /// The master's state machine. It keeps nothing in memory: every record is

@@ -247,9 +247,7 @@ impl GroupStorage {
                         self.db.write(std::mem::take(&mut batch)).map_err(other)?;
                         bytes = 0;
                         // A crash here leaves part of the data under the marker (see `discard_partial_install`).
-                        fail::fail_point!("raftstore::snapshot_install_partway", |_| Err(other(
-                            "failpoint: stopped partway through a snapshot install"
-                        )));
+                        install_partway(self.group)?;
                     }
                 }
                 self.db.write(batch).map_err(other)?;
@@ -446,6 +444,19 @@ impl Storage for GroupStorage {
         let metadata = SnapshotMetadata { conf_state: Some(ready.conf), index: ready.index, term: ready.term };
         Ok(Snapshot { data: ready.descriptor.encode(), metadata: Some(metadata) })
     }
+}
+
+/// Failpoint `raftstore::snapshot_install_partway`, configured as
+/// `return(GROUP)`: stops installs into that group only (tests in one
+/// process install snapshots side by side).
+fn install_partway(_group: u64) -> raft::Result<()> {
+    fail::fail_point!("raftstore::snapshot_install_partway", |only: Option<String>| {
+        match only {
+            Some(group) if group != _group.to_string() => Ok(()),
+            _ => Err(other("failpoint: stopped partway through a snapshot install")),
+        }
+    });
+    Ok(())
 }
 
 #[cfg(test)]
@@ -672,24 +683,24 @@ mod tests {
         write(&db, wb);
         let snap = ready_snapshot(&source);
 
-        let kv = crate::GroupKv::new(db.clone(), 2);
-        let mut target = GroupStorage::load(db.clone(), 2, test_files()).unwrap();
-        fail::cfg("raftstore::snapshot_install_partway", "return").unwrap();
+        let kv = crate::GroupKv::new(db.clone(), 41);
+        let mut target = GroupStorage::load(db.clone(), 41, test_files()).unwrap();
+        fail::cfg("raftstore::snapshot_install_partway", "return(41)").unwrap();
         let interrupted = target.install_snapshot(&mut WriteBatch::default(), &snap);
         fail::remove("raftstore::snapshot_install_partway");
         assert!(interrupted.is_err());
         let partial = kv.scan_prefix(b"").unwrap().len();
         assert!(partial > 0 && partial < 10_000, "part of the data was written: {partial}");
-        assert!(db.get(keys::state_key(2, keys::INSTALLING)).unwrap().is_some(), "under the marker");
+        assert!(db.get(keys::state_key(41, keys::INSTALLING)).unwrap().is_some(), "under the marker");
 
         // The restart drops it; the leader's next snapshot installs whole.
-        let mut target = GroupStorage::load(db.clone(), 2, test_files()).unwrap();
+        let mut target = GroupStorage::load(db.clone(), 41, test_files()).unwrap();
         assert_eq!(kv.scan_prefix(b"").unwrap().len(), 0, "partial data dropped");
         let mut wb = WriteBatch::default();
         target.install_snapshot(&mut wb, &snap).unwrap();
         write(&db, wb);
         assert_eq!(kv.scan_prefix(b"").unwrap().len(), 10_000);
         assert_eq!(kv.get(&9_999u32.to_be_bytes()).unwrap(), Some(value));
-        assert_eq!(db.get(keys::state_key(2, keys::INSTALLING)).unwrap(), None);
+        assert_eq!(db.get(keys::state_key(41, keys::INSTALLING)).unwrap(), None);
     }
 }

@@ -152,4 +152,33 @@ impl MasterClient {
         .await
         .map(drop)
     }
+
+    pub async fn create_access_key(&self, user: &str) -> Result<pb::AccessKey> {
+        let request = pb::CreateAccessKeyRequest { user: user.to_string() };
+        self.call("creating an access key", |mut c| {
+            let request = request.clone();
+            async move { c.create_access_key(request).await }
+        })
+        .await
+    }
+
+    pub async fn delete_access_key(&self, access_key_id: &str) -> Result<()> {
+        let request = pb::DeleteAccessKeyRequest { access_key_id: access_key_id.to_string() };
+        self.call("deleting an access key", |mut c| {
+            let request = request.clone();
+            async move { c.delete_access_key(request).await }
+        })
+        .await
+        .map(drop)
+    }
+
+    /// One access key with its secret (a gateway checking a signature).
+    pub async fn get_access_key(&self, access_key_id: &str) -> Result<pb::AccessKey> {
+        let request = pb::GetAccessKeyRequest { access_key_id: access_key_id.to_string() };
+        self.call("looking up an access key", |mut c| {
+            let request = request.clone();
+            async move { c.get_access_key(request).await }
+        })
+        .await
+    }
 }

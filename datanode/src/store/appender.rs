@@ -214,9 +214,7 @@ impl Appender {
         }
         // A crash here leaves records in the segments that no index entry
         // points to: garbage, never acknowledged (test: failpoint_between_data_sync_and_index).
-        fail::fail_point!("datanode::between_data_sync_and_index", |_| {
-            Err(StrataError::internal("failpoint: stopped between the data fsync and the index commit"))
-        });
+        between_data_sync_and_index(&self.dir)?;
         for id in &round.dirty {
             if let Some(info) = self.segments.get(id) {
                 round.batch.put(keys::segment(*id), info.encode());
@@ -401,4 +399,17 @@ fn reserve(file: &File, offset: u64, len: u64) {
 fn io_error(what: &str, e: std::io::Error) -> StrataError {
     let code = if is_full(&e) { ErrorCode::NoSpace } else { ErrorCode::Internal };
     StrataError::new(code, format!("{what}: {e}"))
+}
+
+/// Failpoint `datanode::between_data_sync_and_index`, configured as
+/// `return(DIR)`: fails the commit of disks whose directory starts with DIR
+/// (tests in one process run stores side by side; only the one under test stops).
+fn between_data_sync_and_index(_dir: &std::path::Path) -> Result<()> {
+    fail::fail_point!("datanode::between_data_sync_and_index", |only: Option<String>| {
+        match only {
+            Some(prefix) if !_dir.starts_with(&prefix) => Ok(()),
+            _ => Err(StrataError::internal("failpoint: stopped between the data fsync and the index commit")),
+        }
+    });
+    Ok(())
 }

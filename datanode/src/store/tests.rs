@@ -292,7 +292,7 @@ async fn failpoint_between_data_sync_and_index() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), 64);
     store.write(1, 1, PieceMeta::default(), pattern(1, 100_000)).await.unwrap();
-    fail::cfg("datanode::between_data_sync_and_index", "return").unwrap();
+    fail::cfg("datanode::between_data_sync_and_index", &format!("return({})", dir.path().display())).unwrap();
     let lost = store.write(1, 2, PieceMeta::default(), pattern(2, 100_000)).await;
     fail::remove("datanode::between_data_sync_and_index");
     assert!(lost.is_err(), "a write whose index did not commit is not acknowledged");
