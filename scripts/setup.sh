@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what building and testing Strata needs on Debian, if missing:
 # e2fsprogs (chattr, used by a test to fail a disk), clang/libclang (RocksDB's bindgen), protoc (raft-rs and our protos),
-# fuse3 (mounts), pkg-config, iproute2 (network namespaces in tests), a font for `strata bench --plot`.
+# fuse3 (mounts), pkg-config, iproute2 (network namespaces in tests), a font for `strata bench --plot`,
+# python3-venv (the S3 clients awscli and boto3 the tests drive, from PyPI into a venv).
 # Sourced by dev-up.sh and test.sh; safe to run again.
 set -euo pipefail
 
-packages=(clang libclang-dev protobuf-compiler fuse3 libfuse3-dev pkg-config iproute2 build-essential e2fsprogs fonts-dejavu-core)
+packages=(clang libclang-dev protobuf-compiler fuse3 libfuse3-dev pkg-config iproute2 build-essential e2fsprogs fonts-dejavu-core python3 python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -27,3 +28,13 @@ done
 # One target directory outside the clone, kept across builds (RocksDB's C++ is slow to build).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/strata/target}"
 mkdir -p "$CARGO_TARGET_DIR"
+
+# Real S3 clients for the gateway's tests, in a venv of their own (Debian's
+# Python refuses system-wide pip installs).
+venv="$HOME/.cache/strata/py"
+if ! "$venv/bin/python" -c "import boto3, awscli" >/dev/null 2>&1; then
+  echo "installing awscli and boto3 into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q awscli boto3
+fi
+export PATH="$venv/bin:$PATH"

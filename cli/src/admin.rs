@@ -405,6 +405,54 @@ pub async fn user_list(client: &MasterClient, json: bool) -> anyhow::Result<()> 
     Ok(())
 }
 
+pub async fn key_create(client: &MasterClient, user: &str, json: bool) -> anyhow::Result<()> {
+    let key = client.create_access_key(user).await?;
+    let view =
+        KeyView { user: key.user, access_key_id: key.access_key_id, secret_access_key: Some(key.secret_access_key) };
+    output(json, &view, |k| {
+        println!("access key for user {}", k.user);
+        println!("  access key id:     {}", k.access_key_id);
+        println!("  secret access key: {}", k.secret_access_key.as_deref().unwrap_or(""));
+        println!("(the secret is not shown again)");
+    })
+}
+
+pub async fn key_list(client: &MasterClient, user: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let keys: Vec<KeyView> = client
+        .list_users()
+        .await?
+        .into_iter()
+        .filter(|u| user.is_none_or(|name| u.name == name))
+        .flat_map(|u| {
+            let name = u.name;
+            u.access_keys.into_iter().map(move |k| KeyView {
+                user: name.clone(),
+                access_key_id: k.access_key_id,
+                secret_access_key: None,
+            })
+        })
+        .collect();
+    output(json, &keys, |keys| {
+        for k in keys {
+            println!("{:<24} {}", k.access_key_id, k.user);
+        }
+    })
+}
+
+pub async fn key_delete(client: &MasterClient, access_key_id: &str) -> anyhow::Result<()> {
+    client.delete_access_key(access_key_id).await?;
+    println!("access key {access_key_id} deleted");
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+struct KeyView {
+    user: String,
+    access_key_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret_access_key: Option<String>,
+}
+
 pub async fn user_delete(client: &MasterClient, name: &str) -> anyhow::Result<()> {
     client.delete_user(name).await?;
     println!("user {name} deleted");

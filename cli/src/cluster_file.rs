@@ -34,6 +34,9 @@ pub struct ClusterFile {
     /// Pid of the `strata dev` process supervising the cluster, if running.
     #[serde(default)]
     pub supervisor_pid: Option<u32>,
+    /// The S3 gateway and the dev user's key pair, once started.
+    #[serde(default)]
+    pub s3: Option<crate::dev_s3::DevS3>,
 }
 
 impl ClusterFile {

@@ -79,6 +79,12 @@ pub struct DevArgs {
     /// make lagging members catch up from snapshots); 0 keeps the default.
     #[arg(long, default_value_t = 0)]
     pub raft_log_retain: u64,
+    /// Port of the S3 gateway (default: a free one, kept in cluster.json).
+    #[arg(long)]
+    pub s3_port: Option<u16>,
+    /// Start no S3 gateway.
+    #[arg(long)]
+    pub no_s3: bool,
 }
 
 fn raft_config(args: &DevArgs) -> RaftConfig {
@@ -126,6 +132,11 @@ fn is_node_process(pid: u32, node: &DevNode) -> bool {
             .unwrap_or(false)
 }
 
+/// Whether `pid` is still a `strata s3` process.
+fn is_gateway_process(pid: u32) -> bool {
+    pid_alive(pid) && std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.windows(4).any(|w| w == b"\0s3\0"))
+}
+
 fn signal(pid: u32, sig: i32) {
     // SAFETY: kill has no memory effects; a stale pid only yields ESRCH.
     unsafe {
@@ -136,7 +147,7 @@ fn signal(pid: u32, sig: i32) {
 /// A port free right now, drawn below Linux's ephemeral range (32768 up) so
 /// that no outgoing connection of another process takes it before the node
 /// binds it.
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     for _ in 0..1000 {
         let port = rand::random_range(10_000..32_000);
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
@@ -178,7 +189,7 @@ fn create_layout(dir: &Path, args: &DevArgs) -> anyhow::Result<ClusterFile> {
     for i in 0..args.datanodes {
         add(201 + i, "datanode", format!("127.0.0.1:{}", port(args, 200 + i)?));
     }
-    let file = ClusterFile { nodes, supervisor_pid: None };
+    let file = ClusterFile { nodes, supervisor_pid: None, s3: None };
     let peers: Vec<String> =
         file.nodes.iter().filter(|n| n.role == "master").map(|n| format!("{}={}", n.id, n.address)).collect();
     let masters = file.master_addresses();
@@ -302,6 +313,13 @@ async fn supervise(dir: &Path, args: &DevArgs) -> anyhow::Result<()> {
     file.store(dir)?;
 
     let result = bring_up(&file, args).await;
+    let mut gateway = None;
+    if result.is_ok() && !args.no_s3 {
+        match crate::dev_s3::start(dir, &mut file, args.s3_port).await {
+            Ok(child) => gateway = Some(child),
+            Err(e) => eprintln!("starting the s3 gateway failed: {e:#}"),
+        }
+    }
     match &result {
         Ok(()) => println!("cluster is up; Ctrl-C stops it (data stays in {})", dir.display()),
         Err(e) => eprintln!("the cluster did not come up: {e:#}"),
@@ -331,6 +349,9 @@ async fn supervise(dir: &Path, args: &DevArgs) -> anyhow::Result<()> {
             eprintln!("{e:#}");
         }
         let _ = child.wait();
+    }
+    if let Some(child) = gateway {
+        crate::dev_s3::stop(child);
     }
     println!("stopping the cluster");
     stop_nodes(dir).await?;
@@ -466,7 +487,11 @@ async fn stop_nodes(dir: &Path) -> anyhow::Result<()> {
     let Some(mut file) = ClusterFile::load(dir)? else {
         return Ok(());
     };
-    let running: Vec<u32> = file.nodes.iter().filter_map(|n| n.pid.filter(|p| is_node_process(*p, n))).collect();
+    let mut running: Vec<u32> = file.nodes.iter().filter_map(|n| n.pid.filter(|p| is_node_process(*p, n))).collect();
+    // The gateway, if its supervisor died without stopping it.
+    if let Some(pid) = file.s3.as_ref().and_then(|s3| s3.pid).filter(|p| is_gateway_process(*p)) {
+        running.push(pid);
+    }
     for pid in &running {
         signal(*pid, libc::SIGTERM);
     }
@@ -479,6 +504,9 @@ async fn stop_nodes(dir: &Path) -> anyhow::Result<()> {
     }
     for node in file.nodes.iter_mut() {
         node.pid = None;
+    }
+    if let Some(s3) = file.s3.as_mut() {
+        s3.pid = None;
     }
     if file.supervisor_pid == Some(std::process::id()) {
         file.supervisor_pid = None;

@@ -6,10 +6,12 @@ mod bench_fs;
 mod bench_transport;
 mod cluster_file;
 mod dev;
+mod dev_s3;
 mod fs_cmd;
 mod mount_cmd;
 mod net_proxy;
 mod runtime;
+mod s3_cmd;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -36,6 +38,8 @@ enum Cmd {
     Metanode(serve::ServeArgs),
     /// Run a datanode.
     Datanode(serve::ServeArgs),
+    /// Run an S3 gateway: volumes as buckets, paths as keys.
+    S3(s3_cmd::S3Args),
     /// Run a local cluster (or restart/stop one of its nodes).
     Dev(dev::DevArgs),
     /// Which master leads, and whether every node is alive.
@@ -85,6 +89,26 @@ enum Cmd {
     User {
         #[command(subcommand)]
         action: UserCmd,
+    },
+    /// S3 access keys of users.
+    Key {
+        #[command(subcommand)]
+        action: KeyCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyCmd {
+    /// A new access key for USER; the secret is printed this once.
+    Create {
+        user: String,
+    },
+    /// Access key ids (never secrets), of one user or all.
+    List {
+        user: Option<String>,
+    },
+    Delete {
+        access_key_id: String,
     },
 }
 
@@ -170,6 +194,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             strata_common::logging::init("info");
             strata_datanode::run(serve::node_config(&args, "datanode", &cli.masters)?, serve::shutdown_signal()).await
         }
+        Cmd::S3(args) => {
+            strata_common::logging::init("info");
+            s3_cmd::run(admin::master_addresses(&cli.masters)?, args).await
+        }
         Cmd::Dev(args) => {
             strata_common::logging::init("warn");
             dev::run(args).await
@@ -213,6 +241,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 UserCmd::Create { name } => admin::user_create(&client, &name, cli.json).await,
                 UserCmd::List => admin::user_list(&client, cli.json).await,
                 UserCmd::Delete { name } => admin::user_delete(&client, &name).await,
+            }
+        }
+        Cmd::Key { action } => {
+            let client = admin_client()?;
+            match action {
+                KeyCmd::Create { user } => admin::key_create(&client, &user, cli.json).await,
+                KeyCmd::List { user } => admin::key_list(&client, user.as_deref(), cli.json).await,
+                KeyCmd::Delete { access_key_id } => admin::key_delete(&client, &access_key_id).await,
             }
         }
     }

@@ -24,6 +24,7 @@ fn workers(command: &Cmd) -> Option<usize> {
         Cmd::Master(args) | Cmd::Metanode(args) | Cmd::Datanode(args) => {
             (args.io_threads > 0).then_some(args.io_threads)
         }
+        Cmd::S3(args) => (args.io_threads > 0).then_some(args.io_threads),
         _ => None,
     }
 }

@@ -525,7 +525,8 @@ impl pb::master_server::Master for MasterService {
             return Err(StrataError::internal("create user returned no user").into());
         };
         // The one answer carrying the new key's secret.
-        let secrets: HashMap<String, String> = user.access_keys.iter().map(|k| (k.id.clone(), k.secret.clone())).collect();
+        let secrets: HashMap<String, String> =
+            user.access_keys.iter().map(|k| (k.id.clone(), k.secret.clone())).collect();
         let mut user = Self::user_to_proto(user);
         for key in &mut user.access_keys {
             key.secret_access_key = secrets.get(&key.access_key_id).cloned().unwrap_or_default();

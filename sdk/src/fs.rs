@@ -107,6 +107,9 @@ pub struct Volume {
     root: u64,
     owner: Owner,
     blob_size: usize,
+    /// An xattr (name, value) set on every directory made implicitly
+    /// (`mkdir -p`, `make_parents`), so its maker can tell them apart.
+    dir_mark: Option<Arc<(Vec<u8>, Vec<u8>)>>,
 }
 
 impl Volume {
@@ -120,13 +123,48 @@ impl Volume {
 
     /// A volume over clients the caller already holds.
     pub fn from_parts(meta: Arc<MetaClient>, data: Arc<DataClient>, cache: Arc<BlockCache>) -> Volume {
-        Volume { meta, data, cache, root: ROOT_INO, owner: Owner::default(), blob_size: DEFAULT_BLOB_SIZE }
+        Volume {
+            meta,
+            data,
+            cache,
+            root: ROOT_INO,
+            owner: Owner::default(),
+            blob_size: DEFAULT_BLOB_SIZE,
+            dir_mark: None,
+        }
     }
 
     /// The same volume, creating files and directories as `owner`.
     pub fn with_owner(mut self, owner: Owner) -> Volume {
         self.owner = owner;
         self
+    }
+
+    /// The same volume, setting the xattr `name` = `value` on every
+    /// directory it makes on the way to a path (the S3 gateway marks the
+    /// parents it made, to remove them again once they are empty).
+    pub fn with_dir_mark(mut self, name: &[u8], value: &[u8]) -> Volume {
+        self.dir_mark = Some(Arc::new((name.to_vec(), value.to_vec())));
+        self
+    }
+
+    /// A number that changes whenever the content of the file `ino` changes
+    /// (a hash of its size and extents: blob ids are never reused), with its
+    /// attributes read at the same time.
+    pub async fn content_version(&self, ino: u64) -> Result<(Attr, u64)> {
+        let (extents, inode) = self.meta.get_extents_and_inode(ino, 0, u64::MAX).await?;
+        let mut hash = Fnv64::default();
+        hash.add(inode.size);
+        for extent in &extents {
+            hash.add(extent.file_offset);
+            hash.add(extent.length);
+            if let Some(blob) = &extent.blob {
+                hash.add(blob.data_partition);
+                hash.add(blob.blob_id);
+                hash.add(blob.offset);
+            }
+        }
+        Ok((Attr::try_from(inode)?, hash.0))
     }
 
     /// The directory `path` as the root of a new view (e.g. a PVC's subdirectory).
@@ -211,7 +249,12 @@ impl Volume {
         }
         let Owner { uid, gid, dir_mode, .. } = self.owner;
         match self.meta.mkdir(parent, name, dir_mode, uid, gid).await {
-            Ok(made) => Attr::try_from(made),
+            Ok(made) => {
+                if let Some(mark) = &self.dir_mark {
+                    self.meta.set_xattr(made.ino, &mark.0, &mark.1, 0).await?;
+                }
+                Attr::try_from(made)
+            }
             // Another client made it first.
             Err(e) if e.code == ErrorCode::AlreadyExists => Attr::try_from(self.meta.lookup(parent, name).await?),
             Err(e) => Err(e),
@@ -226,12 +269,18 @@ impl Volume {
         if !dir.is_dir() {
             return Err(StrataError::new(ErrorCode::NotDir, format!("{} is not a directory", show(path))));
         }
+        self.list_dir(dir.ino, after, limit).await
+    }
+
+    /// [`Volume::list`] of the directory `dir` by its inode (a walk that
+    /// already holds it).
+    pub async fn list_dir(&self, dir: u64, after: &[u8], limit: u32) -> Result<ListPage> {
         let limit = limit.clamp(1, 10_000);
-        let (page, more) = self.meta.readdir(dir.ino, after, limit, true).await?;
+        let (page, more) = self.meta.readdir(dir, after, limit, true).await?;
         let next = if more { page.last().map(|e| e.name.clone()) } else { None };
         let mut entries = Vec::with_capacity(page.len());
         for entry in page {
-            if dir.ino == ROOT_INO && entry.name == TEMP_DIR {
+            if dir == ROOT_INO && entry.name == TEMP_DIR {
                 continue;
             }
             let mut entry = DirEntry::try_from(entry)?;
@@ -321,7 +370,7 @@ impl Volume {
     /// The inode of [`TEMP_DIR`], made if missing.
     async fn temp_dir(&self) -> Result<u64> {
         let owner = Owner { uid: 0, gid: 0, dir_mode: 0o700, ..self.owner };
-        let root = Volume { root: ROOT_INO, owner, ..self.clone() };
+        let root = Volume { root: ROOT_INO, owner, dir_mark: None, ..self.clone() };
         Ok(root.dir_entry_or_make(ROOT_INO, TEMP_DIR).await?.ino)
     }
 
@@ -502,6 +551,17 @@ impl AtomicWrite {
         self.ino
     }
 
+    /// Makes what was written durable (it is still invisible at the path);
+    /// a commit after it only renames.
+    pub async fn flush(&mut self) -> Result<()> {
+        self.writer.flush().await
+    }
+
+    /// The volume being written to.
+    pub fn volume(&self) -> &Volume {
+        &self.volume
+    }
+
     /// Makes the data durable, then puts the file at its path in one rename:
     /// the file there before (if any) is replaced whole. On failure the
     /// temporary is removed and nothing changed at the path.
@@ -537,6 +597,26 @@ impl AtomicWrite {
         if let Err(e) = reclaimed {
             // Left for reclaim_temporaries.
             tracing::warn!(volume = self.volume.name(), ino = self.ino, error = %e, "removing a temporary failed");
+        }
+    }
+}
+
+/// 64-bit FNV-1a over little-endian words: stable across builds, unlike
+/// std's hasher (content versions are stored).
+#[derive(Debug)]
+struct Fnv64(u64);
+
+impl Default for Fnv64 {
+    fn default() -> Fnv64 {
+        Fnv64(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv64 {
+    fn add(&mut self, word: u64) {
+        for byte in word.to_le_bytes() {
+            self.0 ^= u64::from(byte);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
         }
     }
 }

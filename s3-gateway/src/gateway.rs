@@ -1,0 +1,172 @@
+//! The gateway's state: its configuration, the master, and the volumes it
+//! has open as buckets; and who may use which bucket.
+//!
+//! A bucket is a volume. A volume with an owner is that user's bucket; one
+//! without (made by an admin, e.g. `strata dev`'s) is open to every key.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use s3s::{S3Error, S3ErrorCode, S3Request, S3Result};
+use strata_common::types::{Redundancy, validate_volume_name};
+use strata_common::{ErrorCode, S3Subject};
+use strata_proto::master as pb;
+use strata_sdk::MasterClient;
+use strata_sdk::cache::{CacheConfig, DEFAULT_BLOCK_SIZE};
+use strata_sdk::fs::Volume;
+
+use crate::auth::MasterKeys;
+use crate::errors::{S3ResultExt, to_s3};
+use crate::object_meta::IMPLICIT_DIR_XATTR;
+
+/// Everything `strata s3` is configured with.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Master addresses.
+    pub masters: Vec<String>,
+    /// What `x-amz-bucket-region` and GetBucketLocation answer.
+    pub region: String,
+    /// Redundancy of volumes made by CreateBucket.
+    pub redundancy: Redundancy,
+    /// Capacity of volumes made by CreateBucket.
+    pub capacity_bytes: u64,
+    /// Memory block cache per open bucket.
+    pub cache_bytes_per_bucket: u64,
+    /// Multipart uploads untouched this long are reclaimed.
+    pub upload_expiry: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> GatewayConfig {
+        GatewayConfig {
+            masters: Vec::new(),
+            region: "us-east-1".into(),
+            redundancy: Redundancy::Replicated { replicas: 3 },
+            capacity_bytes: 100 << 30,
+            cache_bytes_per_bucket: 64 << 20,
+            upload_expiry: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// An open bucket.
+#[derive(Clone)]
+pub struct Bucket {
+    pub volume: Volume,
+    /// The owning user; empty: every key may use it.
+    pub owner: String,
+}
+
+/// The S3 service. Cheap to clone (the server and its sweeper share one).
+#[derive(Clone)]
+pub struct Gateway {
+    pub(crate) config: Arc<GatewayConfig>,
+    pub(crate) master: Arc<MasterClient>,
+    pub(crate) keys: Arc<MasterKeys>,
+    open: Arc<Mutex<HashMap<String, Bucket>>>,
+}
+
+impl Gateway {
+    pub fn new(config: GatewayConfig, master: MasterClient, keys: Arc<MasterKeys>) -> Gateway {
+        Gateway { config: Arc::new(config), master: Arc::new(master), keys, open: Arc::default() }
+    }
+
+    /// The user a request is signed by (s3s checked the signature).
+    pub(crate) async fn user<T>(&self, req: &S3Request<T>) -> S3Result<Arc<str>> {
+        let Some(credentials) = &req.credentials else {
+            return Err(S3Error::with_message(S3ErrorCode::AccessDenied, "anonymous requests are not allowed"));
+        };
+        self.keys.user_of(&credentials.access_key).await
+    }
+
+    /// The bucket `name`, if `user` may use it.
+    pub(crate) async fn bucket(&self, name: &str, user: &str) -> S3Result<Bucket> {
+        let cached = self.open.lock().expect("open buckets").get(name).cloned();
+        let bucket = match cached {
+            Some(bucket) => bucket,
+            None => self.open_bucket(name).await?,
+        };
+        if !bucket.owner.is_empty() && bucket.owner != user {
+            return Err(S3Error::with_message(S3ErrorCode::AccessDenied, format!("bucket {name} is not yours")));
+        }
+        Ok(bucket)
+    }
+
+    async fn open_bucket(&self, name: &str) -> S3Result<Bucket> {
+        if validate_volume_name(name).is_err() {
+            return Err(no_such_bucket(name));
+        }
+        let info = self.master.get_volume(name).await.for_bucket()?;
+        let cache = CacheConfig {
+            mem_bytes: self.config.cache_bytes_per_bucket,
+            disk_dir: None,
+            disk_bytes: 0,
+            block_size: DEFAULT_BLOCK_SIZE,
+            disk_direct_io: false,
+        };
+        let volume = Volume::connect(&self.master, name, &cache).await.for_bucket()?;
+        let volume = volume.with_dir_mark(IMPLICIT_DIR_XATTR, b"1");
+        let bucket = Bucket { volume, owner: info.owner };
+        self.open.lock().expect("open buckets").entry(name.to_string()).or_insert(bucket.clone());
+        Ok(bucket)
+    }
+
+    /// The buckets open now.
+    pub(crate) fn open_buckets(&self) -> Vec<(String, Bucket)> {
+        self.open.lock().expect("open buckets").iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    /// Forgets an open bucket (deleted, or found gone).
+    pub(crate) fn close_bucket(&self, name: &str) {
+        self.open.lock().expect("open buckets").remove(name);
+    }
+
+    /// Buckets `user` may use.
+    pub(crate) async fn buckets_of(&self, user: &str) -> S3Result<Vec<pb::Volume>> {
+        let volumes = self.master.list_volumes().await.map_err(|e| to_s3(e, S3Subject::Service))?;
+        Ok(volumes.into_iter().filter(|v| v.owner.is_empty() || v.owner == user).collect())
+    }
+
+    /// CreateBucket: a new volume owned by `user`.
+    pub(crate) async fn create_bucket(&self, name: &str, user: &str) -> S3Result<()> {
+        validate_volume_name(name)
+            .map_err(|e| S3Error::with_message(S3ErrorCode::InvalidBucketName, e.message.clone()))?;
+        let request = pb::CreateVolumeRequest {
+            name: name.to_string(),
+            redundancy: Some(self.config.redundancy.into()),
+            capacity_bytes: self.config.capacity_bytes,
+            owner: user.to_string(),
+            request_id: format!("s3-{:032x}", rand::random::<u128>()),
+        };
+        match self.master.create_volume(request).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.code == ErrorCode::AlreadyExists => {
+                let existing = self.master.get_volume(name).await.for_bucket()?;
+                let subject = if existing.owner == user { S3Subject::OwnBucket } else { S3Subject::Bucket };
+                Err(to_s3(e, subject))
+            }
+            Err(e) => Err(to_s3(e, S3Subject::Bucket)),
+        }
+    }
+
+    /// DeleteBucket: only an empty one.
+    pub(crate) async fn delete_bucket(&self, name: &str, user: &str) -> S3Result<()> {
+        let bucket = self.bucket(name, user).await?;
+        let page = crate::listing::list(
+            &crate::tree::VolumeTree(&bucket.volume),
+            &crate::listing::Query { max_keys: 1, ..Default::default() },
+        )
+        .await
+        .for_bucket()?;
+        if !page.objects.is_empty() || !page.prefixes.is_empty() {
+            return Err(S3Error::with_message(S3ErrorCode::BucketNotEmpty, format!("bucket {name} holds objects")));
+        }
+        self.close_bucket(name);
+        self.master.delete_volume(name).await.for_bucket()
+    }
+}
+
+pub(crate) fn no_such_bucket(name: &str) -> S3Error {
+    S3Error::with_message(S3ErrorCode::NoSuchBucket, format!("no bucket named {name}"))
+}
