@@ -13,6 +13,7 @@
 //! delete as files), [`conditions`] (If-* and ranges), [`gateway`] (buckets
 //! and who may use them), `s3_impl`/`list_ops` (the wire side), [`server`].
 
+pub mod access_log;
 pub mod auth;
 pub mod conditions;
 pub mod errors;

@@ -39,7 +39,7 @@ pub trait Tree: Send + Sync {
     /// end). Entries may be left out (hidden ones), never reordered.
     async fn page(&self, dir: u64, after: &[u8], limit: u32) -> Result<(Vec<Node>, Option<Vec<u8>>)>;
     /// The directory at `path` (`a/b/`, or empty for the root); `None` if there is none.
-    async fn dir(&self, path: &[u8]) -> Result<Option<u64>>;
+    async fn dir(&self, path: &[u8]) -> Result<Option<Node>>;
     /// Whether the directory is also an object (an S3 client put `key/`).
     async fn is_marker(&self, dir: &Node) -> Result<bool>;
 }
@@ -174,8 +174,13 @@ pub async fn list<T: Tree>(tree: &T, query: &Query) -> Result<Listing> {
     if !bound.starts_with(&prefix[..base_len]) {
         return Ok(out); // `after` lies past every key under the prefix
     }
+    // A prefix naming a directory (`a/`): the directory's own marker object,
+    // the key `a/` itself, is the first key under it and no walk inside yields it.
+    if base_len > 0 && prefix.len() == base_len && prefix > after && tree.is_marker(&base).await? {
+        emit(&mut out, Emit::Object(prefix.to_vec(), base.clone()), query.max_keys);
+    }
     let slash_delimited = query.delimiter.as_deref() == Some(b"/");
-    let mut walk = Walk::new(tree, base, prefix[..base_len].to_vec(), &bound[base_len..]);
+    let mut walk = Walk::new(tree, base.ino, prefix[..base_len].to_vec(), &bound[base_len..]);
     let mut last_prefix: Option<Vec<u8>> = None;
     while let Some((key, node)) = walk.next().await? {
         if !key.starts_with(prefix) {

@@ -98,8 +98,10 @@ impl Tree for MemTree {
         Ok((page, next))
     }
 
-    async fn dir(&self, path: &[u8]) -> Result<Option<u64>> {
-        Ok(self.dirs.get(path).map(|(ino, _)| *ino))
+    async fn dir(&self, path: &[u8]) -> Result<Option<Node>> {
+        let name = path.strip_suffix(b"/").unwrap_or(path);
+        let name = name.rsplit(|b| *b == b'/').next().unwrap_or_default().to_vec();
+        Ok(self.dirs.get(path).map(|(ino, _)| Node { name, ino: *ino, is_dir: true, size: 0, mtime_ns: 0 }))
     }
 
     async fn is_marker(&self, dir: &Node) -> Result<bool> {

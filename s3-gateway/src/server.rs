@@ -38,7 +38,8 @@ pub async fn serve(
         let host = SingleDomain::new(domain).map_err(|e| anyhow::anyhow!("--domain {domain:?}: {e}"))?;
         builder.set_host(host);
     }
-    let service = builder.build();
+    let counters = std::sync::Arc::new(crate::access_log::Counters::default());
+    let service = crate::access_log::Logged::new(builder.build(), counters.clone());
     let sweeper = tokio::spawn(sweep(gateway.clone()));
 
     let mut http = ConnBuilder::new(TokioExecutor::new());
@@ -68,6 +69,8 @@ pub async fn serve(
         });
     }
     sweeper.abort();
+    let served = counters.requests.load(std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(served, "s3 gateway stopping");
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(Duration::from_secs(10)) => tracing::warn!("s3 connections still open at shutdown were cut"),

@@ -34,9 +34,13 @@ impl Tree for VolumeTree<'_> {
         Ok((nodes, page.next))
     }
 
-    async fn dir(&self, path: &[u8]) -> Result<Option<u64>> {
+    async fn dir(&self, path: &[u8]) -> Result<Option<Node>> {
         match self.0.stat(path).await {
-            Ok(attr) if attr.is_dir() => Ok(Some(attr.ino)),
+            Ok(attr) if attr.is_dir() => {
+                let name = path.strip_suffix(b"/").unwrap_or(path);
+                let name = name.rsplit(|b| *b == b'/').next().unwrap_or_default().to_vec();
+                Ok(Some(Node { name, ino: attr.ino, is_dir: true, size: attr.size, mtime_ns: attr.mtime_ns }))
+            }
             Ok(_) => Ok(None),
             Err(e) if matches!(e.code, ErrorCode::NotFound | ErrorCode::NotDir | ErrorCode::InvalidArgument) => {
                 Ok(None)

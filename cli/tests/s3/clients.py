@@ -201,7 +201,9 @@ def _():
         urllib.request.urlopen(f"{ENDPOINT}/default/anything")
         raise AssertionError("an anonymous request was served")
     except urllib.error.HTTPError as e:
-        assert e.code == 403 and b"AccessDenied" in e.read()
+        body = e.read()
+        assert e.code == 403 and b"AccessDenied" in body and b"<RequestId>" in body, body
+        assert e.headers["x-amz-request-id"], e.headers
     real = botocore.auth.datetime.datetime
 
     class Skewed(real):
