@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::Serialize;
 use strata_common::size::{format_size, parse_size};
-use strata_common::types::{NodeRole, Redundancy};
+use strata_common::types::{AccessLevel, NodeRole, Redundancy};
 use strata_proto::master as pb;
 use strata_sdk::MasterClient;
 
@@ -451,6 +451,73 @@ struct KeyView {
     access_key_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     secret_access_key: Option<String>,
+}
+
+/// Exactly one of `--read`, `--write`, `--owner`.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct GrantFlags {
+    /// List and read objects.
+    #[arg(long)]
+    read: bool,
+    /// Also put and delete objects and run multipart uploads.
+    #[arg(long)]
+    write: bool,
+    /// Everything the owner may do, deleting the bucket included.
+    #[arg(long)]
+    owner: bool,
+}
+
+impl GrantFlags {
+    pub fn level(&self) -> AccessLevel {
+        match (self.read, self.write, self.owner) {
+            (_, _, true) => AccessLevel::Owner,
+            (_, true, _) => AccessLevel::Write,
+            _ => AccessLevel::Read,
+        }
+    }
+}
+
+pub async fn bucket_grant(
+    client: &MasterClient,
+    bucket: &str,
+    access_key_id: &str,
+    level: Option<AccessLevel>,
+) -> anyhow::Result<()> {
+    client.set_bucket_grant(bucket, access_key_id, level).await?;
+    match level {
+        Some(level) => println!("access key {access_key_id} may {level} bucket {bucket}"),
+        None => println!("access key {access_key_id} has no grant on bucket {bucket} any more"),
+    }
+    println!("(gateways apply it within 30 s)");
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+struct GrantsView {
+    bucket: String,
+    owner: String,
+    grants: Vec<(String, String)>,
+}
+
+pub async fn bucket_grants(client: &MasterClient, bucket: &str, json: bool) -> anyhow::Result<()> {
+    let volume = client.get_volume(bucket).await?;
+    let grants = volume
+        .grants
+        .iter()
+        .map(|g| {
+            let level = AccessLevel::from_wire(g.level).ok().flatten().map_or("none", AccessLevel::as_str);
+            (g.access_key_id.clone(), level.to_string())
+        })
+        .collect();
+    let view = GrantsView { bucket: volume.name, owner: volume.owner, grants };
+    output(json, &view, |v| {
+        let owner = if v.owner.is_empty() { "(none: every key may use it)" } else { v.owner.as_str() };
+        println!("bucket {} owned by {owner}", v.bucket);
+        for (key, level) in &v.grants {
+            println!("  {key}  {level}");
+        }
+    })
 }
 
 pub async fn user_delete(client: &MasterClient, name: &str) -> anyhow::Result<()> {

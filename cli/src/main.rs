@@ -95,6 +95,27 @@ enum Cmd {
         #[command(subcommand)]
         action: KeyCmd,
     },
+    /// Who besides its owner may use a volume as an S3 bucket.
+    Bucket {
+        #[command(subcommand)]
+        action: BucketCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BucketCmd {
+    /// Lets an access key read (list, get), write (also put, delete,
+    /// multipart) or own (also delete the bucket) BUCKET.
+    Allow {
+        access_key_id: String,
+        bucket: String,
+        #[command(flatten)]
+        level: admin::GrantFlags,
+    },
+    /// Takes an access key's grant on BUCKET away.
+    Revoke { access_key_id: String, bucket: String },
+    /// The owner of BUCKET and the access keys granted on it.
+    Grants { bucket: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -249,6 +270,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 KeyCmd::Create { user } => admin::key_create(&client, &user, cli.json).await,
                 KeyCmd::List { user } => admin::key_list(&client, user.as_deref(), cli.json).await,
                 KeyCmd::Delete { access_key_id } => admin::key_delete(&client, &access_key_id).await,
+            }
+        }
+        Cmd::Bucket { action } => {
+            let client = admin_client()?;
+            match action {
+                BucketCmd::Allow { access_key_id, bucket, level } => {
+                    admin::bucket_grant(&client, &bucket, &access_key_id, Some(level.level())).await
+                }
+                BucketCmd::Revoke { access_key_id, bucket } => {
+                    admin::bucket_grant(&client, &bucket, &access_key_id, None).await
+                }
+                BucketCmd::Grants { bucket } => admin::bucket_grants(&client, &bucket, cli.json).await,
             }
         }
     }

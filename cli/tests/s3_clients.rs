@@ -1,5 +1,6 @@
 //! The S3 gateway of a `strata dev` cluster driven by real clients (boto3 and
-//! awscli, from PyPI: `scripts/setup.sh` installs them) over real HTTP, with
+//! awscli from PyPI, rclone and s3fs from Debian: `scripts/setup.sh`
+//! installs them) over real HTTP (and HTTPS, a second gateway), with
 //! the default volume mounted to check that objects and files are the same
 //! data. The checks live in `tests/s3/clients.py`; this test runs it.
 //! `STRATA_S3_LIST_KEYS` sets how many keys the listing check writes
@@ -30,6 +31,8 @@ fn real_s3_clients_work_against_the_gateway() {
         .env("AWS_DEFAULT_REGION", "us-east-1")
         .env("STRATA_MOUNT", &mount.path)
         .env("STRATA_S3_WORK", work.path())
+        .env("STRATA_BIN", env!("CARGO_BIN_EXE_strata"))
+        .env("STRATA_MASTER", cluster.masters().join(","))
         .output()
         .expect("python3 runs (scripts/setup.sh puts a venv with boto3 and awscli first on PATH)");
     let stdout = String::from_utf8_lossy(&output.stdout);

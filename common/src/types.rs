@@ -186,6 +186,55 @@ pub fn validate_user_name(name: &str) -> Result<()> {
     }
 }
 
+/// What an access key other than the owner's may do with a bucket, weakest
+/// first (a level includes those below it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLevel {
+    /// List and read objects.
+    Read,
+    /// Also write and delete objects, and run multipart uploads.
+    Write,
+    /// Everything the owner may do, deleting the bucket included.
+    Owner,
+}
+
+impl AccessLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessLevel::Read => "read",
+            AccessLevel::Write => "write",
+            AccessLevel::Owner => "owner",
+        }
+    }
+
+    /// The level a wire grant carries; `None` for GRANT_NONE (no access).
+    pub fn from_wire(level: i32) -> Result<Option<AccessLevel>> {
+        match pb::GrantLevel::try_from(level) {
+            Ok(pb::GrantLevel::GrantNone) => Ok(None),
+            Ok(pb::GrantLevel::GrantRead) => Ok(Some(AccessLevel::Read)),
+            Ok(pb::GrantLevel::GrantWrite) => Ok(Some(AccessLevel::Write)),
+            Ok(pb::GrantLevel::GrantOwner) => Ok(Some(AccessLevel::Owner)),
+            Err(_) => Err(StrataError::invalid(format!("unknown grant level {level}"))),
+        }
+    }
+
+    pub fn to_wire(level: Option<AccessLevel>) -> pb::GrantLevel {
+        match level {
+            None => pb::GrantLevel::GrantNone,
+            Some(AccessLevel::Read) => pb::GrantLevel::GrantRead,
+            Some(AccessLevel::Write) => pb::GrantLevel::GrantWrite,
+            Some(AccessLevel::Owner) => pb::GrantLevel::GrantOwner,
+        }
+    }
+}
+
+impl fmt::Display for AccessLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// How long a client trusts a partition's delegations (see the metanode's
 /// `delegation` module) after the send of its last confirmed renewal; the
 /// longest a change waits for a holder that stopped answering.
@@ -225,6 +274,15 @@ mod tests {
         for bad in ["ab", "Data", "-abc", "abc-", "a_b_c", &"x".repeat(64)] {
             assert!(validate_volume_name(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn access_levels_order_and_round_trip_through_the_wire() {
+        assert!(AccessLevel::Read < AccessLevel::Write && AccessLevel::Write < AccessLevel::Owner);
+        for level in [None, Some(AccessLevel::Read), Some(AccessLevel::Write), Some(AccessLevel::Owner)] {
+            assert_eq!(AccessLevel::from_wire(AccessLevel::to_wire(level) as i32).unwrap(), level);
+        }
+        assert!(AccessLevel::from_wire(17).is_err());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use rand::Rng;
 use rand::distr::Alphanumeric;
 use strata_common::config::MasterConfig;
 use strata_common::sys::DiskUsage;
-use strata_common::types::{NodeRole, Redundancy, validate_user_name, validate_volume_name};
+use strata_common::types::{AccessLevel, NodeRole, Redundancy, validate_user_name, validate_volume_name};
 use strata_common::{ErrorCode, Result, StrataError};
 use strata_proto::master as pb;
 use strata_raftstore::{Engine, GroupStatus, KvRead, Role};
@@ -194,6 +194,14 @@ impl MasterService {
                     redundancy,
                     members: members(&p.members),
                     rebuilding: p.rebuilding.clone(),
+                })
+                .collect(),
+            grants: volume
+                .grants
+                .iter()
+                .map(|(key, level)| pb::BucketGrant {
+                    access_key_id: key.clone(),
+                    level: AccessLevel::to_wire(Some(*level)) as i32,
                 })
                 .collect(),
         }
@@ -567,6 +575,23 @@ impl pb::master_server::Master for MasterService {
         let access_key_id = request.into_inner().access_key_id;
         self.propose(Command::DeleteAccessKey { access_key_id }).await?;
         Ok(Response::new(pb::DeleteAccessKeyResponse {}))
+    }
+
+    async fn set_bucket_grant(
+        &self,
+        request: Request<pb::SetBucketGrantRequest>,
+    ) -> RpcResult<pb::SetBucketGrantResponse> {
+        let request = request.into_inner();
+        let level = AccessLevel::from_wire(request.level)?;
+        if request.access_key_id.is_empty() {
+            return Err(StrataError::invalid("a grant names an access key").into());
+        }
+        let command =
+            Command::SetGrant { volume: request.volume.clone(), access_key_id: request.access_key_id.clone(), level };
+        self.propose(command).await?;
+        let level = level.map_or("none", AccessLevel::as_str);
+        tracing::info!(volume = %request.volume, access_key_id = %request.access_key_id, level, "bucket grant set");
+        Ok(Response::new(pb::SetBucketGrantResponse {}))
     }
 
     async fn get_access_key(&self, request: Request<pb::GetAccessKeyRequest>) -> RpcResult<pb::AccessKey> {

@@ -5,6 +5,7 @@
 //! to the same result.
 
 use serde::{Deserialize, Serialize};
+use strata_common::types::AccessLevel;
 use strata_common::{ErrorCode, Result, StrataError};
 use strata_raftstore::{ApplyBatch, GroupKv, KvRead, StateMachine};
 
@@ -68,6 +69,9 @@ pub struct VolumeRecord {
     /// The next blob id to hand out: ids are never reused within the volume.
     #[serde(default)]
     pub next_blob_id: u64,
+    /// Access keys besides the owner's that may use the volume as a bucket.
+    #[serde(default)]
+    pub grants: std::collections::BTreeMap<String, AccessLevel>,
 }
 
 impl VolumeRecord {
@@ -133,6 +137,12 @@ pub enum Command {
     },
     DeleteVolume {
         name: String,
+    },
+    /// Gives `access_key_id` `level` on a volume (`None`: takes it away).
+    SetGrant {
+        volume: String,
+        access_key_id: String,
+        level: Option<AccessLevel>,
     },
     /// Puts `new` in place of member `old` of a data partition; `new` rebuilds its copy.
     ReplaceDataMember {
@@ -332,6 +342,7 @@ fn apply(batch: &mut ApplyBatch<'_>, cmd: Command) -> Result<Outcome> {
                 meta_partitions,
                 data_partitions,
                 next_blob_id: 1,
+                grants: Default::default(),
             };
             tx.put(&volume_key(&name), &volume);
             Ok(Outcome::Volume(volume))
@@ -423,6 +434,24 @@ fn apply(batch: &mut ApplyBatch<'_>, cmd: Command) -> Result<Outcome> {
                 return Err(StrataError::not_found(format!("volume {name} does not exist")));
             }
             tx.delete(&volume_key(&name));
+            Ok(Outcome::Done)
+        }
+        Command::SetGrant { volume, access_key_id, level } => {
+            let Some(mut record) = tx.get::<VolumeRecord>(&volume_key(&volume), "volume")? else {
+                return Err(StrataError::not_found(format!("volume {volume} does not exist")));
+            };
+            match level {
+                Some(level) => {
+                    if tx.get::<String>(&access_key_key(&access_key_id), "access key")?.is_none() {
+                        return Err(StrataError::not_found(format!("access key {access_key_id} does not exist")));
+                    }
+                    record.grants.insert(access_key_id, level);
+                }
+                None => {
+                    record.grants.remove(&access_key_id);
+                }
+            }
+            tx.put(&volume_key(&volume), &record);
             Ok(Outcome::Done)
         }
         Command::CreateUser { name, access_key, now_ms } => {

@@ -2,6 +2,7 @@
 //! RocksDB: the rules each command enforces.
 
 use strata_common::ErrorCode;
+use strata_common::types::AccessLevel;
 use strata_raftstore::testing::{LocalNetwork, fast_config};
 use strata_raftstore::{AddressBook, Engine, GroupSpec, open_db};
 
@@ -119,5 +120,30 @@ async fn users_and_access_keys() {
     run(&engine, Command::DeleteUser { name: "bob".into() }).await.unwrap();
     let err = run(&engine, Command::DeleteAccessKey { access_key_id: "K3".into() }).await.unwrap_err();
     assert_eq!(err.code, ErrorCode::NotFound, "deleting a user removes its keys");
+    engine.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_need_a_volume_and_a_key_and_can_be_taken_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    let key = AccessKeyRecord { id: "K1".into(), secret: "s".into(), created_at_ms: 1 };
+    run(&engine, Command::CreateUser { name: "bob".into(), access_key: key, now_ms: 1 }).await.unwrap();
+    run(&engine, create_volume("vol-a", "req-1")).await.unwrap();
+    let grant = |volume: &str, key: &str, level: Option<AccessLevel>| Command::SetGrant {
+        volume: volume.into(),
+        access_key_id: key.into(),
+        level,
+    };
+    let grants = || StateReader(engine.kv(MASTER_GROUP)).volume("vol-a").unwrap().unwrap().grants;
+    run(&engine, grant("vol-a", "K1", Some(AccessLevel::Read))).await.unwrap();
+    run(&engine, grant("vol-a", "K1", Some(AccessLevel::Write))).await.unwrap();
+    assert_eq!(grants().into_iter().collect::<Vec<_>>(), vec![("K1".to_string(), AccessLevel::Write)]);
+    let err = run(&engine, grant("vol-a", "K9", Some(AccessLevel::Read))).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::NotFound, "an unknown key gets no grant");
+    let err = run(&engine, grant("vol-b", "K1", Some(AccessLevel::Read))).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::NotFound, "an unknown volume gets no grant");
+    run(&engine, grant("vol-a", "K1", None)).await.unwrap();
+    assert!(grants().is_empty());
     engine.shutdown();
 }

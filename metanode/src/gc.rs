@@ -61,6 +61,10 @@ pub struct Freed {
     pub freed_at_ns: i64,
     pub data_partition: u64,
     pub blob_id: u64,
+    /// Referenced again since it was queued (an extent map read before the
+    /// free was committed to another file of the partition, e.g. an S3
+    /// multipart object made of its parts): only its queue entry goes.
+    pub referenced: bool,
 }
 
 /// Up to `limit` freed blobs queued before `before_ns`, oldest first,
@@ -76,7 +80,8 @@ pub fn due(kv: &impl KvRead, after: &[u8], before_ns: i64, limit: usize) -> Resu
             break;
         }
         let (data_partition, blob_id) = (keys::u64_at(&key, 9)?, keys::u64_at(&key, 17)?);
-        out.push(Freed { freed_at_ns, data_partition, blob_id, key });
+        let referenced = read_u64(kv, &keys::blob_refs(data_partition, blob_id))?.is_some_and(|n| n > 0);
+        out.push(Freed { freed_at_ns, data_partition, blob_id, key, referenced });
     }
     Ok(out)
 }

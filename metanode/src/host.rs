@@ -137,7 +137,8 @@ impl PartitionHost {
                     continue;
                 }
             };
-            let blobs: Vec<(u64, u64)> = due.iter().map(|f| (f.data_partition, f.blob_id)).collect();
+            let blobs: Vec<(u64, u64)> =
+                due.iter().filter(|f| !f.referenced).map(|f| (f.data_partition, f.blob_id)).collect();
             if let Err(e) = self.blobs.delete(&a.volume_name, &blobs).await {
                 tracing::warn!(partition_id = a.partition_id, volume = %a.volume_name, error = %e, "deleting freed blobs failed; will retry");
                 continue;

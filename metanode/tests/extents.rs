@@ -144,6 +144,28 @@ async fn blobs_are_freed_when_the_last_extent_using_them_goes() {
     assert!(strata_metanode::gc::due(&ns.kv(), &[], now, 10).unwrap().iter().all(|f| f.freed_at_ns < now));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_shared_by_two_files_lives_until_both_let_go() {
+    let mut ns = Ns::new(None).await;
+    let part = ns.file(ROOT, "part").await.unwrap();
+    let whole = ns.file(ROOT, "whole").await.unwrap();
+    write(&mut ns, part.ino, vec![ext(0, 100, 1, 0)]).await.unwrap();
+    // The part's extents referenced at an offset of another file (a splice).
+    write(&mut ns, whole.ino, vec![ext(500, 100, 1, 0)]).await.unwrap();
+    ns.unlink(ROOT, "part", false).await.unwrap();
+    ns.run(0, Op::Evict(EvictOp { ino: part.ino })).await.unwrap();
+    assert!(freed(&ns).is_empty(), "the whole file still holds blob 1");
+    assert_eq!(layout(&ns, whole.ino, 0, u64::MAX), vec![(500, 100, 1, 0)]);
+    // Freed, then referenced again from an extent map read before the free
+    // committed: the queue entry stays but is marked, and is never deleted.
+    write(&mut ns, whole.ino, vec![ext(500, 100, 2, 0)]).await.unwrap();
+    assert_eq!(freed(&ns), vec![1]);
+    write(&mut ns, whole.ino, vec![ext(0, 100, 1, 0)]).await.unwrap();
+    let queued = strata_metanode::gc::due(&ns.kv(), &[], i64::MAX, 10).unwrap();
+    assert_eq!(queued.len(), 1);
+    assert!(queued[0].referenced, "blob 1 is in use again: the collector must not delete it");
+}
+
 /// What a file's bytes map to, 4 KiB at a time: (blob id, blob offset).
 fn cells(ns: &Ns, ino: u64, cells: usize) -> Vec<Option<(u64, u64)>> {
     let mut out = vec![None; cells];

@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use strata_common::types::AccessLevel;
 use strata_common::{ErrorCode, Result, StrataError};
 use strata_proto::master as pb;
 use strata_proto::master::master_client::MasterClient as GrpcClient;
@@ -160,6 +161,21 @@ impl MasterClient {
             async move { c.create_access_key(request).await }
         })
         .await
+    }
+
+    /// Gives `access_key_id` `level` on `volume`; `None` takes it away.
+    pub async fn set_bucket_grant(&self, volume: &str, access_key_id: &str, level: Option<AccessLevel>) -> Result<()> {
+        let request = pb::SetBucketGrantRequest {
+            volume: volume.to_string(),
+            access_key_id: access_key_id.to_string(),
+            level: AccessLevel::to_wire(level) as i32,
+        };
+        self.call("setting a bucket grant", |mut c| {
+            let request = request.clone();
+            async move { c.set_bucket_grant(request).await }
+        })
+        .await
+        .map(drop)
     }
 
     pub async fn delete_access_key(&self, access_key_id: &str) -> Result<()> {

@@ -1,15 +1,17 @@
 //! The gateway's state: its configuration, the master, and the volumes it
 //! has open as buckets; and who may use which bucket.
 //!
-//! A bucket is a volume. A volume with an owner is that user's bucket; one
-//! without (made by an admin, e.g. `strata dev`'s) is open to every key.
+//! A bucket is a volume. A volume with an owner is that user's bucket, and
+//! the access keys the owner's admin granted (`strata bucket allow`) may
+//! read, write or administer it; one without an owner (made by an admin,
+//! e.g. `strata dev`'s) is open to every key.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Result};
-use strata_common::types::{Redundancy, validate_volume_name};
+use strata_common::types::{AccessLevel, Redundancy, validate_volume_name};
 use strata_common::{ErrorCode, S3Subject};
 use strata_proto::master as pb;
 use strata_sdk::MasterClient;
@@ -50,12 +52,52 @@ impl Default for GatewayConfig {
     }
 }
 
+/// How long who may use a bucket is trusted before the master is asked again
+/// (a grant or a revocation takes effect within this).
+const ACCESS_TTL: Duration = Duration::from_secs(30);
+/// A refused request asks the master again if what it knows is older than this.
+const DENIED_RECHECK: Duration = Duration::from_secs(1);
+
 /// An open bucket.
 #[derive(Clone)]
 pub struct Bucket {
     pub volume: Volume,
+    access: Arc<Mutex<Access>>,
+}
+
+/// Who may use a bucket, as the master last said.
+#[derive(Debug, Clone)]
+struct Access {
     /// The owning user; empty: every key may use it.
-    pub owner: String,
+    owner: String,
+    /// Other access keys and what they may do.
+    grants: HashMap<String, AccessLevel>,
+    read_at: Instant,
+}
+
+impl Access {
+    fn of(volume: &pb::Volume) -> Access {
+        let grants = volume
+            .grants
+            .iter()
+            .filter_map(|g| Some((g.access_key_id.clone(), AccessLevel::from_wire(g.level).ok()??)))
+            .collect();
+        Access { owner: volume.owner.clone(), grants, read_at: Instant::now() }
+    }
+
+    /// Whether `caller` may do what needs `need`.
+    fn allows(&self, caller: &Caller, need: AccessLevel) -> bool {
+        self.owner.is_empty()
+            || *self.owner == *caller.user
+            || self.grants.get(&caller.access_key).is_some_and(|level| *level >= need)
+    }
+}
+
+/// Who signed a request: the access key and the user holding it.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user: Arc<str>,
+    pub access_key: String,
 }
 
 /// The S3 service. Cheap to clone (the server and its sweeper share one).
@@ -72,25 +114,52 @@ impl Gateway {
         Gateway { config: Arc::new(config), master: Arc::new(master), keys, open: Arc::default() }
     }
 
-    /// The user a request is signed by (s3s checked the signature).
-    pub(crate) async fn user<T>(&self, req: &S3Request<T>) -> S3Result<Arc<str>> {
+    /// Who signed a request (s3s checked the signature).
+    pub(crate) async fn caller<T>(&self, req: &S3Request<T>) -> S3Result<Caller> {
         let Some(credentials) = &req.credentials else {
             return Err(S3Error::with_message(S3ErrorCode::AccessDenied, "anonymous requests are not allowed"));
         };
-        self.keys.user_of(&credentials.access_key).await
+        let user = self.keys.user_of(&credentials.access_key).await?;
+        Ok(Caller { user, access_key: credentials.access_key.clone() })
     }
 
-    /// The bucket `name`, if `user` may use it.
-    pub(crate) async fn bucket(&self, name: &str, user: &str) -> S3Result<Bucket> {
+    /// The bucket `name`, if `caller` may do what needs `need` with it: it
+    /// has no owner, `caller` owns it, or a grant to `caller`'s key allows it.
+    pub(crate) async fn bucket(&self, name: &str, caller: &Caller, need: AccessLevel) -> S3Result<Bucket> {
         let cached = self.open.lock().expect("open buckets").get(name).cloned();
         let bucket = match cached {
             Some(bucket) => bucket,
             None => self.open_bucket(name).await?,
         };
-        if !bucket.owner.is_empty() && bucket.owner != user {
-            return Err(S3Error::with_message(S3ErrorCode::AccessDenied, format!("bucket {name} is not yours")));
+        let (age, allowed) = {
+            let access = bucket.access.lock().expect("bucket access");
+            (access.read_at.elapsed(), access.allows(caller, need))
+        };
+        // A grant takes effect at once (a refusal asks again), a revocation within the TTL.
+        if age > ACCESS_TTL || (!allowed && age > DENIED_RECHECK) {
+            self.refresh_access(name, &bucket).await?;
+        }
+        if !bucket.access.lock().expect("bucket access").allows(caller, need) {
+            return Err(S3Error::with_message(
+                S3ErrorCode::AccessDenied,
+                format!("access key {} may not {} bucket {name}", caller.access_key, action(need)),
+            ));
         }
         Ok(bucket)
+    }
+
+    async fn refresh_access(&self, name: &str, bucket: &Bucket) -> S3Result<()> {
+        match self.master.get_volume(name).await {
+            Ok(info) => {
+                *bucket.access.lock().expect("bucket access") = Access::of(&info);
+                Ok(())
+            }
+            Err(e) if e.code == ErrorCode::NotFound => {
+                self.close_bucket(name);
+                Err(no_such_bucket(name))
+            }
+            Err(e) => Err(to_s3(e, S3Subject::Bucket)),
+        }
     }
 
     async fn open_bucket(&self, name: &str) -> S3Result<Bucket> {
@@ -107,7 +176,7 @@ impl Gateway {
         };
         let volume = Volume::connect(&self.master, name, &cache).await.for_bucket()?;
         let volume = volume.with_dir_mark(IMPLICIT_DIR_XATTR, b"1");
-        let bucket = Bucket { volume, owner: info.owner };
+        let bucket = Bucket { volume, access: Arc::new(Mutex::new(Access::of(&info))) };
         self.open.lock().expect("open buckets").entry(name.to_string()).or_insert(bucket.clone());
         Ok(bucket)
     }
@@ -122,10 +191,10 @@ impl Gateway {
         self.open.lock().expect("open buckets").remove(name);
     }
 
-    /// Buckets `user` may use.
-    pub(crate) async fn buckets_of(&self, user: &str) -> S3Result<Vec<pb::Volume>> {
+    /// Buckets `caller` may at least read.
+    pub(crate) async fn buckets_of(&self, caller: &Caller) -> S3Result<Vec<pb::Volume>> {
         let volumes = self.master.list_volumes().await.map_err(|e| to_s3(e, S3Subject::Service))?;
-        Ok(volumes.into_iter().filter(|v| v.owner.is_empty() || v.owner == user).collect())
+        Ok(volumes.into_iter().filter(|v| Access::of(v).allows(caller, AccessLevel::Read)).collect())
     }
 
     /// CreateBucket: a new volume owned by `user`.
@@ -151,8 +220,8 @@ impl Gateway {
     }
 
     /// DeleteBucket: only an empty one.
-    pub(crate) async fn delete_bucket(&self, name: &str, user: &str) -> S3Result<()> {
-        let bucket = self.bucket(name, user).await?;
+    pub(crate) async fn delete_bucket(&self, name: &str, caller: &Caller) -> S3Result<()> {
+        let bucket = self.bucket(name, caller, AccessLevel::Owner).await?;
         let page = crate::listing::list(
             &crate::tree::VolumeTree(&bucket.volume),
             &crate::listing::Query { max_keys: 1, ..Default::default() },
@@ -164,6 +233,14 @@ impl Gateway {
         }
         self.close_bucket(name);
         self.master.delete_volume(name).await.for_bucket()
+    }
+}
+
+fn action(need: AccessLevel) -> &'static str {
+    match need {
+        AccessLevel::Read => "read",
+        AccessLevel::Write => "write to",
+        AccessLevel::Owner => "administer",
     }
 }
 

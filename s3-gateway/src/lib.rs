@@ -10,8 +10,9 @@
 //!
 //! Layout: [`keys`] (which keys a tree can hold), [`listing`] (key-ordered
 //! walks with S3's prefix/delimiter/marker rules), [`objects`] (put, get,
-//! delete as files), [`conditions`] (If-* and ranges), [`gateway`] (buckets
-//! and who may use them), `s3_impl`/`list_ops` (the wire side), [`server`].
+//! delete as files), [`multipart`] (uploads as directories of parts, spliced
+//! into the object on Complete), [`conditions`] (If-* and ranges), [`gateway`] (buckets
+//! and who may use them), `s3_impl`/`list_ops`/`multipart_ops` (the wire side), [`server`].
 
 pub mod access_log;
 pub mod auth;
@@ -21,11 +22,14 @@ pub mod gateway;
 pub mod keys;
 mod list_ops;
 pub mod listing;
+pub mod multipart;
+mod multipart_ops;
 pub mod object_meta;
 pub mod objects;
 mod s3_impl;
 pub mod server;
+pub mod tls;
 pub mod tree;
 
 pub use gateway::{Gateway, GatewayConfig};
-pub use server::serve;
+pub use server::{ServeOptions, serve};

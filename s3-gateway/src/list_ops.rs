@@ -9,12 +9,13 @@ use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 use strata_sdk::fs::Volume;
 
 use crate::errors::S3ResultExt;
-use crate::gateway::Gateway;
+use crate::gateway::{Caller, Gateway};
 use crate::listing::{self, Listing, Node, Query};
 use crate::object_meta::provisional_etag;
 use crate::objects::{EMPTY_MD5, stored_meta};
 use crate::s3_impl::timestamp;
 use crate::tree::VolumeTree;
+use strata_common::types::AccessLevel;
 
 /// Keys per page when a request asks for more (or none).
 const MAX_KEYS: i32 = 1000;
@@ -63,8 +64,8 @@ fn show(key: &[u8], url: bool) -> String {
     out
 }
 
-async fn run(gateway: &Gateway, bucket: &str, user: &str, query: &Query) -> S3Result<(Volume, Listing)> {
-    let bucket = gateway.bucket(bucket, user).await?;
+async fn run(gateway: &Gateway, bucket: &str, user: &Caller, query: &Query) -> S3Result<(Volume, Listing)> {
+    let bucket = gateway.bucket(bucket, user, AccessLevel::Read).await?;
     let page = listing::list(&VolumeTree(&bucket.volume), query).await.for_bucket()?;
     Ok((bucket.volume, page))
 }
@@ -113,7 +114,7 @@ pub async fn list_objects_v1(
     gateway: &Gateway,
     req: S3Request<ListObjectsInput>,
 ) -> S3Result<S3Response<ListObjectsOutput>> {
-    let user = gateway.user(&req).await?;
+    let user = gateway.caller(&req).await?;
     let input = req.input;
     let url = url_encoded(input.encoding_type.as_ref())?;
     let after = input.marker.clone().unwrap_or_default().into_bytes();
@@ -153,7 +154,7 @@ pub async fn list_objects_v2(
     gateway: &Gateway,
     req: S3Request<ListObjectsV2Input>,
 ) -> S3Result<S3Response<ListObjectsV2Output>> {
-    let user = gateway.user(&req).await?;
+    let user = gateway.caller(&req).await?;
     let input = req.input;
     let url = url_encoded(input.encoding_type.as_ref())?;
     let after = match (&input.continuation_token, &input.start_after) {
@@ -188,7 +189,7 @@ pub async fn list_object_versions(
     gateway: &Gateway,
     req: S3Request<ListObjectVersionsInput>,
 ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
-    let user = gateway.user(&req).await?;
+    let user = gateway.caller(&req).await?;
     let input = req.input;
     let url = url_encoded(input.encoding_type.as_ref())?;
     let after = input.key_marker.clone().unwrap_or_default().into_bytes();

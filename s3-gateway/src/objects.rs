@@ -10,7 +10,7 @@ use futures::{Stream, StreamExt};
 use md5::{Digest, Md5};
 use s3s::{S3Error, S3ErrorCode, S3Result};
 use strata_common::{ErrorCode, Result, StrataError};
-use strata_sdk::fs::{CreateOptions, FileHandle, Volume};
+use strata_sdk::fs::{AtomicWrite, CreateOptions, FileHandle, Volume};
 use strata_sdk::types::Attr;
 
 use crate::errors::S3ResultExt;
@@ -23,6 +23,8 @@ pub const EMPTY_MD5: &str = "d41d8cd98f00b204e9800998ecf8427e";
 pub const BODY_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 /// Bytes read per step when hashing or serving a file.
 pub const CHUNK: u64 = 4 << 20;
+/// Largest object one PUT may write (S3's limit).
+pub const MAX_OBJECT: u64 = 5 << 30;
 
 /// An object found for reading.
 pub struct Found {
@@ -162,7 +164,7 @@ where
     }
     let options = CreateOptions { make_parents: true, no_replace: spec.create_only };
     let mut write = volume.create(&key.path, options).await.for_object()?;
-    let written = write_body(&mut write, body, spec.content_md5.as_deref()).await;
+    let written = write_body(&mut write, body, spec.content_md5.as_deref(), MAX_OBJECT).await;
     let etag = match written {
         Ok(etag) => etag,
         Err(e) => {
@@ -170,10 +172,19 @@ where
             return Err(e);
         }
     };
+    let meta = ObjectMeta { etag, ..spec.meta };
+    place(write, meta, spec.create_only).await
+}
+
+/// Stores `meta` (its ETag set; size, mtime and version taken from the file)
+/// with a written file, then puts the file at its path. On any failure the
+/// file is dropped and nothing changed at the path.
+pub async fn place(mut write: AtomicWrite, meta: ObjectMeta, create_only: bool) -> S3Result<ObjectMeta> {
+    let volume = write.volume().clone();
     let stored = async {
         write.flush().await?;
         let (attr, version) = volume.content_version(write.ino()).await?;
-        let meta = ObjectMeta { etag, version, size: attr.size, mtime_ns: attr.mtime_ns, ..spec.meta };
+        let meta = ObjectMeta { version, size: attr.size, mtime_ns: attr.mtime_ns, ..meta };
         volume.meta().set_xattr(write.ino(), XATTR, &meta.encode(), 0).await?;
         Ok::<_, StrataError>(meta)
     }
@@ -187,7 +198,7 @@ where
     };
     match write.commit().await {
         Ok(_) => Ok(meta),
-        Err(e) if e.code == ErrorCode::AlreadyExists && spec.create_only => Err(S3Error::with_message(
+        Err(e) if e.code == ErrorCode::AlreadyExists && create_only => Err(S3Error::with_message(
             S3ErrorCode::PreconditionFailed,
             "an object exists at the key (If-None-Match: *)",
         )),
@@ -207,16 +218,20 @@ fn placement_error(error: StrataError) -> S3Error {
     S3Error::with_message(S3ErrorCode::InvalidRequest, message)
 }
 
-async fn write_body<S, E>(
-    write: &mut strata_sdk::fs::AtomicWrite,
+/// Writes `body` after what `write` holds, up to `limit` bytes (EntityTooLarge
+/// past it); returns the hex MD5 of the body, checked against `content_md5`.
+pub async fn write_body<S, E>(
+    write: &mut AtomicWrite,
     mut body: S,
     content_md5: Option<&str>,
+    limit: u64,
 ) -> S3Result<String>
 where
     S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
     let mut md5 = Md5::new();
+    let mut received = 0u64;
     loop {
         let next = tokio::time::timeout(BODY_IDLE, body.next()).await.map_err(|_| {
             S3Error::with_message(S3ErrorCode::RequestTimeout, "the request body stalled; the upload was dropped")
@@ -225,6 +240,13 @@ where
         let chunk = chunk.map_err(|e| {
             S3Error::with_message(S3ErrorCode::IncompleteBody, format!("reading the request body failed: {e}"))
         })?;
+        received += chunk.len() as u64;
+        if received > limit {
+            return Err(S3Error::with_message(
+                S3ErrorCode::EntityTooLarge,
+                format!("the body is larger than the {limit} bytes allowed"),
+            ));
+        }
         md5.update(&chunk);
         write.write(&chunk).await.for_object()?;
     }

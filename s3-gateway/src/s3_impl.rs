@@ -10,10 +10,11 @@ use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 
 use crate::conditions::{Conditions, Current, byte_range, etag};
 use crate::errors::S3ResultExt;
-use crate::gateway::Gateway;
+use crate::gateway::{Caller, Gateway};
 use crate::keys::ObjectPath;
 use crate::object_meta::{Headers, ObjectMeta, XATTR};
 use crate::objects::{self, Found, WriteSpec};
+use strata_common::types::AccessLevel;
 
 /// Most tags S3 allows on an object.
 const MAX_TAGS: usize = 10;
@@ -27,12 +28,56 @@ fn mtime_secs(ns: i64) -> i64 {
     ns.div_euclid(1_000_000_000)
 }
 
-fn current(found: &Found) -> Current<'_> {
+pub(crate) fn current(found: &Found) -> Current<'_> {
     Current { etag: Some(&found.meta.etag), mtime_secs: mtime_secs(found.mtime_ns) }
 }
 
+/// The content headers an upload gives (PutObject, CopyObject with REPLACE,
+/// CreateMultipartUpload: inputs with the same six fields).
+macro_rules! content_headers {
+    ($input:ident) => {
+        Headers {
+            content_type: $input.content_type.map(|c| c.to_string()),
+            content_encoding: $input.content_encoding,
+            content_disposition: $input.content_disposition,
+            content_language: $input.content_language,
+            cache_control: $input.cache_control,
+            expires_unix: crate::s3_impl::expires_unix($input.expires),
+        }
+    };
+}
+pub(crate) use content_headers;
+
+/// A write's If-Match / If-None-Match against the object now at `key`.
+pub(crate) async fn check_write_conditions(
+    volume: &strata_sdk::fs::Volume,
+    key: &ObjectPath,
+    conditions: &Conditions,
+) -> S3Result<()> {
+    if conditions.if_match.is_none() && conditions.if_none_match.is_none() {
+        return Ok(());
+    }
+    let existing = match objects::find(volume, key).await {
+        Ok(found) => Some(found),
+        Err(e) if *e.code() == S3ErrorCode::NoSuchKey => None,
+        Err(e) => return Err(e),
+    };
+    let now = existing.as_ref().map_or(Current { etag: None, mtime_secs: 0 }, current);
+    conditions.check_write(now)
+}
+
+/// A copy's conditions on its source; one that fails is 412, never 304.
+pub(crate) fn check_copy_source(conditions: &Conditions, found: &Found) -> S3Result<()> {
+    conditions.check_read(current(found)).map_err(|e| match e.code() {
+        S3ErrorCode::NotModified => {
+            S3Error::with_message(S3ErrorCode::PreconditionFailed, "the source was not modified")
+        }
+        _ => e,
+    })
+}
+
 /// Content headers and user metadata given with an upload.
-fn upload_meta(headers: Headers, metadata: Option<Metadata>, tagging: Option<&str>) -> S3Result<ObjectMeta> {
+pub(crate) fn upload_meta(headers: Headers, metadata: Option<Metadata>, tagging: Option<&str>) -> S3Result<ObjectMeta> {
     let user = metadata.unwrap_or_default().into_iter().collect();
     let tags = match tagging {
         Some(query) => parse_tagging(query)?,
@@ -85,7 +130,7 @@ fn decode_component(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn expires_unix(expires: Option<Timestamp>) -> Option<i64> {
+pub(crate) fn expires_unix(expires: Option<Timestamp>) -> Option<i64> {
     expires.map(|t| time::OffsetDateTime::from(t).unix_timestamp())
 }
 
@@ -96,7 +141,7 @@ fn expires_timestamp(unix: Option<i64>) -> Option<Timestamp> {
 #[async_trait::async_trait]
 impl S3 for Gateway {
     async fn list_buckets(&self, req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
-        let user = self.user(&req).await?;
+        let user = self.caller(&req).await?;
         let buckets = self
             .buckets_of(&user)
             .await?
@@ -107,26 +152,26 @@ impl S3 for Gateway {
                 bucket_region: Some(self.config.region.clone()),
             })
             .collect();
-        let owner = Owner { display_name: Some(user.to_string()), id: Some(user.to_string()) };
+        let owner = Owner { display_name: Some(user.user.to_string()), id: Some(user.user.to_string()) };
         Ok(S3Response::new(ListBucketsOutput { buckets: Some(buckets), owner: Some(owner), ..Default::default() }))
     }
 
     async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
-        let user = self.user(&req).await?;
-        self.create_bucket(&req.input.bucket, &user).await?;
+        let user = self.caller(&req).await?;
+        self.create_bucket(&req.input.bucket, &user.user).await?;
         let location = Some(format!("/{}", req.input.bucket));
         Ok(S3Response::new(CreateBucketOutput { location }))
     }
 
     async fn delete_bucket(&self, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
-        let user = self.user(&req).await?;
+        let user = self.caller(&req).await?;
         self.delete_bucket(&req.input.bucket, &user).await?;
         Ok(S3Response::new(DeleteBucketOutput {}))
     }
 
     async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
-        let user = self.user(&req).await?;
-        self.bucket(&req.input.bucket, &user).await?;
+        let user = self.caller(&req).await?;
+        self.bucket(&req.input.bucket, &user, AccessLevel::Read).await?;
         Ok(S3Response::new(HeadBucketOutput { bucket_region: Some(self.config.region.clone()), ..Default::default() }))
     }
 
@@ -134,38 +179,34 @@ impl S3 for Gateway {
         &self,
         req: S3Request<GetBucketLocationInput>,
     ) -> S3Result<S3Response<GetBucketLocationOutput>> {
-        let user = self.user(&req).await?;
-        self.bucket(&req.input.bucket, &user).await?;
+        let user = self.caller(&req).await?;
+        self.bucket(&req.input.bucket, &user, AccessLevel::Read).await?;
         // us-east-1 is answered as no constraint, as S3 does.
         let location_constraint =
             (self.config.region != "us-east-1").then(|| BucketLocationConstraint::from(self.config.region.clone()));
         Ok(S3Response::new(GetBucketLocationOutput { location_constraint }))
     }
 
+    /// Buckets are never versioned: no status, as S3 answers for a bucket
+    /// whose versioning was never enabled (rclone and others ask).
+    async fn get_bucket_versioning(
+        &self,
+        req: S3Request<GetBucketVersioningInput>,
+    ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
+        let user = self.caller(&req).await?;
+        self.bucket(&req.input.bucket, &user, AccessLevel::Read).await?;
+        Ok(S3Response::new(GetBucketVersioningOutput::default()))
+    }
+
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
-        let user = self.user(&req).await?;
+        let user = self.caller(&req).await?;
         let input = req.input;
-        let bucket = self.bucket(&input.bucket, &user).await?;
+        let bucket = self.bucket(&input.bucket, &user, AccessLevel::Write).await?;
         let key = ObjectPath::parse(&input.key)?;
         let conditions =
             Conditions { if_match: input.if_match, if_none_match: input.if_none_match, ..Default::default() };
-        if conditions.if_match.is_some() || conditions.if_none_match.is_some() {
-            let existing = match objects::find(&bucket.volume, &key).await {
-                Ok(found) => Some(found),
-                Err(e) if *e.code() == S3ErrorCode::NoSuchKey => None,
-                Err(e) => return Err(e),
-            };
-            let now = existing.as_ref().map_or(Current { etag: None, mtime_secs: 0 }, current);
-            conditions.check_write(now)?;
-        }
-        let headers = Headers {
-            content_type: input.content_type.map(|c| c.to_string()),
-            content_encoding: input.content_encoding,
-            content_disposition: input.content_disposition,
-            content_language: input.content_language,
-            cache_control: input.cache_control,
-            expires_unix: expires_unix(input.expires),
-        };
+        check_write_conditions(&bucket.volume, &key, &conditions).await?;
+        let headers = content_headers!(input);
         let meta = upload_meta(headers, input.metadata, input.tagging.as_deref())?;
         let spec = WriteSpec { meta, create_only: conditions.create_only(), content_md5: input.content_md5 };
         let body = input.body.map(|b| b.boxed()).unwrap_or_else(|| futures::stream::empty().boxed());
@@ -175,7 +216,7 @@ impl S3 for Gateway {
     }
 
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
-        let user = self.user(&req).await?;
+        let user = self.caller(&req).await?;
         let mut input = req.input;
         let conditions = Conditions {
             if_match: input.if_match.take(),
@@ -212,7 +253,7 @@ impl S3 for Gateway {
     }
 
     async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
-        let user = self.user(&req).await?;
+        let user = self.caller(&req).await?;
         let mut input = req.input;
         let conditions = Conditions {
             if_match: input.if_match.take(),
@@ -240,16 +281,16 @@ impl S3 for Gateway {
     }
 
     async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
-        let user = self.user(&req).await?;
-        let bucket = self.bucket(&req.input.bucket, &user).await?;
+        let user = self.caller(&req).await?;
+        let bucket = self.bucket(&req.input.bucket, &user, AccessLevel::Write).await?;
         let key = ObjectPath::parse(&req.input.key)?;
         objects::delete(&bucket.volume, &key).await?;
         Ok(S3Response::new(DeleteObjectOutput::default()))
     }
 
     async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
-        let user = self.user(&req).await?;
-        let bucket = self.bucket(&req.input.bucket, &user).await?;
+        let user = self.caller(&req).await?;
+        let bucket = self.bucket(&req.input.bucket, &user, AccessLevel::Write).await?;
         let quiet = req.input.delete.quiet.unwrap_or(false);
         if req.input.delete.objects.len() > 1000 {
             return Err(S3Error::with_message(S3ErrorCode::MalformedXML, "at most 1,000 keys per DeleteObjects"));
@@ -276,13 +317,13 @@ impl S3 for Gateway {
     }
 
     async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
-        let user = self.user(&req).await?;
+        let user = self.caller(&req).await?;
         let input = req.input;
         let CopySource::Bucket { bucket: source_bucket, key: source_key, .. } = &input.copy_source else {
             return Err(S3Error::with_message(S3ErrorCode::NotImplemented, "copies from access points"));
         };
-        let source = self.bucket(source_bucket, &user).await?;
-        let target = self.bucket(&input.bucket, &user).await?;
+        let source = self.bucket(source_bucket, &user, AccessLevel::Read).await?;
+        let target = self.bucket(&input.bucket, &user, AccessLevel::Write).await?;
         let source_path = ObjectPath::parse(source_key)?;
         let target_path = ObjectPath::parse(&input.key)?;
         let found = objects::find(&source.volume, &source_path).await?;
@@ -292,13 +333,7 @@ impl S3 for Gateway {
             if_modified_since: input.copy_source_if_modified_since,
             if_unmodified_since: input.copy_source_if_unmodified_since,
         };
-        conditions.check_read(current(&found)).map_err(|e| match e.code() {
-            // A copy whose source condition fails is 412, never 304.
-            S3ErrorCode::NotModified => {
-                S3Error::with_message(S3ErrorCode::PreconditionFailed, "the source was not modified")
-            }
-            _ => e,
-        })?;
+        check_copy_source(&conditions, &found)?;
         let replace = input.metadata_directive.as_ref().is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
         if !replace && source_bucket.as_ref() == input.bucket && source_path == target_path {
             return Err(S3Error::with_message(
@@ -307,14 +342,7 @@ impl S3 for Gateway {
             ));
         }
         let meta = if replace {
-            let headers = Headers {
-                content_type: input.content_type.map(|c| c.to_string()),
-                content_encoding: input.content_encoding,
-                content_disposition: input.content_disposition,
-                content_language: input.content_language,
-                cache_control: input.cache_control,
-                expires_unix: expires_unix(input.expires),
-            };
+            let headers = content_headers!(input);
             upload_meta(headers, input.metadata, None)?
         } else {
             ObjectMeta { headers: found.meta.headers.clone(), user: found.meta.user.clone(), ..Default::default() }
@@ -332,6 +360,49 @@ impl S3 for Gateway {
             ..Default::default()
         };
         Ok(S3Response::new(CopyObjectOutput { copy_object_result: Some(result), ..Default::default() }))
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        crate::multipart_ops::create(self, req).await
+    }
+
+    async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+        crate::multipart_ops::upload_part(self, req).await
+    }
+
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        crate::multipart_ops::upload_part_copy(self, req).await
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        crate::multipart_ops::complete(self, req).await
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        crate::multipart_ops::abort(self, req).await
+    }
+
+    async fn list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
+        crate::multipart_ops::list_parts(self, req).await
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        crate::multipart_ops::list_uploads(self, req).await
     }
 
     async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
@@ -353,8 +424,8 @@ impl S3 for Gateway {
         &self,
         req: S3Request<GetObjectTaggingInput>,
     ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
-        let user = self.user(&req).await?;
-        let bucket = self.bucket(&req.input.bucket, &user).await?;
+        let user = self.caller(&req).await?;
+        let bucket = self.bucket(&req.input.bucket, &user, AccessLevel::Read).await?;
         let key = ObjectPath::parse(&req.input.key)?;
         let found = objects::find(&bucket.volume, &key).await?;
         let tag_set = found.meta.tags.into_iter().map(|(k, v)| Tag { key: Some(k), value: Some(v) }).collect();
@@ -365,9 +436,9 @@ impl S3 for Gateway {
         &self,
         req: S3Request<PutObjectTaggingInput>,
     ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
-        let user = self.user(&req).await?;
+        let user = self.caller(&req).await?;
         let input = req.input;
-        let bucket = self.bucket(&input.bucket, &user).await?;
+        let bucket = self.bucket(&input.bucket, &user, AccessLevel::Write).await?;
         let key = ObjectPath::parse(&input.key)?;
         let tags: Vec<(String, String)> = input
             .tagging
@@ -384,8 +455,8 @@ impl S3 for Gateway {
         &self,
         req: S3Request<DeleteObjectTaggingInput>,
     ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
-        let user = self.user(&req).await?;
-        let bucket = self.bucket(&req.input.bucket, &user).await?;
+        let user = self.caller(&req).await?;
+        let bucket = self.bucket(&req.input.bucket, &user, AccessLevel::Write).await?;
         let key = ObjectPath::parse(&req.input.key)?;
         self.update_meta(&bucket.volume, &key, |meta| meta.tags.clear()).await?;
         Ok(S3Response::new(DeleteObjectTaggingOutput { version_id: None }))
@@ -394,8 +465,8 @@ impl S3 for Gateway {
 
 impl Gateway {
     /// The object for a GET or HEAD, once its conditions hold.
-    async fn find_checked(&self, user: &str, bucket: &str, key: &str, conditions: &Conditions) -> S3Result<Found> {
-        let bucket = self.bucket(bucket, user).await?;
+    async fn find_checked(&self, user: &Caller, bucket: &str, key: &str, conditions: &Conditions) -> S3Result<Found> {
+        let bucket = self.bucket(bucket, user, AccessLevel::Read).await?;
         let key = ObjectPath::parse(key)?;
         let found = objects::find(&bucket.volume, &key).await?;
         conditions.check_read(current(&found))?;

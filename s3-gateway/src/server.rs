@@ -21,12 +21,21 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often temporaries of dead uploads are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(600);
 
+/// How the listener is served besides the gateway's configuration.
+#[derive(Clone, Default)]
+pub struct ServeOptions {
+    /// Base domain for virtual-host addressing (`BUCKET.DOMAIN`).
+    pub domain: Option<String>,
+    /// HTTPS instead of HTTP ([`crate::tls::acceptor`]).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
 /// Serves S3 on `listener` until `shutdown` resolves; connections still open
 /// then get a moment to finish their requests.
 pub async fn serve(
     listener: TcpListener,
     config: GatewayConfig,
-    domain: Option<String>,
+    options: ServeOptions,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let master = MasterClient::new(config.masters.clone())?;
@@ -34,7 +43,7 @@ pub async fn serve(
     let gateway = Gateway::new(config, master, keys.clone());
     let mut builder = S3ServiceBuilder::new(gateway.clone());
     builder.set_auth(Auth(keys));
-    if let Some(domain) = &domain {
+    if let Some(domain) = &options.domain {
         let host = SingleDomain::new(domain).map_err(|e| anyhow::anyhow!("--domain {domain:?}: {e}"))?;
         builder.set_host(host);
     }
@@ -46,7 +55,7 @@ pub async fn serve(
     http.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT).keep_alive(true);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
-    tracing::info!(address = %listener.local_addr()?, "s3 gateway listening");
+    tracing::info!(address = %listener.local_addr()?, tls = options.tls.is_some(), "s3 gateway listening");
     loop {
         let (stream, peer): (_, SocketAddr) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -60,10 +69,20 @@ pub async fn serve(
             () = shutdown.as_mut() => break,
         };
         let _ = stream.set_nodelay(true);
-        let connection = http.serve_connection(TokioIo::new(stream), service.clone()).into_owned();
-        let connection = graceful.watch(connection);
+        let (http, service, watcher) = (http.clone(), service.clone(), graceful.watcher());
+        let tls = options.tls.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let served = match tls {
+                None => watcher.watch(http.serve_connection(TokioIo::new(stream), service).into_owned()).await,
+                Some(acceptor) => match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => {
+                        watcher.watch(http.serve_connection(TokioIo::new(stream), service).into_owned()).await
+                    }
+                    Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "a tls handshake failed"),
+                    Err(_) => return tracing::debug!(%peer, "a tls handshake timed out"),
+                },
+            };
+            if let Err(e) = served {
                 tracing::debug!(%peer, error = %e, "an s3 connection ended with an error");
             }
         });
@@ -78,7 +97,8 @@ pub async fn serve(
     Ok(())
 }
 
-/// Removes temporaries of uploads whose writer died, in every open bucket.
+/// Removes temporaries of uploads whose writer died and multipart uploads
+/// past the expiry, in every open bucket.
 async fn sweep(gateway: Gateway) {
     loop {
         tokio::time::sleep(SWEEP_EVERY).await;
@@ -87,6 +107,11 @@ async fn sweep(gateway: Gateway) {
                 Ok(0) => {}
                 Ok(removed) => tracing::info!(bucket = name, removed, "abandoned upload temporaries reclaimed"),
                 Err(e) => tracing::warn!(bucket = name, error = %e, "reclaiming upload temporaries failed"),
+            }
+            match crate::multipart::expire(&bucket.volume, gateway.config.upload_expiry).await {
+                Ok(0) => {}
+                Ok(removed) => tracing::info!(bucket = name, removed, "expired multipart uploads aborted"),
+                Err(e) => tracing::warn!(bucket = name, error = %e, "aborting expired multipart uploads failed"),
             }
         }
     }

@@ -16,10 +16,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use strata_common::{ErrorCode, Result, StrataError};
+use strata_proto::meta::{Extent, SetAttrOp};
 
 use crate::cache::{BlockCache, CacheConfig};
 use crate::data::DataClient;
-use crate::data::file::{DEFAULT_BLOB_SIZE, FileWriter};
+use crate::data::file::{DEFAULT_BLOB_SIZE, EXTENTS_PER_COMMIT, FileWriter, read_file};
 use crate::data::reader::{self, FileReader};
 use crate::types::{Attr, DirEntry};
 use crate::{MasterClient, MetaClient};
@@ -541,6 +542,58 @@ impl AtomicWrite {
         Ok(())
     }
 
+    /// Appends bytes [offset, offset + length) of the file `source`, which
+    /// must lie within it. When both files' inodes are in one meta partition
+    /// (blob references are counted per partition) the source's extents are
+    /// referenced where they are and no byte is copied: the S3 gateway
+    /// assembles multipart objects this way. Otherwise the bytes are read and
+    /// written. Later changes to the source do not show through.
+    pub async fn append_file(&mut self, source: u64, offset: u64, length: u64) -> Result<()> {
+        if length == 0 {
+            return Ok(());
+        }
+        self.writer.flush().await?;
+        let meta = self.volume.meta.clone();
+        if meta.partition_id_of(source)? != meta.partition_id_of(self.ino)? {
+            return self.copy_file(source, offset, length).await;
+        }
+        let (extents, size) = meta.get_extents(source, offset, length).await?;
+        check_range(source, offset, length, size)?;
+        let base = self.written;
+        let shifted: Vec<Extent> =
+            extents.iter().map(|e| Extent { file_offset: base + (e.file_offset - offset), ..*e }).collect();
+        let mut size_now = 0;
+        for batch in shifted.chunks(EXTENTS_PER_COMMIT) {
+            size_now = meta.write_extents(self.ino, batch.to_vec()).await?.size;
+        }
+        self.written = base + length;
+        // A hole at the end of the range: the size still covers it.
+        if size_now < self.written {
+            let op = SetAttrOp { ino: self.ino, size: Some(self.written), ..Default::default() };
+            meta.setattr(op).await?;
+        }
+        Ok(())
+    }
+
+    /// [`append_file`](Self::append_file) by reading and writing the bytes.
+    async fn copy_file(&mut self, source: u64, offset: u64, length: u64) -> Result<()> {
+        let (meta, data) = (self.volume.meta.clone(), self.volume.data.clone());
+        let size = meta.getattr(source).await?.size;
+        check_range(source, offset, length, size)?;
+        let end = offset + length;
+        let mut at = offset;
+        while at < end {
+            let step = (end - at).min(COPY_STEP);
+            let piece = read_file(&meta, &data, source, at, step).await?;
+            if piece.len() as u64 != step {
+                return Err(StrataError::invalid(format!("file {source} shrank while it was being copied")));
+            }
+            self.write(&piece).await?;
+            at += step;
+        }
+        Ok(())
+    }
+
     /// Bytes written so far.
     pub fn written(&self) -> u64 {
         self.written
@@ -598,6 +651,16 @@ impl AtomicWrite {
             // Left for reclaim_temporaries.
             tracing::warn!(volume = self.volume.name(), ino = self.ino, error = %e, "removing a temporary failed");
         }
+    }
+}
+
+/// Bytes read per step when a file is copied.
+const COPY_STEP: u64 = 4 << 20;
+
+fn check_range(ino: u64, offset: u64, length: u64, size: u64) -> Result<()> {
+    match offset.checked_add(length) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(StrataError::invalid(format!("bytes {offset}+{length} are not within file {ino} of {size} bytes"))),
     }
 }
 

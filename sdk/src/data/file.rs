@@ -21,7 +21,7 @@ pub const DEFAULT_BLOB_SIZE: usize = 4 << 20;
 /// Blob writes of one file in flight at once.
 const IN_FLIGHT: usize = 4;
 /// Extents committed per metadata operation at most.
-const EXTENTS_PER_COMMIT: usize = 256;
+pub const EXTENTS_PER_COMMIT: usize = 256;
 
 struct Pending {
     file_offset: u64,
