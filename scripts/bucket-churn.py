@@ -71,7 +71,7 @@ def main():
 
     for name in names:
         s3.create_bucket(Bucket=name)
-    time.sleep(10)  # let elections and the first heartbeats settle
+    time.sleep(30)  # let elections, group creation and the first heartbeats settle
     out["idle_cpu_with_buckets"] = idle_cpu(watched, args.idle)
     for name in names:
         s3.delete_bucket(Bucket=name)

@@ -44,5 +44,9 @@ fn real_s3_clients_work_against_the_gateway() {
         "the s3 client checks failed:\n{stdout}\n{stderr}\ngateway log (tail):\n{}",
         log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
     );
+    // The access log names each request's operation (counted per operation too).
+    for op in ["PutObject", "CompleteMultipartUpload", "UploadPartCopy", "ListObjectsV2"] {
+        assert!(log.contains(op), "the gateway's access log names no {op} request");
+    }
     mount.unmount();
 }

@@ -38,7 +38,15 @@ pub struct MasterService {
     master_seen: Arc<RwLock<HashMap<u64, Instant>>>,
     /// (term, when this replica saw itself lead that term).
     leadership: Mutex<(u64, Instant)>,
+    /// Every volume as clients see it, with its members, as of an applied
+    /// index: each node's heartbeat asks which partitions it holds, and
+    /// decoding every volume record per heartbeat made an idle master's CPU
+    /// grow with nodes × volumes.
+    volume_view: Mutex<Option<(u64, VolumeView)>>,
 }
+
+/// Volumes as protos, each with the nodes holding a partition of it.
+type VolumeView = Arc<Vec<(pb::Volume, Vec<u64>)>>;
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
@@ -74,7 +82,37 @@ impl MasterService {
             repair_progress: Mutex::new(HashMap::new()),
             master_seen,
             leadership: Mutex::new((0, Instant::now())),
+            volume_view: Mutex::new(None),
         }
+    }
+
+    /// [`VolumeView`] at least as new as the applied index when called.
+    fn volume_view(&self) -> Result<VolumeView> {
+        // The applied index is published after the state it covers is written:
+        // read it first, and what is read after is at least as new.
+        let applied = self.engine.status(MASTER_GROUP).map_or(0, |s| s.applied);
+        if let Some((at, view)) = self.volume_view.lock().unwrap().as_ref()
+            && *at == applied
+            && applied > 0
+        {
+            return Ok(view.clone());
+        }
+        let state = StateReader(self.engine.kv(MASTER_GROUP));
+        let addresses = Self::addresses(&state.nodes()?);
+        let view: VolumeView = Arc::new(
+            state
+                .volumes()?
+                .iter()
+                .map(|v| {
+                    let mut members: Vec<u64> = v.member_ids().collect();
+                    members.sort_unstable();
+                    members.dedup();
+                    (Self::volume_to_proto(v, &addresses), members)
+                })
+                .collect(),
+        );
+        *self.volume_view.lock().unwrap() = Some((applied, view.clone()));
+        Ok(view)
     }
 
     pub(crate) fn node_timeout(&self) -> Duration {
@@ -267,14 +305,8 @@ impl MasterService {
     /// The volumes (as clients see them) with a partition on `node_id`, read
     /// from the leader's applied state.
     pub(crate) fn volumes_on(&self, node_id: u64) -> Result<Vec<pb::Volume>> {
-        let state = StateReader(self.engine.kv(MASTER_GROUP));
-        let volumes: Vec<VolumeRecord> =
-            state.volumes()?.into_iter().filter(|v| v.member_ids().any(|id| id == node_id)).collect();
-        if volumes.is_empty() {
-            return Ok(Vec::new());
-        }
-        let addresses = Self::addresses(&state.nodes()?);
-        Ok(volumes.iter().map(|v| Self::volume_to_proto(v, &addresses)).collect())
+        let view = self.volume_view()?;
+        Ok(view.iter().filter(|(_, members)| members.binary_search(&node_id).is_ok()).map(|(v, _)| v.clone()).collect())
     }
 
     /// The meta partitions `node_id` must host.

@@ -1,6 +1,7 @@
 //! Every request gets an id (`x-amz-request-id`, and `<RequestId>` in an
 //! error's XML, which s3s leaves out of the errors it makes itself), a
-//! structured access-log line, and a count in [`Counters`].
+//! structured access-log line naming the operation, and a count in
+//! [`Counters`] and per operation in [`Stats`].
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,6 +11,8 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use s3s::service::S3Service;
 use s3s::{Body, HttpError};
+
+use crate::stats::{OpSlot, Stats};
 
 /// Requests served, by outcome (ready for the metrics issue).
 #[derive(Debug, Default)]
@@ -26,15 +29,18 @@ pub struct Counters {
 pub struct Logged {
     inner: S3Service,
     counters: Arc<Counters>,
+    stats: Arc<Stats>,
     /// This process's prefix of request ids.
     prefix: Arc<str>,
     next: Arc<AtomicU64>,
 }
 
 impl Logged {
-    pub fn new(inner: S3Service, counters: Arc<Counters>) -> Logged {
+    /// `inner` must have [`crate::stats::NameOps`] as its access hook for
+    /// requests to be counted under their operation.
+    pub fn new(inner: S3Service, counters: Arc<Counters>, stats: Arc<Stats>) -> Logged {
         let prefix = format!("{:08X}", rand::random::<u32>()).into();
-        Logged { inner, counters, prefix, next: Arc::default() }
+        Logged { inner, counters, stats, prefix, next: Arc::default() }
     }
 }
 
@@ -50,6 +56,9 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Logged {
             let method = req.method().clone();
             let path = req.uri().path().to_string();
             let started = Instant::now();
+            let slot = OpSlot::default();
+            let mut req = req;
+            req.extensions_mut().insert(slot.clone());
             let mut response = this.inner.call(req.map(Body::from)).await?;
             let status = response.status().as_u16();
             if let Ok(value) = http::HeaderValue::from_str(&id) {
@@ -67,9 +76,12 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Logged {
                 500.. => counters.server_errors.fetch_add(1, Ordering::Relaxed),
                 _ => 0,
             };
+            let op = slot.name();
+            this.stats.record(&op, status, elapsed);
             tracing::info!(
                 target: "s3_access",
                 request_id = %id,
+                op = %op,
                 method = %method,
                 path = %path,
                 status,

@@ -28,6 +28,7 @@ pub mod object_meta;
 pub mod objects;
 mod s3_impl;
 pub mod server;
+pub mod stats;
 pub mod tls;
 pub mod tree;
 

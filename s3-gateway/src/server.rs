@@ -43,12 +43,14 @@ pub async fn serve(
     let gateway = Gateway::new(config, master, keys.clone());
     let mut builder = S3ServiceBuilder::new(gateway.clone());
     builder.set_auth(Auth(keys));
+    builder.set_access(crate::stats::NameOps);
     if let Some(domain) = &options.domain {
         let host = SingleDomain::new(domain).map_err(|e| anyhow::anyhow!("--domain {domain:?}: {e}"))?;
         builder.set_host(host);
     }
     let counters = std::sync::Arc::new(crate::access_log::Counters::default());
-    let service = crate::access_log::Logged::new(builder.build(), counters.clone());
+    let stats = std::sync::Arc::new(crate::stats::Stats::default());
+    let service = crate::access_log::Logged::new(builder.build(), counters.clone(), stats.clone());
     let sweeper = tokio::spawn(sweep(gateway.clone()));
 
     let mut http = ConnBuilder::new(TokioExecutor::new());
@@ -90,6 +92,18 @@ pub async fn serve(
     sweeper.abort();
     let served = counters.requests.load(std::sync::atomic::Ordering::Relaxed);
     tracing::info!(served, "s3 gateway stopping");
+    for (op, figures) in stats.snapshot() {
+        tracing::info!(
+            op = %op,
+            requests = figures.requests,
+            client_errors = figures.client_errors,
+            server_errors = figures.server_errors,
+            mean_ms = figures.total_us as f64 / figures.requests.max(1) as f64 / 1000.0,
+            p50_under_ms = figures.quantile_ms(0.5),
+            p99_under_ms = figures.quantile_ms(0.99),
+            "s3 operation summary"
+        );
+    }
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(Duration::from_secs(10)) => tracing::warn!("s3 connections still open at shutdown were cut"),
