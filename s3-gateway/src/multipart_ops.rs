@@ -12,7 +12,10 @@ use crate::keys::ObjectPath;
 use crate::multipart::{self, Upload};
 use crate::object_meta::Headers;
 use crate::objects;
-use crate::s3_impl::{check_copy_source, check_write_conditions, content_headers, timestamp, upload_meta};
+use crate::s3_impl::{
+    check_copy_source, check_write_conditions, content_headers, copy_source_conditions, copy_source_names, timestamp,
+    upload_meta,
+};
 use strata_common::types::AccessLevel;
 
 /// Parts or uploads per listing page at most (and when none is asked for).
@@ -64,21 +67,13 @@ pub async fn upload_part_copy(
 ) -> S3Result<S3Response<UploadPartCopyOutput>> {
     let user = gateway.caller(&req).await?;
     let input = req.input;
-    let CopySource::Bucket { bucket: source_bucket, key: source_key, .. } = &input.copy_source else {
-        return Err(S3Error::with_message(S3ErrorCode::NotImplemented, "copies from access points"));
-    };
+    let (source_bucket, source_key) = copy_source_names(&input.copy_source)?;
     let source = gateway.bucket(source_bucket, &user, AccessLevel::Read).await?;
     let target = gateway.bucket(&input.bucket, &user, AccessLevel::Write).await?;
     multipart::check_part_number(input.part_number)?;
     let upload = multipart::open(&target.volume, &input.key, &input.upload_id).await?;
     let found = objects::find(&source.volume, &ObjectPath::parse(source_key)?).await?;
-    let conditions = Conditions {
-        if_match: input.copy_source_if_match,
-        if_none_match: input.copy_source_if_none_match,
-        if_modified_since: input.copy_source_if_modified_since,
-        if_unmodified_since: input.copy_source_if_unmodified_since,
-    };
-    check_copy_source(&conditions, &found)?;
+    check_copy_source(&copy_source_conditions!(input), &found)?;
     let range = copy_range(input.copy_source_range.as_deref(), found.size)?;
     let same_bucket = source.volume.name() == target.volume.name();
     let part = multipart::copy_part(&target.volume, &upload, input.part_number, &found, same_bucket, range).await?;

@@ -66,6 +66,28 @@ pub(crate) async fn check_write_conditions(
     conditions.check_write(now)
 }
 
+/// The x-amz-copy-source-if-* conditions of a copy (CopyObject and
+/// UploadPartCopy: inputs with the same four fields).
+macro_rules! copy_source_conditions {
+    ($input:ident) => {
+        Conditions {
+            if_match: $input.copy_source_if_match,
+            if_none_match: $input.copy_source_if_none_match,
+            if_modified_since: $input.copy_source_if_modified_since,
+            if_unmodified_since: $input.copy_source_if_unmodified_since,
+        }
+    };
+}
+pub(crate) use copy_source_conditions;
+
+/// The bucket and key a copy reads from.
+pub(crate) fn copy_source_names(source: &CopySource) -> S3Result<(&str, &str)> {
+    match source {
+        CopySource::Bucket { bucket, key, .. } => Ok((bucket, key)),
+        _ => Err(S3Error::with_message(S3ErrorCode::NotImplemented, "copies from access points")),
+    }
+}
+
 /// A copy's conditions on its source; one that fails is 412, never 304.
 pub(crate) fn check_copy_source(conditions: &Conditions, found: &Found) -> S3Result<()> {
     conditions.check_read(current(found)).map_err(|e| match e.code() {
@@ -319,23 +341,15 @@ impl S3 for Gateway {
     async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
         let user = self.caller(&req).await?;
         let input = req.input;
-        let CopySource::Bucket { bucket: source_bucket, key: source_key, .. } = &input.copy_source else {
-            return Err(S3Error::with_message(S3ErrorCode::NotImplemented, "copies from access points"));
-        };
+        let (source_bucket, source_key) = copy_source_names(&input.copy_source)?;
         let source = self.bucket(source_bucket, &user, AccessLevel::Read).await?;
         let target = self.bucket(&input.bucket, &user, AccessLevel::Write).await?;
         let source_path = ObjectPath::parse(source_key)?;
         let target_path = ObjectPath::parse(&input.key)?;
         let found = objects::find(&source.volume, &source_path).await?;
-        let conditions = Conditions {
-            if_match: input.copy_source_if_match,
-            if_none_match: input.copy_source_if_none_match,
-            if_modified_since: input.copy_source_if_modified_since,
-            if_unmodified_since: input.copy_source_if_unmodified_since,
-        };
-        check_copy_source(&conditions, &found)?;
+        check_copy_source(&copy_source_conditions!(input), &found)?;
         let replace = input.metadata_directive.as_ref().is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
-        if !replace && source_bucket.as_ref() == input.bucket && source_path == target_path {
+        if !replace && source_bucket == input.bucket && source_path == target_path {
             return Err(S3Error::with_message(
                 S3ErrorCode::InvalidRequest,
                 "copying an object onto itself needs a metadata change (x-amz-metadata-directive: REPLACE)",
