@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use strata_common::ErrorCode;
-use strata_proto::meta::{Inode, SetAttrOp};
 use strata_sdk::MetaClient;
+use strata_sdk::types::{Attr, SetAttr};
 
 const ROOT: u64 = 1;
 const WINDOW: u64 = 1 << 20;
@@ -31,15 +31,15 @@ async fn view(meta: &MetaClient, dir: u64, name: &str) -> Result<(u64, u32, u64,
     let attrs = meta.getattr(found.ino).await.map_err(|e| e.code)?;
     let (_, opened) = meta.get_extents_and_inode(found.ino, 0, WINDOW).await.map_err(|e| e.code)?;
     assert_eq!(attrs.size, opened.size, "attributes and extents of {name} disagree");
-    Ok((found.ino, found.mode, found.size, attrs.mode as u64))
+    Ok((found.ino, found.mode(), found.size, attrs.mode() as u64))
 }
 
-fn chmod(ino: u64, mode: u32) -> SetAttrOp {
-    SetAttrOp { ino, mode: Some(mode), ..Default::default() }
+fn chmod(ino: u64, mode: u32) -> SetAttr {
+    SetAttr { ino, mode: Some(mode), ..Default::default() }
 }
 
-fn truncate(ino: u64, size: u64) -> SetAttrOp {
-    SetAttrOp { ino, size: Some(size), ..Default::default() }
+fn truncate(ino: u64, size: u64) -> SetAttr {
+    SetAttr { ino, size: Some(size), ..Default::default() }
 }
 
 #[test]
@@ -78,7 +78,7 @@ fn changes_by_one_client_are_seen_at_once_by_another_holding_grants() {
             let name = names[next(names.len() as u64) as usize];
             // Most changes come from the writer; some from the reader itself.
             let changer = if next(4) == 0 { &reader } else { &writer };
-            let found: Option<Inode> = changer.lookup(dir, name.as_bytes()).await.ok();
+            let found: Option<Attr> = changer.lookup(dir, name.as_bytes()).await.ok();
             let what = match (next(5), found) {
                 (0, Some(f)) => {
                     changer.setattr(chmod(f.ino, libc::S_IFREG | (0o600 + next(0o100) as u32))).await.map(drop)
@@ -126,7 +126,7 @@ fn a_stopped_leader_s_grants_do_not_outlive_a_change_through_its_successor() {
         let file = writer.create(ROOT, b"f", libc::S_IFREG | 0o644, 0, 0, 0).await.unwrap();
         reader.getattr(file.ino).await.unwrap();
         let hits = reader.delegation_hits();
-        assert_eq!(reader.getattr(file.ino).await.unwrap().mode & 0o777, 0o644);
+        assert_eq!(reader.getattr(file.ino).await.unwrap().mode() & 0o777, 0o644);
         assert_eq!(reader.delegation_hits(), hits + 1, "the second read came from the grant");
 
         let partition = writer.partition_id_of(file.ino).unwrap();
@@ -141,6 +141,6 @@ fn a_stopped_leader_s_grants_do_not_outlive_a_change_through_its_successor() {
         kill(pid, libc::SIGCONT);
         changed.expect("the change went through a new leader");
         eprintln!("the change through the new leader took {took:?}");
-        assert_eq!(seen.expect("the reader reads on").mode & 0o777, 0o600);
+        assert_eq!(seen.expect("the reader reads on").mode() & 0o777, 0o600);
     });
 }

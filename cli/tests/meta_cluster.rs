@@ -146,7 +146,7 @@ fn namespace_survives_leader_kills_under_concurrent_clients() {
 
 #[test]
 fn locks_are_shared_across_clients_and_die_with_their_session() {
-    use strata_proto::meta::{LockKind, LockOp};
+    use strata_sdk::types::{Lock, LockKind};
 
     let mut cluster = DevCluster::new();
     cluster.start();
@@ -157,12 +157,12 @@ fn locks_are_shared_across_clients_and_die_with_their_session() {
     let (alice_session, bob_session) = (0xa11ce, 0xb0b);
     runtime.block_on(alice.renew_session(alice_session, Duration::from_secs(2))).unwrap();
     runtime.block_on(bob.renew_session(bob_session, Duration::from_secs(60))).unwrap();
-    let write = |session, owner| LockOp {
+    let write = |session, owner| Lock {
         ino: file.ino,
         session,
         owner,
         pid: 1,
-        kind: LockKind::Write as i32,
+        kind: LockKind::Write,
         start: 0,
         end: u64::MAX,
         flock: false,
@@ -198,9 +198,9 @@ fn posix_rules_hold_across_partitions() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let meta = runtime.block_on(open_volume(cluster.masters()));
     let run = |f: std::pin::Pin<
-        Box<dyn std::future::Future<Output = strata_common::Result<strata_proto::meta::Inode>> + '_>,
+        Box<dyn std::future::Future<Output = strata_common::Result<strata_sdk::types::Attr>> + '_>,
     >| runtime.block_on(f);
-    let code = |r: strata_common::Result<strata_proto::meta::Inode>| r.expect_err("should fail").code;
+    let code = |r: strata_common::Result<strata_sdk::types::Attr>| r.expect_err("should fail").code;
 
     // Directories until two live in partitions other than the root's.
     let root_partition = meta.partition_id_of(ROOT).unwrap();
@@ -263,7 +263,7 @@ fn posix_rules_hold_across_partitions() {
     let fs = runtime.block_on(meta.statfs()).unwrap();
     assert_eq!(fs.capacity_bytes, 100 << 30);
     let blob = strata_proto::meta::BlobRef { data_partition: 1, blob_id: 1, offset: 0, blob_size: 1 << 20, codec: 0 };
-    let extent = strata_proto::meta::Extent { file_offset: 0, length: 4096, blob: Some(blob) };
+    let extent = strata_sdk::types::Extent { file_offset: 0, length: 4096, blob };
     runtime.block_on(meta.write_extents(f.ino, vec![extent])).unwrap();
     let after = runtime.block_on(meta.statfs()).unwrap();
     assert_eq!(after.used_bytes, fs.used_bytes + 4096);

@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{Errno, FileAttr, FileType, INodeNo};
 use strata_common::StrataError;
-use strata_proto::meta::Inode;
+use strata_sdk::types::{Attr, FileKind};
 
 /// Block size reported by stat(2) and statfs(2).
 pub const BLOCK: u32 = 4096;
@@ -13,15 +13,15 @@ pub fn errno(e: &StrataError) -> Errno {
     Errno::from_i32(e.code.errno())
 }
 
-pub fn file_type(mode: u32) -> FileType {
-    match mode & libc::S_IFMT {
-        libc::S_IFDIR => FileType::Directory,
-        libc::S_IFLNK => FileType::Symlink,
-        libc::S_IFIFO => FileType::NamedPipe,
-        libc::S_IFSOCK => FileType::Socket,
-        libc::S_IFCHR => FileType::CharDevice,
-        libc::S_IFBLK => FileType::BlockDevice,
-        _ => FileType::RegularFile,
+pub fn file_type(kind: FileKind) -> FileType {
+    match kind {
+        FileKind::Dir => FileType::Directory,
+        FileKind::Symlink => FileType::Symlink,
+        FileKind::Fifo => FileType::NamedPipe,
+        FileKind::Socket => FileType::Socket,
+        FileKind::CharDevice => FileType::CharDevice,
+        FileKind::BlockDevice => FileType::BlockDevice,
+        FileKind::File => FileType::RegularFile,
     }
 }
 
@@ -35,9 +35,9 @@ fn time(ns: i64) -> SystemTime {
 
 /// The kernel's view of an inode; `size` overrides the stored size (data
 /// still buffered in this mount).
-pub fn file_attr(inode: &Inode, size: Option<u64>) -> FileAttr {
+pub fn file_attr(inode: &Attr, size: Option<u64>) -> FileAttr {
     let mut size = size.unwrap_or(inode.size).max(inode.size);
-    if inode.mode & libc::S_IFMT == libc::S_IFDIR {
+    if inode.is_dir() {
         // Directories report one block, as most local file systems do (du agrees).
         size = size.max(u64::from(BLOCK));
     }
@@ -49,8 +49,8 @@ pub fn file_attr(inode: &Inode, size: Option<u64>) -> FileAttr {
         mtime: time(inode.mtime_ns),
         ctime: time(inode.ctime_ns),
         crtime: time(inode.crtime_ns),
-        kind: file_type(inode.mode),
-        perm: (inode.mode & 0o7777) as u16,
+        kind: file_type(inode.kind),
+        perm: inode.perm as u16,
         nlink: inode.nlink,
         uid: inode.uid,
         gid: inode.gid,

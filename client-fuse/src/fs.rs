@@ -22,7 +22,7 @@ use fuser::{
     ReplyLock, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use strata_common::{ErrorCode, Result, StrataError};
-use strata_proto::meta::{Inode, LockKind, SetAttrOp};
+use strata_sdk::types::{Attr, LockKind, SetAttr, SetTime};
 use tokio::runtime::Handle;
 
 use crate::attr::{BLOCK, errno, file_attr, file_type, to_ns};
@@ -65,7 +65,7 @@ impl StrataFs {
     }
 }
 
-fn reply_entry(reply: ReplyEntry, fs: &Inner, result: Result<Inode>) {
+fn reply_entry(reply: ReplyEntry, fs: &Inner, result: Result<Attr>) {
     match result {
         Ok(inode) => {
             fs.saw(&inode);
@@ -75,7 +75,7 @@ fn reply_entry(reply: ReplyEntry, fs: &Inner, result: Result<Inode>) {
     }
 }
 
-fn reply_attr(reply: ReplyAttr, fs: &Inner, result: Result<Inode>) {
+fn reply_attr(reply: ReplyAttr, fs: &Inner, result: Result<Attr>) {
     match result {
         Ok(inode) => {
             fs.saw(&inode);
@@ -92,11 +92,10 @@ fn reply_empty(reply: ReplyEmpty, result: Result<()>) {
     }
 }
 
-fn time_ns(t: Option<TimeOrNow>) -> (Option<i64>, bool) {
-    match t {
-        Some(TimeOrNow::Now) => (None, true),
-        Some(TimeOrNow::SpecificTime(t)) => (Some(to_ns(t)), false),
-        None => (None, false),
+fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
+    match t? {
+        TimeOrNow::Now => Some(SetTime::Now),
+        TimeOrNow::SpecificTime(t) => Some(SetTime::At(to_ns(t))),
     }
 }
 
@@ -127,7 +126,7 @@ impl Filesystem for StrataFs {
             let op = lock_op(&fs, ino.0, lock_owner.0, start, end, typ, pid);
             match fs.meta.get_lock(op).await {
                 Ok(Some(held)) => {
-                    let typ = if held.kind == LockKind::Read as i32 { libc::F_RDLCK } else { libc::F_WRLCK };
+                    let typ = if held.kind == LockKind::Read { libc::F_RDLCK } else { libc::F_WRLCK };
                     let end = if held.end == u64::MAX { i64::MAX as u64 } else { held.end - 1 };
                     reply.locked(held.start, end, typ, held.pid)
                 }
@@ -189,18 +188,14 @@ impl Filesystem for StrataFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let (atime_ns, atime_now) = time_ns(atime);
-        let (mtime_ns, mtime_now) = time_ns(mtime);
-        let op = SetAttrOp {
+        let op = SetAttr {
             ino: ino.0,
             mode: mode.map(|m| m & 0o7777),
             uid,
             gid,
             size,
-            atime_ns,
-            mtime_ns,
-            atime_now,
-            mtime_now,
+            atime: set_time(atime),
+            mtime: set_time(mtime),
         };
         self.spawn(move |fs| async move {
             let result = fs.setattr(op).await;
@@ -400,7 +395,7 @@ impl Filesystem for StrataFs {
             let entries = listing.lock().unwrap();
             for (i, entry) in entries.as_ref().expect("loaded").iter().enumerate().skip(offset as usize) {
                 let name = OsStr::from_bytes(&entry.name);
-                if reply.add(INodeNo(entry.ino), i as u64 + 1, file_type(entry.file_type), name) {
+                if reply.add(INodeNo(entry.ino), i as u64 + 1, file_type(entry.kind), name) {
                     break;
                 }
             }

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use strata_proto::meta::DirEntry;
 use strata_sdk::data::file::FileWriter;
+use strata_sdk::types::DirEntry;
 
 use strata_sdk::data::reader::FileReader;
 

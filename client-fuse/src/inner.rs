@@ -10,11 +10,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use fuser::Notifier;
 use strata_common::{ErrorCode, Result, StrataError};
-use strata_proto::meta::{DirEntry, Inode, LockKind, LockOp, SetAttrOp};
 use strata_sdk::MetaClient;
 use strata_sdk::cache::BlockCache;
 use strata_sdk::data::DataClient;
 use strata_sdk::data::file::FileWriter;
+use strata_sdk::types::{Attr, DirEntry, FileKind, Lock, LockKind, SetAttr};
 
 use crate::handles::{Handles, OpenFile};
 use strata_sdk::data::reader::{self, FirstWindow};
@@ -54,7 +54,7 @@ pub const SESSION_RENEW: Duration = Duration::from_secs(5);
 
 impl Inner {
     /// Notes the version of `inode` the kernel is being given.
-    pub fn saw(&self, inode: &Inode) {
+    pub fn saw(&self, inode: &Attr) {
         let mut versions = self.versions.lock().unwrap();
         if versions.len() >= VERSIONS_KEPT {
             versions.clear();
@@ -97,7 +97,7 @@ impl Inner {
         self.handles.by_inode(ino).map(|f| f.written_end.load(Ordering::Relaxed)).filter(|s| *s > 0)
     }
 
-    pub async fn getattr(&self, ino: u64) -> Result<Inode> {
+    pub async fn getattr(&self, ino: u64) -> Result<Attr> {
         self.meta.getattr(ino).await
     }
 
@@ -109,7 +109,7 @@ impl Inner {
         }
     }
 
-    pub async fn setattr(&self, op: SetAttrOp) -> Result<Inode> {
+    pub async fn setattr(&self, op: SetAttr) -> Result<Attr> {
         // Any attribute change orders after the writes before it: committing
         // them later would set mtime again (cp -p / touch after a write).
         self.flush_inode(op.ino).await?;
@@ -147,7 +147,7 @@ impl Inner {
         if mode & libc::FALLOC_FL_KEEP_SIZE == 0 {
             let inode = self.meta.getattr(ino).await?;
             if end > inode.size {
-                self.meta.setattr(SetAttrOp { ino, size: Some(end), ..Default::default() }).await?;
+                self.meta.setattr(SetAttr { ino, size: Some(end), ..Default::default() }).await?;
                 self.extents_changed(ino);
             }
         }
@@ -158,7 +158,7 @@ impl Inner {
     /// last close if it is open in this mount.
     pub async fn unlink(&self, parent: u64, name: &[u8]) -> Result<()> {
         let inode = self.meta.unlink(parent, name).await?;
-        if inode.nlink == 0 && inode.mode & libc::S_IFMT != libc::S_IFDIR && !self.handles.unlinked(inode.ino) {
+        if inode.nlink == 0 && !inode.is_dir() && !self.handles.unlinked(inode.ino) {
             self.meta.evict(inode.ino).await?;
         }
         Ok(())
@@ -169,7 +169,7 @@ impl Inner {
         let replaced = if flags == 0 { self.meta.lookup(dp, dn).await.ok() } else { None };
         self.meta.rename(sp, sn, dp, dn, flags).await?;
         if let Some(old) = replaced
-            && old.mode & libc::S_IFMT == libc::S_IFREG
+            && old.is_file()
         {
             let after = self.meta.getattr(old.ino).await;
             let gone = matches!(&after, Ok(i) if i.nlink == 0);
@@ -188,8 +188,8 @@ impl Inner {
         let parent_ino = if dir.parent == 0 { ino } else { dir.parent };
         let parent = if plus { Some(self.meta.getattr(parent_ino).await?) } else { None };
         let mut out = vec![
-            DirEntry { name: b".".to_vec(), ino, file_type: libc::S_IFDIR, attr: plus.then_some(dir) },
-            DirEntry { name: b"..".to_vec(), ino: parent_ino, file_type: libc::S_IFDIR, attr: parent },
+            DirEntry { name: b".".to_vec(), ino, kind: FileKind::Dir, attr: plus.then_some(dir) },
+            DirEntry { name: b"..".to_vec(), ino: parent_ino, kind: FileKind::Dir, attr: parent },
         ];
         let mut after = Vec::new();
         loop {
@@ -261,20 +261,20 @@ impl Inner {
 }
 
 /// The lock a FUSE request describes (inclusive `end`, OFFSET_MAX to the end).
-pub fn lock_op(inner: &Inner, ino: u64, owner: u64, start: u64, end: u64, typ: i32, pid: u32) -> LockOp {
+pub fn lock_op(inner: &Inner, ino: u64, owner: u64, start: u64, end: u64, typ: i32, pid: u32) -> Lock {
     let kind = match typ {
         libc::F_RDLCK => LockKind::Read,
         libc::F_WRLCK => LockKind::Write,
         _ => LockKind::Unlock,
     };
     let end = if end >= i64::MAX as u64 { u64::MAX } else { end + 1 };
-    LockOp { ino, session: inner.session, owner, pid, kind: kind as i32, start, end, flock: false }
+    Lock { ino, session: inner.session, owner, pid, kind, start, end, flock: false }
 }
 
 impl Inner {
     /// F_SETLK / F_SETLKW: with `wait`, retries until the lock is granted.
-    pub async fn set_lock(&self, op: LockOp, wait: bool) -> Result<()> {
-        if op.kind != LockKind::Unlock as i32 {
+    pub async fn set_lock(&self, op: Lock, wait: bool) -> Result<()> {
+        if op.kind != LockKind::Unlock {
             self.lock_users.lock().unwrap().insert(op.ino);
         }
         let mut backoff = Duration::from_millis(20);
@@ -295,12 +295,12 @@ impl Inner {
         if !self.lock_users.lock().unwrap().contains(&ino) {
             return Ok(());
         }
-        let op = LockOp {
+        let op = Lock {
             ino,
             session: self.session,
             owner,
             pid: 0,
-            kind: LockKind::Unlock as i32,
+            kind: LockKind::Unlock,
             start: 0,
             end: u64::MAX,
             flock: false,

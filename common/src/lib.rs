@@ -6,6 +6,7 @@ pub mod aligned;
 pub mod config;
 pub mod error;
 pub mod files;
+pub mod hash;
 pub mod logging;
 pub mod net;
 pub mod size;

@@ -21,6 +21,8 @@ use strata_proto::meta::meta_client::MetaClient as GrpcClient;
 use strata_proto::meta::{self as pb, delegation_up::Msg};
 use tonic::transport::Channel;
 
+use crate::types::{Attr, Extent};
+
 /// Inodes cached at most; past it the cache starts again empty.
 const MAX_CACHED: usize = 1 << 18;
 /// Time before a broken recall stream is opened again.
@@ -32,11 +34,11 @@ struct Cached {
     term: u64,
     /// The oldest grant id among what is kept: a recall up to it voids all.
     grant: u64,
-    attrs: Option<pb::Inode>,
+    attrs: Option<Attr>,
     /// A directory's names, to the inode each names.
     entries: HashMap<Vec<u8>, u64>,
     /// A file's extents: (offset, length, extents) as one GetExtents answered.
-    window: Option<(u64, u64, Vec<pb::Extent>)>,
+    window: Option<(u64, u64, Vec<Extent>)>,
 }
 
 impl Cached {
@@ -304,19 +306,21 @@ impl Delegations {
         ticket: &Ticket,
         partition: u64,
         grant: &pb::Grant,
-        inode: &pb::Inode,
-        window: Option<(u64, u64, &[pb::Extent])>,
+        attr: &Attr,
+        window: Option<(u64, u64, &[Extent])>,
     ) {
         let mut state = self.state.lock().unwrap();
-        if let Some(cached) = state.admit(ticket, partition, grant, inode.ino) {
-            cached.attrs = Some(inode.clone());
+        if let Some(cached) = state.admit(ticket, partition, grant, attr.ino) {
+            cached.attrs = Some(attr.clone());
             if let Some((offset, length, extents)) = window {
                 cached.window = Some((offset, length, extents.to_vec()));
             }
         }
     }
 
-    /// A lookup's answer: the name, and the inode when the grant covers it.
+    /// A lookup's answer: the name, and the inode's attributes when the
+    /// grant covers them (`None`: the inode lives in another partition).
+    #[allow(clippy::too_many_arguments)]
     pub fn keep_entry(
         &self,
         ticket: &Ticket,
@@ -324,16 +328,17 @@ impl Delegations {
         grant: &pb::Grant,
         parent: u64,
         name: &[u8],
-        inode: &pb::Inode,
+        ino: u64,
+        attr: Option<&Attr>,
     ) {
         let mut state = self.state.lock().unwrap();
         if let Some(dir) = state.admit(ticket, partition, grant, parent) {
-            dir.entries.insert(name.to_vec(), inode.ino);
+            dir.entries.insert(name.to_vec(), ino);
         }
-        if inode.nlink > 0
-            && let Some(cached) = state.admit(ticket, partition, grant, inode.ino)
+        if let Some(attr) = attr.filter(|a| a.nlink > 0)
+            && let Some(cached) = state.admit(ticket, partition, grant, ino)
         {
-            cached.attrs = Some(inode.clone());
+            cached.attrs = Some(attr.clone());
         }
     }
 
@@ -349,20 +354,20 @@ impl Delegations {
         answer
     }
 
-    pub fn attrs(&self, ino: u64) -> Option<pb::Inode> {
+    pub fn attrs(&self, ino: u64) -> Option<Attr> {
         let state = self.state.lock().unwrap();
         self.hit(state.inodes.get(&ino).filter(|c| state.valid(c)).and_then(|c| c.attrs.clone()))
     }
 
     /// The inode `name` in `parent` names, with its attributes.
-    pub fn lookup(&self, parent: u64, name: &[u8]) -> Option<pb::Inode> {
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Option<Attr> {
         let state = self.state.lock().unwrap();
         let dir = state.inodes.get(&parent).filter(|c| state.valid(c));
         let found = dir.and_then(|d| d.entries.get(name)).and_then(|ino| state.inodes.get(ino));
         self.hit(found.filter(|c| state.valid(c)).and_then(|c| c.attrs.clone()))
     }
 
-    pub fn window(&self, ino: u64, offset: u64, length: u64) -> Option<(Vec<pb::Extent>, pb::Inode)> {
+    pub fn window(&self, ino: u64, offset: u64, length: u64) -> Option<(Vec<Extent>, Attr)> {
         let state = self.state.lock().unwrap();
         let cached = state.inodes.get(&ino).filter(|c| state.valid(c));
         let answer = cached.and_then(|c| {
@@ -388,8 +393,9 @@ mod tests {
         }
     }
 
-    fn inode(ino: u64, size: u64) -> pb::Inode {
-        pb::Inode { ino, size, nlink: 1, ..Default::default() }
+    fn inode(ino: u64, size: u64) -> Attr {
+        let inode = pb::Inode { ino, size, nlink: 1, mode: libc::S_IFREG | 0o644, ..Default::default() };
+        Attr::try_from(inode).unwrap()
     }
 
     #[test]
@@ -397,7 +403,7 @@ mod tests {
         let d = table();
         let t = d.ticket().answered_by(Some("a".into()));
         let g = pb::Grant { term: 2, id: 5 };
-        d.keep_entry(&t, 7, &g, 1, b"f", &inode(10, 3));
+        d.keep_entry(&t, 7, &g, 1, b"f", 10, Some(&inode(10, 3)));
         assert_eq!(d.lookup(1, b"f").map(|i| i.size), Some(3));
         assert_eq!(d.attrs(10).map(|i| i.ino), Some(10));
 
@@ -441,7 +447,8 @@ mod tests {
     fn windows_answer_only_the_range_fetched() {
         let d = table();
         let t = d.ticket().answered_by(Some("a".into()));
-        let extents = vec![pb::Extent { file_offset: 0, length: 3, ..Default::default() }];
+        let blob = pb::BlobRef { data_partition: 1, blob_id: 2, ..Default::default() };
+        let extents = vec![Extent { file_offset: 0, length: 3, blob }];
         d.keep_attrs(&t, 7, &pb::Grant { term: 2, id: 1 }, &inode(10, 3), Some((0, 100, &extents)));
         assert_eq!(d.window(10, 0, 100).map(|(e, i)| (e.len(), i.size)), Some((1, 3)));
         assert_eq!(d.window(10, 100, 100), None);

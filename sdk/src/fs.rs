@@ -15,14 +15,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use strata_common::hash::Fnv64;
 use strata_common::{ErrorCode, Result, StrataError};
-use strata_proto::meta::{Extent, SetAttrOp};
 
 use crate::cache::{BlockCache, CacheConfig};
 use crate::data::DataClient;
 use crate::data::file::{DEFAULT_BLOB_SIZE, EXTENTS_PER_COMMIT, FileWriter, read_file};
 use crate::data::reader::{self, FileReader};
-use crate::types::{Attr, DirEntry};
+use crate::types::{Attr, DirEntry, Extent, SetAttr};
 use crate::{MasterClient, MetaClient};
 
 /// The inode of every volume's root directory.
@@ -159,13 +159,11 @@ impl Volume {
         for extent in &extents {
             hash.add(extent.file_offset);
             hash.add(extent.length);
-            if let Some(blob) = &extent.blob {
-                hash.add(blob.data_partition);
-                hash.add(blob.blob_id);
-                hash.add(blob.offset);
-            }
+            hash.add(extent.blob.data_partition);
+            hash.add(extent.blob.blob_id);
+            hash.add(extent.blob.offset);
         }
-        Ok((Attr::try_from(inode)?, hash.0))
+        Ok((inode, hash.0))
     }
 
     /// The directory `path` as the root of a new view (e.g. a PVC's subdirectory).
@@ -202,14 +200,14 @@ impl Volume {
     /// What `names` lead to from the root, one lookup each; with `make`,
     /// missing directories are made on the way.
     async fn walk(&self, names: &[&[u8]], make: bool) -> Result<Attr> {
-        let mut at = Attr::try_from(self.meta.getattr(self.root).await?)?;
+        let mut at = self.meta.getattr(self.root).await?;
         for name in names {
             if !at.is_dir() {
                 return Err(not_a_dir(at.ino));
             }
             at = match make {
                 true => self.dir_entry_or_make(at.ino, name).await?,
-                false => Attr::try_from(self.meta.lookup(at.ino, name).await?)?,
+                false => self.meta.lookup(at.ino, name).await?,
             };
         }
         Ok(at)
@@ -244,7 +242,7 @@ impl Volume {
 
     async fn dir_entry_or_make(&self, parent: u64, name: &[u8]) -> Result<Attr> {
         match self.meta.lookup(parent, name).await {
-            Ok(found) => return Attr::try_from(found),
+            Ok(found) => return Ok(found),
             Err(e) if e.code != ErrorCode::NotFound => return Err(e),
             Err(_) => {}
         }
@@ -254,10 +252,10 @@ impl Volume {
                 if let Some(mark) = &self.dir_mark {
                     self.meta.set_xattr(made.ino, &mark.0, &mark.1, 0).await?;
                 }
-                Attr::try_from(made)
+                Ok(made)
             }
             // Another client made it first.
-            Err(e) if e.code == ErrorCode::AlreadyExists => Attr::try_from(self.meta.lookup(parent, name).await?),
+            Err(e) if e.code == ErrorCode::AlreadyExists => self.meta.lookup(parent, name).await,
             Err(e) => Err(e),
         }
     }
@@ -280,15 +278,14 @@ impl Volume {
         let (page, more) = self.meta.readdir(dir, after, limit, true).await?;
         let next = if more { page.last().map(|e| e.name.clone()) } else { None };
         let mut entries = Vec::with_capacity(page.len());
-        for entry in page {
+        for mut entry in page {
             if dir == ROOT_INO && entry.name == TEMP_DIR {
                 continue;
             }
-            let mut entry = DirEntry::try_from(entry)?;
             if entry.attr.is_none() {
                 // The inode lives in another partition; one removed meanwhile is left out.
                 match self.meta.getattr(entry.ino).await {
-                    Ok(inode) => entry.attr = Some(Attr::try_from(inode)?),
+                    Ok(inode) => entry.attr = Some(inode),
                     Err(e) if e.code == ErrorCode::NotFound => continue,
                     Err(e) => return Err(e),
                 }
@@ -312,7 +309,7 @@ impl Volume {
                 Ok((inode, first)) => {
                     let reader = FileReader::new(inode.ino);
                     reader.seed(first);
-                    return Ok(FileHandle { volume: self.clone(), attr: Attr::try_from(inode)?, reader });
+                    return Ok(FileHandle { volume: self.clone(), attr: inode, reader });
                 }
                 Err(e) if e.code == ErrorCode::NotFound && attempt < OPEN_ATTEMPTS => continue,
                 Err(e) => return Err(e.context(&format!("opening {}", show(path)))),
@@ -378,13 +375,50 @@ impl Volume {
     /// Removes the file, symlink or empty directory `path`.
     pub async fn remove(&self, path: &[u8]) -> Result<()> {
         let (parent, name) = self.parent_of(path, false).await?;
-        let target = Attr::try_from(self.meta.lookup(parent.ino, name).await?)?;
+        let target = self.meta.lookup(parent.ino, name).await?;
         if target.is_dir() {
             self.meta.rmdir(parent.ino, name).await?;
             return Ok(());
         }
         let removed = self.meta.unlink(parent.ino, name).await?;
         self.reclaim_if_unlinked(removed.ino, removed.nlink).await
+    }
+
+    /// Removes `path` and everything below it (`rm -r`); nothing to do if
+    /// it does not exist. Not atomic: a failure leaves part of the tree.
+    pub async fn remove_tree(&self, path: &[u8]) -> Result<()> {
+        let top = match self.stat(path).await {
+            Ok(attr) => attr,
+            Err(e) if e.code == ErrorCode::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        // Directories still to empty, deepest last; each is emptied page by
+        // page from its start, since what was listed is removed.
+        let mut stack = vec![(path.to_vec(), top)];
+        while let Some((dir_path, dir)) = stack.last().cloned() {
+            if !dir.is_dir() {
+                stack.pop();
+                self.remove(&dir_path).await?;
+                continue;
+            }
+            let page = self.list_dir(dir.ino, b"", 1000).await?;
+            if page.entries.is_empty() {
+                stack.pop();
+                self.remove(&dir_path).await?;
+                continue;
+            }
+            for entry in page.entries {
+                let child = [dir_path.as_slice(), b"/", &entry.name].concat();
+                match entry.attr {
+                    Some(attr) if attr.is_dir() => stack.push((child, attr)),
+                    _ => match self.remove(&child).await {
+                        Err(e) if e.code != ErrorCode::NotFound => return Err(e),
+                        _ => {}
+                    },
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Renames `from` to `to`, replacing a file there (rename(2)).
@@ -398,7 +432,7 @@ impl Volume {
     /// (this client holds it open nowhere).
     async fn rename_into(&self, sp: u64, sn: &[u8], dp: u64, dn: &[u8], flags: u32) -> Result<()> {
         let replaced = match self.meta.lookup(dp, dn).await {
-            Ok(inode) if flags == 0 && inode.mode & libc::S_IFMT != libc::S_IFDIR => Some(inode.ino),
+            Ok(inode) if flags == 0 && !inode.is_dir() => Some(inode.ino),
             _ => None,
         };
         self.meta.rename(sp, sn, dp, dn, flags).await?;
@@ -569,8 +603,7 @@ impl AtomicWrite {
         self.written = base + length;
         // A hole at the end of the range: the size still covers it.
         if size_now < self.written {
-            let op = SetAttrOp { ino: self.ino, size: Some(self.written), ..Default::default() };
-            meta.setattr(op).await?;
+            meta.setattr(SetAttr { ino: self.ino, size: Some(self.written), ..Default::default() }).await?;
         }
         Ok(())
     }
@@ -632,7 +665,7 @@ impl AtomicWrite {
         let (parent, name) = volume.parent_of(&self.path, self.options.make_parents).await?;
         let flags = if self.options.no_replace { 1 } else { 0 };
         volume.rename_into(self.temp_dir, &self.temp_name, parent.ino, name, flags).await?;
-        Attr::try_from(volume.meta.getattr(self.ino).await?)
+        volume.meta.getattr(self.ino).await
     }
 
     /// Drops what was written; nothing changes at the path.
@@ -661,26 +694,6 @@ fn check_range(ino: u64, offset: u64, length: u64, size: u64) -> Result<()> {
     match offset.checked_add(length) {
         Some(end) if end <= size => Ok(()),
         _ => Err(StrataError::invalid(format!("bytes {offset}+{length} are not within file {ino} of {size} bytes"))),
-    }
-}
-
-/// 64-bit FNV-1a over little-endian words: stable across builds, unlike
-/// std's hasher (content versions are stored).
-#[derive(Debug)]
-struct Fnv64(u64);
-
-impl Default for Fnv64 {
-    fn default() -> Fnv64 {
-        Fnv64(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Fnv64 {
-    fn add(&mut self, word: u64) {
-        for byte in word.to_le_bytes() {
-            self.0 ^= u64::from(byte);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
     }
 }
 

@@ -19,6 +19,7 @@ use crate::MasterClient;
 use crate::delegation::Delegations;
 use crate::meta_tx::is_cross_partition;
 use crate::rpc::{Channels, LeaderRouter};
+use crate::types::{Attr, DirEntry, Extent, HeldLock, Lock, SetAttr};
 
 /// How long one operation keeps retrying before the caller sees the error.
 pub const META_DEADLINE: Duration = Duration::from_secs(30);
@@ -279,11 +280,15 @@ impl MetaClient {
         reply
     }
 
-    async fn mutate_inode(&self, ino: u64, what: &str, op: Op) -> Result<pb::Inode> {
-        self.mutate(ino, what, op).await?.ok_or_else(|| StrataError::internal(format!("{what}: no inode in the reply")))
+    async fn mutate_inode(&self, ino: u64, what: &str, op: Op) -> Result<Attr> {
+        let inode = self
+            .mutate(ino, what, op)
+            .await?
+            .ok_or_else(|| StrataError::internal(format!("{what}: no inode in the reply")))?;
+        Attr::try_from(inode).map_err(|e| e.context(what))
     }
 
-    pub async fn lookup(&self, parent: u64, name: &[u8]) -> Result<pb::Inode> {
+    pub async fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr> {
         if let Some(inode) = self.delegations.get().and_then(|d| d.lookup(parent, name)) {
             return Ok(inode);
         }
@@ -300,17 +305,21 @@ impl MetaClient {
             .await?;
         let inode =
             reply.inode.ok_or_else(|| StrataError::internal("a metanode answered a lookup without the inode"))?;
-        if let Some(g) = granted {
-            g.cache.keep_entry(&g.ticket, g.partition, &g.grant, parent, name, &inode);
-        }
         // A bare answer means the inode lives in another partition.
         if inode.nlink == 0 && self.partition_of(inode.ino)?.id != self.partition_of(parent)?.id {
+            if let Some(g) = granted {
+                g.cache.keep_entry(&g.ticket, g.partition, &g.grant, parent, name, inode.ino, None);
+            }
             return self.getattr(inode.ino).await;
         }
-        Ok(inode)
+        let attr = Attr::try_from(inode).map_err(|e| e.context("looking up a name"))?;
+        if let Some(g) = granted {
+            g.cache.keep_entry(&g.ticket, g.partition, &g.grant, parent, name, attr.ino, Some(&attr));
+        }
+        Ok(attr)
     }
 
-    pub async fn getattr(&self, ino: u64) -> Result<pb::Inode> {
+    pub async fn getattr(&self, ino: u64) -> Result<Attr> {
         if let Some(inode) = self.delegations.get().and_then(|d| d.attrs(ino)) {
             return Ok(inode);
         }
@@ -325,22 +334,15 @@ impl MetaClient {
             )
             .await?;
         let inode = reply.inode.ok_or_else(|| StrataError::internal("a metanode answered without the inode"))?;
+        let attr = Attr::try_from(inode).map_err(|e| e.context("reading attributes"))?;
         if let Some(g) = granted {
-            g.cache.keep_attrs(&g.ticket, g.partition, &g.grant, &inode, None);
+            g.cache.keep_attrs(&g.ticket, g.partition, &g.grant, &attr, None);
         }
-        Ok(inode)
+        Ok(attr)
     }
 
     /// Creates a regular file, directory, fifo, socket or device node (by `mode`'s type bits).
-    pub async fn create(
-        &self,
-        parent: u64,
-        name: &[u8],
-        mode: u32,
-        uid: u32,
-        gid: u32,
-        rdev: u64,
-    ) -> Result<pb::Inode> {
+    pub async fn create(&self, parent: u64, name: &[u8], mode: u32, uid: u32, gid: u32, rdev: u64) -> Result<Attr> {
         let op =
             Op::Create(pb::CreateOp { parent, name: name.to_vec(), mode, uid, gid, rdev, symlink_target: Vec::new() });
         match self.mutate_inode(parent, "creating", op).await {
@@ -354,7 +356,7 @@ impl MetaClient {
 
     /// mkdir(2). New directories are spread over the volume's partitions
     /// (round robin); one placed away from its parent is made by a transaction.
-    pub async fn mkdir(&self, parent: u64, name: &[u8], mode: u32, uid: u32, gid: u32) -> Result<pb::Inode> {
+    pub async fn mkdir(&self, parent: u64, name: &[u8], mode: u32, uid: u32, gid: u32) -> Result<Attr> {
         let target = self.place_directory();
         if target == self.partition_of(parent)?.id {
             return self.create(parent, name, libc::S_IFDIR | (mode & 0o7777), uid, gid, 0).await;
@@ -362,7 +364,7 @@ impl MetaClient {
         self.mkdir_across(parent, name, mode, uid, gid, target).await
     }
 
-    pub async fn symlink(&self, parent: u64, name: &[u8], target: &[u8], uid: u32, gid: u32) -> Result<pb::Inode> {
+    pub async fn symlink(&self, parent: u64, name: &[u8], target: &[u8], uid: u32, gid: u32) -> Result<Attr> {
         let op = Op::Create(pb::CreateOp {
             parent,
             name: name.to_vec(),
@@ -375,7 +377,7 @@ impl MetaClient {
         self.mutate_inode(parent, "creating a symlink", op).await
     }
 
-    pub async fn unlink(&self, parent: u64, name: &[u8]) -> Result<pb::Inode> {
+    pub async fn unlink(&self, parent: u64, name: &[u8]) -> Result<Attr> {
         let op = Op::Unlink(pb::UnlinkOp { parent, name: name.to_vec(), directory: false });
         match self.mutate_inode(parent, "unlinking", op).await {
             Err(e) if is_cross_partition(&e) => self.remove_across(parent, name, false).await,
@@ -383,7 +385,7 @@ impl MetaClient {
         }
     }
 
-    pub async fn rmdir(&self, parent: u64, name: &[u8]) -> Result<pb::Inode> {
+    pub async fn rmdir(&self, parent: u64, name: &[u8]) -> Result<Attr> {
         let op = Op::Unlink(pb::UnlinkOp { parent, name: name.to_vec(), directory: true });
         match self.mutate_inode(parent, "removing a directory", op).await {
             Err(e) if is_cross_partition(&e) => self.remove_across(parent, name, true).await,
@@ -400,7 +402,7 @@ impl MetaClient {
         dst_parent: u64,
         dst_name: &[u8],
         flags: u32,
-    ) -> Result<pb::Inode> {
+    ) -> Result<Attr> {
         if self.partition_of(src_parent)?.id == self.partition_of(dst_parent)?.id {
             let op = Op::Rename(pb::RenameOp {
                 src_parent,
@@ -417,7 +419,7 @@ impl MetaClient {
         self.rename_across(src_parent, src_name, dst_parent, dst_name, flags).await
     }
 
-    pub async fn link(&self, ino: u64, new_parent: u64, new_name: &[u8]) -> Result<pb::Inode> {
+    pub async fn link(&self, ino: u64, new_parent: u64, new_name: &[u8]) -> Result<Attr> {
         if self.partition_of(ino)?.id != self.partition_of(new_parent)?.id {
             return self.link_across(ino, new_parent, new_name).await;
         }
@@ -425,26 +427,21 @@ impl MetaClient {
         self.mutate_inode(new_parent, "linking", op).await
     }
 
-    pub async fn setattr(&self, op: pb::SetAttrOp) -> Result<pb::Inode> {
-        let ino = op.ino;
-        self.mutate_inode(ino, "setting attributes", Op::SetAttr(op)).await
+    pub async fn setattr(&self, set: SetAttr) -> Result<Attr> {
+        let ino = set.ino;
+        self.mutate_inode(ino, "setting attributes", Op::SetAttr(set.into())).await
     }
 
     /// One page of `parent` after the name `after` (empty: from the start); `true` if more follow.
-    pub async fn readdir(
-        &self,
-        parent: u64,
-        after: &[u8],
-        limit: u32,
-        plus: bool,
-    ) -> Result<(Vec<pb::DirEntry>, bool)> {
+    pub async fn readdir(&self, parent: u64, after: &[u8], limit: u32, plus: bool) -> Result<(Vec<DirEntry>, bool)> {
         let reply = self
             .call(parent, "reading a directory", |mut c, partition_id| {
                 let request = pb::ReadDirRequest { partition_id, parent, after: after.to_vec(), limit, plus };
                 async move { c.read_dir(request).await }
             })
             .await?;
-        Ok((reply.entries, reply.more))
+        let entries = reply.entries.into_iter().map(DirEntry::try_from).collect::<Result<Vec<_>>>();
+        Ok((entries.map_err(|e| e.context("reading a directory"))?, reply.more))
     }
 
     pub async fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
@@ -491,28 +488,24 @@ impl MetaClient {
     }
 
     /// Commits written data to `ino`'s extent map (after the blobs are durable).
-    pub async fn write_extents(&self, ino: u64, extents: Vec<pb::Extent>) -> Result<pb::Inode> {
+    pub async fn write_extents(&self, ino: u64, extents: Vec<Extent>) -> Result<Attr> {
+        let extents = extents.into_iter().map(pb::Extent::from).collect();
         self.mutate_inode(ino, "committing extents", Op::WriteExtents(pb::WriteExtentsOp { ino, extents })).await
     }
 
     /// Makes [offset, offset + length) of `ino` a hole (its blobs are freed once unused).
-    pub async fn punch_hole(&self, ino: u64, offset: u64, length: u64) -> Result<pb::Inode> {
+    pub async fn punch_hole(&self, ino: u64, offset: u64, length: u64) -> Result<Attr> {
         self.mutate_inode(ino, "punching a hole", Op::PunchHole(pb::PunchHoleOp { ino, offset, length })).await
     }
 
     /// The extents covering [offset, offset + length) of `ino` and its size; gaps are holes.
-    pub async fn get_extents(&self, ino: u64, offset: u64, length: u64) -> Result<(Vec<pb::Extent>, u64)> {
+    pub async fn get_extents(&self, ino: u64, offset: u64, length: u64) -> Result<(Vec<Extent>, u64)> {
         let (extents, inode) = self.get_extents_and_inode(ino, offset, length).await?;
         Ok((extents, inode.size))
     }
 
     /// The inode and the extents of [offset, offset + length) of it, read together.
-    pub async fn get_extents_and_inode(
-        &self,
-        ino: u64,
-        offset: u64,
-        length: u64,
-    ) -> Result<(Vec<pb::Extent>, pb::Inode)> {
+    pub async fn get_extents_and_inode(&self, ino: u64, offset: u64, length: u64) -> Result<(Vec<Extent>, Attr)> {
         if let Some(window) = self.delegations.get().and_then(|d| d.window(ino, offset, length)) {
             return Ok(window);
         }
@@ -529,30 +522,34 @@ impl MetaClient {
             .await?;
         let inode =
             reply.inode.ok_or_else(|| StrataError::internal("a metanode answered extents without the inode"))?;
+        let attr = Attr::try_from(inode).map_err(|e| e.context("reading extents"))?;
+        let extents = reply.extents.into_iter().map(Extent::try_from).collect::<Result<Vec<_>>>();
+        let extents = extents.map_err(|e| e.context(&format!("reading the extents of inode {ino}")))?;
         if let Some(g) = granted {
-            let window = Some((offset, length, reply.extents.as_slice()));
-            g.cache.keep_attrs(&g.ticket, g.partition, &g.grant, &inode, window);
+            let window = Some((offset, length, extents.as_slice()));
+            g.cache.keep_attrs(&g.ticket, g.partition, &g.grant, &attr, window);
         }
-        Ok((reply.extents, inode))
+        Ok((extents, attr))
     }
 
     /// F_SETLK / flock on `lock.ino`: takes, changes or releases a lock;
     /// WouldBlock if another owner holds a conflicting one.
-    pub async fn lock(&self, lock: pb::LockOp) -> Result<()> {
+    pub async fn lock(&self, lock: Lock) -> Result<()> {
         let ino = lock.ino;
-        self.mutate(ino, "locking", Op::Lock(lock)).await.map(drop)
+        self.mutate(ino, "locking", Op::Lock(lock.into())).await.map(drop)
     }
 
     /// F_GETLK: the lock that would block `lock`, if any.
-    pub async fn get_lock(&self, lock: pb::LockOp) -> Result<Option<pb::LockInfo>> {
+    pub async fn get_lock(&self, lock: Lock) -> Result<Option<HeldLock>> {
         let ino = lock.ino;
+        let lock = pb::LockOp::from(lock);
         let reply = self
             .call(ino, "testing a lock", |mut c, partition_id| {
                 let request = pb::GetLockRequest { partition_id, lock: Some(lock) };
                 async move { c.get_lock(request).await }
             })
             .await?;
-        Ok(reply.conflict)
+        reply.conflict.map(HeldLock::try_from).transpose()
     }
 
     /// Starts or extends `session` on every partition for `lease`; locks

@@ -17,6 +17,7 @@ use strata_proto::meta::{self as pb, meta_command::Op, tx_step::Step};
 
 use crate::MetaClient;
 use crate::meta_client::request_id;
+use crate::types::Attr;
 
 /// How long a prepared transaction may wait for its coordinator before the
 /// participants resolve it with the primary.
@@ -47,8 +48,8 @@ fn now_ns() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
 }
 
-fn is_dir(inode: &pb::Inode) -> bool {
-    inode.mode & libc::S_IFMT == libc::S_IFDIR
+fn is_dir(inode: &Attr) -> bool {
+    inode.is_dir()
 }
 
 /// Steps grouped by partition, in the order participants first appear.
@@ -184,7 +185,7 @@ impl MetaClient {
         uid: u32,
         gid: u32,
         target: u64,
-    ) -> Result<pb::Inode> {
+    ) -> Result<Attr> {
         let target_ino = self.partitions().iter().find(|p| p.id == target).map(|p| p.inode_start).unwrap_or(ROOT);
         self.create_elsewhere(parent, name, libc::S_IFDIR | (mode & 0o7777), uid, gid, 0, target_ino).await
     }
@@ -199,7 +200,7 @@ impl MetaClient {
         uid: u32,
         gid: u32,
         rdev: u64,
-    ) -> Result<pb::Inode> {
+    ) -> Result<Attr> {
         self.refresh().await?;
         let open = self.partitions().last().map(|p| p.inode_start).unwrap_or(ROOT);
         let file_type = if mode & libc::S_IFMT == 0 { libc::S_IFREG } else { mode & libc::S_IFMT };
@@ -218,14 +219,14 @@ impl MetaClient {
         gid: u32,
         rdev: u64,
         target_ino: u64,
-    ) -> Result<pb::Inode> {
+    ) -> Result<Attr> {
         let file_type = mode & libc::S_IFMT;
         let ino = self
             .with_retries(|| async {
                 // Set-group-ID directories hand their group (and, to directories, the bit) down.
                 let parent_inode = self.getattr(parent).await?;
                 let (mut mode, mut gid) = (mode, gid);
-                if parent_inode.mode & libc::S_ISGID != 0 {
+                if parent_inode.perm & libc::S_ISGID != 0 {
                     gid = parent_inode.gid;
                     if file_type == libc::S_IFDIR {
                         mode |= libc::S_ISGID;
@@ -244,7 +245,7 @@ impl MetaClient {
     }
 
     /// unlink or rmdir of an entry whose inode lives in another partition.
-    pub(crate) async fn remove_across(&self, parent: u64, name: &[u8], directory: bool) -> Result<pb::Inode> {
+    pub(crate) async fn remove_across(&self, parent: u64, name: &[u8], directory: bool) -> Result<Attr> {
         self.with_retries(|| async {
             let target = self.lookup(parent, name).await?;
             match (directory, is_dir(&target)) {
@@ -262,12 +263,12 @@ impl MetaClient {
             };
             plan.add(self, target.ino, Step::AdjustInode(adjust))?;
             self.transact(plan.into_parts()).await?;
-            Ok(pb::Inode { nlink: target.nlink.saturating_sub(if directory { target.nlink } else { 1 }), ..target })
+            Ok(Attr { nlink: target.nlink.saturating_sub(if directory { target.nlink } else { 1 }), ..target })
         })
         .await
     }
 
-    pub(crate) async fn link_across(&self, ino: u64, new_parent: u64, new_name: &[u8]) -> Result<pb::Inode> {
+    pub(crate) async fn link_across(&self, ino: u64, new_parent: u64, new_name: &[u8]) -> Result<Attr> {
         self.with_retries(|| async {
             let inode = self.getattr(ino).await?;
             if is_dir(&inode) {
@@ -275,7 +276,7 @@ impl MetaClient {
             }
             let mut plan = Plan::default();
             plan.add(self, ino, Step::AdjustInode(pb::AdjustInode { ino, nlink_delta: 1, ..Default::default() }))?;
-            let file_type = inode.mode & libc::S_IFMT;
+            let file_type = inode.kind.type_bits();
             let entry =
                 pb::AddEntry { parent: new_parent, name: new_name.to_vec(), ino, file_type, ..Default::default() };
             plan.add(self, new_parent, Step::AddEntry(entry))?;
@@ -299,7 +300,7 @@ impl MetaClient {
         Err(StrataError::internal("directory parents do not lead to the root"))
     }
 
-    async fn lookup_optional(&self, parent: u64, name: &[u8]) -> Result<Option<pb::Inode>> {
+    async fn lookup_optional(&self, parent: u64, name: &[u8]) -> Result<Option<Attr>> {
         match self.lookup(parent, name).await {
             Ok(inode) => Ok(Some(inode)),
             Err(e) if e.code == ErrorCode::NotFound => Ok(None),
@@ -307,7 +308,7 @@ impl MetaClient {
         }
     }
 
-    pub(crate) async fn rename_across(&self, sp: u64, sn: &[u8], dp: u64, dn: &[u8], flags: u32) -> Result<pb::Inode> {
+    pub(crate) async fn rename_across(&self, sp: u64, sn: &[u8], dp: u64, dn: &[u8], flags: u32) -> Result<Attr> {
         const NOREPLACE: u32 = 1;
         const EXCHANGE: u32 = 2;
         if flags & !(NOREPLACE | EXCHANGE) != 0 || flags == NOREPLACE | EXCHANGE {
@@ -328,7 +329,7 @@ impl MetaClient {
                 }
                 let exchange = flags == EXCHANGE;
                 let mut plan = Plan::default();
-                let src_type = src.mode & libc::S_IFMT;
+                let src_type = src.kind.type_bits();
                 // The new name first (primary), then the inodes, then the old name.
                 let (replace_ino, replace_is_dir) = dst.as_ref().map(|d| (d.ino, is_dir(d))).unwrap_or((0, false));
                 if exchange && dst.is_none() {
@@ -381,7 +382,7 @@ impl MetaClient {
                             parent: sp,
                             name: sn.to_vec(),
                             ino: d.ino,
-                            file_type: d.mode & libc::S_IFMT,
+                            file_type: d.kind.type_bits(),
                             replace_ino: src.ino,
                             replace_is_dir: is_dir(&src),
                         };

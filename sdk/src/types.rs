@@ -32,6 +32,19 @@ impl FileKind {
             other => return Err(StrataError::internal(format!("file type bits {other:#o} name no kind"))),
         })
     }
+
+    /// The `S_IFMT` bits naming this kind.
+    pub fn type_bits(self) -> u32 {
+        match self {
+            FileKind::File => libc::S_IFREG,
+            FileKind::Dir => libc::S_IFDIR,
+            FileKind::Symlink => libc::S_IFLNK,
+            FileKind::Fifo => libc::S_IFIFO,
+            FileKind::Socket => libc::S_IFSOCK,
+            FileKind::CharDevice => libc::S_IFCHR,
+            FileKind::BlockDevice => libc::S_IFBLK,
+        }
+    }
 }
 
 /// Attributes of one inode.
@@ -51,6 +64,9 @@ pub struct Attr {
     pub crtime_ns: i64,
     pub rdev: u64,
     pub symlink_target: Vec<u8>,
+    /// For a directory, the directory holding it (0 for other kinds: a
+    /// file may have several names).
+    pub parent: u64,
 }
 
 impl Attr {
@@ -60,6 +76,11 @@ impl Attr {
 
     pub fn is_file(&self) -> bool {
         self.kind == FileKind::File
+    }
+
+    /// The whole `st_mode`: type bits and permission bits.
+    pub fn mode(&self) -> u32 {
+        self.kind.type_bits() | self.perm
     }
 }
 
@@ -85,6 +106,7 @@ impl TryFrom<pb::Inode> for Attr {
             crtime_ns: inode.crtime_ns,
             rdev: inode.rdev,
             symlink_target: inode.symlink_target,
+            parent: inode.parent,
         })
     }
 }
@@ -147,6 +169,123 @@ impl From<Extent> for pb::Extent {
     }
 }
 
+/// A time to set on an inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetTime {
+    /// The metanode's clock when it applies the change (UTIME_NOW).
+    Now,
+    /// Nanoseconds since the epoch (negative: before it).
+    At(i64),
+}
+
+/// The attributes one setattr changes; `None` leaves an attribute as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SetAttr {
+    pub ino: u64,
+    /// Permission bits (the type bits are kept).
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// A new size: truncates or extends with a hole.
+    pub size: Option<u64>,
+    pub atime: Option<SetTime>,
+    pub mtime: Option<SetTime>,
+}
+
+impl From<SetAttr> for pb::SetAttrOp {
+    fn from(set: SetAttr) -> pb::SetAttrOp {
+        let at = |t: Option<SetTime>| match t {
+            Some(SetTime::At(ns)) => Some(ns),
+            _ => None,
+        };
+        pb::SetAttrOp {
+            ino: set.ino,
+            mode: set.mode,
+            uid: set.uid,
+            gid: set.gid,
+            size: set.size,
+            atime_ns: at(set.atime),
+            mtime_ns: at(set.mtime),
+            atime_now: set.atime == Some(SetTime::Now),
+            mtime_now: set.mtime == Some(SetTime::Now),
+        }
+    }
+}
+
+/// What a lock request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockKind {
+    Read,
+    Write,
+    Unlock,
+}
+
+/// A byte-range lock (fcntl) or, with `flock`, a whole-file flock(2).
+/// Locks belong to (session, owner): the session is the client's lease,
+/// the owner its lock owner (a process for POSIX locks, an open file for flock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lock {
+    pub ino: u64,
+    pub session: u64,
+    pub owner: u64,
+    pub pid: u32,
+    pub kind: LockKind,
+    pub start: u64,
+    /// Exclusive; `u64::MAX` means to the end of the file.
+    pub end: u64,
+    pub flock: bool,
+}
+
+impl From<Lock> for pb::LockOp {
+    fn from(lock: Lock) -> pb::LockOp {
+        let kind = match lock.kind {
+            LockKind::Read => pb::LockKind::Read,
+            LockKind::Write => pb::LockKind::Write,
+            LockKind::Unlock => pb::LockKind::Unlock,
+        };
+        pb::LockOp {
+            ino: lock.ino,
+            session: lock.session,
+            owner: lock.owner,
+            pid: lock.pid,
+            kind: kind as i32,
+            start: lock.start,
+            end: lock.end,
+            flock: lock.flock,
+        }
+    }
+}
+
+/// A lock that is held (what F_GETLK reports).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldLock {
+    /// The session and owner holding it.
+    pub session: u64,
+    pub owner: u64,
+    pub pid: u32,
+    /// Read or write (a held lock is never `Unlock`).
+    pub kind: LockKind,
+    pub start: u64,
+    /// Exclusive; `u64::MAX` means to the end of the file.
+    pub end: u64,
+}
+
+impl TryFrom<pb::LockInfo> for HeldLock {
+    type Error = StrataError;
+
+    fn try_from(info: pb::LockInfo) -> Result<HeldLock> {
+        let kind = match pb::LockKind::try_from(info.kind) {
+            Ok(pb::LockKind::Read) => LockKind::Read,
+            Ok(pb::LockKind::Write) => LockKind::Write,
+            _ => return Err(StrataError::internal(format!("a metanode reported a held lock of kind {}", info.kind))),
+        };
+        if info.start > info.end {
+            return Err(StrataError::internal("a metanode reported a held lock ending before it starts"));
+        }
+        Ok(HeldLock { session: info.session, owner: info.owner, pid: info.pid, kind, start: info.start, end: info.end })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,6 +297,38 @@ mod tests {
         let file = pb::Inode { ino: 5, mode: libc::S_IFREG | 0o644, size: 3, ..Default::default() };
         let attr = Attr::try_from(file).unwrap();
         assert_eq!((attr.kind, attr.perm, attr.size), (FileKind::File, 0o644, 3));
+    }
+
+    #[test]
+    fn every_kind_names_its_own_type_bits() {
+        for bits in
+            [libc::S_IFREG, libc::S_IFDIR, libc::S_IFLNK, libc::S_IFIFO, libc::S_IFSOCK, libc::S_IFCHR, libc::S_IFBLK]
+        {
+            assert_eq!(FileKind::from_mode(bits | 0o755).unwrap().type_bits(), bits);
+        }
+    }
+
+    #[test]
+    fn set_times_go_on_the_wire_as_values_or_now() {
+        let set = SetAttr { ino: 4, atime: Some(SetTime::Now), mtime: Some(SetTime::At(-5)), ..Default::default() };
+        let op = pb::SetAttrOp::from(set);
+        assert_eq!((op.atime_now, op.atime_ns, op.mtime_now, op.mtime_ns), (true, None, false, Some(-5)));
+    }
+
+    #[test]
+    fn a_held_lock_of_no_kind_is_refused() {
+        let info = pb::LockInfo { kind: pb::LockKind::Unlock as i32, end: 4, ..Default::default() };
+        assert!(HeldLock::try_from(info).is_err());
+        let info = pb::LockInfo {
+            kind: pb::LockKind::Write as i32,
+            start: 2,
+            end: 4,
+            pid: 9,
+            session: 3,
+            ..Default::default()
+        };
+        let held = HeldLock { session: 3, owner: 0, pid: 9, kind: LockKind::Write, start: 2, end: 4 };
+        assert_eq!(HeldLock::try_from(info).unwrap(), held);
     }
 
     #[test]

@@ -9,12 +9,13 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use futures::future::try_join_all;
 use strata_common::{Result, StrataError};
-use strata_proto::meta::{BlobRef, Extent};
+use strata_proto::meta::BlobRef;
 use tokio::task::JoinHandle;
 
 use super::DataClient;
 use crate::MetaClient;
 use crate::cache::BlockCache;
+use crate::types::Extent;
 
 /// Default size at which buffered data is cut into a blob.
 pub const DEFAULT_BLOB_SIZE: usize = 4 << 20;
@@ -102,9 +103,7 @@ impl FileWriter {
         for pending in self.in_flight.drain(..count.min(self.in_flight.len())) {
             let result = pending.write.await.map_err(|e| StrataError::internal(format!("blob write task: {e}")));
             match result.and_then(|r| r) {
-                Ok(blob) => {
-                    extents.push(Extent { file_offset: pending.file_offset, length: pending.length, blob: Some(blob) })
-                }
+                Ok(blob) => extents.push(Extent { file_offset: pending.file_offset, length: pending.length, blob }),
                 Err(e) => {
                     failure.get_or_insert(e);
                 }
@@ -162,15 +161,13 @@ where
         && e.file_offset == offset
         && e.length >= end - offset
     {
-        let blob = e.blob.ok_or_else(|| StrataError::internal("an extent without a blob"))?;
-        return read(blob, end - offset).await;
+        return read(e.blob, end - offset).await;
     }
     let mut out = BytesMut::zeroed((end - offset) as usize);
     let reads = in_range.iter().map(|e| {
-        let blob = e.blob.ok_or_else(|| StrataError::internal("an extent without a blob"));
         let length = e.length.min(end - e.file_offset);
         let read = &read;
-        async move { Ok::<_, StrataError>((e.file_offset, read(blob?, length).await?)) }
+        async move { Ok::<_, StrataError>((e.file_offset, read(e.blob, length).await?)) }
     });
     for (file_offset, bytes) in try_join_all(reads).await? {
         let at = (file_offset - offset) as usize;

@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::types::{Attr, Extent};
 use bytes::Bytes;
 use strata_common::Result;
-use strata_proto::meta::{Extent, Inode};
 
 use super::file::read_extents;
 use crate::MetaClient;
@@ -69,7 +69,7 @@ pub struct FirstWindow {
 }
 
 /// The inode and the extents of its first [`EXTENT_WINDOW`] bytes, in one request.
-pub async fn first_window(meta: &MetaClient, ino: u64) -> Result<(Inode, FirstWindow)> {
+pub async fn first_window(meta: &MetaClient, ino: u64) -> Result<(Attr, FirstWindow)> {
     let changes = EXTENT_CHANGES.load(Ordering::SeqCst);
     let (extents, inode) = meta.get_extents_and_inode(ino, 0, EXTENT_WINDOW).await?;
     let window = ExtentWindow { start: 0, end: EXTENT_WINDOW, size: inode.size, extents, fetched: Instant::now() };
@@ -207,8 +207,7 @@ impl FileReader {
         let bytes = read_extents(cache, &clipped(&window.extents, offset, end), offset, end).await?;
         if let Some((from, to)) = self.advance(offset, end, window.size) {
             for extent in clipped(&window.extents, from, to.min(window.end)) {
-                let blob = extent.blob.expect("clipped extents keep their blob");
-                cache.prefetch(&blob, blob.offset, extent.length);
+                cache.prefetch(&extent.blob, extent.blob.offset, extent.length);
             }
         }
         Ok(bytes)
@@ -222,9 +221,9 @@ fn clipped(extents: &[Extent], from: u64, to: u64) -> Vec<Extent> {
         .filter_map(|e| {
             let start = e.file_offset.max(from);
             let end = (e.file_offset + e.length).min(to);
-            let mut blob = e.blob?;
+            let mut blob = e.blob;
             blob.offset += start.checked_sub(e.file_offset)?;
-            (start < end).then(|| Extent { file_offset: start, length: end - start, blob: Some(blob) })
+            (start < end).then(|| Extent { file_offset: start, length: end - start, blob })
         })
         .collect()
 }
