@@ -29,12 +29,13 @@ done
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/strata/target}"
 mkdir -p "$CARGO_TARGET_DIR"
 
-# Real S3 clients for the gateway's tests, in a venv of their own (Debian's
-# Python refuses system-wide pip installs).
+# Real S3 clients for the gateway's tests, and kubernetes-validate for the
+# deployment manifests, in a venv of their own (Debian's Python refuses
+# system-wide pip installs).
 venv="$HOME/.cache/strata/py"
-if ! "$venv/bin/python" -c "import boto3, awscli" >/dev/null 2>&1; then
-  echo "installing awscli and boto3 into $venv"
+if ! "$venv/bin/python" -c "import boto3, awscli, kubernetes_validate" >/dev/null 2>&1; then
+  echo "installing awscli, boto3 and kubernetes-validate into $venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q awscli boto3
+  "$venv/bin/pip" install -q awscli boto3 kubernetes-validate
 fi
 export PATH="$venv/bin:$PATH"

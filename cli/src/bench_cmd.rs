@@ -60,6 +60,24 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// What a PVC costs through a running CSI plugin (`strata csi`): time to
+    /// create and stage, FUSE processes, memory and Raft groups per mode.
+    Csi {
+        /// The plugin's socket.
+        #[arg(long, default_value = "unix:///csi/csi.sock")]
+        endpoint: String,
+        /// subdir or volume.
+        #[arg(long, default_value = "subdir")]
+        mode: String,
+        #[arg(long, default_value_t = 20)]
+        pvcs: usize,
+        /// Staging paths and the local baseline go below it.
+        #[arg(long, default_value = "/tmp/strata-bench-csi")]
+        work_dir: PathBuf,
+        /// The plugin's --state-dir.
+        #[arg(long, default_value = "/var/lib/strata-csi")]
+        state_dir: PathBuf,
+    },
     /// Creates many files, then reports metanode memory and disk per file.
     MetaFill {
         #[arg(long, default_value = "default")]
@@ -113,6 +131,11 @@ pub async fn run(master: &MasterClient, cmd: BenchCmd) -> anyhow::Result<()> {
             Ok(())
         }
         BenchCmd::Transport { blobs, streams, rounds } => transport(blobs, &streams, rounds).await,
+        BenchCmd::Csi { endpoint, mode, pvcs, work_dir, state_dir } => {
+            let socket = strata_csi_driver::socket_path(&endpoint)?;
+            let bench = crate::bench_csi::CsiBench { socket, mode, pvcs, work_dir, state_dir };
+            crate::bench_csi::run(master, bench).await
+        }
         BenchCmd::MetaFill { volume, files, clients, dev_dir } => {
             let meta = Arc::new(MetaClient::open(master, &volume).await?);
             let before = nodes::dev_cluster_costs(&dev_dir, "metanode")?;

@@ -2,9 +2,11 @@
 
 mod admin;
 mod bench_cmd;
+mod bench_csi;
 mod bench_fs;
 mod bench_transport;
 mod cluster_file;
+mod csi_cmd;
 mod dev;
 mod dev_s3;
 mod fs_cmd;
@@ -40,6 +42,8 @@ enum Cmd {
     Datanode(serve::ServeArgs),
     /// Run an S3 gateway: volumes as buckets, paths as keys.
     S3(s3_cmd::S3Args),
+    /// Run the CSI driver (Kubernetes volumes) on a Unix socket.
+    Csi(csi_cmd::CsiArgs),
     /// Run a local cluster (or restart/stop one of its nodes).
     Dev(dev::DevArgs),
     /// Which master leads, and whether every node is alive.
@@ -218,6 +222,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::S3(args) => {
             strata_common::logging::init("info");
             s3_cmd::run(admin::master_addresses(&cli.masters)?, args).await
+        }
+        Cmd::Csi(args) => {
+            if !args.probe {
+                strata_common::logging::init("info");
+            }
+            csi_cmd::run(&cli.masters, args).await
         }
         Cmd::Dev(args) => {
             strata_common::logging::init("warn");

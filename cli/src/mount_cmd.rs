@@ -122,12 +122,7 @@ impl MountArgs {
     }
 }
 
-/// Whether `path` is a mount point right now (from /proc/self/mountinfo).
-pub fn is_mounted(path: &Path) -> bool {
-    let Ok(path) = path.canonicalize() else { return false };
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
-    info.lines().any(|line| line.split(' ').nth(4).is_some_and(|p| Path::new(p) == path))
-}
+pub use strata_client_fuse::mountinfo::{is_mounted, unmount};
 
 pub async fn mount(masters: Vec<String>, args: MountArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.mountpoint)
@@ -212,22 +207,6 @@ pub fn start_mount_process(masters: &[String], args: &MountArgs, log: &Path) -> 
         std::thread::sleep(Duration::from_millis(100));
     }
     Ok(child)
-}
-
-/// Unmounts a Strata mount point (the serving process then exits).
-pub fn unmount(mountpoint: &Path) -> anyhow::Result<()> {
-    let path = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes())?;
-    // SAFETY: a valid NUL-terminated path; umount2 has no memory effects.
-    if unsafe { libc::umount2(path.as_ptr(), 0) } == 0 {
-        return Ok(());
-    }
-    let error = std::io::Error::last_os_error();
-    // Not root: the setuid helper may do it.
-    let status = std::process::Command::new("fusermount3").arg("-u").arg(mountpoint).status();
-    match status {
-        Ok(s) if s.success() => Ok(()),
-        _ => Err(error).with_context(|| format!("unmounting {}", mountpoint.display())),
-    }
 }
 
 /// `strata cache stats MOUNTPOINT`.

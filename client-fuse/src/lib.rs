@@ -8,6 +8,7 @@ mod bdi;
 mod fs;
 mod handles;
 mod inner;
+pub mod mountinfo;
 mod watchdog;
 
 use std::path::Path;

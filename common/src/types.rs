@@ -92,6 +92,14 @@ impl Redundancy {
         }
     }
 
+    /// Raw bytes stored per byte of data (3.0 for three replicas, 1.5 for ec:4+2).
+    pub fn raw_per_logical(self) -> f64 {
+        match self {
+            Redundancy::Replicated { replicas } => f64::from(replicas),
+            Redundancy::ErasureCoded { data, parity } => f64::from(data + parity) / f64::from(data),
+        }
+    }
+
     fn validate(self) -> Result<Self> {
         let ok = match self {
             Redundancy::Replicated { replicas } => (1..=MAX_PARTITION_WIDTH).contains(&replicas),

@@ -626,6 +626,21 @@ impl pb::master_server::Master for MasterService {
         Ok(Response::new(pb::SetBucketGrantResponse {}))
     }
 
+    async fn set_volume_capacity(&self, request: Request<pb::SetVolumeCapacityRequest>) -> RpcResult<pb::Volume> {
+        let request = request.into_inner();
+        if request.capacity_bytes == 0 {
+            return Err(StrataError::invalid("a volume needs a capacity above zero").into());
+        }
+        let command = Command::SetCapacity { volume: request.name.clone(), capacity_bytes: request.capacity_bytes };
+        self.propose(command).await?;
+        tracing::info!(volume = %request.name, capacity_bytes = request.capacity_bytes, "volume capacity set");
+        let state = self.read_state().await?;
+        let volume = state
+            .volume(&request.name)?
+            .ok_or_else(|| StrataError::not_found(format!("volume {} does not exist", request.name)))?;
+        Ok(Response::new(Self::volume_to_proto(&volume, &Self::addresses(&state.nodes()?))))
+    }
+
     async fn get_access_key(&self, request: Request<pb::GetAccessKeyRequest>) -> RpcResult<pb::AccessKey> {
         let access_key_id = request.into_inner().access_key_id;
         let state = self.read_state().await?;

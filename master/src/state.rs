@@ -144,6 +144,11 @@ pub enum Command {
         access_key_id: String,
         level: Option<AccessLevel>,
     },
+    /// Sets a volume's capacity.
+    SetCapacity {
+        volume: String,
+        capacity_bytes: u64,
+    },
     /// Puts `new` in place of member `old` of a data partition; `new` rebuilds its copy.
     ReplaceDataMember {
         volume: String,
@@ -451,6 +456,14 @@ fn apply(batch: &mut ApplyBatch<'_>, cmd: Command) -> Result<Outcome> {
                     record.grants.remove(&access_key_id);
                 }
             }
+            tx.put(&volume_key(&volume), &record);
+            Ok(Outcome::Done)
+        }
+        Command::SetCapacity { volume, capacity_bytes } => {
+            let Some(mut record) = tx.get::<VolumeRecord>(&volume_key(&volume), "volume")? else {
+                return Err(StrataError::not_found(format!("volume {volume} does not exist")));
+            };
+            record.capacity_bytes = capacity_bytes;
             tx.put(&volume_key(&volume), &record);
             Ok(Outcome::Done)
         }

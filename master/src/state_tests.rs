@@ -147,3 +147,18 @@ async fn grants_need_a_volume_and_a_key_and_can_be_taken_back() {
     assert!(grants().is_empty());
     engine.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volume_s_capacity_changes_and_an_unknown_volume_has_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    run(&engine, create_volume("vol-a", "req-1")).await.unwrap();
+    let capacity = || StateReader(engine.kv(MASTER_GROUP)).volume("vol-a").unwrap().unwrap().capacity_bytes;
+    let before = capacity();
+    let set = |volume: &str, capacity_bytes| Command::SetCapacity { volume: volume.into(), capacity_bytes };
+    run(&engine, set("vol-a", before * 2)).await.unwrap();
+    assert_eq!(capacity(), before * 2);
+    let err = run(&engine, set("vol-b", 1 << 30)).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::NotFound);
+    engine.shutdown();
+}

@@ -21,3 +21,8 @@ pub mod meta {
 pub mod data {
     tonic::include_proto!("strata.data");
 }
+
+/// The Container Storage Interface v1 (see `proto/csi.proto`).
+pub mod csi {
+    tonic::include_proto!("csi.v1");
+}

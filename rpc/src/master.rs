@@ -178,6 +178,16 @@ impl MasterClient {
         .map(drop)
     }
 
+    /// Sets `volume`'s capacity; answers the volume as it now is.
+    pub async fn set_volume_capacity(&self, volume: &str, capacity_bytes: u64) -> Result<pb::Volume> {
+        let request = pb::SetVolumeCapacityRequest { name: volume.to_string(), capacity_bytes };
+        self.call("setting a volume's capacity", |mut c| {
+            let request = request.clone();
+            async move { c.set_volume_capacity(request).await }
+        })
+        .await
+    }
+
     pub async fn delete_access_key(&self, access_key_id: &str) -> Result<()> {
         let request = pb::DeleteAccessKeyRequest { access_key_id: access_key_id.to_string() };
         self.call("deleting an access key", |mut c| {

@@ -1,0 +1,164 @@
+//! The node's mount plumbing: starting a volume's FUSE process so that it
+//! outlives the plugin, bind mounts (read-only when asked), detaching
+//! mounts, telling a healthy mount from a broken one, and statvfs.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use strata_client_fuse::mountinfo::is_mounted;
+
+use crate::request::MountOptions;
+
+/// What a mount point looks like now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// Mounted and answering.
+    Healthy,
+    /// Nothing is mounted there.
+    NotMounted,
+    /// Mounted, but the file system behind it is gone (its FUSE process
+    /// died: ENOTCONN) or fails.
+    Broken,
+}
+
+/// Whether `path` holds a mount that answers.
+pub fn health(path: &Path) -> Health {
+    if !is_mounted(path) {
+        return Health::NotMounted;
+    }
+    match std::fs::metadata(path) {
+        Ok(_) => Health::Healthy,
+        Err(_) => Health::Broken,
+    }
+}
+
+fn c_path(path: &Path) -> anyhow::Result<CString> {
+    CString::new(path.as_os_str().as_bytes()).with_context(|| format!("path {} holds a NUL byte", path.display()))
+}
+
+/// Bind-mounts `source` on `target`, read-only if `read_only`.
+pub fn bind(source: &Path, target: &Path, read_only: bool) -> anyhow::Result<()> {
+    let (src, dst) = (c_path(source)?, c_path(target)?);
+    // SAFETY: NUL-terminated paths; a bind mount reads no filesystem type or data.
+    let rc = unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null()) };
+    if rc != 0 {
+        let error = std::io::Error::last_os_error();
+        return Err(error).with_context(|| format!("bind-mounting {} on {}", source.display(), target.display()));
+    }
+    if read_only {
+        let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
+        // SAFETY: as above; a remount only changes the flags of the mount at `dst`.
+        let rc = unsafe { libc::mount(std::ptr::null(), dst.as_ptr(), std::ptr::null(), flags, std::ptr::null()) };
+        if rc != 0 {
+            let error = std::io::Error::last_os_error();
+            let _ = detach(target);
+            return Err(error).with_context(|| format!("making {} read-only", target.display()));
+        }
+    }
+    Ok(())
+}
+
+/// Unmounts `path` lazily (at once for new lookups; in-flight users keep
+/// what they hold). Nothing mounted there is not an error.
+pub fn detach(path: &Path) -> anyhow::Result<()> {
+    let target = c_path(path)?;
+    // SAFETY: a NUL-terminated path; umount2 has no memory effects.
+    if unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) } == 0 {
+        return Ok(());
+    }
+    let error = std::io::Error::last_os_error();
+    match error.raw_os_error() {
+        Some(libc::EINVAL | libc::ENOENT) => Ok(()),
+        _ => Err(error).with_context(|| format!("unmounting {}", path.display())),
+    }
+}
+
+/// How the node starts a volume's FUSE process.
+#[derive(Debug, Clone)]
+pub struct Mounter {
+    /// The `strata` binary (this one).
+    pub strata: PathBuf,
+    pub masters: Vec<String>,
+    /// Logs and disk caches of the FUSE processes go below it.
+    pub state_dir: PathBuf,
+}
+
+impl Mounter {
+    /// Mounts `volume` at `at` with `strata mount`, which starts the FUSE
+    /// process in its own process group and returns once it serves: the
+    /// process is then no child of the plugin and lives on when the plugin
+    /// stops or is killed. Its disk cache stays in the state directory, so
+    /// a remount after a crash starts warm.
+    pub fn mount(&self, volume: &str, at: &Path, options: &MountOptions) -> anyhow::Result<()> {
+        std::fs::create_dir_all(at).with_context(|| format!("creating {}", at.display()))?;
+        let logs = self.state_dir.join("logs");
+        std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+        let log = logs.join(format!("{volume}.log"));
+        let mut command = std::process::Command::new(&self.strata);
+        command
+            .arg("mount")
+            .arg(volume)
+            .arg(at)
+            .arg("--log")
+            .arg(&log)
+            .arg("--cache-dir")
+            .arg(self.state_dir.join("cache").join(volume))
+            .env("STRATA_MASTER", self.masters.join(","))
+            .stdin(std::process::Stdio::null());
+        if let Some(size) = &options.cache_size {
+            command.args(["--cache-size", size]);
+        }
+        if let Some(size) = &options.mem_cache {
+            command.args(["--mem-cache", size]);
+        }
+        let output = command.output().with_context(|| format!("starting {}", self.strata.display()))?;
+        if !output.status.success() {
+            bail!(
+                "mounting volume {volume} at {} failed ({}): {}",
+                at.display(),
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Space and inodes of the file system at `path` (statvfs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub total_bytes: u64,
+    pub used_bytes: u64,
+    pub available_bytes: u64,
+    pub total_inodes: u64,
+    pub used_inodes: u64,
+    pub available_inodes: u64,
+}
+
+pub fn usage(path: &Path) -> std::io::Result<Usage> {
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    // SAFETY: statvfs only writes into the struct we pass, and `c` is NUL-terminated.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let frsize = st.f_frsize as u64;
+    let total_bytes = st.f_blocks as u64 * frsize;
+    let total_inodes = st.f_files as u64;
+    Ok(Usage {
+        total_bytes,
+        used_bytes: total_bytes.saturating_sub(st.f_bfree as u64 * frsize),
+        available_bytes: st.f_bavail as u64 * frsize,
+        total_inodes,
+        used_inodes: total_inodes.saturating_sub(st.f_ffree as u64),
+        available_inodes: st.f_favail as u64,
+    })
+}
+
+/// Whether `path` exists, or is a mount point whose file system is gone
+/// (which stat cannot see through).
+pub fn is_mount_or_exists(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok() || is_mounted(path)
+}
