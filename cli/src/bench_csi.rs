@@ -89,31 +89,46 @@ pub async fn run(master: &MasterClient, bench: CsiBench) -> anyhow::Result<()> {
     let groups_before = raft_groups(master).await?;
     let tag = std::process::id();
     let (mut create_ms, mut stage_ms, mut local_ms, mut made) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for i in 0..bench.pvcs {
-        let request = pb::CreateVolumeRequest {
-            name: format!("bench-{tag}-{i}"),
-            capacity_range: Some(pb::CapacityRange { required_bytes: 1 << 30, limit_bytes: 0 }),
-            volume_capabilities: vec![capability.clone()],
-            parameters: HashMap::from([("mode".to_string(), bench.mode.clone())]),
-            ..Default::default()
-        };
-        let start = Instant::now();
-        let volume =
-            controller.create_volume(request).await.context("CreateVolume")?.into_inner().volume.unwrap_or_default();
-        create_ms.push(ms_since(start));
-        let staging = bench.work_dir.join(format!("stage-{i}"));
-        let stage = pb::NodeStageVolumeRequest {
-            volume_id: volume.volume_id.clone(),
-            staging_target_path: staging.to_string_lossy().into_owned(),
-            volume_capability: Some(capability.clone()),
-            volume_context: volume.volume_context,
-            ..Default::default()
-        };
-        let start = Instant::now();
-        node.node_stage_volume(stage).await.context("NodeStageVolume")?;
-        stage_ms.push(ms_since(start));
-        local_ms.push(local_stage(&bench.work_dir, i)?);
-        made.push((volume.volume_id, staging));
+    // What was made is removed however the run ends.
+    let made_all = async {
+        for i in 0..bench.pvcs {
+            let request = pb::CreateVolumeRequest {
+                name: format!("bench-{tag}-{i}"),
+                capacity_range: Some(pb::CapacityRange { required_bytes: 1 << 30, limit_bytes: 0 }),
+                volume_capabilities: vec![capability.clone()],
+                parameters: HashMap::from([("mode".to_string(), bench.mode.clone())]),
+                ..Default::default()
+            };
+            let start = Instant::now();
+            let volume = controller
+                .create_volume(request)
+                .await
+                .context("CreateVolume")?
+                .into_inner()
+                .volume
+                .unwrap_or_default();
+            create_ms.push(ms_since(start));
+            let staging = bench.work_dir.join(format!("stage-{i}"));
+            made.push((volume.volume_id.clone(), staging.clone()));
+            let stage = pb::NodeStageVolumeRequest {
+                volume_id: volume.volume_id.clone(),
+                staging_target_path: staging.to_string_lossy().into_owned(),
+                volume_capability: Some(capability.clone()),
+                volume_context: volume.volume_context,
+                ..Default::default()
+            };
+            let start = Instant::now();
+            node.node_stage_volume(stage).await.context("NodeStageVolume")?;
+            stage_ms.push(ms_since(start));
+            local_ms.push(local_stage(&bench.work_dir, i)?);
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    if let Err(e) = made_all {
+        eprintln!("stopped after {} PVCs: {e:#}", made.len());
+        clean_up(&mut controller, &mut node, made).await?;
+        return Err(e);
     }
     let (processes, rss) = fuse_processes(&bench.state_dir);
     let groups = raft_groups(master).await?.saturating_sub(groups_before);
@@ -125,16 +140,21 @@ pub async fn run(master: &MasterClient, bench: CsiBench) -> anyhow::Result<()> {
         stage / local.max(0.001)
     );
     println!("  with all staged: {processes} FUSE processes holding {}, {groups} more Raft groups", format_size(rss));
+    clean_up(&mut controller, &mut node, made).await
+}
+
+/// Unstages and deletes the PVCs a run made.
+async fn clean_up(
+    controller: &mut ControllerClient<tonic::transport::Channel>,
+    node: &mut NodeClient<tonic::transport::Channel>,
+    made: Vec<(String, PathBuf)>,
+) -> anyhow::Result<()> {
     for (id, staging) in made {
-        let unstage = pb::NodeUnstageVolumeRequest {
-            volume_id: id.clone(),
-            staging_target_path: staging.to_string_lossy().into_owned(),
-        };
+        let staging_target_path = staging.to_string_lossy().into_owned();
+        let unstage = pb::NodeUnstageVolumeRequest { volume_id: id.clone(), staging_target_path };
         node.node_unstage_volume(unstage).await.context("NodeUnstageVolume")?;
-        controller
-            .delete_volume(pb::DeleteVolumeRequest { volume_id: id, ..Default::default() })
-            .await
-            .context("DeleteVolume")?;
+        let delete = pb::DeleteVolumeRequest { volume_id: id, ..Default::default() };
+        controller.delete_volume(delete).await.context("DeleteVolume")?;
     }
     Ok(())
 }
