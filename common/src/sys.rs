@@ -13,8 +13,21 @@ pub struct DiskUsage {
     pub available_bytes: u64,
 }
 
+/// Inodes of a file system (statvfs's files counts).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InodeUsage {
+    pub total: u64,
+    pub used: u64,
+    pub available: u64,
+}
+
 /// Space of the file system holding `path` (statvfs).
 pub fn disk_usage(path: &Path) -> Result<DiskUsage> {
+    usage_and_inodes(path).map(|(space, _)| space)
+}
+
+/// Space and inodes of the file system holding `path` (one statvfs).
+pub fn usage_and_inodes(path: &Path) -> Result<(DiskUsage, InodeUsage)> {
     let c_path = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| StrataError::invalid(format!("path {} contains a NUL byte", path.display())))?;
     // SAFETY: statvfs only writes into the struct we pass, and c_path is NUL-terminated.
@@ -27,11 +40,15 @@ pub fn disk_usage(path: &Path) -> Result<DiskUsage> {
     let frsize = st.f_frsize as u64;
     let total = st.f_blocks as u64 * frsize;
     let free = st.f_bfree as u64 * frsize;
-    Ok(DiskUsage {
+    let space = DiskUsage {
         total_bytes: total,
         used_bytes: total.saturating_sub(free),
         available_bytes: st.f_bavail as u64 * frsize,
-    })
+    };
+    let files = st.f_files as u64;
+    let inodes =
+        InodeUsage { total: files, used: files.saturating_sub(st.f_ffree as u64), available: st.f_favail as u64 };
+    Ok((space, inodes))
 }
 
 /// posix_fadvise(2): a hint about a range of `file`'s page cache (0, 0: all

@@ -69,14 +69,7 @@ impl ControllerService {
             Err(e) if e.code == ErrorCode::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let path = id.dir().unwrap_or("");
-        let capacity = match volume.get_xattr(path.as_bytes(), CAPACITY_XATTR).await {
-            Ok(value) => value,
-            Err(e) if matches!(e.code, ErrorCode::NotFound | ErrorCode::NoData) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let capacity = std::str::from_utf8(&capacity).ok().and_then(|c| c.parse().ok()).unwrap_or(0);
-        Ok(Some(Found { id: id.clone(), capacity }))
+        recorded(&volume, id).await
     }
 
     async fn create_volume_pvc(&self, name: &str, redundancy: Redundancy, capacity: u64) -> Result<VolumeId, Status> {
@@ -144,7 +137,7 @@ impl ControllerService {
             let names = handle.list_xattr(b"").await?;
             if names.iter().any(|n| n == CAPACITY_XATTR) {
                 let id = VolumeId::Volume { volume: volume.name.clone() };
-                found.extend(self.find(&id).await?);
+                found.extend(recorded(&handle, &id).await?);
             }
             if !names.iter().any(|n| n == SHARED_XATTR) {
                 continue;
@@ -156,7 +149,7 @@ impl ControllerService {
                     let Ok(dir) = std::str::from_utf8(&entry.name) else { continue };
                     let id = VolumeId::Subdir { volume: volume.name.clone(), dir: dir.to_string() };
                     if VolumeId::parse(&id.to_string()).is_some() {
-                        found.extend(self.find(&id).await?);
+                        found.extend(recorded(&handle, &id).await?);
                     }
                 }
                 match page.next {
@@ -168,6 +161,19 @@ impl ControllerService {
         found.sort_by_key(|f| f.id.to_string());
         Ok(found)
     }
+}
+
+/// The PVC `id` in its opened `volume`, if its root carries the capacity
+/// this driver recorded (`None`: not there, or not made by this driver).
+async fn recorded(volume: &Volume, id: &VolumeId) -> Result<Option<Found>, StrataError> {
+    let path = id.dir().unwrap_or("");
+    let capacity = match volume.get_xattr(path.as_bytes(), CAPACITY_XATTR).await {
+        Ok(value) => value,
+        Err(e) if matches!(e.code, ErrorCode::NotFound | ErrorCode::NoData) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let capacity = std::str::from_utf8(&capacity).ok().and_then(|c| c.parse().ok()).unwrap_or(0);
+    Ok(Some(Found { id: id.clone(), capacity }))
 }
 
 /// Marks the PVC root `path` of `volume` as made for `name` with `capacity`.

@@ -126,37 +126,6 @@ impl Mounter {
     }
 }
 
-/// Space and inodes of the file system at `path` (statvfs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Usage {
-    pub total_bytes: u64,
-    pub used_bytes: u64,
-    pub available_bytes: u64,
-    pub total_inodes: u64,
-    pub used_inodes: u64,
-    pub available_inodes: u64,
-}
-
-pub fn usage(path: &Path) -> std::io::Result<Usage> {
-    let c = CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
-    // SAFETY: statvfs only writes into the struct we pass, and `c` is NUL-terminated.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let frsize = st.f_frsize as u64;
-    let total_bytes = st.f_blocks as u64 * frsize;
-    let total_inodes = st.f_files as u64;
-    Ok(Usage {
-        total_bytes,
-        used_bytes: total_bytes.saturating_sub(st.f_bfree as u64 * frsize),
-        available_bytes: st.f_bavail as u64 * frsize,
-        total_inodes,
-        used_inodes: total_inodes.saturating_sub(st.f_ffree as u64),
-        available_inodes: st.f_favail as u64,
-    })
-}
-
 /// Whether `path` exists, or is a mount point whose file system is gone
 /// (which stat cannot see through).
 pub fn is_mount_or_exists(path: &Path) -> bool {

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use strata_common::ErrorCode;
+use strata_common::sys::{DiskUsage, InodeUsage};
 use strata_proto::csi::{self as pb, node_server::Node, node_service_capability};
 use strata_sdk::MasterClient;
 use tonic::{Request, Response, Status};
@@ -345,7 +346,7 @@ impl Node for NodeService {
             if !mounts::is_mount_or_exists(&path) {
                 return Err(Status::not_found(format!("{} does not exist", path.display())));
             }
-            Ok(match (mounts::health(&path), mounts::usage(&path)) {
+            Ok(match (mounts::health(&path), strata_common::sys::usage_and_inodes(&path)) {
                 (Health::Healthy, Ok(usage)) => volume_stats(usage),
                 (health, usage) => {
                     let why = match usage {
@@ -405,7 +406,7 @@ impl Node for NodeService {
     }
 }
 
-fn volume_stats(usage: mounts::Usage) -> pb::NodeGetVolumeStatsResponse {
+fn volume_stats((space, inodes): (DiskUsage, InodeUsage)) -> pb::NodeGetVolumeStatsResponse {
     use pb::volume_usage::Unit;
     let signed = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     let entry = |unit: Unit, total, used, available| pb::VolumeUsage {
@@ -416,8 +417,8 @@ fn volume_stats(usage: mounts::Usage) -> pb::NodeGetVolumeStatsResponse {
     };
     pb::NodeGetVolumeStatsResponse {
         usage: vec![
-            entry(Unit::Bytes, usage.total_bytes, usage.used_bytes, usage.available_bytes),
-            entry(Unit::Inodes, usage.total_inodes, usage.used_inodes, usage.available_inodes),
+            entry(Unit::Bytes, space.total_bytes, space.used_bytes, space.available_bytes),
+            entry(Unit::Inodes, inodes.total, inodes.used, inodes.available),
         ],
         volume_condition: Some(pb::VolumeCondition { abnormal: false, message: String::new() }),
     }
