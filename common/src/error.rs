@@ -13,6 +13,8 @@ use std::fmt;
 pub const LEADER_METADATA_KEY: &str = "strata-leader";
 /// gRPC metadata key carrying the [`ErrorCode`] name, so clients recover the exact code.
 pub const CODE_METADATA_KEY: &str = "strata-code";
+/// gRPC metadata key carrying the address of a node that could not be reached or hung.
+pub const FAILED_NODE_METADATA_KEY: &str = "strata-failed-node";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
@@ -274,21 +276,24 @@ impl fmt::Display for ErrorCode {
     }
 }
 
-/// An error with its code, a message saying what was being done, and for
-/// [`ErrorCode::NotLeader`] the leader's address when known.
+/// An error with its code, a message saying what was being done, for
+/// [`ErrorCode::NotLeader`] the leader's address when known, and for a node
+/// that could not be reached or stopped answering, that node's address (so a
+/// client steers around it, however many hops away it failed).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct StrataError {
     pub code: ErrorCode,
     pub message: String,
     pub leader_hint: Option<String>,
+    pub failed_node: Option<String>,
 }
 
 pub type Result<T, E = StrataError> = std::result::Result<T, E>;
 
 impl StrataError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        StrataError { code, message: message.into(), leader_hint: None }
+        StrataError { code, message: message.into(), leader_hint: None, failed_node: None }
     }
 
     pub fn not_leader(leader_hint: Option<String>) -> Self {
@@ -296,7 +301,7 @@ impl StrataError {
             Some(addr) => format!("not the leader; the leader is at {addr}"),
             None => "not the leader; no leader is known yet".to_string(),
         };
-        StrataError { code: ErrorCode::NotLeader, message, leader_hint }
+        StrataError { code: ErrorCode::NotLeader, message, leader_hint, failed_node: None }
     }
 
     pub fn not_found(what: impl Into<String>) -> Self {
@@ -318,6 +323,13 @@ impl StrataError {
         self
     }
 
+    /// The same error, naming `address` as the node that could not be
+    /// reached or did not answer.
+    pub fn with_failed_node(mut self, address: &str) -> Self {
+        self.failed_node = Some(address.to_string());
+        self
+    }
+
     /// Whether a client may retry the same request elsewhere or later.
     pub fn is_retryable(&self) -> bool {
         matches!(self.code, ErrorCode::NotLeader | ErrorCode::Unavailable | ErrorCode::Timeout)
@@ -332,6 +344,9 @@ impl From<StrataError> for tonic::Status {
         if let Some(leader) = err.leader_hint.and_then(|l| l.parse().ok()) {
             md.insert(LEADER_METADATA_KEY, leader);
         }
+        if let Some(node) = err.failed_node.and_then(|n| n.parse().ok()) {
+            md.insert(FAILED_NODE_METADATA_KEY, node);
+        }
         status
     }
 }
@@ -344,8 +359,9 @@ impl From<tonic::Status> for StrataError {
             .and_then(|v| v.to_str().ok())
             .and_then(ErrorCode::from_name)
             .unwrap_or_else(|| ErrorCode::from_grpc_code(status.code()));
-        let leader_hint = md.get(LEADER_METADATA_KEY).and_then(|v| v.to_str().ok()).map(str::to_string);
-        StrataError { code, message: status.message().to_string(), leader_hint }
+        let text = |key: &str| md.get(key).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let (leader_hint, failed_node) = (text(LEADER_METADATA_KEY), text(FAILED_NODE_METADATA_KEY));
+        StrataError { code, message: status.message().to_string(), leader_hint, failed_node }
     }
 }
 
@@ -369,6 +385,14 @@ mod tests {
         assert_eq!(back.code, ErrorCode::NotLeader);
         assert_eq!(back.leader_hint.as_deref(), Some("127.0.0.1:9000"));
         assert!(back.is_retryable());
+    }
+
+    #[test]
+    fn the_failed_node_survives_the_wire_and_context() {
+        let err = StrataError::unavailable("no answer").with_failed_node("127.0.0.1:9001").context("writing");
+        let back = StrataError::from(tonic::Status::from(err));
+        assert_eq!(back.failed_node.as_deref(), Some("127.0.0.1:9001"));
+        assert_eq!(back.message, "writing: no answer");
     }
 
     #[test]

@@ -60,9 +60,12 @@ impl DataService {
         });
         let (local, remote) = futures::join!(local, futures::future::join_all(forwards));
         local.map_err(|e| e.context("storing the blob locally"))?;
-        for result in remote {
-            // The client writes the whole blob elsewhere: a follower's error is retryable for it.
-            result.map_err(|e| StrataError::unavailable(format!("a follower failed: {e}")))?;
+        for (result, follower) in remote.into_iter().zip(&request.forward) {
+            // The client writes the whole blob elsewhere, and steers clear of
+            // the follower for a while: its error is retryable for the client.
+            result.map_err(|e| {
+                StrataError::unavailable(format!("follower {follower} failed: {e}")).with_failed_node(follower)
+            })?;
         }
         Ok(())
     }

@@ -89,15 +89,29 @@ pub async fn read_frame<R: AsyncReadExt + Unpin>(r: &mut R) -> std::io::Result<(
     Ok((kind, header, Bytes::from_owner(payload)))
 }
 
-/// An error as a frame header: code name, NUL, message.
+/// An error as a frame header: code name, NUL, message, and when a node
+/// behind the answering one failed, NUL and that node's address.
 pub fn encode_error(e: &StrataError) -> Vec<u8> {
-    format!("{}\0{}", e.code.name(), e.message).into_bytes()
+    let mut header = format!("{}\0{}", e.code.name(), e.message.replace('\0', " "));
+    if let Some(node) = &e.failed_node {
+        header.push('\0');
+        header.push_str(node);
+    }
+    header.into_bytes()
 }
 
 fn decode_error(header: &[u8]) -> StrataError {
     let text = String::from_utf8_lossy(header);
-    let (code, message) = text.split_once('\0').unwrap_or(("internal", &text));
-    StrataError::new(ErrorCode::from_name(code).unwrap_or(ErrorCode::Internal), message.to_string())
+    let mut parts = text.splitn(3, '\0');
+    let (code, message) = match (parts.next(), parts.next()) {
+        (Some(code), Some(message)) => (code, message),
+        _ => ("internal", text.as_ref()),
+    };
+    let error = StrataError::new(ErrorCode::from_name(code).unwrap_or(ErrorCode::Internal), message.to_string());
+    match parts.next() {
+        Some(node) if !node.is_empty() => error.with_failed_node(node),
+        _ => error,
+    }
 }
 
 fn io_error(address: &str, e: std::io::Error) -> StrataError {
@@ -225,10 +239,10 @@ impl FramedPool {
                 Some(conn) => conn,
                 None => {
                     reused = false;
-                    FramedConn::connect(address).await?
+                    FramedConn::connect(address).await.map_err(|e| e.with_failed_node(address))?
                 }
             };
-            match conn.call(kind, header, payload).await {
+            match conn.call(kind, header, payload).await.map_err(|e| e.with_failed_node(address)) {
                 Ok(answer) => {
                     self.give_back(conn);
                     return answer;
@@ -345,6 +359,17 @@ mod tests {
         let err = FramedPool::default().call(&silent, KIND_WRITE, b"", b"data").await.unwrap_err();
         assert_eq!(err.code, ErrorCode::Timeout, "{err}");
         assert!(err.message.contains("stopped answering"), "{err}");
+        assert_eq!(err.failed_node.as_deref(), Some(silent.as_str()), "the hung node is named");
         assert!(started.elapsed() < CALL_TIMEOUT, "given up on by its probe, not by the request's timeout");
+    }
+
+    #[test]
+    fn an_error_header_round_trips_with_and_without_a_failed_node() {
+        let plain = StrataError::new(ErrorCode::NoSpace, "disk full");
+        assert_eq!(decode_error(&encode_error(&plain)), plain);
+        let behind = StrataError::unavailable("follower failed").with_failed_node("127.0.0.1:7001");
+        assert_eq!(decode_error(&encode_error(&behind)), behind);
+        let garbage = decode_error(b"no separator");
+        assert_eq!((garbage.code, garbage.failed_node), (ErrorCode::Internal, None));
     }
 }

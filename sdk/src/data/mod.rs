@@ -30,7 +30,8 @@ use framed::FramedPool;
 
 /// Blob ids fetched from the master at a time.
 const ID_BATCH: u64 = 256;
-/// A partition that failed a write is left alone this long.
+/// A partition that failed a write, or a node that could not be reached or
+/// hung, is left alone this long.
 const AVOID_FOR: Duration = Duration::from_secs(30);
 /// A blob write gives up after this long (each attempt goes to another partition).
 const WRITE_DEADLINE: Duration = Duration::from_secs(120);
@@ -67,7 +68,11 @@ pub struct DataClient {
     /// Allocated blob ids not used yet: [next, end).
     ids: tokio::sync::Mutex<(u64, u64)>,
     next_partition: AtomicUsize,
+    /// Partitions that failed a write lately, until when.
     avoid: Mutex<HashMap<u64, Instant>>,
+    /// Datanodes (by address) that were unreachable or hung lately, until
+    /// when: writes go to partitions without them, reads try them last.
+    avoid_nodes: Mutex<HashMap<String, Instant>>,
     /// See [`DataClient::set_drop_behind`].
     drop_behind: AtomicBool,
     pub stats: DataStats,
@@ -91,6 +96,19 @@ fn parse_view(volume: &master_pb::Volume) -> Result<View> {
     Ok(View { redundancy, partitions: volume.data_partitions.clone() })
 }
 
+/// From `start` on in round-robin order, the first partition not avoided
+/// itself and with no member in `bad_nodes`, else the first not avoided.
+fn choose_partition<'a>(
+    partitions: &'a [master_pb::DataPartition],
+    start: usize,
+    avoided: impl Fn(u64) -> bool,
+    bad_nodes: &std::collections::HashSet<String>,
+) -> Option<&'a master_pb::DataPartition> {
+    let n = partitions.len();
+    let candidates = || (0..n).map(|i| &partitions[(start + i) % n]).filter(|p| !avoided(p.id));
+    candidates().find(|p| !p.members.iter().any(|m| bad_nodes.contains(&m.address))).or_else(|| candidates().next())
+}
+
 impl DataClient {
     pub async fn open(master: &MasterClient, volume: &str) -> Result<DataClient> {
         let view = parse_view(&master.get_volume(volume).await?)?;
@@ -103,6 +121,7 @@ impl DataClient {
             ids: tokio::sync::Mutex::new((0, 0)),
             next_partition: AtomicUsize::new(rand::random::<u32>() as usize),
             avoid: Mutex::new(HashMap::new()),
+            avoid_nodes: Mutex::new(HashMap::new()),
             drop_behind: AtomicBool::new(false),
             stats: DataStats::default(),
         })
@@ -137,19 +156,37 @@ impl DataClient {
         Ok(ids.0 - 1)
     }
 
-    /// The next partition in round-robin order that is not being avoided.
+    /// The next partition in round-robin order that is not being avoided,
+    /// preferring one with no avoided member (a hung follower costs a write
+    /// the seconds it takes to notice; paying them once per partition it
+    /// holds would stall writers for as many rounds).
     fn pick_partition(&self) -> Option<master_pb::DataPartition> {
         let view = self.view();
         let now = Instant::now();
         let mut avoid = self.avoid.lock().unwrap();
         avoid.retain(|_, until| *until > now);
-        let n = view.partitions.len();
         let start = self.next_partition.fetch_add(1, Ordering::Relaxed);
-        (0..n).map(|i| &view.partitions[(start + i) % n]).find(|p| !avoid.contains_key(&p.id)).cloned()
+        choose_partition(&view.partitions, start, |id| avoid.contains_key(&id), &self.avoided_nodes()).cloned()
     }
 
     fn avoid_partition(&self, id: u64) {
         self.avoid.lock().unwrap().insert(id, Instant::now() + AVOID_FOR);
+    }
+
+    /// Remembers the node an error names as unreachable or hung, if any.
+    fn note_failed_node(&self, error: &StrataError) {
+        if let Some(address) = &error.failed_node {
+            tracing::info!(%address, "steering clear of a datanode that failed");
+            self.avoid_nodes.lock().unwrap().insert(address.clone(), Instant::now() + AVOID_FOR);
+        }
+    }
+
+    /// The addresses of the datanodes being steered clear of now.
+    fn avoided_nodes(&self) -> std::collections::HashSet<String> {
+        let now = Instant::now();
+        let mut nodes = self.avoid_nodes.lock().unwrap();
+        nodes.retain(|_, until| *until > now);
+        nodes.keys().cloned().collect()
     }
 
     /// Writes `data` as one new blob, durable on every member of its
@@ -177,6 +214,7 @@ impl DataClient {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 let _ = self.refresh().await;
                 self.avoid.lock().unwrap().clear();
+                self.avoid_nodes.lock().unwrap().clear();
                 continue;
             };
             let blob_id = self.next_blob_id().await?;
@@ -200,6 +238,7 @@ impl DataClient {
                     tracing::warn!(partition_id = partition.id, blob_id, error = %e, "blob write failed; writing it elsewhere");
                     self.stats.rewrites.fetch_add(1, Ordering::Relaxed);
                     self.avoid_partition(partition.id);
+                    self.note_failed_node(&e);
                     self.forget_partial(&partition, blob_id);
                     if started.elapsed() > WRITE_DEADLINE {
                         return Err(e);
@@ -333,7 +372,8 @@ impl DataClient {
         // through to the others on failure.
         let first = (blob.blob_id as usize) % n;
         let mut order: Vec<&master_pb::PartitionMember> = (0..n).map(|i| &partition.members[(first + i) % n]).collect();
-        order.sort_by_key(|m| partition.rebuilding.contains(&m.node_id));
+        let bad_nodes = self.avoided_nodes();
+        order.sort_by_key(|m| (partition.rebuilding.contains(&m.node_id), bad_nodes.contains(&m.address)));
         let mut last_error = StrataError::unavailable("no replica was tried");
         for (i, member) in order.into_iter().enumerate() {
             let read = self.pool.read(&member.address, partition.id, blob.blob_id, offset, length, self.drop_behind());
@@ -346,6 +386,7 @@ impl DataClient {
                 }
                 Err(e) => {
                     tracing::debug!(partition_id = partition.id, blob_id = blob.blob_id, error = %e, "replica read failed");
+                    self.note_failed_node(&e);
                     last_error = e;
                 }
             }
@@ -479,5 +520,31 @@ impl DataClient {
 impl std::fmt::Debug for DataClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DataClient").field("volume", &self.volume).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partition(id: u64, nodes: &[&str]) -> master_pb::DataPartition {
+        let members =
+            nodes.iter().map(|a| master_pb::PartitionMember { address: a.to_string(), ..Default::default() }).collect();
+        master_pb::DataPartition { id, members, ..Default::default() }
+    }
+
+    #[test]
+    fn writes_steer_clear_of_partitions_holding_a_failed_node() {
+        let partitions = [partition(1, &["a", "b"]), partition(2, &["b", "c"]), partition(3, &["c", "d"])];
+        let none = std::collections::HashSet::new();
+        let b_down: std::collections::HashSet<String> = ["b".to_string()].into();
+        let pick = |start, avoided: &[u64], bad| {
+            choose_partition(&partitions, start, |id| avoided.contains(&id), bad).map(|p| p.id)
+        };
+        assert_eq!(pick(0, &[], &none), Some(1), "round robin from the start");
+        assert_eq!(pick(1, &[2], &none), Some(3), "an avoided partition is skipped");
+        assert_eq!(pick(0, &[], &b_down), Some(3), "every partition holding b is passed over");
+        assert_eq!(pick(0, &[3], &b_down), Some(1), "with none clean left, any partition not avoided");
+        assert_eq!(pick(0, &[1, 2, 3], &none), None);
     }
 }
