@@ -55,7 +55,7 @@ pub enum FsCmd {
     },
 }
 
-async fn open(masters: Vec<String>, volume: &str) -> anyhow::Result<Volume> {
+pub(crate) async fn open(masters: Vec<String>, volume: &str) -> anyhow::Result<Volume> {
     let master = MasterClient::new(masters)?;
     let cache = CacheConfig {
         mem_bytes: 64 << 20,

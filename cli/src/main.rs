@@ -12,6 +12,7 @@ mod dev_s3;
 mod fs_cmd;
 mod mount_cmd;
 mod net_proxy;
+mod quota_cmd;
 mod runtime;
 mod s3_cmd;
 mod serve;
@@ -57,6 +58,11 @@ enum Cmd {
     Volume {
         #[command(subcommand)]
         action: VolumeCmd,
+    },
+    /// Directory quotas (the size of a `subdir` PVC).
+    Quota {
+        #[command(subcommand)]
+        action: quota_cmd::QuotaCmd,
     },
     /// Check a volume's namespace invariants; exits non-zero if anything is wrong.
     Fsck {
@@ -266,6 +272,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Bench { action: Some(action), .. } => bench_cmd::run(&admin_client()?, action).await,
         Cmd::Fs { action } => fs_cmd::run(admin::master_addresses(&cli.masters)?, action, cli.json).await,
+        Cmd::Quota { action } => quota_cmd::run(admin::master_addresses(&cli.masters)?, action, cli.json).await,
         Cmd::User { action } => {
             let client = admin_client()?;
             match action {

@@ -255,16 +255,27 @@ async fn identity_and_refusals(c: &mut Clients, dir: &Path) {
     assert_eq!(code(c.node.node_get_volume_stats(stats).await), Code::NotFound);
 }
 
+/// The size PVCs are made with (small, so writing past it is quick).
+const SIZE: i64 = 8 << 20;
+
+/// Writes `len` bytes and fsyncs them, as an application that checks.
+fn write_synced(path: &Path, len: usize) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(&vec![7u8; len])?;
+    file.sync_all()
+}
+
 /// The whole life of one PVC: create → stage → publish twice → write
 /// through the pod paths → stats → expand → unpublish → unstage → delete.
 async fn pvc_life(c: &mut Clients, cluster: &DevCluster, dir: &Path, name: &str, params: &[(&str, &str)]) {
-    let created = c.controller.create_volume(create_request(name, params, 1 << 30, 0)).await.unwrap().into_inner();
+    let created = c.controller.create_volume(create_request(name, params, SIZE, 0)).await.unwrap().into_inner();
     let volume = created.volume.unwrap();
-    assert_eq!(volume.capacity_bytes, 1 << 30);
+    assert_eq!(volume.capacity_bytes, SIZE);
     let id = volume.volume_id.clone();
-    let again = c.controller.create_volume(create_request(name, params, 1 << 30, 0)).await.unwrap().into_inner();
+    let again = c.controller.create_volume(create_request(name, params, SIZE, 0)).await.unwrap().into_inner();
     assert_eq!(again.volume.unwrap().volume_id, id, "a repeated create is the same volume");
-    let other_size = create_request(name, params, 3 << 30, 3 << 30);
+    let other_size = create_request(name, params, 3 * SIZE, 3 * SIZE);
     assert_eq!(code(c.controller.create_volume(other_size).await), Code::AlreadyExists);
     assert!(listed(c).await.contains(&id));
     let validate = pb::ValidateVolumeCapabilitiesRequest {
@@ -307,16 +318,27 @@ async fn pvc_life(c: &mut Clients, cluster: &DevCluster, dir: &Path, name: &str,
         volume_path: path.to_str().unwrap().into(),
         ..Default::default()
     };
-    let usage = c.node.node_get_volume_stats(stats(&pod_a)).await.unwrap().into_inner();
+    // Usage inside a quota is as the metanodes last reported it: a second or two old.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let (usage, bytes, inodes) = loop {
+        let usage = c.node.node_get_volume_stats(stats(&pod_a)).await.unwrap().into_inner();
+        let unit = |unit: pb::volume_usage::Unit| *usage.usage.iter().find(|u| u.unit == unit as i32).unwrap();
+        let (bytes, inodes) = (unit(pb::volume_usage::Unit::Bytes), unit(pb::volume_usage::Unit::Inodes));
+        if (bytes.used >= data.len() as i64 && inodes.used >= 3) || std::time::Instant::now() > deadline {
+            break (usage, bytes, inodes);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
     assert_eq!(usage.volume_condition.as_ref().map(|v| v.abnormal), Some(false));
-    let bytes = usage.usage.iter().find(|u| u.unit == pb::volume_usage::Unit::Bytes as i32).unwrap();
-    let inodes = usage.usage.iter().find(|u| u.unit == pb::volume_usage::Unit::Inodes as i32).unwrap();
     assert!(bytes.used >= data.len() as i64 && bytes.total >= bytes.used, "{usage:?}");
     assert!(inodes.used >= 3, "{usage:?}");
     let per_volume = params.contains(&("mode", "volume"));
-    if per_volume {
-        assert_eq!(bytes.total, 1 << 30, "statfs of a volume PVC reports its capacity");
-    }
+    assert_eq!(bytes.total, SIZE, "statfs of a PVC reports its capacity");
+
+    // The capacity holds: past it a write fails with EDQUOT and leaves what fitted.
+    let err = write_synced(&pod_a.join("too-big"), 6 << 20).expect_err("3 + 6 MiB do not fit in 8");
+    assert_eq!(err.raw_os_error(), Some(libc::EDQUOT), "{err}");
+    assert_eq!(std::fs::read(pod_b.join("data.bin")).unwrap(), data);
 
     // Expansion, online: the capacity grows, and a smaller request changes nothing.
     let expand = |bytes: i64| pb::ControllerExpandVolumeRequest {
@@ -324,25 +346,23 @@ async fn pvc_life(c: &mut Clients, cluster: &DevCluster, dir: &Path, name: &str,
         capacity_range: Some(pb::CapacityRange { required_bytes: bytes, limit_bytes: 0 }),
         ..Default::default()
     };
-    let grown = c.controller.controller_expand_volume(expand(2 << 30)).await.unwrap().into_inner();
-    assert_eq!((grown.capacity_bytes, grown.node_expansion_required), (2 << 30, false));
-    let kept = c.controller.controller_expand_volume(expand(1 << 30)).await.unwrap().into_inner();
-    assert_eq!(kept.capacity_bytes, 2 << 30);
+    let grown = c.controller.controller_expand_volume(expand(2 * SIZE)).await.unwrap().into_inner();
+    assert_eq!((grown.capacity_bytes, grown.node_expansion_required), (2 * SIZE, false));
+    let kept = c.controller.controller_expand_volume(expand(SIZE)).await.unwrap().into_inner();
+    assert_eq!(kept.capacity_bytes, 2 * SIZE);
     let node_expand = pb::NodeExpandVolumeRequest {
         volume_id: id.clone(),
         volume_path: pod_a.to_str().unwrap().into(),
-        capacity_range: Some(pb::CapacityRange { required_bytes: 2 << 30, limit_bytes: 0 }),
+        capacity_range: Some(pb::CapacityRange { required_bytes: 2 * SIZE, limit_bytes: 0 }),
         ..Default::default()
     };
     c.node.node_expand_volume(node_expand).await.unwrap();
-    let again = c.controller.create_volume(create_request(name, params, 2 << 30, 0)).await.unwrap().into_inner();
-    assert_eq!(again.volume.unwrap().capacity_bytes, 2 << 30, "the volume reports its new size");
-    if per_volume {
-        let usage = c.node.node_get_volume_stats(stats(&pod_a)).await.unwrap().into_inner();
-        let bytes = usage.usage.iter().find(|u| u.unit == pb::volume_usage::Unit::Bytes as i32).unwrap();
-        assert_eq!(bytes.total, 2 << 30, "statfs follows the expansion");
-    }
-    std::fs::write(pod_a.join("after-expand"), b"more").unwrap();
+    let again = c.controller.create_volume(create_request(name, params, 2 * SIZE, 0)).await.unwrap().into_inner();
+    assert_eq!(again.volume.unwrap().capacity_bytes, 2 * SIZE, "the volume reports its new size");
+    let usage = c.node.node_get_volume_stats(stats(&pod_a)).await.unwrap().into_inner();
+    let bytes = usage.usage.iter().find(|u| u.unit == pb::volume_usage::Unit::Bytes as i32).unwrap();
+    assert_eq!(bytes.total, 2 * SIZE, "statfs follows the expansion");
+    write_synced(&pod_a.join("too-big"), 6 << 20).expect("3 + 6 MiB fit in 16 at once");
 
     // Tear down, each step twice.
     for pod in [&pod_a, &pod_b] {

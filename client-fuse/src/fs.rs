@@ -447,14 +447,17 @@ impl Filesystem for StrataFs {
         reply.ok();
     }
 
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+    /// The volume's figures, or inside a directory quota (a `subdir` PVC
+    /// bind-mounted from here) the quota's.
+    fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
         self.spawn(move |fs| async move {
-            match fs.meta.statfs().await {
+            match fs.meta.statfs_at(ino.0).await {
                 Ok(s) => {
                     let block = u64::from(BLOCK);
                     let blocks = s.capacity_bytes / block;
                     let free = s.capacity_bytes.saturating_sub(s.used_bytes) / block;
-                    let files_free = u64::from(u32::MAX).saturating_sub(s.files);
+                    let max_files = s.max_files.unwrap_or(u64::from(u32::MAX));
+                    let files_free = max_files.saturating_sub(s.files);
                     reply.statfs(blocks, free, free, s.files + files_free, files_free, BLOCK, 255, BLOCK)
                 }
                 Err(e) => reply.error(errno(&e)),

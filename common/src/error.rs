@@ -25,6 +25,11 @@ pub enum ErrorCode {
     NotLeader,
     /// Not enough live nodes or space to do what was asked.
     NoSpace,
+    /// A directory quota's byte or inode limit would be passed (EDQUOT).
+    QuotaExceeded,
+    /// A rename or link between directories of different quotas (EXDEV, so
+    /// `mv` copies instead and the counters stay exact).
+    CrossQuota,
     /// The operation cannot run in the current state (e.g. not enough nodes to place replicas).
     FailedPrecondition,
     NotEmpty,
@@ -79,7 +84,7 @@ pub enum S3Subject {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 27] = [
         ErrorCode::NotFound,
         ErrorCode::AlreadyExists,
         ErrorCode::InvalidArgument,
@@ -105,6 +110,8 @@ impl ErrorCode {
         ErrorCode::Conflict,
         ErrorCode::InvalidRange,
         ErrorCode::PreconditionFailed,
+        ErrorCode::QuotaExceeded,
+        ErrorCode::CrossQuota,
     ];
 
     pub fn name(self) -> &'static str {
@@ -134,6 +141,8 @@ impl ErrorCode {
             ErrorCode::Conflict => "conflict",
             ErrorCode::InvalidRange => "invalid_range",
             ErrorCode::PreconditionFailed => "precondition_failed",
+            ErrorCode::QuotaExceeded => "quota_exceeded",
+            ErrorCode::CrossQuota => "cross_quota",
         }
     }
 
@@ -150,6 +159,7 @@ impl ErrorCode {
             ErrorCode::NotLeader | ErrorCode::Unavailable | ErrorCode::Timeout => libc::EAGAIN,
             ErrorCode::NoSpace => libc::ENOSPC,
             ErrorCode::FailedPrecondition => libc::EINVAL,
+            ErrorCode::QuotaExceeded => libc::EDQUOT,
             ErrorCode::NotEmpty => libc::ENOTEMPTY,
             ErrorCode::NotDir => libc::ENOTDIR,
             ErrorCode::IsDir => libc::EISDIR,
@@ -163,7 +173,7 @@ impl ErrorCode {
             ErrorCode::NotSupported => libc::EOPNOTSUPP,
             // Handled inside the sdk; one that escapes is worth retrying.
             ErrorCode::WrongPartition | ErrorCode::Conflict => libc::EAGAIN,
-            ErrorCode::CrossPartition => libc::EXDEV,
+            ErrorCode::CrossPartition | ErrorCode::CrossQuota => libc::EXDEV,
             ErrorCode::InvalidRange | ErrorCode::PreconditionFailed => libc::EINVAL,
         }
     }
@@ -187,8 +197,8 @@ impl ErrorCode {
             (ErrorCode::NotLeader | ErrorCode::Unavailable | ErrorCode::WrongPartition, _) => "ServiceUnavailable",
             (ErrorCode::Conflict, _) => "OperationAborted",
             (ErrorCode::Timeout, _) => "RequestTimeout",
-            (ErrorCode::NoSpace, _) => "QuotaExceeded",
-            (ErrorCode::FailedPrecondition | ErrorCode::CrossPartition, _) => "InvalidRequest",
+            (ErrorCode::NoSpace | ErrorCode::QuotaExceeded, _) => "QuotaExceeded",
+            (ErrorCode::FailedPrecondition | ErrorCode::CrossPartition | ErrorCode::CrossQuota, _) => "InvalidRequest",
             (ErrorCode::PreconditionFailed, _) => "PreconditionFailed",
             (ErrorCode::InvalidRange, _) => "InvalidRange",
             (ErrorCode::PermissionDenied | ErrorCode::NotPermitted, _) => "AccessDenied",
@@ -210,9 +220,10 @@ impl ErrorCode {
             | ErrorCode::IsDir
             | ErrorCode::FailedPrecondition
             | ErrorCode::CrossPartition
+            | ErrorCode::CrossQuota
             | ErrorCode::TooManyLinks => 400,
             ErrorCode::PermissionDenied | ErrorCode::NotPermitted => 403,
-            ErrorCode::NoSpace => 403,
+            ErrorCode::NoSpace | ErrorCode::QuotaExceeded => 403,
             ErrorCode::PreconditionFailed => 412,
             ErrorCode::InvalidRange => 416,
             ErrorCode::Timeout => 400,
@@ -235,10 +246,11 @@ impl ErrorCode {
             | ErrorCode::IsDir
             | ErrorCode::WrongPartition
             | ErrorCode::CrossPartition
+            | ErrorCode::CrossQuota
             | ErrorCode::PreconditionFailed => tonic::Code::FailedPrecondition,
             ErrorCode::Conflict => tonic::Code::Aborted,
             ErrorCode::InvalidRange => tonic::Code::OutOfRange,
-            ErrorCode::NoSpace => tonic::Code::ResourceExhausted,
+            ErrorCode::NoSpace | ErrorCode::QuotaExceeded => tonic::Code::ResourceExhausted,
             ErrorCode::PermissionDenied | ErrorCode::NotPermitted => tonic::Code::PermissionDenied,
             ErrorCode::TooManyLinks | ErrorCode::WouldBlock => tonic::Code::FailedPrecondition,
             ErrorCode::Unavailable => tonic::Code::Unavailable,

@@ -92,6 +92,9 @@ impl ControllerService {
             Err(e) => return Err(status::from_strata(e, "creating a volume")),
         }
         let volume = self.open(&volume_name).await.map_err(|e| status::from_strata(e, "opening the new volume"))?;
+        // The capacity holds on writes as a quota on the whole (still empty)
+        // volume, set before the mark that makes a retried create find the PVC.
+        volume.set_quota(b"", capacity, 0).await.map_err(|e| status::from_strata(e, "setting the capacity quota"))?;
         mark(&volume, b"", name, capacity).await?;
         Ok(VolumeId::Volume { volume: volume_name })
     }
@@ -121,6 +124,11 @@ impl ControllerService {
             Err(e) => return Err(status::from_strata(e, "reading the directory's owner")),
         }
         volume.set_xattr(b"", SHARED_XATTR, b"1", 0).await.map_err(|e| status::from_strata(e, "marking the volume"))?;
+        volume
+            .meta()
+            .set_quota(made.ino, capacity, 0)
+            .await
+            .map_err(|e| status::from_strata(e, "setting the quota"))?;
         mark(&volume, dir.as_bytes(), name, capacity).await?;
         Ok(VolumeId::Subdir { volume: shared.to_string(), dir })
     }
@@ -264,10 +272,13 @@ impl Controller for ControllerService {
             },
             VolumeId::Subdir { volume, dir } => {
                 let handle = self.open(volume).await.map_err(|e| status::from_strata(e, "opening the volume"))?;
+                let root =
+                    handle.stat(dir.as_bytes()).await.map_err(|e| status::from_strata(e, "finding the directory"))?;
                 handle
                     .remove_tree(dir.as_bytes())
                     .await
                     .map_err(|e| status::from_strata(e, "removing the directory"))?;
+                handle.meta().remove_quota(root.ino).await.map_err(|e| status::from_strata(e, "removing the quota"))?;
             }
         }
         tracing::info!(volume_id = %id, "csi volume deleted");
@@ -412,6 +423,7 @@ impl Controller for ControllerService {
             }
             let handle = self.open(id.volume()).await.map_err(|e| status::from_strata(e, "opening the volume"))?;
             let path = id.dir().unwrap_or("").as_bytes();
+            handle.set_quota(path, capacity, 0).await.map_err(|e| status::from_strata(e, "raising the quota"))?;
             handle
                 .set_xattr(path, CAPACITY_XATTR, capacity.to_string().as_bytes(), 0)
                 .await

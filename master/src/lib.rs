@@ -5,6 +5,7 @@
 
 mod liveness;
 mod placement;
+mod quotas;
 mod repair;
 mod server;
 mod service;

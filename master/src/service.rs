@@ -43,6 +43,8 @@ pub struct MasterService {
     /// decoding every volume record per heartbeat made an idle master's CPU
     /// grow with nodes × volumes.
     volume_view: Mutex<Option<(u64, VolumeView)>>,
+    /// What each meta partition's leader last reported of the directory quotas.
+    pub(crate) quota_usage: crate::quotas::QuotaUsageTable,
 }
 
 /// Volumes as protos, each with the nodes holding a partition of it.
@@ -83,6 +85,7 @@ impl MasterService {
             master_seen,
             leadership: Mutex::new((0, Instant::now())),
             volume_view: Mutex::new(None),
+            quota_usage: Default::default(),
         }
     }
 
@@ -242,6 +245,11 @@ impl MasterService {
                     level: AccessLevel::to_wire(Some(*level)) as i32,
                 })
                 .collect(),
+            quotas: volume
+                .quotas
+                .iter()
+                .map(|(root, q)| pb::Quota { root: *root, max_bytes: q.max_bytes, max_inodes: q.max_inodes })
+                .collect(),
         }
     }
 
@@ -389,6 +397,7 @@ impl pb::master_server::Master for MasterService {
         }
         let lost = req.lost_partitions.clone();
         self.liveness.record(req.node_id, capacity_from(req.capacity.as_ref()), req.partitions_held, lost);
+        self.quota_usage.record(&req.meta_reports);
         for report in &req.meta_reports {
             if let Err(e) = self.maybe_split(report).await {
                 tracing::warn!(partition_id = report.partition_id, error = %e, "splitting a meta partition failed");
@@ -400,7 +409,8 @@ impl pb::master_server::Master for MasterService {
         self.engine.read_index(MASTER_GROUP).await?;
         let meta_partitions = self.meta_assignments(req.node_id)?;
         let data_partitions = self.data_assignments(req.node_id)?;
-        Ok(Response::new(pb::HeartbeatResponse { meta_partitions, data_partitions }))
+        let quota_limits = self.quota_limits(req.node_id)?;
+        Ok(Response::new(pb::HeartbeatResponse { meta_partitions, data_partitions, quota_limits }))
     }
 
     async fn list_nodes(&self, _request: Request<pb::ListNodesRequest>) -> RpcResult<pb::ListNodesResponse> {
@@ -639,6 +649,22 @@ impl pb::master_server::Master for MasterService {
             .volume(&request.name)?
             .ok_or_else(|| StrataError::not_found(format!("volume {} does not exist", request.name)))?;
         Ok(Response::new(Self::volume_to_proto(&volume, &Self::addresses(&state.nodes()?))))
+    }
+
+    async fn set_quota(&self, request: Request<pb::SetQuotaRequest>) -> RpcResult<pb::QuotaStatus> {
+        let request = request.into_inner();
+        Ok(Response::new(self.set_quota_of(&request.volume, request.quota).await?))
+    }
+
+    async fn delete_quota(&self, request: Request<pb::DeleteQuotaRequest>) -> RpcResult<pb::DeleteQuotaResponse> {
+        let request = request.into_inner();
+        self.delete_quota_of(&request.volume, request.root).await?;
+        Ok(Response::new(pb::DeleteQuotaResponse {}))
+    }
+
+    async fn list_quotas(&self, request: Request<pb::ListQuotasRequest>) -> RpcResult<pb::ListQuotasResponse> {
+        let quotas = self.quota_statuses(&request.into_inner().volume).await?;
+        Ok(Response::new(pb::ListQuotasResponse { quotas }))
     }
 
     async fn get_access_key(&self, request: Request<pb::GetAccessKeyRequest>) -> RpcResult<pb::AccessKey> {

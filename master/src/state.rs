@@ -72,6 +72,16 @@ pub struct VolumeRecord {
     /// Access keys besides the owner's that may use the volume as a bucket.
     #[serde(default)]
     pub grants: std::collections::BTreeMap<String, AccessLevel>,
+    /// Directory quotas, by the inode number of their root directory.
+    #[serde(default)]
+    pub quotas: std::collections::BTreeMap<u64, QuotaRecord>,
+}
+
+/// The limits of a directory quota (0: no limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaRecord {
+    pub max_bytes: u64,
+    pub max_inodes: u64,
 }
 
 impl VolumeRecord {
@@ -148,6 +158,12 @@ pub enum Command {
     SetCapacity {
         volume: String,
         capacity_bytes: u64,
+    },
+    /// Sets the directory quota rooted at inode `root` (`None`: removes it).
+    SetQuota {
+        volume: String,
+        root: u64,
+        limits: Option<QuotaRecord>,
     },
     /// Puts `new` in place of member `old` of a data partition; `new` rebuilds its copy.
     ReplaceDataMember {
@@ -348,6 +364,7 @@ fn apply(batch: &mut ApplyBatch<'_>, cmd: Command) -> Result<Outcome> {
                 data_partitions,
                 next_blob_id: 1,
                 grants: Default::default(),
+                quotas: Default::default(),
             };
             tx.put(&volume_key(&name), &volume);
             Ok(Outcome::Volume(volume))
@@ -464,6 +481,22 @@ fn apply(batch: &mut ApplyBatch<'_>, cmd: Command) -> Result<Outcome> {
                 return Err(StrataError::not_found(format!("volume {volume} does not exist")));
             };
             record.capacity_bytes = capacity_bytes;
+            tx.put(&volume_key(&volume), &record);
+            Ok(Outcome::Done)
+        }
+        Command::SetQuota { volume, root, limits } => {
+            let Some(mut record) = tx.get::<VolumeRecord>(&volume_key(&volume), "volume")? else {
+                return Err(StrataError::not_found(format!("volume {volume} does not exist")));
+            };
+            match limits {
+                Some(limits) => {
+                    record.quotas.insert(root, limits);
+                }
+                None if record.quotas.remove(&root).is_none() => {
+                    return Err(StrataError::not_found(format!("volume {volume} has no quota on inode {root}")));
+                }
+                None => {}
+            }
             tx.put(&volume_key(&volume), &record);
             Ok(Outcome::Done)
         }

@@ -50,6 +50,10 @@ pub fn set_attr(txn: &mut Txn<'_, '_>, op: SetAttrOp) -> Result<Inode> {
             inode.mtime_ns = now;
         }
     }
+    if let Some(quota) = op.quota {
+        set_quota_root(txn, &inode, quota)?;
+        inode.quota = quota;
+    }
     if op.atime_now {
         inode.atime_ns = now;
     } else if let Some(atime) = op.atime_ns {
@@ -63,6 +67,25 @@ pub fn set_attr(txn: &mut Txn<'_, '_>, op: SetAttrOp) -> Result<Inode> {
     inode.ctime_ns = now;
     txn.put_inode(inode.clone());
     Ok(inode)
+}
+
+/// Whether `dir` may become the root of quota `quota` (its own number) or
+/// leave one (0): only an empty directory, whose usage is then itself, so the
+/// counters stay exact without walking a subtree.
+fn set_quota_root(txn: &Txn<'_, '_>, dir: &Inode, quota: u64) -> Result<()> {
+    if !is_dir(dir) {
+        return Err(StrataError::new(ErrorCode::NotDir, format!("inode {} is not a directory", dir.ino)));
+    }
+    if quota != 0 && quota != dir.ino {
+        return Err(StrataError::invalid(format!("a quota on directory {} is numbered {}", dir.ino, dir.ino)));
+    }
+    if quota != dir.quota && !crate::txn::dir_is_empty(txn.kv(), dir.ino)? {
+        return Err(StrataError::new(
+            ErrorCode::FailedPrecondition,
+            format!("directory {} is not empty: a quota is set on an empty directory", dir.ino),
+        ));
+    }
+    Ok(())
 }
 
 fn validate_xattr_name(name: &[u8]) -> Result<()> {

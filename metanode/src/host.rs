@@ -75,6 +75,9 @@ pub struct PartitionHost {
     /// Consecutive heartbeats in which a hosted partition was not assigned.
     missing: RwLock<HashMap<u64, u32>>,
     stats: Arc<NodeStats>,
+    /// The directory quotas of the hosted partitions, as the master last told.
+    pub quotas: crate::quota::QuotaLimits,
+    masters: Vec<String>,
     gc_grace: Duration,
     /// Deletes freed blobs from the datanodes.
     blobs: BlobDeleter,
@@ -111,6 +114,8 @@ impl PartitionHost {
             channels: Channels::default(),
             missing: RwLock::new(HashMap::new()),
             stats,
+            quotas: Default::default(),
+            masters: config.masters.clone(),
             gc_grace: Duration::from_secs(config.gc_grace_secs),
             blobs: BlobDeleter::new(config.masters.clone()),
             gc_cursors: Mutex::new(HashMap::new()),
@@ -380,6 +385,19 @@ impl PartitionHost {
         Ok(())
     }
 
+    /// Asks the master for the current quota limits of `partition_id`'s
+    /// volume (before refusing a command on limits a heartbeat old).
+    pub async fn refresh_quotas(&self, partition_id: u64) -> Result<()> {
+        let volume = self.hosted.read().unwrap().get(&partition_id).map(|a| a.volume_name.clone());
+        let volume = volume.filter(|v| !v.is_empty()).ok_or_else(|| {
+            StrataError::unavailable(format!("the volume of meta partition {partition_id} is not known yet"))
+        })?;
+        let master = strata_rpc::MasterClient::new(self.masters.clone())?;
+        let quotas: Vec<_> = master.list_quotas(&volume).await?.into_iter().filter_map(|s| s.quota).collect();
+        self.quotas.set_limits(partition_id, &quotas);
+        Ok(())
+    }
+
     /// What the leader of a partition does on its own: initialise it once,
     /// apply the range a split gave it, finish transactions their
     /// coordinators left, end sessions whose lease ran out, and report its
@@ -412,6 +430,7 @@ impl PartitionHost {
                     inode_count: stats.inode_count,
                     next_inode: stats.next_inode,
                     inode_end: stats.inode_end,
+                    quotas: crate::quota::report(&kv).unwrap_or_default(),
                 });
             }
         }

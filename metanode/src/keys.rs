@@ -23,6 +23,7 @@
 //! | `R` | where pruning resumes (suffix of the last `Q` key deleted) |
 //! | `r` data-partition blob | references (u64 BE) extents hold on the blob |
 //! | `g` time-ns data-partition blob | empty; a freed blob waiting for deletion |
+//! | `u` quota-root | bytes then inodes (u64 BE each) of a directory quota held here |
 
 use strata_common::{ErrorCode, Result, StrataError};
 
@@ -45,12 +46,18 @@ pub const SESSION_PREFIX: &[u8] = b"s";
 pub const TX_PREFIX: &[u8] = b"t";
 /// Freed blobs waiting for the grace period, oldest first.
 pub const FREED_PREFIX: &[u8] = b"g";
+/// Usage counters of directory quotas.
+pub const QUOTA_USAGE_PREFIX: &[u8] = b"u";
 
 fn with_u64(tag: u8, n: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(9);
     key.push(tag);
     key.extend_from_slice(&n.to_be_bytes());
     key
+}
+
+pub fn quota_usage(root: u64) -> Vec<u8> {
+    with_u64(b'u', root)
 }
 
 pub fn inode(ino: u64) -> Vec<u8> {

@@ -13,6 +13,7 @@ mod keys;
 pub mod locks;
 pub mod machine;
 mod ops;
+pub mod quota;
 pub mod read;
 mod rename;
 mod server;

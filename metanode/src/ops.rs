@@ -160,6 +160,7 @@ pub fn create(txn: &mut Txn<'_, '_>, op: CreateOp) -> Result<Inode> {
         rdev: op.rdev,
         symlink_target: op.symlink_target,
         parent: if directory { op.parent } else { 0 },
+        quota: parent.quota,
     };
     txn.put_inode(inode.clone());
     txn.add_inode_count(1)?;
@@ -230,6 +231,7 @@ pub fn link(txn: &mut Txn<'_, '_>, op: LinkOp) -> Result<Inode> {
         return Err(StrataError::new(ErrorCode::TooManyLinks, format!("inode {} has {LINK_MAX} links", op.ino)));
     }
     let parent = txn.must_dir(op.new_parent)?;
+    crate::rename::same_quota(inode.quota, parent.quota)?;
     if get_dentry(txn.kv(), op.new_parent, &op.new_name)?.is_some() {
         return Err(exists(op.new_parent, &op.new_name));
     }

@@ -31,6 +31,16 @@ fn is_within(txn: &Txn<'_, '_>, mut dir: u64, ancestor: u64) -> Result<bool> {
     Err(StrataError::internal("directory parent chain does not reach the root"))
 }
 
+/// Moving a directory (its subtree), or a file with other names, between
+/// directories of different quotas would leave the counters wrong: refused
+/// as EXDEV, so `mv` copies. A file with one name moves, and its counts with it.
+pub fn same_quota(from: u64, to: u64) -> Result<()> {
+    if from == to {
+        return Ok(());
+    }
+    Err(StrataError::new(ErrorCode::CrossQuota, format!("quota {from} and quota {to} are different directory quotas")))
+}
+
 pub fn rename(txn: &mut Txn<'_, '_>, op: RenameOp) -> Result<Inode> {
     if op.flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE) != 0 || op.flags == RENAME_NOREPLACE | RENAME_EXCHANGE {
         return Err(StrataError::invalid(format!("rename flags {:#x} are not valid", op.flags)));
@@ -43,6 +53,16 @@ pub fn rename(txn: &mut Txn<'_, '_>, op: RenameOp) -> Result<Inode> {
         .ok_or_else(|| StrataError::not_found(format!("no {:?} to rename", String::from_utf8_lossy(&op.src_name))))?;
     require_local(txn, src_dentry.ino)?;
     let src = txn.must_inode(src_dentry.ino)?;
+    let to_quota = txn.must_inode(op.dst_parent)?.quota;
+    if op.src_parent != op.dst_parent {
+        let from_quota = txn.must_inode(op.src_parent)?.quota;
+        if is_dir(&src) || op.flags == RENAME_EXCHANGE {
+            same_quota(from_quota, to_quota)?;
+        } else if src.quota != to_quota && src.nlink > 1 {
+            // Its other names stay in the old quota: it cannot count in both.
+            same_quota(src.quota, to_quota)?;
+        }
+    }
     let dst_dentry = get_dentry(txn.kv(), op.dst_parent, &op.dst_name)?;
     if let Some(d) = &dst_dentry {
         require_local(txn, d.ino)?;
@@ -95,6 +115,10 @@ pub fn rename(txn: &mut Txn<'_, '_>, op: RenameOp) -> Result<Inode> {
     let moved_dir = is_dir(&moved);
     if moved_dir && op.src_parent != op.dst_parent {
         moved.parent = op.dst_parent;
+    }
+    if !moved_dir {
+        // A file (one name) moves into its new directory's quota; its bytes go with it.
+        moved.quota = to_quota;
     }
     txn.put_inode(moved.clone());
     // Re-read the parents: replacing a directory above may have changed them.

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use prost::Message;
-use strata_common::{Result, StrataError};
+use strata_common::{ErrorCode, Result, StrataError};
 use strata_proto::meta::{self as pb, meta_command::Op};
 use strata_raftstore::{GroupKv, Role};
 use tokio_stream::wrappers::UnboundedReceiverStream;
@@ -150,10 +150,21 @@ impl pb::meta_server::Meta for MetaService {
         let mut req = request.into_inner();
         let partition_id = req.partition_id;
         self.ensure_leader(partition_id)?;
-        let info = read::info(&self.host.engine.kv(partition_id))?;
+        let kv = self.host.engine.kv(partition_id);
+        let info = read::info(&kv)?;
         let command = req.command.as_mut().ok_or_else(|| StrataError::invalid("mutation without a command"))?;
         let op = command.op.as_ref().ok_or_else(|| StrataError::invalid("command without an operation"))?;
         Self::check_targets(&info, op)?;
+        if let Err(e) = self.host.quotas.check(partition_id, &kv, op) {
+            if e.code != ErrorCode::QuotaExceeded {
+                return Err(e.into());
+            }
+            // The limits may have been raised since the last heartbeat: ask before refusing.
+            if let Err(e) = self.host.refresh_quotas(partition_id).await {
+                tracing::warn!(partition_id, error = %e, "reading the current quota limits failed");
+            }
+            self.host.quotas.check(partition_id, &kv, op)?;
+        }
         command.now_ns = now_ns();
         let outcome = self.host.engine.propose(partition_id, req.encode_to_vec()).await?;
         let mut reply = decode_outcome(&outcome)?;

@@ -131,6 +131,9 @@ fn validate(txn: &mut Txn<'_, '_>, step: &Step) -> Result<u64> {
             if a.nlink_delta > 0 && inode.nlink == 0 {
                 return Err(StrataError::not_found(format!("inode {} has been unlinked", a.ino)));
             }
+            if a.quota.is_some_and(|q| q != inode.quota) && (is_dir(&inode) || inode.nlink > 1) {
+                crate::rename::same_quota(inode.quota, a.quota.unwrap_or_default())?;
+            }
             Ok(0)
         }
     }
@@ -183,6 +186,7 @@ fn apply_step(txn: &mut Txn<'_, '_>, step: &Step, allocated_ino: u64) -> Result<
                 rdev: n.rdev,
                 symlink_target: n.symlink_target.clone(),
                 parent: if directory { n.parent } else { 0 },
+                quota: n.quota,
             });
             txn.add_inode_count(1)?;
         }
@@ -203,6 +207,9 @@ fn apply_step(txn: &mut Txn<'_, '_>, step: &Step, allocated_ino: u64) -> Result<
             }
             let mut inode = txn.must_inode(a.ino)?;
             inode.nlink = inode.nlink.saturating_add_signed(a.nlink_delta);
+            if let Some(quota) = a.quota {
+                inode.quota = quota;
+            }
             inode.ctime_ns = now;
             if a.new_parent != 0 && is_dir(&inode) {
                 inode.parent = a.new_parent;

@@ -11,7 +11,7 @@ use strata_common::{ErrorCode, Result, StrataError};
 use strata_proto::meta::{Dentry, InitPartition, Inode};
 use strata_raftstore::{ApplyBatch, KvRead};
 
-use crate::keys;
+use crate::{keys, quota};
 
 pub const S_IFMT: u32 = libc::S_IFMT;
 pub const S_IFDIR: u32 = libc::S_IFDIR;
@@ -82,6 +82,8 @@ pub struct Txn<'a, 'b> {
     pub blob_refs: HashMap<(u64, u64), u64>,
     inode_count: Option<u64>,
     data_bytes: Option<u64>,
+    /// Quota usage (bytes, inodes) as this command left it, by quota root.
+    quota_usage: HashMap<u64, (u64, u64)>,
     pub now_ns: i64,
     /// The transaction whose locks this command may write through (its commit).
     pub tx: Option<u64>,
@@ -101,6 +103,7 @@ impl<'a, 'b> Txn<'a, 'b> {
             blob_refs: HashMap::new(),
             inode_count: None,
             data_bytes: None,
+            quota_usage: HashMap::new(),
             now_ns,
             tx: None,
             locked: None,
@@ -152,8 +155,18 @@ impl<'a, 'b> Txn<'a, 'b> {
         }
     }
 
-    /// Keeps the partition's byte count (for statfs) in step with file sizes.
+    /// Keeps the partition's byte count (for statfs) in step with file
+    /// sizes, and the quotas' counters with their inodes.
     fn account(&mut self, old: Option<&Inode>, new: Option<&Inode>) {
+        let (before, after) = (quota::contribution(old), quota::contribution(new));
+        if before != after {
+            if let Some((root, bytes, inodes)) = before {
+                self.add_quota_usage(root, -(bytes as i128), -(inodes as i128));
+            }
+            if let Some((root, bytes, inodes)) = after {
+                self.add_quota_usage(root, bytes as i128, inodes as i128);
+            }
+        }
         let size = |i: Option<&Inode>| i.filter(|i| i.mode & S_IFMT == S_IFREG).map(|i| i.size).unwrap_or(0);
         let (before, after) = (size(old), size(new));
         if before == after {
@@ -166,6 +179,21 @@ impl<'a, 'b> Txn<'a, 'b> {
         let updated = total.saturating_sub(before).saturating_add(after);
         self.data_bytes = Some(updated);
         self.batch.put(keys::DATA_BYTES, &updated.to_be_bytes());
+    }
+
+    fn add_quota_usage(&mut self, root: u64, bytes: i128, inodes: i128) {
+        let (now_bytes, now_inodes) = match self.quota_usage.get(&root) {
+            Some(usage) => *usage,
+            None => quota::usage(self.batch, root).unwrap_or((0, 0)),
+        };
+        let clamp = |v: i128| v.clamp(0, u64::MAX as i128) as u64;
+        let updated = (clamp(now_bytes as i128 + bytes), clamp(now_inodes as i128 + inodes));
+        self.quota_usage.insert(root, updated);
+        if updated == (0, 0) {
+            self.batch.delete(&keys::quota_usage(root));
+        } else {
+            self.batch.put(&keys::quota_usage(root), &quota::encode_usage(updated.0, updated.1));
+        }
     }
 
     pub fn put_inode(&mut self, inode: Inode) {

@@ -188,6 +188,39 @@ impl MasterClient {
         .await
     }
 
+    /// Sets the directory quota rooted at inode `root` (0 in a limit: none).
+    pub async fn set_quota(&self, volume: &str, root: u64, max_bytes: u64, max_inodes: u64) -> Result<pb::QuotaStatus> {
+        let quota = Some(pb::Quota { root, max_bytes, max_inodes });
+        let request = pb::SetQuotaRequest { volume: volume.to_string(), quota };
+        self.call("setting a directory quota", |mut c| {
+            let request = request.clone();
+            async move { c.set_quota(request).await }
+        })
+        .await
+    }
+
+    pub async fn delete_quota(&self, volume: &str, root: u64) -> Result<()> {
+        let request = pb::DeleteQuotaRequest { volume: volume.to_string(), root };
+        self.call("removing a directory quota", |mut c| {
+            let request = request.clone();
+            async move { c.delete_quota(request).await }
+        })
+        .await
+        .map(drop)
+    }
+
+    /// A volume's quotas with their usage (seconds old at most).
+    pub async fn list_quotas(&self, volume: &str) -> Result<Vec<pb::QuotaStatus>> {
+        let request = pb::ListQuotasRequest { volume: volume.to_string() };
+        let reply = self
+            .call("listing directory quotas", |mut c| {
+                let request = request.clone();
+                async move { c.list_quotas(request).await }
+            })
+            .await?;
+        Ok(reply.quotas)
+    }
+
     pub async fn delete_access_key(&self, access_key_id: &str) -> Result<()> {
         let request = pb::DeleteAccessKeyRequest { access_key_id: access_key_id.to_string() };
         self.call("deleting an access key", |mut c| {

@@ -9,6 +9,7 @@
 //!   shared reader with its extent window and read-ahead ([`data::reader`]);
 //! - [`cache`]: the client's memory and disk block caches;
 //! - [`types`]: the sdk's own attribute, entry and extent types;
+//! - [`quota`]: directory quotas (a PVC's size) and what statfs reports under one;
 //! - [`MasterClient`]: finds and follows the master leader.
 
 pub mod cache;
@@ -18,6 +19,7 @@ pub mod fs;
 pub mod fsck;
 pub mod meta_client;
 mod meta_tx;
+pub mod quota;
 pub mod types;
 
 pub use meta_client::MetaClient;

@@ -60,6 +60,8 @@ pub struct StatFs {
     /// Sum of the sizes of the volume's files (sparse holes included, as `st_size` counts them).
     pub used_bytes: u64,
     pub files: u64,
+    /// The most inodes there may be (a directory quota's limit), if limited.
+    pub max_files: Option<u64>,
 }
 
 pub(crate) fn request_id() -> u64 {
@@ -104,6 +106,11 @@ impl MetaClient {
         partitions.sort_by_key(|p| p.inode_start);
         *self.partitions.write().unwrap() = partitions;
         Ok(())
+    }
+
+    /// A client of the volume's masters.
+    pub(crate) fn master(&self) -> Result<MasterClient> {
+        MasterClient::new(self.masters.clone())
     }
 
     /// Asks the master for the volume's partitions again (a split added one).
@@ -280,7 +287,7 @@ impl MetaClient {
         reply
     }
 
-    async fn mutate_inode(&self, ino: u64, what: &str, op: Op) -> Result<Attr> {
+    pub(crate) async fn mutate_inode(&self, ino: u64, what: &str, op: Op) -> Result<Attr> {
         let inode = self
             .mutate(ino, what, op)
             .await?
@@ -573,13 +580,14 @@ impl MetaClient {
 
     /// statfs(2) of the volume: its capacity, the bytes its files hold, its inodes.
     pub async fn statfs(&self) -> Result<StatFs> {
-        let master = MasterClient::new(self.masters.clone())?;
+        let master = self.master()?;
         let capacity_bytes = master.get_volume(&self.volume).await?.capacity_bytes;
         let stats = self.partition_stats().await?;
         Ok(StatFs {
             capacity_bytes,
             used_bytes: stats.iter().map(|(_, s)| s.data_bytes).sum(),
             files: stats.iter().map(|(_, s)| s.inode_count).sum(),
+            max_files: None,
         })
     }
 

@@ -75,6 +75,16 @@ impl Plan {
     }
 }
 
+/// An entry moves or links only within one directory quota (EXDEV otherwise,
+/// so `mv` copies and the quotas' counters stay exact); the metanodes check
+/// the same within a partition.
+fn same_quota(from: u64, to: u64) -> Result<()> {
+    if from == to {
+        return Ok(());
+    }
+    Err(StrataError::new(ErrorCode::CrossQuota, format!("quota {from} and quota {to} are different directory quotas")))
+}
+
 impl MetaClient {
     /// The partition a new directory goes to (round robin).
     pub(crate) fn place_directory(&self) -> u64 {
@@ -233,7 +243,8 @@ impl MetaClient {
                     }
                 }
                 let dir_parent = if file_type == libc::S_IFDIR { parent } else { 0 };
-                let new = pb::NewInode { mode, uid, gid, rdev, parent: dir_parent, ..Default::default() };
+                let quota = parent_inode.quota;
+                let new = pb::NewInode { mode, uid, gid, rdev, parent: dir_parent, quota, ..Default::default() };
                 let mut plan = Plan::default();
                 plan.add(self, target_ino, Step::NewInode(new))?;
                 let entry = pb::AddEntry { parent, name: name.to_vec(), ino: 0, file_type, ..Default::default() };
@@ -274,6 +285,7 @@ impl MetaClient {
             if is_dir(&inode) {
                 return Err(StrataError::new(ErrorCode::NotPermitted, "hard links to directories are not allowed"));
             }
+            same_quota(inode.quota, self.getattr(new_parent).await?.quota)?;
             let mut plan = Plan::default();
             plan.add(self, ino, Step::AdjustInode(pb::AdjustInode { ino, nlink_delta: 1, ..Default::default() }))?;
             let file_type = inode.kind.type_bits();
@@ -327,6 +339,20 @@ impl MetaClient {
                 if is_dir(&src) && sp != dp && self.is_within(dp, src.ino).await? {
                     return Err(StrataError::invalid("cannot move a directory into its own subtree"));
                 }
+                let to_quota = self.getattr(dp).await?.quota;
+                if sp != dp {
+                    let from_quota = self.getattr(sp).await?.quota;
+                    if is_dir(&src) || flags == EXCHANGE {
+                        same_quota(from_quota, to_quota)?;
+                    } else if src.nlink > 1 {
+                        // Its other names stay in the old quota: it cannot count in both.
+                        same_quota(src.quota, to_quota)?;
+                    }
+                }
+                // A file (one name) moves into its new directory's quota, its bytes with
+                // it. Always named (the cached tag may be old); the inode's partition
+                // compares it with the stored one.
+                let retag = (!is_dir(&src) && sp != dp).then_some(to_quota);
                 let exchange = flags == EXCHANGE;
                 let mut plan = Plan::default();
                 let src_type = src.kind.type_bits();
@@ -364,6 +390,7 @@ impl MetaClient {
                     Step::AdjustInode(pb::AdjustInode {
                         ino: src.ino,
                         new_parent: src_new_parent,
+                        quota: retag,
                         ..Default::default()
                     }),
                 )?;

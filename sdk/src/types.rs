@@ -67,6 +67,9 @@ pub struct Attr {
     /// For a directory, the directory holding it (0 for other kinds: a
     /// file may have several names).
     pub parent: u64,
+    /// The root inode of the directory quota it counts against (0: none;
+    /// a quota's root names itself).
+    pub quota: u64,
 }
 
 impl Attr {
@@ -107,6 +110,7 @@ impl TryFrom<pb::Inode> for Attr {
             rdev: inode.rdev,
             symlink_target: inode.symlink_target,
             parent: inode.parent,
+            quota: inode.quota,
         })
     }
 }
@@ -208,6 +212,7 @@ impl From<SetAttr> for pb::SetAttrOp {
             mtime_ns: at(set.mtime),
             atime_now: set.atime == Some(SetTime::Now),
             mtime_now: set.mtime == Some(SetTime::Now),
+            quota: None,
         }
     }
 }

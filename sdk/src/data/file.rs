@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures::future::try_join_all;
-use strata_common::{Result, StrataError};
+use strata_common::{ErrorCode, Result, StrataError};
 use strata_proto::meta::BlobRef;
 use tokio::task::JoinHandle;
 
@@ -110,8 +110,19 @@ impl FileWriter {
             }
         }
         // What did become durable is committed even if a neighbour failed.
-        for chunk in extents.chunks(EXTENTS_PER_COMMIT) {
-            self.meta.write_extents(self.ino, chunk.to_vec()).await?;
+        for (i, chunk) in extents.chunks(EXTENTS_PER_COMMIT).enumerate() {
+            if let Err(e) = self.meta.write_extents(self.ino, chunk.to_vec()).await {
+                if e.code == ErrorCode::QuotaExceeded {
+                    // Refused, so never referenced: the blobs go now, not at an fsck.
+                    let unused = &extents[i * EXTENTS_PER_COMMIT..];
+                    let blobs: Vec<(u64, u64)> =
+                        unused.iter().map(|x| (x.blob.data_partition, x.blob.blob_id)).collect();
+                    if let Err(cleanup) = self.data.delete_blobs(&blobs).await {
+                        tracing::warn!(ino = self.ino, error = %cleanup, "deleting blobs a quota refused failed");
+                    }
+                }
+                return Err(e);
+            }
         }
         match failure {
             Some(e) => Err(e),
