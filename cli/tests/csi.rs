@@ -211,6 +211,12 @@ async fn identity_and_refusals(c: &mut Clients, dir: &Path) {
     assert_eq!(code(c.controller.create_volume(unknown_param).await), Code::InvalidArgument);
     let no_shared = create_request("pvc-noshared", &[("volume", "no-such-volume")], 1 << 30, 0);
     assert_eq!(code(c.controller.create_volume(no_shared).await), Code::InvalidArgument);
+    let mut half_secret = create_request("pvc-half", &[], 1 << 30, 0);
+    half_secret.secrets.insert("accessKeyID".into(), "AKIDONLY".into());
+    assert_eq!(code(c.controller.create_volume(half_secret.clone()).await), Code::InvalidArgument);
+    let mut unknown_key = half_secret;
+    unknown_key.secrets.insert("secretAccessKey".into(), "not-a-secret".into());
+    assert_eq!(code(c.controller.create_volume(unknown_key).await), Code::Unauthenticated);
     assert_eq!(listed(c).await, before, "a refused create made something");
     let no_id = pb::DeleteVolumeRequest { volume_id: String::new(), ..Default::default() };
     assert_eq!(code(c.controller.delete_volume(no_id).await), Code::InvalidArgument);
@@ -273,8 +279,15 @@ async fn pvc_life(c: &mut Clients, cluster: &DevCluster, dir: &Path, name: &str,
     let volume = created.volume.unwrap();
     assert_eq!(volume.capacity_bytes, SIZE);
     let id = volume.volume_id.clone();
-    let again = c.controller.create_volume(create_request(name, params, SIZE, 0)).await.unwrap().into_inner();
+    // With the dev user's key in the StorageClass's secrets: its right secret passes, a wrong one does not.
+    let s3 = &cluster.cluster_file()["s3"];
+    let mut with_key = create_request(name, params, SIZE, 0);
+    with_key.secrets.insert("accessKeyID".into(), s3["access_key_id"].as_str().unwrap().into());
+    with_key.secrets.insert("secretAccessKey".into(), s3["secret_access_key"].as_str().unwrap().into());
+    let again = c.controller.create_volume(with_key.clone()).await.unwrap().into_inner();
     assert_eq!(again.volume.unwrap().volume_id, id, "a repeated create is the same volume");
+    with_key.secrets.insert("secretAccessKey".into(), "wrong".into());
+    assert_eq!(code(c.controller.create_volume(with_key).await), Code::Unauthenticated);
     let other_size = create_request(name, params, 3 * SIZE, 3 * SIZE);
     assert_eq!(code(c.controller.create_volume(other_size).await), Code::AlreadyExists);
     assert!(listed(c).await.contains(&id));

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use strata_common::types::Redundancy;
+use strata_common::types::{AccessLevel, Redundancy};
 use strata_common::{ErrorCode, StrataError};
 use strata_proto::csi::{self as pb, controller_server::Controller, controller_service_capability};
 use strata_proto::master as master_pb;
@@ -19,6 +19,7 @@ use tonic::{Request, Response, Status};
 
 use crate::ids::{VolumeId, dir_name_for, volume_name_for};
 use crate::request::{Layout, Parameters, capacity_fits, capacity_for, check_capabilities};
+use crate::secrets::Credentials;
 use crate::status;
 
 /// The CSI name that made a PVC's root directory.
@@ -72,13 +73,37 @@ impl ControllerService {
         recorded(&volume, id).await
     }
 
-    async fn create_volume_pvc(&self, name: &str, redundancy: Redundancy, capacity: u64) -> Result<VolumeId, Status> {
+    /// Refuses unless `credentials` (if any) allow `need` on `volume`
+    /// (a volume that does not exist is left to the caller to refuse).
+    async fn authorize(
+        &self,
+        volume: &str,
+        credentials: Option<&Credentials>,
+        need: AccessLevel,
+    ) -> Result<(), Status> {
+        if credentials.is_none() {
+            return Ok(());
+        }
+        match self.master.get_volume(volume).await {
+            Ok(record) => crate::secrets::authorize(&self.master, credentials, &record, need).await,
+            Err(e) if e.code == ErrorCode::NotFound => Ok(()),
+            Err(e) => Err(status::from_strata(e, "looking up the volume")),
+        }
+    }
+
+    async fn create_volume_pvc(
+        &self,
+        name: &str,
+        redundancy: Redundancy,
+        capacity: u64,
+        owner: String,
+    ) -> Result<VolumeId, Status> {
         let volume_name = volume_name_for(name);
         let request = master_pb::CreateVolumeRequest {
             name: volume_name.clone(),
             redundancy: Some(redundancy.into()),
             capacity_bytes: capacity,
-            owner: String::new(),
+            owner,
             // A retried create of the same name is the same volume.
             request_id: format!("csi:{name}"),
         };
@@ -229,6 +254,9 @@ impl Controller for ControllerService {
             Layout::Volume { .. } => VolumeId::Volume { volume: volume_name_for(&request.name) },
             Layout::Subdir { volume } => VolumeId::Subdir { volume: volume.clone(), dir: dir_name_for(&request.name) },
         };
+        let credentials = Credentials::from_secrets(&request.secrets)?;
+        let need = if matches!(candidate, VolumeId::Volume { .. }) { AccessLevel::Owner } else { AccessLevel::Write };
+        self.authorize(candidate.volume(), credentials.as_ref(), need).await?;
         let existing = self.find(&candidate).await.map_err(|e| status::from_strata(e, "looking for the volume"))?;
         let id = match existing {
             Some(found) if !capacity_fits(found.capacity, range) => {
@@ -242,7 +270,14 @@ impl Controller for ControllerService {
                 return Ok(Response::new(pb::CreateVolumeResponse { volume: Some(volume) }));
             }
             None => match &parameters.layout {
-                Layout::Volume { redundancy } => self.create_volume_pvc(&request.name, *redundancy, capacity).await?,
+                Layout::Volume { redundancy } => {
+                    // Made with a key, the volume is its user's.
+                    let owner = match &credentials {
+                        Some(credentials) => credentials.user(&self.master).await?,
+                        None => String::new(),
+                    };
+                    self.create_volume_pvc(&request.name, *redundancy, capacity, owner).await?
+                }
                 Layout::Subdir { volume } => self.create_subdir_pvc(&request.name, volume, capacity).await?,
             },
         };
@@ -255,12 +290,16 @@ impl Controller for ControllerService {
         &self,
         request: Request<pb::DeleteVolumeRequest>,
     ) -> Result<Response<pb::DeleteVolumeResponse>, Status> {
-        let raw = request.into_inner().volume_id;
+        let request = request.into_inner();
+        let raw = request.volume_id;
         if raw.is_empty() {
             return Err(Status::invalid_argument("volume id is missing"));
         }
         // An id this driver never made names nothing to delete.
         let Some(id) = VolumeId::parse(&raw) else { return Ok(Response::new(pb::DeleteVolumeResponse {})) };
+        let credentials = Credentials::from_secrets(&request.secrets)?;
+        let need = if matches!(id, VolumeId::Volume { .. }) { AccessLevel::Owner } else { AccessLevel::Write };
+        self.authorize(id.volume(), credentials.as_ref(), need).await?;
         if self.find(&id).await.map_err(|e| status::from_strata(e, "looking for the volume"))?.is_none() {
             return Ok(Response::new(pb::DeleteVolumeResponse {}));
         }
@@ -407,6 +446,9 @@ impl Controller for ControllerService {
         if let Some(why) = request.volume_capability.as_ref().and_then(crate::request::unsupported) {
             return Err(Status::invalid_argument(why));
         }
+        let credentials = Credentials::from_secrets(&request.secrets)?;
+        let need = if matches!(id, VolumeId::Volume { .. }) { AccessLevel::Owner } else { AccessLevel::Write };
+        self.authorize(id.volume(), credentials.as_ref(), need).await?;
         let found = self
             .find(&id)
             .await

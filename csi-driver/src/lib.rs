@@ -10,6 +10,7 @@
 //!   FUSE process deaths;
 //! - [`identity`] answers with the plugin's name, capabilities and readiness;
 //! - [`request`] checks capabilities, capacity ranges and StorageClass parameters;
+//! - [`secrets`] checks the access key a StorageClass's secrets carry;
 //! - [`ids`] defines the volume id format.
 
 pub mod controller;
@@ -18,6 +19,7 @@ pub mod ids;
 pub mod mounts;
 pub mod node;
 pub mod request;
+pub mod secrets;
 pub mod state;
 mod status;
 

@@ -281,8 +281,16 @@ impl Node for NodeService {
             Ok(_) => {}
             Err(_) => std::fs::create_dir_all(&staging).map_err(|e| internal(e.into()))?,
         }
+        let credentials = crate::secrets::Credentials::from_secrets(&request.secrets)?;
         match self.inner.master.get_volume(id.volume()).await {
-            Ok(_) => {}
+            Ok(volume) => {
+                let need = if options.read_only {
+                    strata_common::types::AccessLevel::Read
+                } else {
+                    strata_common::types::AccessLevel::Write
+                };
+                crate::secrets::authorize(&self.inner.master, credentials.as_ref(), &volume, need).await?;
+            }
             Err(e) if e.code == ErrorCode::NotFound => {
                 return Err(Status::not_found(format!("volume {id} does not exist")));
             }
