@@ -47,7 +47,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send) 
         })
     };
     let heartbeats = tokio::spawn(async move {
-        agent.heartbeat_loop(interval, move |response| repairer.on_assignments(response.data_partitions)).await;
+        agent.heartbeat_loop(interval, move |response, _| repairer.on_assignments(response.data_partitions)).await;
     });
     let service = Arc::new(service::DataService::new(store.clone()));
     let router = tonic::transport::Server::builder()

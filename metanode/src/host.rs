@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prost::Message;
 use serde::{Deserialize, Serialize};
@@ -393,8 +393,9 @@ impl PartitionHost {
             StrataError::unavailable(format!("the volume of meta partition {partition_id} is not known yet"))
         })?;
         let master = strata_rpc::MasterClient::new(self.masters.clone())?;
+        let asked_at = Instant::now();
         let quotas: Vec<_> = master.list_quotas(&volume).await?.into_iter().filter_map(|s| s.quota).collect();
-        self.quotas.set_limits(partition_id, &quotas);
+        self.quotas.set_limits(partition_id, &quotas, asked_at);
         Ok(())
     }
 

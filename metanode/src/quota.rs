@@ -15,10 +15,13 @@
 //! concurrent writers spread over partitions can overshoot by what they
 //! write in that time, never a single writer. A command about to be refused
 //! is checked again against the master's current limits first, so a quota
-//! raised a moment ago (an expanded PVC) holds at once.
+//! raised a moment ago (an expanded PVC) holds at once; a command naming a
+//! quota root the leader has not heard of reads them before it is proposed,
+//! so a new quota holds from its first file on.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
+use std::time::{Duration, Instant};
 
 use strata_common::{ErrorCode, Result, StrataError};
 use strata_proto::master::{Quota, QuotaLimit, QuotaUsage};
@@ -126,19 +129,43 @@ fn growth(kv: &impl KvRead, op: &Op) -> Result<Option<(u64, u64, u64)>> {
     })
 }
 
+/// The quota root a command names itself: a new inode's, a file's moving in,
+/// a directory's becoming a root. It may be newer than the last heartbeat,
+/// so a leader that does not know it asks the master before proposing.
+pub fn named_root(op: &Op) -> Option<u64> {
+    match op {
+        Op::SetAttr(s) => s.quota.filter(|q| *q != 0),
+        Op::TxPrepare(t) => t.steps.iter().filter_map(|s| s.step.as_ref()).find_map(|step| match step {
+            Step::NewInode(n) if n.quota != 0 => Some(n.quota),
+            Step::AdjustInode(a) => a.quota.filter(|q| *q != 0),
+            _ => None,
+        }),
+        _ => None,
+    }
+}
+
 /// One partition's quotas: root → (limits, what other partitions use).
 type PartitionQuotas = HashMap<u64, (Quota, QuotaUsage)>;
+
+/// How often a partition asks the master about a quota root it does not
+/// know (one removed from the master while inodes still name it would
+/// otherwise cost a request per command).
+const ASK_AGAIN_AFTER: Duration = Duration::from_secs(1);
 
 /// The quotas of the partitions this node hosts, as the master last told it.
 #[derive(Default)]
 pub struct QuotaLimits {
     /// partition → quota root → (limits, what other partitions use).
     by_partition: RwLock<HashMap<u64, PartitionQuotas>>,
+    /// partition → when its limits were last read from the master directly.
+    asked: RwLock<HashMap<u64, Instant>>,
 }
 
 impl QuotaLimits {
-    /// Replaces what is known with a heartbeat's answer.
-    pub fn update(&self, limits: &[QuotaLimit]) {
+    /// Replaces what is known with a heartbeat's answer, sent at `sent_at`.
+    /// A partition whose limits were read from the master since keeps them:
+    /// they are newer than the answer.
+    pub fn update(&self, limits: &[QuotaLimit], sent_at: Instant) {
         let mut by_partition: HashMap<u64, PartitionQuotas> = HashMap::new();
         for limit in limits {
             let (Some(quota), elsewhere) = (limit.quota, limit.elsewhere.unwrap_or_default()) else {
@@ -146,12 +173,34 @@ impl QuotaLimits {
             };
             by_partition.entry(limit.partition_id).or_default().insert(quota.root, (quota, elsewhere));
         }
-        *self.by_partition.write().unwrap() = by_partition;
+        let asked = self.asked.read().unwrap();
+        let mut known = self.by_partition.write().unwrap();
+        for (partition_id, _) in asked.iter().filter(|(_, at)| **at > sent_at) {
+            match known.remove(partition_id) {
+                Some(newer) => by_partition.insert(*partition_id, newer),
+                None => by_partition.remove(partition_id),
+            };
+        }
+        *known = by_partition;
+    }
+
+    /// Whether `partition_id` should ask the master for its limits before
+    /// proposing `op`: it names a quota root not known here, and the master
+    /// was not asked a moment ago.
+    pub fn should_ask(&self, partition_id: u64, op: &Op) -> bool {
+        let Some(root) = named_root(op) else {
+            return false;
+        };
+        if self.by_partition.read().unwrap().get(&partition_id).is_some_and(|q| q.contains_key(&root)) {
+            return false;
+        }
+        self.asked.read().unwrap().get(&partition_id).is_none_or(|at| at.elapsed() >= ASK_AGAIN_AFTER)
     }
 
     /// Puts the master's current limits in place for `partition_id` (what
     /// other partitions use is kept from the last heartbeat).
-    pub fn set_limits(&self, partition_id: u64, quotas: &[Quota]) {
+    pub fn set_limits(&self, partition_id: u64, quotas: &[Quota], asked_at: Instant) {
+        self.asked.write().unwrap().insert(partition_id, asked_at);
         let mut by_partition = self.by_partition.write().unwrap();
         let known = by_partition.entry(partition_id).or_default();
         let elsewhere: HashMap<u64, QuotaUsage> = known.iter().map(|(root, (_, used))| (*root, *used)).collect();

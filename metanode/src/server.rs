@@ -38,8 +38,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send) 
     let info = agent.info_service();
     let (assignments_tx, mut assignments_rx) = tokio::sync::mpsc::channel(4);
     let quota_host = host.clone();
-    let heartbeats = tokio::spawn(agent.heartbeat_loop(interval, move |response| {
-        quota_host.quotas.update(&response.quota_limits);
+    let heartbeats = tokio::spawn(agent.heartbeat_loop(interval, move |response, sent_at| {
+        quota_host.quotas.update(&response.quota_limits, sent_at);
         let _ = assignments_tx.try_send(response.meta_partitions);
     }));
     let reconciler = {

@@ -155,6 +155,12 @@ impl pb::meta_server::Meta for MetaService {
         let command = req.command.as_mut().ok_or_else(|| StrataError::invalid("mutation without a command"))?;
         let op = command.op.as_ref().ok_or_else(|| StrataError::invalid("command without an operation"))?;
         Self::check_targets(&info, op)?;
+        // A quota set a moment ago is in force from its first file on.
+        if self.host.quotas.should_ask(partition_id, op)
+            && let Err(e) = self.host.refresh_quotas(partition_id).await
+        {
+            tracing::warn!(partition_id, error = %e, "reading the current quota limits failed");
+        }
         if let Err(e) = self.host.quotas.check(partition_id, &kv, op) {
             if e.code != ErrorCode::QuotaExceeded {
                 return Err(e.into());

@@ -7,11 +7,12 @@
 mod common;
 
 use common::*;
+use std::time::Instant;
 use strata_common::ErrorCode;
 use strata_metanode::extents::blob;
 use strata_metanode::quota::{QuotaLimits, report};
 use strata_proto::master::{Quota, QuotaLimit, QuotaUsage};
-use strata_proto::meta::{meta_command::Op, *};
+use strata_proto::meta::{meta_command::Op, tx_step::Step, *};
 
 async fn make_root(ns: &mut Ns, dir: u64, quota: u64) -> strata_common::Result<Option<Inode>> {
     ns.run(0, Op::SetAttr(SetAttrOp { ino: dir, quota: Some(quota), ..Default::default() })).await
@@ -99,11 +100,14 @@ async fn a_leader_refuses_growth_past_a_limit_counting_other_partitions() {
 
     let limits = QuotaLimits::default();
     let set = |max_bytes, max_inodes, elsewhere_bytes| {
-        limits.update(&[QuotaLimit {
-            partition_id: PARTITION,
-            quota: Some(Quota { root: pvc.ino, max_bytes, max_inodes }),
-            elsewhere: Some(QuotaUsage { root: pvc.ino, bytes: elsewhere_bytes, inodes: 1 }),
-        }]);
+        limits.update(
+            &[QuotaLimit {
+                partition_id: PARTITION,
+                quota: Some(Quota { root: pvc.ino, max_bytes, max_inodes }),
+                elsewhere: Some(QuotaUsage { root: pvc.ino, bytes: elsewhere_bytes, inodes: 1 }),
+            }],
+            Instant::now(),
+        );
     };
     let write_to = |end: u64| {
         let extent = Extent { file_offset: 0, length: end, blob: Some(blob(7, 1, 0)) };
@@ -123,4 +127,31 @@ async fn a_leader_refuses_growth_past_a_limit_counting_other_partitions() {
     assert_eq!(check(&create), Err(ErrorCode::QuotaExceeded));
     let outside = Op::Create(CreateOp { parent: ROOT, name: b"h".to_vec(), mode: REG | 0o644, ..Default::default() });
     assert_eq!(check(&outside), Ok(()), "another quota's limits do not apply");
+}
+
+#[test]
+fn a_leader_asks_the_master_about_a_quota_it_has_not_heard_of_once() {
+    let limits = QuotaLimits::default();
+    let quota = Quota { root: 40, max_bytes: 100, max_inodes: 0 };
+    let new_inode = |quota| {
+        let step = Step::NewInode(NewInode { mode: REG | 0o644, quota, ..Default::default() });
+        Op::TxPrepare(TxPrepareOp { steps: vec![TxStep { step: Some(step) }], ..Default::default() })
+    };
+    let tag = Op::SetAttr(SetAttrOp { ino: 40, quota: Some(40), ..Default::default() });
+    let untag = Op::SetAttr(SetAttrOp { ino: 40, quota: Some(0), ..Default::default() });
+
+    assert!(limits.should_ask(PARTITION, &tag), "a directory becoming a root");
+    assert!(limits.should_ask(PARTITION, &new_inode(40)), "a new inode under an unknown root");
+    assert!(!limits.should_ask(PARTITION, &new_inode(0)), "no quota named");
+    assert!(!limits.should_ask(PARTITION, &untag), "a root going away names none");
+
+    let before_asking = Instant::now();
+    limits.set_limits(PARTITION, &[], Instant::now());
+    assert!(!limits.should_ask(PARTITION, &new_inode(40)), "the master was asked a moment ago");
+    limits.set_limits(PARTITION, &[quota], Instant::now());
+    assert!(!limits.should_ask(PARTITION, &new_inode(40)), "known now");
+
+    // A heartbeat answer sent before the master was asked is older: it keeps nothing out.
+    limits.update(&[], before_asking);
+    assert!(!limits.should_ask(PARTITION, &new_inode(40)), "still known after an older heartbeat");
 }

@@ -187,7 +187,7 @@ impl Agent {
     pub async fn heartbeat_loop(
         self,
         mut interval: Duration,
-        mut on_response: impl FnMut(pb::HeartbeatResponse) + Send,
+        mut on_response: impl FnMut(pb::HeartbeatResponse, Instant) + Send,
     ) {
         loop {
             tokio::time::sleep(interval).await;
@@ -200,12 +200,13 @@ impl Agent {
                 repairs: self.stats.repairs.lock().unwrap().clone(),
                 lost_partitions: self.stats.lost_partitions.lock().unwrap().clone(),
             };
+            let sent_at = Instant::now();
             let heartbeat = self.client.call("heartbeating", |mut c| {
                 let request = request.clone();
                 async move { c.heartbeat(request).await }
             });
             match heartbeat.await {
-                Ok(response) => on_response(response),
+                Ok(response) => on_response(response, sent_at),
                 Err(e) if e.code == ErrorCode::NotFound => {
                     tracing::warn!("the master does not know this node; registering again");
                     interval = self.register().await;
@@ -231,7 +232,7 @@ pub async fn serve(
     tracing::info!(%role, listen = %config.listen, node_id = agent.node_id(), "node started");
     let heartbeats = tokio::spawn(async move {
         let interval = agent.register().await;
-        agent.heartbeat_loop(interval, |_| {}).await;
+        agent.heartbeat_loop(interval, |_, _| {}).await;
     });
     let result = tonic::transport::Server::builder()
         .add_service(info)

@@ -7,8 +7,6 @@
 //! what would pass a limit with `QuotaExceeded` (EDQUOT). See the metanode's
 //! `quota` module for how the count stays exact across partitions.
 
-use std::time::{Duration, Instant};
-
 use strata_common::{ErrorCode, Result, StrataError};
 use strata_proto::master as master_pb;
 use strata_proto::meta as pb;
@@ -17,10 +15,6 @@ use crate::MetaClient;
 use crate::fs::Volume;
 use crate::meta_client::StatFs;
 use crate::types::Attr;
-
-/// How long [`MetaClient::set_quota`] waits for a new quota to be in force
-/// (a heartbeat or two).
-const ENFORCED_WITHIN: Duration = Duration::from_secs(10);
 
 /// A directory quota with its usage (as the metanodes last reported it, a
 /// second or two ago).
@@ -81,31 +75,15 @@ impl MetaClient {
         if attr.quota == dir {
             return QuotaStatus::try_from(status);
         }
+        // The partition leading `dir` reads the limits from the master before
+        // tagging it, and any other asks before its first inode under it: the
+        // quota holds from the first file on, without waiting for a heartbeat.
         let op = pb::SetAttrOp { ino: dir, quota: Some(dir), ..Default::default() };
         if let Err(e) = self.setattr_op(op, "making a directory a quota's root").await {
             let _ = self.master()?.delete_quota(self.volume(), dir).await;
             return Err(e);
         }
-        self.until_reported(dir).await
-    }
-
-    /// Waits until the master has the root's own count from the metanode
-    /// leading its partition: that heartbeat's answer carried the limits,
-    /// so from then on files made in the root are held to them.
-    async fn until_reported(&self, root: u64) -> Result<QuotaStatus> {
-        let deadline = Instant::now() + ENFORCED_WITHIN;
-        loop {
-            let quotas = self.master()?.list_quotas(self.volume()).await?;
-            let status = quotas
-                .into_iter()
-                .find(|s| s.quota.is_some_and(|q| q.root == root))
-                .ok_or_else(|| StrataError::not_found(format!("the quota on {root} was removed meanwhile")))?;
-            let status = QuotaStatus::try_from(status)?;
-            if status.used_inodes > 0 || Instant::now() > deadline {
-                return Ok(status);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        QuotaStatus::try_from(status)
     }
 
     /// Takes the quota off directory `dir`, which must be empty again (or
