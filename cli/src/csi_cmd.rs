@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use strata_csi_driver::{CsiConfig, Role};
+use strata_csi_driver::{CsiConfig, FuseScope, Role};
 use strata_proto::csi::identity_client::IdentityClient;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -13,6 +13,18 @@ pub enum CsiMode {
     Controller,
     Node,
     Both,
+}
+
+/// Where the node plugin runs the volumes' FUSE processes.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ScopeChoice {
+    /// A systemd scope when the host runs systemd, else a process group.
+    Auto,
+    /// A transient scope of the host's systemd (`systemd-run --scope`):
+    /// outlives the plugin's container.
+    Systemd,
+    /// A process group of its own: outlives the plugin's process.
+    ProcessGroup,
 }
 
 #[derive(Debug, Args)]
@@ -35,6 +47,9 @@ pub struct CsiArgs {
     /// The redundancy of `mode: volume` StorageClasses that name none.
     #[arg(long, default_value = "replica:3")]
     pub redundancy: String,
+    /// Where FUSE processes run, so that they outlive the plugin.
+    #[arg(long, value_enum, env = "STRATA_FUSE_SCOPE", default_value = "auto")]
+    pub fuse_scope: ScopeChoice,
     /// Only check that a plugin serves on --endpoint and is ready; exits non-zero if not.
     #[arg(long)]
     pub probe: bool,
@@ -64,6 +79,11 @@ pub async fn run(master_flag: &[String], args: CsiArgs) -> anyhow::Result<()> {
         strata: std::env::current_exe().context("finding the strata binary")?,
         default_volume: args.default_volume,
         default_redundancy: args.redundancy.parse().context("--redundancy")?,
+        fuse_scope: match args.fuse_scope {
+            ScopeChoice::Auto => FuseScope::detect(),
+            ScopeChoice::Systemd => FuseScope::Systemd,
+            ScopeChoice::ProcessGroup => FuseScope::ProcessGroup,
+        },
     };
     strata_csi_driver::serve(config, crate::serve::shutdown_signal()).await
 }

@@ -27,6 +27,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+pub use mounts::FuseScope;
 use strata_common::types::Redundancy;
 use strata_proto::csi::controller_server::ControllerServer;
 use strata_proto::csi::identity_server::IdentityServer;
@@ -58,6 +59,8 @@ pub struct CsiConfig {
     pub state_dir: PathBuf,
     /// The `strata` binary that runs `strata mount` (node role).
     pub strata: PathBuf,
+    /// Where the FUSE processes live (node role).
+    pub fuse_scope: mounts::FuseScope,
     /// The shared volume of `subdir` StorageClasses naming none.
     pub default_volume: String,
     /// The redundancy of `volume` StorageClasses naming none.
@@ -90,6 +93,7 @@ pub async fn serve(config: CsiConfig, shutdown: impl Future<Output = ()> + Send)
             strata: config.strata.clone(),
             masters: config.masters.clone(),
             state_dir: config.state_dir.clone(),
+            scope: config.fuse_scope,
         };
         let service = node::NodeService::new(config.node_id.clone(), master()?, mounter)?;
         service.start_repairs().await.context("adopting the volumes staged before this start")?;
@@ -108,7 +112,7 @@ pub async fn serve(config: CsiConfig, shutdown: impl Future<Output = ()> + Send)
     }
     let listener = tokio::net::UnixListener::bind(&config.socket)
         .with_context(|| format!("listening on {}", config.socket.display()))?;
-    tracing::info!(socket = %config.socket.display(), node_id = %config.node_id, role = ?config.role, "csi plugin serving");
+    tracing::info!(socket = %config.socket.display(), node_id = %config.node_id, role = ?config.role, fuse_scope = ?config.fuse_scope, "csi plugin serving");
     Server::builder()
         .add_service(IdentityServer::new(identity))
         .add_optional_service(controller)

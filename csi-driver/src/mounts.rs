@@ -1,6 +1,7 @@
 //! The node's mount plumbing: starting a volume's FUSE process so that it
-//! outlives the plugin, bind mounts (read-only when asked), detaching
-//! mounts, telling a healthy mount from a broken one, and statvfs.
+//! outlives the plugin (and, on a systemd host, the plugin's container),
+//! bind mounts (read-only when asked), detaching mounts, telling a healthy
+//! mount from a broken one, and statvfs.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -75,6 +76,30 @@ pub fn detach(path: &Path) -> anyhow::Result<()> {
     }
 }
 
+/// Where a volume's FUSE process lives, apart from the plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FuseScope {
+    /// Its own process group (`strata mount` detaches itself): it outlives
+    /// the plugin's process, but not a container that ends (its cgroup is
+    /// killed with it).
+    ProcessGroup,
+    /// A transient scope of the host's systemd (`systemd-run --scope`): its
+    /// own cgroup, so it outlives the plugin's container too (a DaemonSet
+    /// upgrade). Needs the host's `/run/systemd` and PID namespace.
+    Systemd,
+}
+
+impl FuseScope {
+    /// `Systemd` when the host runs systemd (`/run/systemd/system` exists,
+    /// the sd_booted(3) test) and `systemd-run` is on the PATH.
+    pub fn detect() -> FuseScope {
+        let booted = Path::new("/run/systemd/system").is_dir();
+        let systemd_run = std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("systemd-run").is_file()));
+        if booted && systemd_run { FuseScope::Systemd } else { FuseScope::ProcessGroup }
+    }
+}
+
 /// How the node starts a volume's FUSE process.
 #[derive(Debug, Clone)]
 pub struct Mounter {
@@ -83,20 +108,50 @@ pub struct Mounter {
     pub masters: Vec<String>,
     /// Logs and disk caches of the FUSE processes go below it.
     pub state_dir: PathBuf,
+    pub scope: FuseScope,
 }
 
 impl Mounter {
     /// Mounts `volume` at `at` with `strata mount`, which starts the FUSE
     /// process in its own process group and returns once it serves: the
     /// process is then no child of the plugin and lives on when the plugin
-    /// stops or is killed. Its disk cache stays in the state directory, so
-    /// a remount after a crash starts warm.
+    /// stops or is killed (in a systemd scope of its own, see
+    /// [`FuseScope`]). Its disk cache stays in the state directory, so a
+    /// remount after a crash starts warm.
     pub fn mount(&self, volume: &str, at: &Path, options: &MountOptions) -> anyhow::Result<()> {
         std::fs::create_dir_all(at).with_context(|| format!("creating {}", at.display()))?;
         let logs = self.state_dir.join("logs");
         std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
-        let log = logs.join(format!("{volume}.log"));
-        let mut command = std::process::Command::new(&self.strata);
+        let output = self.mount_command(volume, at, options).output();
+        let output = output.with_context(|| format!("starting {}", self.strata.display()))?;
+        if !output.status.success() {
+            bail!(
+                "mounting volume {volume} at {} failed ({}): {}",
+                at.display(),
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// The command that mounts `volume` at `at` in the configured scope.
+    fn mount_command(&self, volume: &str, at: &Path, options: &MountOptions) -> std::process::Command {
+        let log = self.state_dir.join("logs").join(format!("{volume}.log"));
+        let mut command = match self.scope {
+            FuseScope::ProcessGroup => std::process::Command::new(&self.strata),
+            FuseScope::Systemd => {
+                // `--scope` runs the command here, with this environment, in a
+                // new cgroup; `--collect` unloads the unit even if it failed.
+                let mut command = std::process::Command::new("systemd-run");
+                command
+                    .args(["--scope", "--collect", "--quiet"])
+                    .arg(format!("--description=strata FUSE mount of volume {volume} at {}", at.display()))
+                    .arg("--")
+                    .arg(&self.strata);
+                command
+            }
+        };
         command
             .arg("mount")
             .arg(volume)
@@ -113,16 +168,7 @@ impl Mounter {
         if let Some(size) = &options.mem_cache {
             command.args(["--mem-cache", size]);
         }
-        let output = command.output().with_context(|| format!("starting {}", self.strata.display()))?;
-        if !output.status.success() {
-            bail!(
-                "mounting volume {volume} at {} failed ({}): {}",
-                at.display(),
-                output.status,
-                String::from_utf8_lossy(&output.stderr).trim()
-            );
-        }
-        Ok(())
+        command
     }
 }
 
@@ -130,4 +176,32 @@ impl Mounter {
 /// (which stat cannot see through).
 pub fn is_mount_or_exists(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok() || is_mounted(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(scope: FuseScope) -> Vec<String> {
+        let mounter = Mounter {
+            strata: PathBuf::from("/bin/strata"),
+            masters: vec!["m:1".into()],
+            state_dir: PathBuf::from("/state"),
+            scope,
+        };
+        let options = MountOptions { cache_size: Some("1G".into()), ..Default::default() };
+        let command = mounter.mount_command("vol", Path::new("/stage/vol"), &options);
+        std::iter::once(command.get_program()).chain(command.get_args()).map(|a| a.to_string_lossy().into()).collect()
+    }
+
+    #[test]
+    fn a_systemd_scope_wraps_the_same_mount_command() {
+        let plain = argv(FuseScope::ProcessGroup);
+        assert_eq!(plain[..4], ["/bin/strata", "mount", "vol", "/stage/vol"]);
+        assert!(plain.ends_with(&["--cache-size".into(), "1G".into()]), "{plain:?}");
+        let scoped = argv(FuseScope::Systemd);
+        assert_eq!(scoped[..2], ["systemd-run", "--scope"]);
+        let separator = scoped.iter().position(|a| a == "--").expect("options end before the command");
+        assert_eq!(scoped[separator + 1..], plain[..], "the same mount, inside the scope");
+    }
 }
