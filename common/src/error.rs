@@ -329,6 +329,19 @@ impl StrataError {
         Self::new(ErrorCode::Unavailable, what)
     }
 
+    /// `CrossQuota` (EXDEV) unless quota roots `from` and `to` are the same.
+    /// Moving a directory (its subtree) or a file with other names between
+    /// directory quotas, or linking across them, would leave the counters
+    /// wrong, so it is refused and `mv` copies instead; a file with one name
+    /// moves, its counts with it. The sdk checks across partitions, the
+    /// metanodes within one.
+    pub fn same_quota(from: u64, to: u64) -> Result<()> {
+        if from == to {
+            return Ok(());
+        }
+        Err(Self::new(ErrorCode::CrossQuota, format!("quota {from} and quota {to} are different directory quotas")))
+    }
+
     /// The same error, its message prefixed with what was being done.
     pub fn context(mut self, doing: &str) -> Self {
         self.message = format!("{doing}: {}", self.message);

@@ -227,6 +227,16 @@ impl AccessLevel {
         }
     }
 
+    /// What `user` holding a key granted `granted` may do on a volume owned
+    /// by `owner`: everything when the volume has no owner or is the user's,
+    /// else what the key was granted. The one rule for S3 and CSI.
+    pub fn on_volume(owner: &str, user: &str, granted: Option<AccessLevel>) -> Option<AccessLevel> {
+        if owner.is_empty() || owner == user {
+            return Some(AccessLevel::Owner);
+        }
+        granted
+    }
+
     pub fn to_wire(level: Option<AccessLevel>) -> pb::GrantLevel {
         match level {
             None => pb::GrantLevel::GrantNone,

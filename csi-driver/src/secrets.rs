@@ -73,11 +73,9 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 /// What the key `access_key_id` of `user` may do on `volume`: everything
 /// when the volume has no owner or is the user's, else what it was granted.
 pub fn access_on(volume: &master_pb::Volume, user: &str, access_key_id: &str) -> Option<AccessLevel> {
-    if volume.owner.is_empty() || volume.owner == user {
-        return Some(AccessLevel::Owner);
-    }
-    let grant = volume.grants.iter().find(|g| g.access_key_id == access_key_id)?;
-    AccessLevel::from_wire(grant.level).ok().flatten()
+    let grant = volume.grants.iter().find(|g| g.access_key_id == access_key_id);
+    let granted = grant.and_then(|g| AccessLevel::from_wire(g.level).ok().flatten());
+    AccessLevel::on_volume(&volume.owner, user, granted)
 }
 
 /// Refuses (PERMISSION_DENIED, or UNAUTHENTICATED for a bad key) unless

@@ -231,7 +231,7 @@ pub fn link(txn: &mut Txn<'_, '_>, op: LinkOp) -> Result<Inode> {
         return Err(StrataError::new(ErrorCode::TooManyLinks, format!("inode {} has {LINK_MAX} links", op.ino)));
     }
     let parent = txn.must_dir(op.new_parent)?;
-    crate::rename::same_quota(inode.quota, parent.quota)?;
+    StrataError::same_quota(inode.quota, parent.quota)?;
     if get_dentry(txn.kv(), op.new_parent, &op.new_name)?.is_some() {
         return Err(exists(op.new_parent, &op.new_name));
     }

@@ -31,16 +31,6 @@ fn is_within(txn: &Txn<'_, '_>, mut dir: u64, ancestor: u64) -> Result<bool> {
     Err(StrataError::internal("directory parent chain does not reach the root"))
 }
 
-/// Moving a directory (its subtree), or a file with other names, between
-/// directories of different quotas would leave the counters wrong: refused
-/// as EXDEV, so `mv` copies. A file with one name moves, and its counts with it.
-pub fn same_quota(from: u64, to: u64) -> Result<()> {
-    if from == to {
-        return Ok(());
-    }
-    Err(StrataError::new(ErrorCode::CrossQuota, format!("quota {from} and quota {to} are different directory quotas")))
-}
-
 pub fn rename(txn: &mut Txn<'_, '_>, op: RenameOp) -> Result<Inode> {
     if op.flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE) != 0 || op.flags == RENAME_NOREPLACE | RENAME_EXCHANGE {
         return Err(StrataError::invalid(format!("rename flags {:#x} are not valid", op.flags)));
@@ -57,10 +47,10 @@ pub fn rename(txn: &mut Txn<'_, '_>, op: RenameOp) -> Result<Inode> {
     if op.src_parent != op.dst_parent {
         let from_quota = txn.must_inode(op.src_parent)?.quota;
         if is_dir(&src) || op.flags == RENAME_EXCHANGE {
-            same_quota(from_quota, to_quota)?;
+            StrataError::same_quota(from_quota, to_quota)?;
         } else if src.quota != to_quota && src.nlink > 1 {
             // Its other names stay in the old quota: it cannot count in both.
-            same_quota(src.quota, to_quota)?;
+            StrataError::same_quota(src.quota, to_quota)?;
         }
     }
     let dst_dentry = get_dentry(txn.kv(), op.dst_parent, &op.dst_name)?;

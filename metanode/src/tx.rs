@@ -132,7 +132,7 @@ fn validate(txn: &mut Txn<'_, '_>, step: &Step) -> Result<u64> {
                 return Err(StrataError::not_found(format!("inode {} has been unlinked", a.ino)));
             }
             if a.quota.is_some_and(|q| q != inode.quota) && (is_dir(&inode) || inode.nlink > 1) {
-                crate::rename::same_quota(inode.quota, a.quota.unwrap_or_default())?;
+                StrataError::same_quota(inode.quota, a.quota.unwrap_or_default())?;
             }
             Ok(0)
         }

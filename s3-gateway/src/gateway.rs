@@ -87,9 +87,8 @@ impl Access {
 
     /// Whether `caller` may do what needs `need`.
     fn allows(&self, caller: &Caller, need: AccessLevel) -> bool {
-        self.owner.is_empty()
-            || *self.owner == *caller.user
-            || self.grants.get(&caller.access_key).is_some_and(|level| *level >= need)
+        let granted = self.grants.get(&caller.access_key).copied();
+        AccessLevel::on_volume(&self.owner, &caller.user, granted).is_some_and(|level| level >= need)
     }
 }
 

@@ -75,16 +75,6 @@ impl Plan {
     }
 }
 
-/// An entry moves or links only within one directory quota (EXDEV otherwise,
-/// so `mv` copies and the quotas' counters stay exact); the metanodes check
-/// the same within a partition.
-fn same_quota(from: u64, to: u64) -> Result<()> {
-    if from == to {
-        return Ok(());
-    }
-    Err(StrataError::new(ErrorCode::CrossQuota, format!("quota {from} and quota {to} are different directory quotas")))
-}
-
 impl MetaClient {
     /// The partition a new directory goes to (round robin).
     pub(crate) fn place_directory(&self) -> u64 {
@@ -285,7 +275,7 @@ impl MetaClient {
             if is_dir(&inode) {
                 return Err(StrataError::new(ErrorCode::NotPermitted, "hard links to directories are not allowed"));
             }
-            same_quota(inode.quota, self.getattr(new_parent).await?.quota)?;
+            StrataError::same_quota(inode.quota, self.getattr(new_parent).await?.quota)?;
             let mut plan = Plan::default();
             plan.add(self, ino, Step::AdjustInode(pb::AdjustInode { ino, nlink_delta: 1, ..Default::default() }))?;
             let file_type = inode.kind.type_bits();
@@ -343,10 +333,10 @@ impl MetaClient {
                 if sp != dp {
                     let from_quota = self.getattr(sp).await?.quota;
                     if is_dir(&src) || flags == EXCHANGE {
-                        same_quota(from_quota, to_quota)?;
+                        StrataError::same_quota(from_quota, to_quota)?;
                     } else if src.nlink > 1 {
                         // Its other names stay in the old quota: it cannot count in both.
-                        same_quota(src.quota, to_quota)?;
+                        StrataError::same_quota(src.quota, to_quota)?;
                     }
                 }
                 // A file (one name) moves into its new directory's quota, its bytes with
