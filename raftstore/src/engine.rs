@@ -1,9 +1,10 @@
 //! The engine: one thread per node drives every hosted Raft group. Each round
 //! it handles queued commands and incoming messages, ticks, then collects the
 //! ready state of every group, writes all their log entries and hard states
-//! in ONE synced RocksDB write batch, and only then sends the messages that
-//! must follow persistence and applies committed entries. Many groups thus
-//! share one fsync.
+//! in ONE RocksDB write batch, synced when it holds entries, a snapshot or a
+//! new term or vote (not for commit indexes alone), and only then sends the
+//! messages that must follow persistence and applies committed entries.
+//! Many groups thus share one fsync.
 
 use std::collections::HashMap;
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -518,6 +519,10 @@ impl Worker {
 
         // Phase 1: stage every group's log writes into one batch.
         let mut wb = WriteBatch::default();
+        // Entries, a snapshot, a new term or vote must be on disk before the
+        // messages that follow them; a round that only moves commit indexes
+        // (the leader's second round of every proposal) needs no fsync.
+        let mut needs_sync = false;
         let mut readies = Vec::with_capacity(groups.len());
         for group in groups {
             let peer = self.peers.get_mut(&group).expect("listed from peers");
@@ -529,9 +534,12 @@ impl Worker {
                     panic!("group {group}: installing snapshot failed: {e}");
                 }
                 restored = true;
+                needs_sync = true;
             }
+            needs_sync |= !rd.entries().is_empty();
             peer.node.mut_store().append(&mut wb, rd.entries());
             if let Some(hs) = rd.hs() {
+                needs_sync |= peer.node.store().changes_term_or_vote(hs);
                 peer.node.mut_store().set_hard_state(&mut wb, hs.clone());
             }
             readies.push((group, rd, restored));
@@ -540,7 +548,7 @@ impl Worker {
         // One fsync for all of them.
         if !wb.is_empty() {
             let mut opts = WriteOptions::default();
-            opts.set_sync(true);
+            opts.set_sync(needs_sync);
             if let Err(e) = db.write_opt(wb, &opts) {
                 panic!("persisting raft state failed: {e}");
             }

@@ -189,6 +189,14 @@ impl GroupStorage {
         self.last_index = last.index;
     }
 
+    /// Whether `hs` changes the term or the vote: what must be on disk before
+    /// this node answers anyone. A commit index alone need not be (a restart
+    /// learns it again from the leader; it is written in order with what
+    /// is applied after it, so it is never behind the applied index).
+    pub fn changes_term_or_vote(&self, hs: &HardState) -> bool {
+        hs.term != self.hard.term || hs.vote != self.hard.vote
+    }
+
     pub fn set_hard_state(&mut self, wb: &mut WriteBatch, hs: HardState) {
         wb.put(keys::state_key(self.group, keys::HARD_STATE), hs.encode_to_vec());
         self.hard = hs;
@@ -481,6 +489,19 @@ mod tests {
         assert!(err.to_string().contains("applied"), "{err}");
         db.put(keys::state_key(5, keys::TRUNCATED), [0u8; 12]).unwrap();
         assert!(GroupStorage::load(db, 5, test_files()).is_err(), "a 12-byte truncated pair is refused");
+    }
+
+    #[test]
+    fn only_a_new_term_or_vote_needs_a_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::open_db(dir.path(), &crate::testing::fast_config(1000)).unwrap();
+        let mut s = GroupStorage::load(db, 6, test_files()).unwrap();
+        let hs = HardState { term: 3, vote: 2, commit: 10 };
+        assert!(s.changes_term_or_vote(&hs));
+        s.set_hard_state(&mut WriteBatch::default(), hs.clone());
+        assert!(!s.changes_term_or_vote(&HardState { commit: 11, ..hs.clone() }), "a commit index alone");
+        assert!(s.changes_term_or_vote(&HardState { term: 4, ..hs.clone() }));
+        assert!(s.changes_term_or_vote(&HardState { vote: 1, ..hs }));
     }
 
     #[test]
