@@ -122,6 +122,16 @@ fn reads_come_from_memory_then_from_disk_after_a_restart() {
     // delegations, every open asks the metanodes.
     let flags = ["--mem-cache", "0", "--cache-size", "0", "--no-delegations"];
     let mount = Mount::with_args(&cluster, "uncached", &flags);
+    // Reads that keep jumping far apart fetch their own bytes, not whole blocks.
+    let file = fs::File::open(mount.path.join("dataset.bin")).unwrap();
+    for offset in [20 << 20, 2 << 20, 14 << 20, (23 << 20) + 4096] {
+        let mut buffer = vec![0u8; 4096];
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut buffer, offset as u64).unwrap();
+        assert!(buffer == data[offset..offset + 4096], "random read at {offset}");
+    }
+    let report = cache_report(&mount.path).unwrap();
+    assert!(report.random_reads >= 2, "{report:?}");
+    assert!(report.remote_bytes < 3 << 20, "4 small reads, not 4 blocks: {report:?}");
     assert!(read_sequentially(&mount.path.join("dataset.bin")) == data, "uncached read");
     assert!(read_sequentially(&mount.path.join("dataset.bin")) == data, "uncached read again");
     let report = cache_report(&mount.path).unwrap();

@@ -43,6 +43,8 @@ use strata_common::{Result, StrataError};
 use super::BlockKey;
 
 const LOCK_FILE: &str = "LOCK";
+/// Names the volume whose blocks the directory holds (see [`DiskCache::open`]).
+const IDENTITY_FILE: &str = "VOLUME";
 /// Bytes before each slot's block (keeps blocks page-aligned in the file).
 pub const SLOT_HEADER: u64 = 4096;
 const MAGIC: u32 = 0x5354_4c32; // "STL2"
@@ -140,10 +142,15 @@ fn io_error(what: &str, path: &Path, e: std::io::Error) -> StrataError {
 }
 
 impl DiskCache {
-    /// Opens (creating) the cache in `dir` for blocks of `block_size` bytes,
-    /// at most `capacity` bytes of them, indexing what an earlier run left;
-    /// `direct`: with O_DIRECT (where the file system allows it).
-    pub fn open(dir: &Path, block_size: u64, capacity: u64, direct: bool) -> Result<DiskCache> {
+    /// Opens (creating) the cache in `dir` for blocks of `block_size` bytes
+    /// of the volume `identity` names ([`DataClient::identity`]), at most
+    /// `capacity` bytes of them, indexing what an earlier run left if it
+    /// cached the same volume (blocks of another volume or cluster are
+    /// dropped: their keys may name other bytes here); `direct`: with
+    /// O_DIRECT (where the file system allows it).
+    ///
+    /// [`DataClient::identity`]: crate::DataClient::identity
+    pub fn open(dir: &Path, identity: &str, block_size: u64, capacity: u64, direct: bool) -> Result<DiskCache> {
         if block_size == 0 || block_size > u32::MAX as u64 {
             return Err(StrataError::invalid(format!("a disk cache block of {block_size} bytes")));
         }
@@ -159,6 +166,7 @@ impl DiskCache {
         }
         let name = cache_file_name(block_size);
         remove_other_layouts(dir, &name);
+        claim_for(dir, identity)?;
         let path = dir.join(&name);
         let open = |flags: i32| {
             OpenOptions::new().read(true).write(true).create(true).truncate(false).custom_flags(flags).open(&path)
@@ -451,6 +459,21 @@ impl DiskCache {
 
 /// Removes what other block sizes and earlier layouts (a file per block in
 /// `b<size>/` directories) left in `dir`: unusable here, and taking space.
+/// Makes `dir` the cache of the volume `identity`: if it held another's
+/// blocks (or blocks of unknown origin), they go first.
+fn claim_for(dir: &Path, identity: &str) -> Result<()> {
+    let path = dir.join(IDENTITY_FILE);
+    if fs::read(&path).is_ok_and(|held| held == identity.as_bytes()) {
+        return Ok(());
+    }
+    remove_other_layouts(dir, "");
+    let temporary = dir.join(format!("{IDENTITY_FILE}.tmp"));
+    fs::write(&temporary, identity).map_err(|e| io_error("writing", &temporary, e))?;
+    fs::rename(&temporary, &path).map_err(|e| io_error("renaming", &temporary, e))?;
+    tracing::info!(dir = %dir.display(), identity, "disk cache claimed for a volume; blocks of any other dropped");
+    Ok(())
+}
+
 fn remove_other_layouts(dir: &Path, keep: &str) {
     let Ok(entries) = fs::read_dir(dir) else { return };
     for entry in entries.flatten() {
@@ -490,18 +513,35 @@ mod tests {
     }
 
     #[test]
+    fn blocks_of_another_volume_or_cluster_are_dropped_not_served() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let cache = DiskCache::open(dir.path(), "volume a id 1 created 5", 1024, 10_000, false).unwrap();
+            cache.insert(key(1, 0), &[1; 1000], None).unwrap();
+        }
+        {
+            let cache = DiskCache::open(dir.path(), "volume a id 1 created 5", 1024, 10_000, false).unwrap();
+            assert_eq!(cache.get(&key(1, 0)).unwrap(), Bytes::from(vec![1; 1000]), "the same volume keeps its blocks");
+        }
+        // A new cluster: the same name and id, blob 1 again, other bytes.
+        let cache = DiskCache::open(dir.path(), "volume a id 1 created 9", 1024, 10_000, false).unwrap();
+        assert_eq!(cache.usage(), (0, 0));
+        assert!(cache.get(&key(1, 0)).is_none(), "a block cached for another volume is never served");
+    }
+
+    #[test]
     fn blocks_survive_a_restart_and_damage_is_detected() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let cache = DiskCache::open(dir.path(), 1024, 10_000, false).unwrap();
+            let cache = DiskCache::open(dir.path(), "v", 1024, 10_000, false).unwrap();
             cache.insert(key(1, 0), &[1; 1000], None).unwrap();
             cache.insert(key(1, 1), &[2; 500], None).unwrap();
             assert!(
-                DiskCache::open(dir.path(), 1024, 10_000, false).is_err(),
+                DiskCache::open(dir.path(), "v", 1024, 10_000, false).is_err(),
                 "a second process must not share the directory"
             );
         }
-        let cache = DiskCache::open(dir.path(), 1024, 10_000, false).unwrap();
+        let cache = DiskCache::open(dir.path(), "v", 1024, 10_000, false).unwrap();
         assert_eq!(cache.usage(), (2, 1500));
         assert_eq!(cache.get(&key(1, 1)).unwrap(), Bytes::from(vec![2; 500]));
         // Flip a byte of the first block: the read drops it.
@@ -528,12 +568,12 @@ mod tests {
         aligned.as_mut_slice().iter_mut().enumerate().for_each(|(i, b)| *b = (i % 253) as u8);
         let short: Vec<u8> = (0..5000).map(|i| (i % 7) as u8).collect();
         {
-            let cache = DiskCache::open(dir.path(), 8192, 4 * 8192, direct).unwrap();
+            let cache = DiskCache::open(dir.path(), "v", 8192, 4 * 8192, direct).unwrap();
             cache.insert(key(1, 0), aligned.as_slice(), None).unwrap();
             cache.insert(key(1, 1), &short[1..], None).unwrap();
             assert_eq!(cache.get(&key(1, 0)).unwrap(), aligned.as_slice());
         }
-        let cache = DiskCache::open(dir.path(), 8192, 4 * 8192, direct).unwrap();
+        let cache = DiskCache::open(dir.path(), "v", 8192, 4 * 8192, direct).unwrap();
         assert_eq!(cache.usage(), (2, 8192 + 4999));
         assert_eq!(cache.get(&key(1, 0)).unwrap(), aligned.as_slice());
         assert_eq!(cache.get(&key(1, 1)).unwrap(), &short[1..]);
@@ -548,7 +588,7 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().unwrap();
         let block = 1 << 20;
-        let cache = DiskCache::open(dir.path(), block, 2 * block, false).unwrap();
+        let cache = DiskCache::open(dir.path(), "v", block, 2 * block, false).unwrap();
         // Twenty 100 KiB blocks fit in 2 MiB, though only two 1 MiB ones would.
         for blob in 0..20 {
             cache.insert(key(blob, 0), &vec![blob as u8; 100 << 10], None).unwrap();
@@ -576,7 +616,7 @@ mod tests {
     fn drops_least_recently_used_blocks_past_capacity_and_across_restarts() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let cache = DiskCache::open(dir.path(), 1000, 2000, false).unwrap();
+            let cache = DiskCache::open(dir.path(), "v", 1000, 2000, false).unwrap();
             for blob in 1..=3 {
                 cache.insert(key(blob, 0), &[blob as u8; 1000], None).unwrap();
             }
@@ -585,7 +625,7 @@ mod tests {
             assert_eq!(cache.get(&key(3, 0)).unwrap()[0], 3);
             // Written in the order 2, 3: after a restart 2 is still the older.
         }
-        let cache = DiskCache::open(dir.path(), 1000, 2000, false).unwrap();
+        let cache = DiskCache::open(dir.path(), "v", 1000, 2000, false).unwrap();
         assert_eq!(cache.usage(), (2, 2000));
         cache.insert(key(4, 0), &[4; 1000], None).unwrap();
         assert!(cache.get(&key(2, 0)).is_none());
@@ -593,10 +633,10 @@ mod tests {
         assert_eq!(cache.get(&key(4, 0)).unwrap()[0], 4);
         drop(cache);
         // A smaller capacity keeps what fits in its slots; another block size starts empty.
-        let cache = DiskCache::open(dir.path(), 1000, 1000, false).unwrap();
+        let cache = DiskCache::open(dir.path(), "v", 1000, 1000, false).unwrap();
         assert_eq!(cache.usage().0, 1);
         drop(cache);
-        let cache = DiskCache::open(dir.path(), 512, 2048, false).unwrap();
+        let cache = DiskCache::open(dir.path(), "v", 512, 2048, false).unwrap();
         assert_eq!(cache.usage(), (0, 0));
         assert!(!dir.path().join(cache_file_name(1000)).exists());
         assert!(cache.insert(key(5, 0), &[5; 600], None).is_err(), "larger than a block");

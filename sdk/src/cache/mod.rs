@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use bytes::{Bytes, BytesMut};
 use futures::future::try_join_all;
 use serde::{Deserialize, Serialize};
-use strata_common::{Result, StrataError};
+use strata_common::{ErrorCode, Result, StrataError};
 use strata_proto::meta::BlobRef;
 use tokio::sync::{OnceCell, Semaphore};
 
@@ -28,6 +28,8 @@ pub use memory::MemCache;
 
 /// Default size of a cached block.
 pub const DEFAULT_BLOCK_SIZE: u64 = 1 << 20;
+/// What a random read fetches from the datanodes is rounded out to this (a page).
+pub const RANDOM_READ_ALIGN: u64 = 4096;
 /// A reader waits this long for a load of the same block by someone else,
 /// then loads it itself (every step of a load has its own, shorter timeout).
 const LOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -135,6 +137,10 @@ pub struct CacheReport {
     pub remote_bytes: u64,
     /// Blocks loaded by read-ahead.
     pub prefetched_blocks: u64,
+    /// Random reads that fetched only their own bytes from the datanodes
+    /// (see [`BlockCache::read_random`]).
+    #[serde(default)]
+    pub random_reads: u64,
     /// Disk-cached blocks that failed their checksum (dropped, read again).
     pub corrupt_disk_blocks: u64,
     /// Blocks not written to the disk cache because its writes fell behind
@@ -189,6 +195,7 @@ pub struct BlockCache {
     disk_counters: LevelCounters,
     remote_blocks: AtomicU64,
     prefetched_blocks: AtomicU64,
+    random_reads: AtomicU64,
 }
 
 impl BlockCache {
@@ -200,7 +207,8 @@ impl BlockCache {
         }
         let disk = match (&config.disk_dir, config.disk_bytes) {
             (Some(dir), bytes) if bytes > 0 => {
-                Some(Arc::new(DiskCache::open(dir, config.block_size, bytes, config.disk_direct_io)?))
+                let identity = data.identity();
+                Some(Arc::new(DiskCache::open(dir, identity, config.block_size, bytes, config.disk_direct_io)?))
             }
             _ => None,
         };
@@ -219,6 +227,7 @@ impl BlockCache {
             disk_counters: LevelCounters::default(),
             remote_blocks: AtomicU64::new(0),
             prefetched_blocks: AtomicU64::new(0),
+            random_reads: AtomicU64::new(0),
         }))
     }
 
@@ -250,8 +259,18 @@ impl BlockCache {
             return Ok(Bytes::new());
         }
         let base = range.start * self.block_size;
-        let blocks = try_join_all(range.map(|index| self.block(blob, index))).await?;
-        // Every block but a blob's last is whole (checked when loaded).
+        let blocks = try_join_all(range.clone().map(|index| self.block(blob, index))).await?;
+        // Every block but a blob's last is whole (checked when loaded; a
+        // block cached for other bytes would not be, and is not sliced).
+        for (index, block) in range.zip(&blocks) {
+            let expected = self.block_size.min(blob.blob_size.saturating_sub(index * self.block_size));
+            if block.len() as u64 != expected {
+                return Err(StrataError::new(
+                    ErrorCode::Corrupted,
+                    format!("block {index} of blob {} has {} bytes, not {expected}", blob.blob_id, block.len()),
+                ));
+            }
+        }
         let start = (offset - base) as usize;
         let end = (offset.saturating_add(length).min(blob.blob_size) - base) as usize;
         if let [block] = blocks.as_slice() {
@@ -262,6 +281,41 @@ impl BlockCache {
             out.extend_from_slice(block);
         }
         Ok(out.freeze().slice(start..end))
+    }
+
+    /// Bytes [offset, offset + length) of a blob for a random read: from the
+    /// caches when they hold every block covering it, else only those bytes
+    /// (rounded out to [`RANDOM_READ_ALIGN`]) from the datanodes, so the
+    /// read waits for its own bytes, not a whole block's (the datanode
+    /// still checks the CRCs of what it reads). The blocks are loaded whole
+    /// in the background as read-ahead is, when its slots are free, so a
+    /// file read at random again comes from the caches.
+    pub async fn read_random(self: &Arc<Self>, blob: &BlobRef, offset: u64, length: u64) -> Result<Bytes> {
+        let held = |index: u64| {
+            let key = BlockKey { data_partition: blob.data_partition, blob_id: blob.blob_id, block: index };
+            self.mem.as_ref().is_some_and(|m| m.contains(&key)) || self.disk.as_ref().is_some_and(|d| d.contains(&key))
+        };
+        if self.enabled() && self.blocks(blob, offset, length).all(held) {
+            return self.read(blob, offset, length).await;
+        }
+        let end = offset.saturating_add(length).min(blob.blob_size);
+        if end <= offset {
+            return Ok(Bytes::new());
+        }
+        let start = offset - offset % RANDOM_READ_ALIGN;
+        let stop = end.div_ceil(RANDOM_READ_ALIGN).saturating_mul(RANDOM_READ_ALIGN).min(blob.blob_size);
+        self.prefetch(blob, offset, length);
+        let bytes = self.data.read(blob, start, stop - start).await?;
+        if bytes.len() as u64 != stop - start {
+            return Err(StrataError::internal(format!(
+                "blob {} returned {} bytes for a {}-byte read",
+                blob.blob_id,
+                bytes.len(),
+                stop - start
+            )));
+        }
+        self.random_reads.fetch_add(1, Ordering::Relaxed);
+        Ok(bytes.slice((offset - start) as usize..(end - start) as usize))
     }
 
     /// Starts loading the blocks of [offset, offset + length) of a blob that
@@ -423,6 +477,7 @@ impl BlockCache {
             remote_blocks: self.remote_blocks.load(Ordering::Relaxed),
             remote_bytes: self.data.stats.bytes_read.load(Ordering::Relaxed),
             prefetched_blocks: self.prefetched_blocks.load(Ordering::Relaxed),
+            random_reads: self.random_reads.load(Ordering::Relaxed),
             corrupt_disk_blocks: self.disk.as_ref().map_or(0, |d| d.corrupt.load(Ordering::Relaxed)),
             disk_writes_skipped: self.disk_writes_skipped.load(Ordering::Relaxed),
             // The block cache does not know the namespace client: the mount fills it in.

@@ -156,6 +156,12 @@ pub async fn read_extents(cache: &BlockCache, extents: &[Extent], offset: u64, e
     assemble(extents, offset, end, |blob, length| async move { cache.read(&blob, blob.offset, length).await }).await
 }
 
+/// [`read_extents`] for a read at random: see [`BlockCache::read_random`].
+pub async fn read_extents_random(cache: &Arc<BlockCache>, extents: &[Extent], offset: u64, end: u64) -> Result<Bytes> {
+    assemble(extents, offset, end, |blob, length| async move { cache.read_random(&blob, blob.offset, length).await })
+        .await
+}
+
 /// Assembles [offset, end) from clipped extents, reading each extent's
 /// bytes (`length` from its blob offset) with `read`; gaps read as zeros.
 async fn assemble<F, Fut>(extents: &[Extent], offset: u64, end: u64, read: F) -> Result<Bytes>

@@ -61,6 +61,9 @@ struct View {
 pub struct DataClient {
     masters: Vec<String>,
     volume: String,
+    /// The volume's name, id and creation time: what names its blobs apart
+    /// from those of any other volume, of this cluster or another.
+    identity: String,
     view: RwLock<Arc<View>>,
     channels: Channels,
     /// Connections of the framed data protocol, per datanode.
@@ -111,10 +114,12 @@ fn choose_partition<'a>(
 
 impl DataClient {
     pub async fn open(master: &MasterClient, volume: &str) -> Result<DataClient> {
-        let view = parse_view(&master.get_volume(volume).await?)?;
+        let record = master.get_volume(volume).await?;
+        let view = parse_view(&record)?;
         Ok(DataClient {
             masters: master.masters().to_vec(),
             volume: volume.to_string(),
+            identity: format!("volume {} id {} created {}", record.name, record.id, record.created_at_ms),
             view: RwLock::new(Arc::new(view)),
             channels: Channels::default(),
             pool: FramedPool::default(),
@@ -140,6 +145,13 @@ impl DataClient {
 
     fn view(&self) -> Arc<View> {
         self.view.read().unwrap().clone()
+    }
+
+    /// What tells this volume's blobs from any other volume's: blob ids
+    /// restart in a new volume or cluster, so a client cache kept across
+    /// mounts is only valid for the same identity.
+    pub fn identity(&self) -> &str {
+        &self.identity
     }
 
     pub fn redundancy(&self) -> Redundancy {

@@ -4,8 +4,10 @@
 //! read), and dropped whenever this process changes the file or an open finds
 //! it changed elsewhere (close-to-open). Bytes come through the block caches;
 //! reads that follow each other grow a read-ahead window whose blocks are
-//! fetched in parallel in the background. An open for reading fetches the
-//! first window with the attributes it needs anyway ([`FirstWindow`]).
+//! fetched in parallel in the background; reads that keep jumping far
+//! apart (a file read at random) fetch only their own bytes, not whole
+//! blocks. An open for reading fetches the first window with the
+//! attributes it needs anyway ([`FirstWindow`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,7 +17,7 @@ use crate::types::{Attr, Extent};
 use bytes::Bytes;
 use strata_common::Result;
 
-use super::file::read_extents;
+use super::file::{read_extents, read_extents_random};
 use crate::MetaClient;
 use crate::cache::BlockCache;
 
@@ -32,6 +34,12 @@ const READ_AHEAD_MAX: u64 = 32 << 20;
 /// A read starting this close to where the last one ended counts as
 /// sequential (the kernel's own read-ahead may reorder its requests).
 const SEQUENTIAL_SLACK: u64 = 1 << 20;
+/// A read starting farther than this from where the last one ended is a
+/// jump; reads far from each other but within it (threads sharing a file's
+/// sequential pass, say) still go through whole cached blocks.
+const RANDOM_JUMP: u64 = 8 << 20;
+/// Jumps in a row after which reads count as random (one jump is a seek).
+const RANDOM_AFTER_JUMPS: u32 = 2;
 
 /// Extent changes made through this process (writes flushed, truncates,
 /// holes punched), and those under way: a window fetched at open is kept
@@ -103,6 +111,17 @@ struct State {
     ahead: u64,
     /// Read-ahead was started up to here.
     prefetched_to: u64,
+    /// Jumps ([`RANDOM_JUMP`]) in a row, up to the last read.
+    jumps: u32,
+}
+
+/// How a read relates to the ones before it.
+#[derive(Debug, PartialEq, Eq)]
+struct Access {
+    /// The range to read ahead, if any.
+    ahead: Option<(u64, u64)>,
+    /// Reads keep jumping: fetch only what is asked.
+    random: bool,
 }
 
 impl FileReader {
@@ -159,25 +178,29 @@ impl FileReader {
         state.window.as_ref().filter(usable).cloned()
     }
 
-    /// Notes a read of [offset, end) and answers which range to read ahead, if any.
-    fn advance(&self, offset: u64, end: u64, size: u64) -> Option<(u64, u64)> {
+    /// Notes a read of [offset, end): what to read ahead, and whether reads
+    /// are random.
+    fn advance(&self, offset: u64, end: u64, size: u64) -> Access {
         let mut state = self.inner.lock().unwrap();
-        let sequential = offset.abs_diff(state.next) <= SEQUENTIAL_SLACK;
+        let distance = offset.abs_diff(state.next);
+        let sequential = distance <= SEQUENTIAL_SLACK;
+        state.jumps = if distance > RANDOM_JUMP { state.jumps.saturating_add(1) } else { 0 };
+        let random = state.jumps >= RANDOM_AFTER_JUMPS;
         state.next = state.next.max(end);
         if !sequential {
             state.ahead = 0;
             state.prefetched_to = 0;
             state.next = end;
-            return None;
+            return Access { ahead: None, random };
         }
         state.ahead = (state.ahead * 2).clamp(READ_AHEAD_MIN, READ_AHEAD_MAX);
         let from = end.max(state.prefetched_to);
         let to = (end + state.ahead).min(size);
         if to <= from {
-            return None;
+            return Access { ahead: None, random };
         }
         state.prefetched_to = to;
-        Some((from, to))
+        Access { ahead: Some((from, to)), random }
     }
 
     /// Bytes [offset, offset + size) of the file, clipped to its size.
@@ -204,13 +227,17 @@ impl FileReader {
         if end <= offset {
             return Ok(Bytes::new());
         }
-        let bytes = read_extents(cache, &clipped(&window.extents, offset, end), offset, end).await?;
-        if let Some((from, to)) = self.advance(offset, end, window.size) {
+        let access = self.advance(offset, end, window.size);
+        if let Some((from, to)) = access.ahead {
             for extent in clipped(&window.extents, from, to.min(window.end)) {
                 cache.prefetch(&extent.blob, extent.blob.offset, extent.length);
             }
         }
-        Ok(bytes)
+        let extents = clipped(&window.extents, offset, end);
+        if access.random {
+            return read_extents_random(cache, &extents, offset, end).await;
+        }
+        read_extents(cache, &extents, offset, end).await
     }
 }
 
@@ -236,10 +263,26 @@ mod tests {
     fn sequential_reads_grow_the_read_ahead_and_a_jump_resets_it() {
         let reader = FileReader::new(7);
         let size = 1 << 30;
-        assert_eq!(reader.advance(0, 1 << 20, size), Some((1 << 20, 2 << 20)));
-        assert_eq!(reader.advance(1 << 20, 2 << 20, size), Some((2 << 20, 4 << 20)));
-        assert_eq!(reader.advance(500 << 20, 501 << 20, size), None, "a jump is not sequential");
-        assert_eq!(reader.advance(501 << 20, 502 << 20, size), Some((502 << 20, 503 << 20)));
+        let ahead = |offset: u64, end: u64| reader.advance(offset, end, size).ahead;
+        assert_eq!(ahead(0, 1 << 20), Some((1 << 20, 2 << 20)));
+        assert_eq!(ahead(1 << 20, 2 << 20), Some((2 << 20, 4 << 20)));
+        assert_eq!(ahead(500 << 20, 501 << 20), None, "a jump is not sequential");
+        assert_eq!(ahead(501 << 20, 502 << 20), Some((502 << 20, 503 << 20)));
+    }
+
+    #[test]
+    fn reads_that_keep_jumping_are_random_until_one_follows_on() {
+        let reader = FileReader::new(7);
+        let size = 1 << 30;
+        let random = |offset: u64| reader.advance(offset, offset + 4096, size).random;
+        assert!(!random(0), "a first read");
+        assert!(!random(700 << 20), "one jump is a seek");
+        assert!(random(100 << 20), "a second jump in a row");
+        assert!(random(900 << 20));
+        assert!(!random((900 << 20) + 4096), "a read that follows on");
+        assert!(!random(300 << 20), "one jump again");
+        assert!(!random((302 << 20) + 4096), "reads a little apart (threads sharing a pass) are not jumps");
+        assert!(!random((298 << 20) + 4096));
     }
 
     #[test]
