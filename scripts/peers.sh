@@ -108,7 +108,15 @@ down() {
   fi
   for pid_file in "$dir/seaweedfs/mount.pid" "$dir/seaweedfs/server.pid"; do
     if [ -f "$pid_file" ]; then
-      kill "$(cat "$pid_file")" 2> /dev/null || true
+      local pid
+      pid=$(cat "$pid_file")
+      kill "$pid" 2> /dev/null || true
+      # weed waits for its volume server's pre-stop delay: give it 15 s.
+      for _ in $(seq 1 30); do
+        kill -0 "$pid" 2> /dev/null || break
+        sleep 0.5
+      done
+      kill -9 "$pid" 2> /dev/null || true
       rm -f "$pid_file"
     fi
   done
