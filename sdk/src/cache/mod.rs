@@ -70,6 +70,25 @@ pub struct BlockKey {
     pub block: u64,
 }
 
+impl BlockKey {
+    /// Block `index` of `blob`.
+    pub fn of(blob: &BlobRef, index: u64) -> BlockKey {
+        BlockKey { data_partition: blob.data_partition, blob_id: blob.blob_id, block: index }
+    }
+}
+
+/// `bytes` if a read of `blob` returned the `expected` length.
+fn exactly(bytes: Bytes, expected: u64, blob: &BlobRef) -> Result<Bytes> {
+    if bytes.len() as u64 != expected {
+        return Err(StrataError::internal(format!(
+            "blob {} returned {} bytes for a {expected}-byte read",
+            blob.blob_id,
+            bytes.len()
+        )));
+    }
+    Ok(bytes)
+}
+
 /// The cache levels of one client. A size of 0 turns a level off.
 #[derive(Debug, Clone)]
 pub struct CacheConfig {
@@ -292,7 +311,7 @@ impl BlockCache {
     /// file read at random again comes from the caches.
     pub async fn read_random(self: &Arc<Self>, blob: &BlobRef, offset: u64, length: u64) -> Result<Bytes> {
         let held = |index: u64| {
-            let key = BlockKey { data_partition: blob.data_partition, blob_id: blob.blob_id, block: index };
+            let key = BlockKey::of(blob, index);
             self.mem.as_ref().is_some_and(|m| m.contains(&key)) || self.disk.as_ref().is_some_and(|d| d.contains(&key))
         };
         if self.enabled() && self.blocks(blob, offset, length).all(held) {
@@ -305,15 +324,7 @@ impl BlockCache {
         let start = offset - offset % RANDOM_READ_ALIGN;
         let stop = end.div_ceil(RANDOM_READ_ALIGN).saturating_mul(RANDOM_READ_ALIGN).min(blob.blob_size);
         self.prefetch(blob, offset, length);
-        let bytes = self.data.read(blob, start, stop - start).await?;
-        if bytes.len() as u64 != stop - start {
-            return Err(StrataError::internal(format!(
-                "blob {} returned {} bytes for a {}-byte read",
-                blob.blob_id,
-                bytes.len(),
-                stop - start
-            )));
-        }
+        let bytes = exactly(self.data.read(blob, start, stop - start).await?, stop - start, blob)?;
         self.random_reads.fetch_add(1, Ordering::Relaxed);
         Ok(bytes.slice((offset - start) as usize..(end - start) as usize))
     }
@@ -326,7 +337,7 @@ impl BlockCache {
             return;
         }
         for index in self.blocks(blob, offset, length) {
-            let key = BlockKey { data_partition: blob.data_partition, blob_id: blob.blob_id, block: index };
+            let key = BlockKey::of(blob, index);
             let cached = match (&self.mem, &self.disk) {
                 (Some(mem), _) => mem.contains(&key),
                 (None, Some(disk)) => disk.contains(&key),
@@ -351,7 +362,7 @@ impl BlockCache {
     /// One block: from memory, else from disk, else from the datanodes
     /// (one fetch shared by everyone who asks meanwhile).
     async fn block(&self, blob: &BlobRef, index: u64) -> Result<Bytes> {
-        let key = BlockKey { data_partition: blob.data_partition, blob_id: blob.blob_id, block: index };
+        let key = BlockKey::of(blob, index);
         if let Some(block) = self.in_memory(&key) {
             return Ok(block);
         }
@@ -418,13 +429,7 @@ impl BlockCache {
         let offset = key.block * self.block_size;
         let length = self.block_size.min(blob.blob_size.saturating_sub(offset));
         let (block, crc) = self.data.read_with_crc(blob, offset, length).await?;
-        if block.len() as u64 != length {
-            return Err(StrataError::internal(format!(
-                "blob {} returned {} bytes for a {length}-byte block",
-                blob.blob_id,
-                block.len()
-            )));
-        }
+        let block = exactly(block, length, blob)?;
         self.remote_blocks.fetch_add(1, Ordering::Relaxed);
         if let Some(mem) = &self.mem {
             mem.insert(key, block.clone());
