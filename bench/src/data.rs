@@ -103,6 +103,7 @@ pub async fn bench_volume(
                 capacity_bytes: 1 << 40,
                 owner: "bench".into(),
                 request_id: format!("bench-volume-{name}"),
+                meta_partitions: 0,
             })
             .await?;
     }

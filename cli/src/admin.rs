@@ -311,22 +311,24 @@ fn print_volume(v: &VolumeView) {
     }
 }
 
-pub async fn volume_create(
-    client: &MasterClient,
-    name: &str,
-    redundancy: &str,
-    capacity: &str,
-    owner: &str,
-    json: bool,
-) -> anyhow::Result<()> {
-    let redundancy: Redundancy = redundancy.parse()?;
-    let capacity_bytes = parse_size(capacity)?;
+/// What `strata volume create` asks for, as typed.
+pub struct VolumeSpec<'a> {
+    pub redundancy: &'a str,
+    pub capacity: &'a str,
+    pub owner: &'a str,
+    pub meta_partitions: u32,
+}
+
+pub async fn volume_create(client: &MasterClient, name: &str, spec: VolumeSpec<'_>, json: bool) -> anyhow::Result<()> {
+    let redundancy: Redundancy = spec.redundancy.parse()?;
+    let capacity_bytes = parse_size(spec.capacity)?;
     let request = pb::CreateVolumeRequest {
         name: name.to_string(),
         redundancy: Some(redundancy.into()),
         capacity_bytes,
-        owner: owner.to_string(),
+        owner: spec.owner.to_string(),
         request_id: format!("{:032x}", rand_id()),
+        meta_partitions: spec.meta_partitions,
     };
     let volume = VolumeView::from(client.create_volume(request).await?);
     output(json, &volume, print_volume)

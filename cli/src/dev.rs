@@ -476,6 +476,7 @@ async fn ensure_volume(client: &MasterClient, name: &str, datanodes: usize, capa
         capacity_bytes: parse_size(capacity)?,
         owner: String::new(),
         request_id: format!("strata-dev-{name}"),
+        meta_partitions: 0,
     };
     client.create_volume(request).await.with_context(|| format!("creating volume {name}"))?;
     println!("volume {name} created ({redundancy})");

@@ -171,6 +171,10 @@ enum VolumeCmd {
         capacity: String,
         #[arg(long, default_value = "")]
         owner: String,
+        /// Meta partitions (Raft groups) to start with; 0: the master's
+        /// default. The last one splits as the namespace grows.
+        #[arg(long, default_value_t = 0)]
+        meta_partitions: u32,
     },
     List,
     Info {
@@ -255,8 +259,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Volume { action } => {
             let client = admin_client()?;
             match action {
-                VolumeCmd::Create { name, redundancy, capacity, owner } => {
-                    admin::volume_create(&client, &name, &redundancy, &capacity, &owner, cli.json).await
+                VolumeCmd::Create { name, redundancy, capacity, owner, meta_partitions } => {
+                    let spec = admin::VolumeSpec {
+                        redundancy: &redundancy,
+                        capacity: &capacity,
+                        owner: &owner,
+                        meta_partitions,
+                    };
+                    admin::volume_create(&client, &name, spec, cli.json).await
                 }
                 VolumeCmd::List => admin::volume_list(&client, cli.json).await,
                 VolumeCmd::Info { name } => admin::volume_info(&client, &name, cli.json).await,

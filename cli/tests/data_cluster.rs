@@ -36,6 +36,7 @@ async fn create_volume(masters: Vec<String>, name: &str, redundancy: &str) -> Vo
             capacity_bytes: 100 << 30,
             owner: "test".into(),
             request_id: format!("create-{name}"),
+            meta_partitions: 0,
         })
         .await
         .unwrap();

@@ -153,6 +153,12 @@ pub struct RaftConfig {
     pub election_ticks: usize,
     /// Ticks between leader heartbeats.
     pub heartbeat_ticks: usize,
+    /// Whether idle groups hibernate: a leader whose followers hold its
+    /// whole log, with nothing asked of it for `election_ticks`, stops
+    /// ticking and heartbeating, and so do its followers, until a request or
+    /// a message wakes them (or the leader's node falls silent). An idle
+    /// node then costs little however many groups it hosts.
+    pub hibernate: bool,
     /// Applied entries kept in the log before it is truncated; lagging
     /// followers further behind than this receive a snapshot.
     pub log_retain_entries: u64,
@@ -172,6 +178,7 @@ impl Default for RaftConfig {
             tick_ms: 100,
             election_ticks: 10,
             heartbeat_ticks: 2,
+            hibernate: true,
             log_retain_entries: 1000,
             rocksdb_max_open_files: 256,
             rocksdb_block_cache_mb: 128,

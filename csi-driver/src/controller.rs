@@ -106,6 +106,7 @@ impl ControllerService {
             owner,
             // A retried create of the same name is the same volume.
             request_id: format!("csi:{name}"),
+            meta_partitions: 0,
         };
         match self.master.create_volume(request).await {
             Ok(_) => {}

@@ -27,6 +27,8 @@ type RpcResult<T> = std::result::Result<Response<T>, Status>;
 
 /// Most blob ids one `AllocBlobIds` call hands out.
 const MAX_BLOB_ID_RANGE: u64 = 1_000_000;
+/// Most meta partitions a volume may ask to start with (more come by splits).
+const MAX_INITIAL_META_PARTITIONS: u32 = 64;
 
 pub struct MasterService {
     pub(crate) engine: Engine,
@@ -181,12 +183,16 @@ impl MasterService {
         &self,
         nodes: &[NodeRecord],
         redundancy: Redundancy,
+        meta_partitions: u32,
     ) -> Result<(Vec<PlannedMetaPartition>, Vec<Vec<u64>>)> {
         let mut rng = rand::rng();
         let metanodes = self.candidates(nodes, NodeRole::Metanode);
         let datanodes = self.candidates(nodes, NodeRole::Datanode);
         let span = self.config.meta_partition_inode_span;
-        let count = self.config.initial_meta_partitions as u64;
+        let count = match meta_partitions {
+            0 => self.config.initial_meta_partitions.max(1) as u64,
+            n => n as u64,
+        };
         let mut meta = Vec::new();
         for i in 0..count {
             let inode_start = 1 + i * span;
@@ -476,6 +482,13 @@ impl pb::master_server::Master for MasterService {
         if req.capacity_bytes == 0 {
             return Err(StrataError::invalid("a volume needs a capacity above zero").into());
         }
+        if req.meta_partitions > MAX_INITIAL_META_PARTITIONS {
+            return Err(StrataError::invalid(format!(
+                "a volume starts with at most {MAX_INITIAL_META_PARTITIONS} meta partitions, not {}",
+                req.meta_partitions
+            ))
+            .into());
+        }
         let state = self.read_state().await?;
         let nodes = state.nodes()?;
         if let Some(existing) = state.volume(&req.name)? {
@@ -486,7 +499,7 @@ impl pb::master_server::Master for MasterService {
                 StrataError::new(ErrorCode::AlreadyExists, format!("volume {} already exists", req.name)).into()
             );
         }
-        let (meta, data) = match self.plan_volume(&nodes, redundancy) {
+        let (meta, data) = match self.plan_volume(&nodes, redundancy, req.meta_partitions) {
             Ok(plan) => plan,
             Err(e) if self.newly_elected() => {
                 return Err(

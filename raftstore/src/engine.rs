@@ -6,7 +6,7 @@
 //! messages that must follow persistence and applies committed entries.
 //! Many groups thus share one fsync.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
@@ -23,6 +23,7 @@ use crate::StateMachine;
 use crate::kv::GroupKv;
 use crate::logger::group_logger;
 use crate::peer::{Peer, ProposalReply, ReadReply, id_bytes};
+use crate::quiesce::{self, Liveness, NODE_GROUP, Signal};
 use crate::snapfile::{Descriptor, SnapshotFiles};
 use crate::storage::GroupStorage;
 use crate::transport::{AddressBook, Transport};
@@ -66,6 +67,8 @@ pub struct GroupStatus {
     pub last_index: u64,
     pub voters: Vec<u64>,
     pub learners: Vec<u64>,
+    /// Hibernating (see `quiesce`): idle, not ticking.
+    pub quiet: bool,
 }
 
 /// How to create a group on this node.
@@ -135,6 +138,8 @@ impl Engine {
             rx,
             peers: HashMap::new(),
             next_request_id: rand::random::<u64>() >> 1,
+            liveness: Liveness::default(),
+            ticks: 0,
         };
         let handle = std::thread::Builder::new()
             .name(format!("raftstore-{node_id}"))
@@ -278,6 +283,10 @@ struct Worker {
     rx: mpsc::Receiver<Command>,
     peers: HashMap<u64, Peer>,
     next_request_id: u64,
+    /// When each other node was last heard from (wakes quiet followers).
+    liveness: Liveness,
+    /// Ticks run so far.
+    ticks: u64,
 }
 
 impl Worker {
@@ -302,9 +311,7 @@ impl Worker {
             }
             let now = Instant::now();
             if now >= next_tick {
-                for peer in self.peers.values_mut() {
-                    peer.node.tick();
-                }
+                self.tick(now);
                 // Missed ticks are skipped, never run back to back: ticks
                 // stay at least `tick` apart, which leader leases rely on.
                 next_tick += tick;
@@ -313,6 +320,113 @@ impl Worker {
                 }
             }
             self.on_ready();
+        }
+    }
+
+    /// One tick: awake groups tick and idle leaders may go quiet; a quiet
+    /// follower whose leader's node fell silent wakes; this node tells the
+    /// followers of the groups it leads while quiet that it is alive.
+    fn tick(&mut self, now: Instant) {
+        let node_id = self.shared.node_id;
+        let silence = Duration::from_millis(self.config.tick_ms) * self.config.election_ticks as u32;
+        let mut outgoing: Vec<(u64, u64, Message)> = Vec::new();
+        let mut changed = Vec::new();
+        let mut alive_to = BTreeSet::new();
+        for (group, peer) in self.peers.iter_mut() {
+            if peer.quiet {
+                if peer.is_leader() {
+                    peer.other_members(&mut alive_to);
+                    continue;
+                }
+                let leader = peer.leader_id();
+                if !self.liveness.silent(leader, now, silence) {
+                    continue;
+                }
+                tracing::debug!(group_id = *group, leader_id = leader, "leader's node silent; the quiet group wakes");
+                outgoing.extend(peer.wake(true).map(|(to, msg)| (to, *group, msg)));
+                changed.push(*group);
+            }
+            // An idle leader goes quiet instead of ticking: a heartbeat from
+            // this tick would reach its followers after the quiesce one and
+            // wake them again.
+            if self.config.hibernate
+                && let Some(heartbeats) = peer.tick_idle(self.config.election_ticks)
+            {
+                tracing::debug!(group_id = *group, "idle; the group hibernates");
+                outgoing.extend(heartbeats.into_iter().map(|m| (m.to, *group, m)));
+                peer.other_members(&mut alive_to);
+                changed.push(*group);
+                continue;
+            }
+            peer.node.tick();
+        }
+        self.ticks += 1;
+        if self.ticks % self.config.heartbeat_ticks.max(1) as u64 == 0 {
+            outgoing.extend(alive_to.into_iter().map(|to| (to, NODE_GROUP, quiesce::alive(node_id, to))));
+        }
+        for (to, group, msg) in outgoing {
+            self.transport.send(to, group, msg);
+        }
+        for group in changed {
+            Self::publish(&self.shared, group, &self.peers[&group]);
+        }
+    }
+
+    /// Wakes `group` for a request made on this node (and keeps it awake
+    /// for another election timeout).
+    fn wake_for_request(&mut self, group: u64) {
+        let Some(peer) = self.peers.get_mut(&group) else { return };
+        let was_quiet = peer.quiet;
+        if let Some((to, msg)) = peer.wake(true) {
+            self.transport.send(to, group, msg);
+        }
+        if was_quiet {
+            Self::publish(&self.shared, group, peer);
+        }
+    }
+
+    /// Hands one received message to its group, waking or quieting it as
+    /// the message says (see `quiesce`).
+    fn deliver(&mut self, group: u64, msg: Message, now: Instant) {
+        self.liveness.heard(msg.from, now);
+        if group == NODE_GROUP {
+            return; // a node's "alive": liveness only
+        }
+        let Some(peer) = self.peers.get_mut(&group) else {
+            tracing::debug!(group_id = group, from = msg.from, "message for a group not hosted here");
+            return;
+        };
+        let signal = quiesce::signal(&msg);
+        let was_quiet = peer.quiet;
+        match signal {
+            Signal::Alive => return,
+            Signal::Wake => {
+                peer.wake(false);
+                peer.node.ping();
+            }
+            Signal::Other => {
+                let from_leader = msg.from == peer.leader_id();
+                if let Some((to, wake)) = peer.wake(!from_leader) {
+                    self.transport.send(to, group, wake);
+                }
+            }
+            Signal::Quiesce | Signal::HeartbeatResponse => {}
+        }
+        if signal != Signal::Wake {
+            if !snapshot_file_present(&msg) {
+                tracing::warn!(group_id = group, from = msg.from, "snapshot file missing or short; message dropped");
+                return;
+            }
+            let heartbeat = (signal == Signal::Quiesce).then(|| msg.clone());
+            if let Err(e) = peer.node.step(msg) {
+                tracing::debug!(group_id = group, error = %e, "raft step rejected a message");
+            }
+            if let Some(heartbeat) = heartbeat {
+                peer.follow_into_quiet(&heartbeat);
+            }
+        }
+        if peer.quiet != was_quiet {
+            Self::publish(&self.shared, group, peer);
         }
     }
 
@@ -333,22 +447,9 @@ impl Worker {
     fn handle(&mut self, cmd: Command) -> bool {
         match cmd {
             Command::Deliver(messages) => {
+                let now = Instant::now();
                 for (group, msg) in messages {
-                    let Some(peer) = self.peers.get_mut(&group) else {
-                        tracing::debug!(group_id = group, from = msg.from, "message for a group not hosted here");
-                        continue;
-                    };
-                    if !snapshot_file_present(&msg) {
-                        tracing::warn!(
-                            group_id = group,
-                            from = msg.from,
-                            "snapshot file missing or short; message dropped"
-                        );
-                        continue;
-                    }
-                    if let Err(e) = peer.node.step(msg) {
-                        tracing::debug!(group_id = group, error = %e, "raft step rejected a message");
-                    }
+                    self.deliver(group, msg, now);
                 }
             }
             Command::CreateGroup { group, spec, sm, reply } => {
@@ -367,6 +468,7 @@ impl Worker {
                 });
             }
             Command::ReadIndex { group, reply } => {
+                self.wake_for_request(group);
                 let id = self.request_id();
                 let Some(peer) = self.peers.get(&group) else {
                     let _ = reply.send(Err(Self::no_group(group)));
@@ -386,6 +488,7 @@ impl Worker {
                 peer.node.read_index(id_bytes(id));
             }
             Command::Campaign { group } => {
+                self.wake_for_request(group);
                 if let Some(peer) = self.peers.get_mut(&group) {
                     let _ = peer.node.campaign();
                 }
@@ -406,6 +509,7 @@ impl Worker {
         reply: ProposalReply,
         propose: impl FnOnce(&mut RawNode<GroupStorage>, Vec<u8>) -> Result<()>,
     ) {
+        self.wake_for_request(group);
         let id = self.request_id();
         let Some(peer) = self.peers.get_mut(&group) else {
             let _ = reply.send(Err(Self::no_group(group)));

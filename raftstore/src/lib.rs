@@ -14,6 +14,7 @@ mod keys;
 mod kv;
 mod logger;
 mod peer;
+mod quiesce;
 mod snapfile;
 mod snapshot;
 mod storage;

@@ -42,6 +42,10 @@ pub struct Peer {
     /// [`Peer::has_lease`]), and in which term that was established.
     lease: Option<(Instant, u64)>,
     lease_span: Duration,
+    /// Hibernating: not ticked until something wakes it (see `quiesce`).
+    pub quiet: bool,
+    /// Ticks in a row this leader was idle (see `Peer::tick_idle`).
+    pub idle_ticks: usize,
 }
 
 pub fn id_bytes(id: u64) -> Vec<u8> {
@@ -75,6 +79,8 @@ impl Peer {
             leader_id: 0,
             lease: None,
             lease_span,
+            quiet: false,
+            idle_ticks: 0,
         }
     }
 
@@ -319,6 +325,7 @@ impl Peer {
             last_index: store.last_index_value(),
             voters: sorted(&conf.voters),
             learners: sorted(&conf.learners),
+            quiet: self.quiet,
         }
     }
 }

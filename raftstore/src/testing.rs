@@ -7,6 +7,7 @@
 //! test the engine itself.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,9 @@ pub struct LocalNetwork {
     engines: RwLock<HashMap<u64, Engine>>,
     /// Directed links (from, to) that drop everything.
     cut: RwLock<HashSet<(u64, u64)>>,
+    /// Messages handed over so far: of Raft groups, and node-level ones.
+    group_messages: AtomicU64,
+    node_messages: AtomicU64,
 }
 
 impl LocalNetwork {
@@ -53,6 +57,11 @@ impl LocalNetwork {
         self.partition(&[node], &others);
     }
 
+    /// Messages delivered so far: (of Raft groups, node-level).
+    pub fn messages(&self) -> (u64, u64) {
+        (self.group_messages.load(Ordering::Relaxed), self.node_messages.load(Ordering::Relaxed))
+    }
+
     pub fn heal(&self) {
         self.cut.write().unwrap().clear();
     }
@@ -73,6 +82,9 @@ impl Transport for LocalTransport {
             return;
         }
         if let Some(engine) = self.net.engines.read().unwrap().get(&to_node) {
+            let counter =
+                if group == crate::quiesce::NODE_GROUP { &self.net.node_messages } else { &self.net.group_messages };
+            counter.fetch_add(1, Ordering::Relaxed);
             engine.deliver(vec![(group, message)]);
         }
     }
@@ -106,6 +118,7 @@ pub fn fast_config(log_retain_entries: u64) -> RaftConfig {
         tick_ms: 20,
         election_ticks: 10,
         heartbeat_ticks: 2,
+        hibernate: true,
         log_retain_entries,
         rocksdb_max_open_files: 64,
         rocksdb_block_cache_mb: 8,

@@ -206,6 +206,9 @@ impl Gateway {
             capacity_bytes: self.config.capacity_bytes,
             owner: user.to_string(),
             request_id: format!("s3-{:032x}", rand::random::<u128>()),
+            // Buckets are many and mostly small: one Raft group to start,
+            // split by the master as the namespace grows.
+            meta_partitions: 1,
         };
         match self.master.create_volume(request).await {
             Ok(_) => Ok(()),
