@@ -361,7 +361,7 @@ impl Worker {
             peer.node.tick();
         }
         self.ticks += 1;
-        if self.ticks % self.config.heartbeat_ticks.max(1) as u64 == 0 {
+        if self.ticks.is_multiple_of(self.config.heartbeat_ticks.max(1) as u64) {
             outgoing.extend(alive_to.into_iter().map(|to| (to, NODE_GROUP, quiesce::alive(node_id, to))));
         }
         for (to, group, msg) in outgoing {
