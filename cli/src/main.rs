@@ -280,6 +280,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Bench { action: Some(bench_cmd::BenchCmd::Transport { blobs, streams, rounds }), .. } => {
             bench_cmd::transport(blobs, &streams, rounds).await
         }
+        Cmd::Bench { action: Some(action @ bench_cmd::BenchCmd::S3 { .. }), .. } => bench_cmd::s3(action).await,
         Cmd::Bench { action: Some(action), .. } => bench_cmd::run(&admin_client()?, action).await,
         Cmd::Fs { action } => fs_cmd::run(admin::master_addresses(&cli.masters)?, action, cli.json).await,
         Cmd::Quota { action } => quota_cmd::run(admin::master_addresses(&cli.masters)?, action, cli.json).await,

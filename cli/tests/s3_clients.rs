@@ -50,3 +50,52 @@ fn real_s3_clients_work_against_the_gateway() {
     }
     mount.unmount();
 }
+
+/// `strata bench s3` against the dev gateway, small: every operation of
+/// every cell is measured (its GETs checked byte for byte, its listings
+/// counted), the report holds no secret, and what it wrote is gone.
+#[test]
+fn strata_bench_s3_measures_every_operation_of_the_gateway() {
+    let mut cluster = DevCluster::new();
+    cluster.start_with(&[]);
+    let file = cluster.cluster_file();
+    let s3 = &file["s3"];
+    let (endpoint, key, secret) = (
+        s3["endpoint"].as_str().unwrap(),
+        s3["access_key_id"].as_str().unwrap(),
+        s3["secret_access_key"].as_str().unwrap(),
+    );
+    let work = tempfile::tempdir().unwrap();
+    let json = work.path().join("s3.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["bench", "s3", "--endpoint", &format!("strata={endpoint},{key},{secret}")])
+        .args(["--endpoint", &format!("again={endpoint},{key},{secret}")])
+        .args(["--sizes", "4KiB,300KiB", "--clients", "1,3", "--rounds", "1", "--max-objects", "12"])
+        .args(["--bucket", "bench-s3"])
+        .arg("--json-file")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("again/strata"), "{stdout}");
+    let text = std::fs::read_to_string(&json).unwrap();
+    assert!(!text.contains(secret), "the report holds the secret");
+    let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2 * 2 * 5, "sizes × clients × operations");
+    for row in rows {
+        let medians = row["medians"].as_array().unwrap();
+        assert_eq!(medians.len(), 2, "{row}");
+        assert!(medians.iter().all(|m| m.as_f64().unwrap() > 0.0), "{row}");
+        assert_eq!(row["objects"].as_u64().unwrap(), 12, "{row}");
+    }
+    // Everything written was deleted again: the bucket lists nothing.
+    let listed = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["--master", &cluster.masters().join(","), "fs", "ls", "bench-s3", "/"])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.status.success(), "{listing}{}", String::from_utf8_lossy(&listed.stderr));
+    assert!(!listing.contains("strata-bench-"), "left behind: {listing}");
+}

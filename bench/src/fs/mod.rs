@@ -14,6 +14,8 @@ use std::str::FromStr;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
+
+use crate::median;
 use strata_sdk::cache::{CacheReport, read_report};
 pub use workloads::{FsConfig, Measure};
 
@@ -155,16 +157,6 @@ pub struct Report {
     pub config: FsConfig,
     pub rows: Vec<Row>,
     pub caches: Vec<CacheRow>,
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    match sorted.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => sorted[n / 2],
-        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
-    }
 }
 
 /// Runs `workloads` on every target for `rounds` rounds. Each target works
