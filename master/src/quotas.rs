@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use strata_common::{Result, StrataError};
 use strata_proto::master as pb;
 
-use crate::service::MasterService;
+use crate::service::{MasterService, VolumeViewData};
 use crate::state::{Command, QuotaRecord};
 
 /// The quota counters of every meta partition, as its leader last reported them.
@@ -43,9 +43,9 @@ impl QuotaUsageTable {
 impl MasterService {
     /// For each meta partition `node_id` hosts, each quota of its volume
     /// with what the volume's other partitions use of it.
-    pub(crate) fn quota_limits(&self, node_id: u64) -> Result<Vec<pb::QuotaLimit>> {
+    pub(crate) fn quota_limits(&self, view: &VolumeViewData, node_id: u64) -> Vec<pb::QuotaLimit> {
         let mut limits = Vec::new();
-        for volume in self.volumes_on(node_id)?.into_iter().filter(|v| !v.quotas.is_empty()) {
+        for volume in view.volumes_on(node_id).filter(|v| !v.quotas.is_empty()) {
             let partitions: Vec<u64> = volume.meta_partitions.iter().map(|p| p.id).collect();
             let hosted = volume.meta_partitions.iter().filter(|p| p.members.iter().any(|m| m.node_id == node_id));
             for partition in hosted {
@@ -59,7 +59,7 @@ impl MasterService {
                 }
             }
         }
-        Ok(limits)
+        limits
     }
 
     pub(crate) async fn set_quota_of(&self, volume: &str, quota: Option<pb::Quota>) -> Result<pb::QuotaStatus> {

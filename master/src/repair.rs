@@ -14,7 +14,7 @@ use strata_common::types::NodeRole;
 use strata_proto::master as pb;
 
 use crate::placement::{self, Candidate};
-use crate::service::MasterService;
+use crate::service::{MasterService, VolumeViewData};
 use crate::state::{Command, MASTER_GROUP, StateReader};
 
 /// How often the leader looks for members to replace.
@@ -97,16 +97,16 @@ impl MasterService {
     }
 
     /// The data partitions `node_id` belongs to.
-    pub(crate) fn data_assignments(&self, node_id: u64) -> Result<Vec<pb::DataPartitionAssignment>> {
+    pub(crate) fn data_assignments(view: &VolumeViewData, node_id: u64) -> Vec<pb::DataPartitionAssignment> {
         let mut out = Vec::new();
-        for volume in self.volumes_on(node_id)? {
-            for partition in volume.data_partitions {
+        for volume in view.volumes_on(node_id) {
+            for partition in &volume.data_partitions {
                 if partition.members.iter().any(|m| m.node_id == node_id) {
-                    out.push(pb::DataPartitionAssignment { volume_id: volume.id, partition: Some(partition) });
+                    out.push(pb::DataPartitionAssignment { volume_id: volume.id, partition: Some(partition.clone()) });
                 }
             }
         }
-        Ok(out)
+        out
     }
 
     /// Takes a datanode's rebuild reports: progress kept in memory, finished rebuilds committed.

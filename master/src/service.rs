@@ -50,7 +50,29 @@ pub struct MasterService {
 }
 
 /// Volumes as protos, each with the nodes holding a partition of it.
-type VolumeView = Arc<Vec<(pb::Volume, Vec<u64>)>>;
+/// What heartbeats need of the volumes, decoded once per applied index (not
+/// once per heartbeat, nor once per partition a heartbeat reports on).
+pub(crate) struct VolumeViewData {
+    /// Each volume as clients see it, with its member node ids sorted.
+    volumes: Vec<(pb::Volume, Vec<u64>)>,
+    /// Open-ended meta partition id → what a split decision needs of it.
+    open_meta: HashMap<u64, OpenMetaPartition>,
+}
+
+type VolumeView = Arc<VolumeViewData>;
+
+impl VolumeViewData {
+    /// The volumes (as clients see them) with a partition on `node_id`.
+    pub(crate) fn volumes_on(&self, node_id: u64) -> impl Iterator<Item = &pb::Volume> {
+        self.volumes.iter().filter(move |(_, members)| members.binary_search(&node_id).is_ok()).map(|(v, _)| v)
+    }
+}
+
+struct OpenMetaPartition {
+    volume: String,
+    inode_start: u64,
+    closing: bool,
+}
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
@@ -104,18 +126,26 @@ impl MasterService {
         }
         let state = StateReader(self.engine.kv(MASTER_GROUP));
         let addresses = Self::addresses(&state.nodes()?);
-        let view: VolumeView = Arc::new(
-            state
-                .volumes()?
-                .iter()
-                .map(|v| {
-                    let mut members: Vec<u64> = v.member_ids().collect();
-                    members.sort_unstable();
-                    members.dedup();
-                    (Self::volume_to_proto(v, &addresses), members)
-                })
-                .collect(),
-        );
+        let records = state.volumes()?;
+        let open_meta = records
+            .iter()
+            .filter_map(|v| {
+                let open = v.meta_partitions.last().filter(|p| p.inode_end.is_none())?;
+                let partition =
+                    OpenMetaPartition { volume: v.name.clone(), inode_start: open.inode_start, closing: open.closing };
+                Some((open.id, partition))
+            })
+            .collect();
+        let volumes = records
+            .iter()
+            .map(|v| {
+                let mut members: Vec<u64> = v.member_ids().collect();
+                members.sort_unstable();
+                members.dedup();
+                (Self::volume_to_proto(v, &addresses), members)
+            })
+            .collect();
+        let view: VolumeView = Arc::new(VolumeViewData { volumes, open_meta });
         *self.volume_view.lock().unwrap() = Some((applied, view.clone()));
         Ok(view)
     }
@@ -285,19 +315,14 @@ impl MasterService {
     /// Drives the split of a volume's open-ended meta partition: past the
     /// configured inode count it is asked to close; once it reports the end
     /// it chose, a new open-ended partition starts there.
-    async fn maybe_split(&self, report: &pb::MetaPartitionReport) -> Result<()> {
-        let state = StateReader(self.engine.kv(MASTER_GROUP));
-        let Some(volume) = state
-            .volumes()?
-            .into_iter()
-            .find(|v| v.meta_partitions.last().is_some_and(|p| p.id == report.partition_id && p.inode_end.is_none()))
-        else {
+    async fn maybe_split(&self, view: &VolumeViewData, report: &pb::MetaPartitionReport) -> Result<()> {
+        let Some(open) = view.open_meta.get(&report.partition_id) else {
             return Ok(());
         };
-        let open = volume.meta_partitions.last().expect("found above");
-        let (name, partition_id) = (volume.name.clone(), open.id);
+        let (name, partition_id) = (open.volume.clone(), report.partition_id);
         match (open.closing, report.inode_end) {
             (true, Some(bound)) => {
+                let state = StateReader(self.engine.kv(MASTER_GROUP));
                 let metanodes = self.candidates(&state.nodes()?, NodeRole::Metanode);
                 let what = format!("a meta partition with {} replicas", self.config.meta_replicas);
                 let members = placement::pick(&metanodes, self.config.meta_replicas as usize, &what, &mut rand::rng())?;
@@ -316,28 +341,21 @@ impl MasterService {
         Ok(())
     }
 
-    /// The volumes (as clients see them) with a partition on `node_id`, read
-    /// from the leader's applied state.
-    pub(crate) fn volumes_on(&self, node_id: u64) -> Result<Vec<pb::Volume>> {
-        let view = self.volume_view()?;
-        Ok(view.iter().filter(|(_, members)| members.binary_search(&node_id).is_ok()).map(|(v, _)| v.clone()).collect())
-    }
-
     /// The meta partitions `node_id` must host.
-    fn meta_assignments(&self, node_id: u64) -> Result<Vec<pb::MetaPartitionAssignment>> {
+    fn meta_assignments(view: &VolumeViewData, node_id: u64) -> Vec<pb::MetaPartitionAssignment> {
         let mut out = Vec::new();
-        for volume in self.volumes_on(node_id)? {
-            for partition in volume.meta_partitions {
+        for volume in view.volumes_on(node_id) {
+            for partition in &volume.meta_partitions {
                 if partition.members.iter().any(|m| m.node_id == node_id) {
                     out.push(pb::MetaPartitionAssignment {
                         volume_id: volume.id,
-                        partition: Some(partition),
+                        partition: Some(partition.clone()),
                         volume_name: volume.name.clone(),
                     });
                 }
             }
         }
-        Ok(out)
+        out
     }
 
     fn master_infos(&self, status: &GroupStatus) -> Vec<pb::NodeInfo> {
@@ -404,8 +422,9 @@ impl pb::master_server::Master for MasterService {
         let lost = req.lost_partitions.clone();
         self.liveness.record(req.node_id, capacity_from(req.capacity.as_ref()), req.partitions_held, lost);
         self.quota_usage.record(&req.meta_reports);
+        let view = self.volume_view()?;
         for report in &req.meta_reports {
-            if let Err(e) = self.maybe_split(report).await {
+            if let Err(e) = self.maybe_split(&view, report).await {
                 tracing::warn!(partition_id = report.partition_id, error = %e, "splitting a meta partition failed");
             }
         }
@@ -413,9 +432,10 @@ impl pb::master_server::Master for MasterService {
         // a state at least as new as every committed change (ReadIndex).
         self.record_rebuilds(req.node_id, &req.rebuilt, &req.repairs).await;
         self.engine.read_index(MASTER_GROUP).await?;
-        let meta_partitions = self.meta_assignments(req.node_id)?;
-        let data_partitions = self.data_assignments(req.node_id)?;
-        let quota_limits = self.quota_limits(req.node_id)?;
+        let view = self.volume_view()?;
+        let meta_partitions = Self::meta_assignments(&view, req.node_id);
+        let data_partitions = Self::data_assignments(&view, req.node_id);
+        let quota_limits = self.quota_limits(&view, req.node_id);
         Ok(Response::new(pb::HeartbeatResponse { meta_partitions, data_partitions, quota_limits }))
     }
 
