@@ -188,8 +188,8 @@ impl Inner {
         let parent_ino = if dir.parent == 0 { ino } else { dir.parent };
         let parent = if plus { Some(self.meta.getattr(parent_ino).await?) } else { None };
         let mut out = vec![
-            DirEntry { name: b".".to_vec(), ino, kind: FileKind::Dir, attr: plus.then_some(dir) },
-            DirEntry { name: b"..".to_vec(), ino: parent_ino, kind: FileKind::Dir, attr: parent },
+            DirEntry { name: b".".to_vec(), ino, kind: FileKind::Dir, attr: plus.then_some(dir), xattr: None },
+            DirEntry { name: b"..".to_vec(), ino: parent_ino, kind: FileKind::Dir, attr: parent, xattr: None },
         ];
         let mut after = Vec::new();
         loop {

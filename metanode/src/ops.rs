@@ -210,7 +210,13 @@ pub fn unlink(txn: &mut Txn<'_, '_>, op: UnlinkOp) -> Result<Inode> {
         }
         (false, true) => return Err(StrataError::new(ErrorCode::IsDir, "unlink of a directory")),
         (true, true) => remove_dir(txn, inode)?,
-        (false, false) => drop_link(txn, inode),
+        (false, false) => {
+            let removed = drop_link(txn, inode);
+            if op.evict && removed.nlink == 0 {
+                txn.delete_inode(removed.ino)?;
+            }
+            removed
+        }
     };
     txn.delete_dentry(op.parent, &op.name);
     txn.touch_dir(parent, if op.directory { -1 } else { 0 });

@@ -46,7 +46,16 @@ pub fn lookup_with(kv: &impl KvRead, parent: u64, name: &[u8], found: impl FnOnc
     Ok(get_inode(kv, dentry.ino)?.unwrap_or(Inode { ino: dentry.ino, mode: dentry.file_type, ..Default::default() }))
 }
 
-pub fn readdir(kv: &impl KvRead, parent: u64, after: &[u8], limit: usize, plus: bool) -> Result<(Vec<DirEntry>, bool)> {
+/// One page of `parent`; with `plus` each entry's inode (when it lives here)
+/// and, if `xattr` is not empty, that extended attribute of it.
+pub fn readdir(
+    kv: &impl KvRead,
+    parent: u64,
+    after: &[u8],
+    limit: usize,
+    plus: bool,
+    xattr: &[u8],
+) -> Result<(Vec<DirEntry>, bool)> {
     must_dir(kv, parent)?;
     let limit = limit.clamp(1, MAX_PAGE);
     let mut page = list_dentries(kv, parent, after, limit + 1)?;
@@ -56,7 +65,11 @@ pub fn readdir(kv: &impl KvRead, parent: u64, after: &[u8], limit: usize, plus: 
         .into_iter()
         .map(|(name, d)| {
             let attr = if plus { get_inode(kv, d.ino)? } else { None };
-            Ok(DirEntry { name, ino: d.ino, file_type: d.file_type, attr })
+            let xattr = match (&attr, xattr.is_empty()) {
+                (Some(_), false) => kv.get(&keys::xattr(d.ino, xattr))?,
+                _ => None,
+            };
+            Ok(DirEntry { name, ino: d.ino, file_type: d.file_type, attr, xattr })
         })
         .collect::<Result<_>>()?;
     Ok((entries, more))

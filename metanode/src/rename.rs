@@ -42,6 +42,12 @@ pub fn rename(txn: &mut Txn<'_, '_>, op: RenameOp) -> Result<Inode> {
     let src_dentry = get_dentry(txn.kv(), op.src_parent, &op.src_name)?
         .ok_or_else(|| StrataError::not_found(format!("no {:?} to rename", String::from_utf8_lossy(&op.src_name))))?;
     require_local(txn, src_dentry.ino)?;
+    for set in op.set_xattrs.iter().cloned() {
+        if set.ino != src_dentry.ino {
+            return Err(StrataError::invalid("a rename sets xattrs of the moved inode only"));
+        }
+        crate::attrs::set_xattr(txn, set)?;
+    }
     let src = txn.must_inode(src_dentry.ino)?;
     let to_quota = txn.must_inode(op.dst_parent)?.quota;
     if op.src_parent != op.dst_parent {
@@ -94,7 +100,10 @@ pub fn rename(txn: &mut Txn<'_, '_>, op: RenameOp) -> Result<Inode> {
                 txn.touch_dir(dst_parent, -1);
             }
             (false, false) => {
-                drop_link(txn, target);
+                let replaced = drop_link(txn, target);
+                if op.evict_replaced && replaced.nlink == 0 {
+                    txn.delete_inode(replaced.ino)?;
+                }
             }
         }
     }

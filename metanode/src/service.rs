@@ -121,7 +121,7 @@ impl pb::meta_server::Meta for MetaService {
         let req = request.into_inner();
         let (kv, info) = self.reader(req.partition_id).await?;
         check_owned(&info, req.parent)?;
-        let (entries, more) = read::readdir(&kv, req.parent, &req.after, req.limit as usize, req.plus)?;
+        let (entries, more) = read::readdir(&kv, req.parent, &req.after, req.limit as usize, req.plus, &req.xattr)?;
         Ok(Response::new(pb::ReadDirReply { entries, more }))
     }
 

@@ -109,6 +109,27 @@ async fn unlink_rmdir_orphans_and_evict() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicting_unlink_reclaims_only_the_last_link_in_one_command() {
+    let mut ns = Ns::new(None).await;
+    let evicting =
+        |parent, name: &str| Op::Unlink(UnlinkOp { parent, name: name.into(), directory: false, evict: true });
+    let f = ns.file(ROOT, "f").await.unwrap();
+    ns.link(f.ino, ROOT, "g").await.unwrap();
+    let still_linked = ns.run(0, evicting(ROOT, "f")).await.unwrap().unwrap();
+    assert_eq!(still_linked.nlink, 1);
+    assert!(ns.get(f.ino).is_some(), "a file with a link left is kept");
+    let last = ns.run(0, evicting(ROOT, "g")).await.unwrap().unwrap();
+    assert_eq!((last.ino, last.nlink), (f.ino, 0));
+    assert!(ns.get(f.ino).is_none(), "the last link's unlink reclaimed the inode");
+    assert!(read::orphans(&ns.kv(), 10).unwrap().is_empty(), "and left no orphan behind");
+    assert_eq!(read::stats(&ns.kv(), 0).unwrap().inode_count, 1, "only the root is left");
+    let d = ns.mkdir(ROOT, "d").await.unwrap();
+    let rmdir = Op::Unlink(UnlinkOp { parent: ROOT, name: "d".into(), directory: true, evict: true });
+    ns.run(0, rmdir).await.unwrap();
+    assert!(ns.get(d.ino).is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hard_links_count() {
     let mut ns = Ns::new(None).await;
     let f = ns.file(ROOT, "f").await.unwrap();
@@ -230,7 +251,7 @@ async fn readdir_pages_with_stable_cookies() {
     let mut seen = Vec::new();
     let mut cookie = Vec::new();
     loop {
-        let (page, more) = read::readdir(&ns.kv(), d.ino, &cookie, 64, true).unwrap();
+        let (page, more) = read::readdir(&ns.kv(), d.ino, &cookie, 64, true, b"").unwrap();
         assert!(page.iter().all(|e| e.attr.as_ref().is_some_and(|a| a.ino == e.ino)), "readdirplus carries attributes");
         cookie = page.last().map(|e| e.name.clone()).unwrap_or_default();
         seen.extend(page.into_iter().map(|e| String::from_utf8(e.name).unwrap()));

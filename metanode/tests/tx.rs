@@ -173,7 +173,10 @@ async fn cross_partition_unlink_rmdir_and_stale_expectations() {
     two.run(B, finish(0x71, true)).await.unwrap();
     two.run(A, finish(0x71, true)).await.unwrap();
     // a plain rmdir at A cannot remove d: its inode is in B
-    let err = two.run(A, Op::Unlink(UnlinkOp { parent: ROOT, name: "d".into(), directory: true })).await.unwrap_err();
+    let err = two
+        .run(A, Op::Unlink(UnlinkOp { parent: ROOT, name: "d".into(), directory: true, evict: false }))
+        .await
+        .unwrap_err();
     assert_eq!(err.code, ErrorCode::CrossPartition, "{err}");
     // a file in d (d lives in B, so does the file)
     let f = two
@@ -197,7 +200,7 @@ async fn cross_partition_unlink_rmdir_and_stale_expectations() {
     };
     let (at_b, _) = remove_dir(0x72);
     assert_eq!(two.run(B, at_b).await.unwrap_err().code, ErrorCode::NotEmpty);
-    two.run(B, Op::Unlink(UnlinkOp { parent: d, name: "f".into(), directory: false })).await.unwrap();
+    two.run(B, Op::Unlink(UnlinkOp { parent: d, name: "f".into(), directory: false, evict: false })).await.unwrap();
     // an expectation that no longer holds is a conflict
     let stale = prepare(
         0x73,

@@ -11,10 +11,9 @@ use strata_sdk::fs::Volume;
 use crate::errors::S3ResultExt;
 use crate::gateway::{Caller, Gateway};
 use crate::listing::{self, Listing, Node, Query};
-use crate::object_meta::provisional_etag;
-use crate::objects::{EMPTY_MD5, stored_meta};
+use crate::objects::stored_meta;
 use crate::s3_impl::timestamp;
-use crate::tree::VolumeTree;
+use crate::tree::{VolumeTree, listed_etag};
 use strata_common::types::AccessLevel;
 
 /// Keys per page when a request asks for more (or none).
@@ -82,13 +81,11 @@ async fn etags(volume: &Volume, objects: &[(Vec<u8>, Node)]) -> S3Result<Vec<Str
 }
 
 async fn etag_of(volume: &Volume, node: Node) -> strata_common::Result<String> {
-    if node.is_dir {
-        return Ok(EMPTY_MD5.to_string());
+    if let Some(etag) = node.etag {
+        return Ok(etag);
     }
-    Ok(match stored_meta(volume, node.ino).await? {
-        Some(meta) if meta.matches_listing(node.size, node.mtime_ns) => meta.etag,
-        _ => provisional_etag(node.ino, node.size, node.mtime_ns),
-    })
+    let record = if node.is_dir { None } else { stored_meta(volume, node.ino).await? };
+    Ok(listed_etag(node.ino, node.is_dir, node.size, node.mtime_ns, record))
 }
 
 fn objects(page: &Listing, etags: Vec<String>, url: bool) -> Vec<Object> {

@@ -29,6 +29,8 @@ pub struct Node {
     pub is_dir: bool,
     pub size: u64,
     pub mtime_ns: i64,
+    /// The ETag, when the tree read it with the page (else it is asked per key).
+    pub etag: Option<String>,
 }
 
 /// The tree being listed (a volume; a map in the tests).

@@ -45,6 +45,7 @@ impl MemTree {
                         is_dir: !last,
                         size: key.len() as u64,
                         mtime_ns: 0,
+                        etag: None,
                     };
                     let mut child = dir.clone();
                     child.extend_from_slice(name);
@@ -101,7 +102,7 @@ impl Tree for MemTree {
     async fn dir(&self, path: &[u8]) -> Result<Option<Node>> {
         let name = path.strip_suffix(b"/").unwrap_or(path);
         let name = name.rsplit(|b| *b == b'/').next().unwrap_or_default().to_vec();
-        Ok(self.dirs.get(path).map(|(ino, _)| Node { name, ino: *ino, is_dir: true, size: 0, mtime_ns: 0 }))
+        Ok(self.dirs.get(path).map(|(ino, _)| Node { name, ino: *ino, is_dir: true, size: 0, mtime_ns: 0, etag: None }))
     }
 
     async fn is_marker(&self, dir: &Node) -> Result<bool> {

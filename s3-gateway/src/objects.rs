@@ -67,7 +67,7 @@ fn no_such_key(error: StrataError) -> S3Error {
 async fn fresh_meta(volume: &Volume, file: &FileHandle) -> Result<ObjectMeta> {
     let ino = file.attr().ino;
     let stored = stored_meta(volume, ino).await?;
-    let (attr, version) = volume.content_version(ino).await?;
+    let (attr, version) = file.content_version().await?;
     if let Some(meta) = &stored
         && meta.version == version
         && !meta.etag.is_empty()
@@ -184,9 +184,7 @@ pub async fn place(mut write: AtomicWrite, meta: ObjectMeta, create_only: bool) 
     let stored = async {
         write.flush().await?;
         let (attr, version) = volume.content_version(write.ino()).await?;
-        let meta = ObjectMeta { version, size: attr.size, mtime_ns: attr.mtime_ns, ..meta };
-        volume.meta().set_xattr(write.ino(), XATTR, &meta.encode(), 0).await?;
-        Ok::<_, StrataError>(meta)
+        Ok::<_, StrataError>(ObjectMeta { version, size: attr.size, mtime_ns: attr.mtime_ns, ..meta })
     }
     .await;
     let meta = match stored {
@@ -196,7 +194,7 @@ pub async fn place(mut write: AtomicWrite, meta: ObjectMeta, create_only: bool) 
             return Err(e).for_object();
         }
     };
-    match write.commit().await {
+    match write.commit_with(&[(XATTR, &meta.encode())]).await {
         Ok(_) => Ok(meta),
         Err(e) if e.code == ErrorCode::AlreadyExists && create_only => Err(S3Error::with_message(
             S3ErrorCode::PreconditionFailed,
@@ -304,16 +302,9 @@ pub async fn delete(volume: &Volume, key: &ObjectPath) -> S3Result<()> {
 }
 
 async fn remove_file(volume: &Volume, path: &[u8]) -> Result<()> {
-    let attr = match volume.stat(path).await {
-        Ok(attr) => attr,
-        Err(e) if matches!(e.code, ErrorCode::NotFound | ErrorCode::NotDir) => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    if attr.is_dir() {
-        return Ok(()); // a prefix, not an object
-    }
-    match volume.remove(path).await {
-        Err(e) if e.code == ErrorCode::NotFound => Ok(()),
+    match volume.remove_file(path).await {
+        // Nothing there, or a prefix (a directory), not an object.
+        Err(e) if matches!(e.code, ErrorCode::NotFound | ErrorCode::NotDir | ErrorCode::IsDir) => Ok(()),
         other => other,
     }
 }
@@ -347,6 +338,11 @@ async fn remove_if_implicit_and_empty(volume: &Volume, path: &[u8]) -> Result<bo
         Err(e) if e.code == ErrorCode::NotFound => return Ok(true),
         Err(e) => return Err(e),
     };
+    // Most deletes leave their directory holding other keys: one read says so.
+    let (entries, _) = volume.meta().readdir(attr.ino, b"", 1, false).await?;
+    if !entries.is_empty() {
+        return Ok(false);
+    }
     if !has_xattr(volume, attr.ino, IMPLICIT_DIR_XATTR).await? || has_xattr(volume, attr.ino, MARKER_XATTR).await? {
         return Ok(false);
     }

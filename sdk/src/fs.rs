@@ -12,6 +12,7 @@
 //! `NameTooLong`, and `InvalidArgument` for a path no name can hold.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -22,6 +23,7 @@ use crate::cache::{BlockCache, CacheConfig};
 use crate::data::DataClient;
 use crate::data::file::{DEFAULT_BLOB_SIZE, EXTENTS_PER_COMMIT, FileWriter, read_file};
 use crate::data::reader::{self, FileReader};
+use crate::meta_client::XattrPairs;
 use crate::types::{Attr, DirEntry, Extent, SetAttr};
 use crate::{MasterClient, MetaClient};
 
@@ -111,6 +113,8 @@ pub struct Volume {
     /// An xattr (name, value) set on every directory made implicitly
     /// (`mkdir -p`, `make_parents`), so its maker can tell them apart.
     dir_mark: Option<Arc<(Vec<u8>, Vec<u8>)>>,
+    /// The inode of [`TEMP_DIR`] once known (0: not yet), shared by the views.
+    temp_dir: Arc<AtomicU64>,
 }
 
 impl Volume {
@@ -132,6 +136,7 @@ impl Volume {
             owner: Owner::default(),
             blob_size: DEFAULT_BLOB_SIZE,
             dir_mark: None,
+            temp_dir: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -154,16 +159,8 @@ impl Volume {
     /// attributes read at the same time.
     pub async fn content_version(&self, ino: u64) -> Result<(Attr, u64)> {
         let (extents, inode) = self.meta.get_extents_and_inode(ino, 0, u64::MAX).await?;
-        let mut hash = Fnv64::default();
-        hash.add(inode.size);
-        for extent in &extents {
-            hash.add(extent.file_offset);
-            hash.add(extent.length);
-            hash.add(extent.blob.data_partition);
-            hash.add(extent.blob.blob_id);
-            hash.add(extent.blob.offset);
-        }
-        Ok((inode, hash.0))
+        let version = version_of(inode.size, &extents);
+        Ok((inode, version))
     }
 
     /// The directory `path` as the root of a new view (e.g. a PVC's subdirectory).
@@ -200,17 +197,26 @@ impl Volume {
     /// What `names` lead to from the root, one lookup each; with `make`,
     /// missing directories are made on the way.
     async fn walk(&self, names: &[&[u8]], make: bool) -> Result<Attr> {
-        let mut at = self.meta.getattr(self.root).await?;
-        for name in names {
+        let Some((first, rest)) = names.split_first() else {
+            return self.meta.getattr(self.root).await;
+        };
+        // The view's root is a directory (checked when the view was made);
+        // if it has gone since, the first lookup says so.
+        let mut at = self.step(self.root, first, make).await?;
+        for name in rest {
             if !at.is_dir() {
                 return Err(not_a_dir(at.ino));
             }
-            at = match make {
-                true => self.dir_entry_or_make(at.ino, name).await?,
-                false => self.meta.lookup(at.ino, name).await?,
-            };
+            at = self.step(at.ino, name, make).await?;
         }
         Ok(at)
+    }
+
+    async fn step(&self, dir: u64, name: &[u8], make: bool) -> Result<Attr> {
+        match make {
+            true => self.dir_entry_or_make(dir, name).await,
+            false => self.meta.lookup(dir, name).await,
+        }
     }
 
     /// The directory holding the last component of `path`, and that name.
@@ -274,8 +280,15 @@ impl Volume {
     /// [`Volume::list`] of the directory `dir` by its inode (a walk that
     /// already holds it).
     pub async fn list_dir(&self, dir: u64, after: &[u8], limit: u32) -> Result<ListPage> {
+        self.list_dir_with(dir, after, limit, b"").await
+    }
+
+    /// [`Volume::list_dir`] with the extended attribute `xattr` of each entry
+    /// ([`DirEntry::xattr`], `None` where the inode has none), read with the
+    /// page itself for inodes that live with their entries.
+    pub async fn list_dir_with(&self, dir: u64, after: &[u8], limit: u32, xattr: &[u8]) -> Result<ListPage> {
         let limit = limit.clamp(1, 10_000);
-        let (page, more) = self.meta.readdir(dir, after, limit, true).await?;
+        let (page, more) = self.meta.readdir_with(dir, after, limit, true, xattr).await?;
         let next = if more { page.last().map(|e| e.name.clone()) } else { None };
         let mut entries = Vec::with_capacity(page.len());
         for mut entry in page {
@@ -288,6 +301,13 @@ impl Volume {
                     Ok(inode) => entry.attr = Some(inode),
                     Err(e) if e.code == ErrorCode::NotFound => continue,
                     Err(e) => return Err(e),
+                }
+                if !xattr.is_empty() {
+                    entry.xattr = match self.meta.get_xattr(entry.ino, xattr).await {
+                        Ok(value) => Some(value),
+                        Err(e) if matches!(e.code, ErrorCode::NoData | ErrorCode::NotFound) => None,
+                        Err(e) => return Err(e),
+                    };
                 }
             }
             entries.push(entry);
@@ -307,9 +327,10 @@ impl Volume {
             }
             match reader::first_window(&self.meta, found.ino).await {
                 Ok((inode, first)) => {
+                    let version = first.whole_file().map(|extents| version_of(inode.size, extents));
                     let reader = FileReader::new(inode.ino);
                     reader.seed(first);
-                    return Ok(FileHandle { volume: self.clone(), attr: inode, reader });
+                    return Ok(FileHandle { volume: self.clone(), attr: inode, reader, version });
                 }
                 Err(e) if e.code == ErrorCode::NotFound && attempt < OPEN_ATTEMPTS => continue,
                 Err(e) => return Err(e.context(&format!("opening {}", show(path)))),
@@ -327,14 +348,16 @@ impl Volume {
         }
         let temp_name = temp_name();
         let Owner { uid, gid, file_mode, .. } = self.owner;
+        let mode = libc::S_IFREG | file_mode;
         let temp_dir = self.temp_dir().await?;
-        let inode = match self.meta.create(temp_dir, &temp_name, libc::S_IFREG | file_mode, uid, gid, 0).await {
+        let (temp_dir, inode) = match self.meta.create(temp_dir, &temp_name, mode, uid, gid, 0).await {
             // Someone removed the temporaries' directory: make it again once.
             Err(e) if e.code == ErrorCode::NotFound => {
+                self.temp_dir.store(0, Ordering::Relaxed);
                 let temp_dir = self.temp_dir().await?;
-                self.meta.create(temp_dir, &temp_name, libc::S_IFREG | file_mode, uid, gid, 0).await?
+                (temp_dir, self.meta.create(temp_dir, &temp_name, mode, uid, gid, 0).await?)
             }
-            other => other?,
+            other => (temp_dir, other?),
         };
         let writer = FileWriter::new(self.data.clone(), self.meta.clone(), inode.ino, self.blob_size);
         Ok(AtomicWrite {
@@ -365,23 +388,32 @@ impl Volume {
         file.read(0, file.attr.size).await
     }
 
-    /// The inode of [`TEMP_DIR`], made if missing.
+    /// The inode of [`TEMP_DIR`], made if missing; looked up once.
     async fn temp_dir(&self) -> Result<u64> {
+        let known = self.temp_dir.load(Ordering::Relaxed);
+        if known != 0 {
+            return Ok(known);
+        }
         let owner = Owner { uid: 0, gid: 0, dir_mode: 0o700, ..self.owner };
         let root = Volume { root: ROOT_INO, owner, dir_mark: None, ..self.clone() };
-        Ok(root.dir_entry_or_make(ROOT_INO, TEMP_DIR).await?.ino)
+        let ino = root.dir_entry_or_make(ROOT_INO, TEMP_DIR).await?.ino;
+        self.temp_dir.store(ino, Ordering::Relaxed);
+        Ok(ino)
     }
 
     /// Removes the file, symlink or empty directory `path`.
     pub async fn remove(&self, path: &[u8]) -> Result<()> {
         let (parent, name) = self.parent_of(path, false).await?;
-        let target = self.meta.lookup(parent.ino, name).await?;
-        if target.is_dir() {
-            self.meta.rmdir(parent.ino, name).await?;
-            return Ok(());
+        match self.meta.unlink_and_reclaim(parent.ino, name).await {
+            Err(e) if e.code == ErrorCode::IsDir => self.meta.rmdir(parent.ino, name).await.map(drop),
+            other => other.map(drop),
         }
-        let removed = self.meta.unlink(parent.ino, name).await?;
-        self.reclaim_if_unlinked(removed.ino, removed.nlink).await
+    }
+
+    /// Removes the file or symlink `path`; a directory there is `IsDir` and stays.
+    pub async fn remove_file(&self, path: &[u8]) -> Result<()> {
+        let (parent, name) = self.parent_of(path, false).await?;
+        self.meta.unlink_and_reclaim(parent.ino, name).await.map(drop)
     }
 
     /// Removes `path` and everything below it (`rm -r`); nothing to do if
@@ -425,32 +457,7 @@ impl Volume {
     pub async fn rename(&self, from: &[u8], to: &[u8]) -> Result<()> {
         let (src, src_name) = self.parent_of(from, false).await?;
         let (dst, dst_name) = self.parent_of(to, false).await?;
-        self.rename_into(src.ino, src_name, dst.ino, dst_name, 0).await
-    }
-
-    /// rename(2) of one entry; a file that lost its last name is reclaimed
-    /// (this client holds it open nowhere).
-    async fn rename_into(&self, sp: u64, sn: &[u8], dp: u64, dn: &[u8], flags: u32) -> Result<()> {
-        let replaced = match self.meta.lookup(dp, dn).await {
-            Ok(inode) if flags == 0 && !inode.is_dir() => Some(inode.ino),
-            _ => None,
-        };
-        self.meta.rename(sp, sn, dp, dn, flags).await?;
-        if let Some(old) = replaced {
-            match self.meta.getattr(old).await {
-                Ok(inode) => self.reclaim_if_unlinked(inode.ino, inode.nlink).await?,
-                Err(e) if e.code == ErrorCode::NotFound => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
-    async fn reclaim_if_unlinked(&self, ino: u64, nlink: u32) -> Result<()> {
-        if nlink == 0 {
-            self.meta.evict(ino).await?;
-        }
-        Ok(())
+        self.meta.rename_and_reclaim((src.ino, src_name), (dst.ino, dst_name), 0, (0, &[])).await.map(drop)
     }
 
     pub async fn get_xattr(&self, path: &[u8], name: &[u8]) -> Result<Vec<u8>> {
@@ -498,11 +505,8 @@ impl Volume {
                 if inode.mtime_ns.max(inode.ctime_ns) >= cutoff {
                     continue;
                 }
-                match self.meta.unlink(temp_dir, &entry.name).await {
-                    Ok(gone) => {
-                        self.reclaim_if_unlinked(gone.ino, gone.nlink).await?;
-                        removed += 1;
-                    }
+                match self.meta.unlink_and_reclaim(temp_dir, &entry.name).await {
+                    Ok(_) => removed += 1,
                     // Its writer committed or aborted it meanwhile.
                     Err(e) if e.code == ErrorCode::NotFound => {}
                     Err(e) => return Err(e),
@@ -520,6 +524,8 @@ pub struct FileHandle {
     volume: Volume,
     attr: Attr,
     reader: FileReader,
+    /// [`Volume::content_version`] as of the open, when the open saw every extent.
+    version: Option<u64>,
 }
 
 impl std::fmt::Debug for FileHandle {
@@ -532,6 +538,15 @@ impl FileHandle {
     /// The attributes as of the open.
     pub fn attr(&self) -> &Attr {
         &self.attr
+    }
+
+    /// [`Volume::content_version`] of the file as it was opened (no request
+    /// when the open fetched all of its extents).
+    pub async fn content_version(&self) -> Result<(Attr, u64)> {
+        match self.version {
+            Some(version) => Ok((self.attr.clone(), version)),
+            None => self.volume.content_version(self.attr.ino).await,
+        }
     }
 
     /// Bytes [offset, offset + length) of the file, fewer at its end.
@@ -651,21 +666,28 @@ impl AtomicWrite {
     /// Makes the data durable, then puts the file at its path in one rename:
     /// the file there before (if any) is replaced whole. On failure the
     /// temporary is removed and nothing changed at the path.
-    pub async fn commit(mut self) -> Result<Attr> {
-        let placed = self.place().await;
+    pub async fn commit(self) -> Result<Attr> {
+        self.commit_with(&[]).await
+    }
+
+    /// [`commit`](Self::commit), setting the extended attributes `xattrs`
+    /// (name, value) of the file in the same step: the file appears at its
+    /// path with them (e.g. an object's record), or not at all.
+    pub async fn commit_with(mut self, xattrs: &XattrPairs<'_>) -> Result<Attr> {
+        let placed = self.place(xattrs).await;
         if placed.is_err() {
             self.remove_temporary().await;
         }
         placed
     }
 
-    async fn place(&mut self) -> Result<Attr> {
+    async fn place(&mut self, xattrs: &XattrPairs<'_>) -> Result<Attr> {
         self.writer.flush().await?;
         let volume = self.volume.clone();
         let (parent, name) = volume.parent_of(&self.path, self.options.make_parents).await?;
         let flags = if self.options.no_replace { 1 } else { 0 };
-        volume.rename_into(self.temp_dir, &self.temp_name, parent.ino, name, flags).await?;
-        volume.meta.getattr(self.ino).await
+        let (temp, target) = ((self.temp_dir, self.temp_name.as_slice()), (parent.ino, name));
+        volume.meta.rename_and_reclaim(temp, target, flags, (self.ino, xattrs)).await
     }
 
     /// Drops what was written; nothing changes at the path.
@@ -674,10 +696,8 @@ impl AtomicWrite {
     }
 
     async fn remove_temporary(&self) {
-        let removed = self.volume.meta.unlink(self.temp_dir, &self.temp_name).await;
-        let reclaimed = match removed {
-            Ok(gone) => self.volume.reclaim_if_unlinked(gone.ino, gone.nlink).await,
-            Err(e) if e.code == ErrorCode::NotFound => Ok(()),
+        let reclaimed = match self.volume.meta.unlink_and_reclaim(self.temp_dir, &self.temp_name).await {
+            Ok(_) | Err(StrataError { code: ErrorCode::NotFound, .. }) => Ok(()),
             Err(e) => Err(e),
         };
         if let Err(e) = reclaimed {
@@ -685,6 +705,21 @@ impl AtomicWrite {
             tracing::warn!(volume = self.volume.name(), ino = self.ino, error = %e, "removing a temporary failed");
         }
     }
+}
+
+/// A hash of a file's size and extents: blob ids are never reused, so it
+/// changes whenever the content does.
+fn version_of(size: u64, extents: &[Extent]) -> u64 {
+    let mut hash = Fnv64::default();
+    hash.add(size);
+    for extent in extents {
+        hash.add(extent.file_offset);
+        hash.add(extent.length);
+        hash.add(extent.blob.data_partition);
+        hash.add(extent.blob.blob_id);
+        hash.add(extent.blob.offset);
+    }
+    hash.0
 }
 
 /// Bytes read per step when a file is copied.

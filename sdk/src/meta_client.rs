@@ -385,15 +385,37 @@ impl MetaClient {
     }
 
     pub async fn unlink(&self, parent: u64, name: &[u8]) -> Result<Attr> {
-        let op = Op::Unlink(pb::UnlinkOp { parent, name: name.to_vec(), directory: false });
+        let op = Op::Unlink(pb::UnlinkOp { parent, name: name.to_vec(), directory: false, evict: false });
         match self.mutate_inode(parent, "unlinking", op).await {
             Err(e) if is_cross_partition(&e) => self.remove_across(parent, name, false).await,
             other => other,
         }
     }
 
+    /// unlink(2) for a caller holding no handle of the file open: a file that
+    /// loses its last link is reclaimed too, in the same commit when its
+    /// inode lives with the entry. A directory is `IsDir` and stays.
+    pub async fn unlink_and_reclaim(&self, parent: u64, name: &[u8]) -> Result<Attr> {
+        let op = Op::Unlink(pb::UnlinkOp { parent, name: name.to_vec(), directory: false, evict: true });
+        match self.mutate_inode(parent, "unlinking", op).await {
+            Err(e) if is_cross_partition(&e) => {
+                let removed = self.remove_across(parent, name, false).await?;
+                self.reclaim_if_unlinked(&removed).await?;
+                Ok(removed)
+            }
+            other => other,
+        }
+    }
+
+    async fn reclaim_if_unlinked(&self, inode: &Attr) -> Result<()> {
+        if inode.nlink == 0 {
+            self.evict(inode.ino).await?;
+        }
+        Ok(())
+    }
+
     pub async fn rmdir(&self, parent: u64, name: &[u8]) -> Result<Attr> {
-        let op = Op::Unlink(pb::UnlinkOp { parent, name: name.to_vec(), directory: true });
+        let op = Op::Unlink(pb::UnlinkOp { parent, name: name.to_vec(), directory: true, evict: false });
         match self.mutate_inode(parent, "removing a directory", op).await {
             Err(e) if is_cross_partition(&e) => self.remove_across(parent, name, true).await,
             other => other,
@@ -410,20 +432,66 @@ impl MetaClient {
         dst_name: &[u8],
         flags: u32,
     ) -> Result<Attr> {
-        if self.partition_of(src_parent)?.id == self.partition_of(dst_parent)?.id {
-            let op = Op::Rename(pb::RenameOp {
-                src_parent,
-                src_name: src_name.to_vec(),
-                dst_parent,
-                dst_name: dst_name.to_vec(),
-                flags,
-            });
-            match self.mutate_inode(src_parent, "renaming", op).await {
-                Err(e) if is_cross_partition(&e) => {}
-                other => return other,
-            }
+        let op = rename_op((src_parent, src_name), (dst_parent, dst_name), flags);
+        if let Some(done) = self.rename_in_one_partition(op).await? {
+            return Ok(done);
         }
         self.rename_across(src_parent, src_name, dst_parent, dst_name, flags).await
+    }
+
+    /// [`rename`](Self::rename) for a caller holding no handle open of a file
+    /// it may replace: a replaced file that loses its last link is reclaimed
+    /// too, and `xattrs` (name, value) are set on the moved inode first (it
+    /// must then be `moved`, its inode); all in the same commit when one
+    /// partition holds everything involved. Returns the moved inode.
+    pub async fn rename_and_reclaim(
+        &self,
+        (src_parent, src_name): (u64, &[u8]),
+        (dst_parent, dst_name): (u64, &[u8]),
+        flags: u32,
+        (moved, xattrs): (u64, &XattrPairs<'_>),
+    ) -> Result<Attr> {
+        let set_xattrs: Vec<pb::SetXattrOp> = xattrs
+            .iter()
+            .map(|(name, value)| pb::SetXattrOp { ino: moved, name: name.to_vec(), value: value.to_vec(), flags: 0 })
+            .collect();
+        let op = pb::RenameOp {
+            evict_replaced: true,
+            set_xattrs: set_xattrs.clone(),
+            ..rename_op((src_parent, src_name), (dst_parent, dst_name), flags)
+        };
+        if let Some(done) = self.rename_in_one_partition(op).await? {
+            return Ok(done);
+        }
+        for set in set_xattrs {
+            self.set_xattr(moved, &set.name, &set.value, 0).await?;
+        }
+        let replaced = match self.lookup(dst_parent, dst_name).await {
+            Ok(inode) if flags == 0 && !inode.is_dir() => Some(inode.ino),
+            _ => None,
+        };
+        let moved = self.rename_across(src_parent, src_name, dst_parent, dst_name, flags).await?;
+        if let Some(old) = replaced {
+            match self.getattr(old).await {
+                Ok(inode) => self.reclaim_if_unlinked(&inode).await?,
+                Err(e) if e.code == ErrorCode::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(moved)
+    }
+
+    /// The rename as one command, if both parents share a partition and it
+    /// holds the inodes involved; `None` when it takes a transaction.
+    async fn rename_in_one_partition(&self, op: pb::RenameOp) -> Result<Option<Attr>> {
+        if self.partition_of(op.src_parent)?.id != self.partition_of(op.dst_parent)?.id {
+            return Ok(None);
+        }
+        let src_parent = op.src_parent;
+        match self.mutate_inode(src_parent, "renaming", Op::Rename(op)).await {
+            Err(e) if is_cross_partition(&e) => Ok(None),
+            other => other.map(Some),
+        }
     }
 
     pub async fn link(&self, ino: u64, new_parent: u64, new_name: &[u8]) -> Result<Attr> {
@@ -441,9 +509,23 @@ impl MetaClient {
 
     /// One page of `parent` after the name `after` (empty: from the start); `true` if more follow.
     pub async fn readdir(&self, parent: u64, after: &[u8], limit: u32, plus: bool) -> Result<(Vec<DirEntry>, bool)> {
+        self.readdir_with(parent, after, limit, plus, b"").await
+    }
+
+    /// [`readdir`](Self::readdir) returning also the extended attribute
+    /// `xattr` of each entry that comes with its attributes (`plus`).
+    pub async fn readdir_with(
+        &self,
+        parent: u64,
+        after: &[u8],
+        limit: u32,
+        plus: bool,
+        xattr: &[u8],
+    ) -> Result<(Vec<DirEntry>, bool)> {
         let reply = self
             .call(parent, "reading a directory", |mut c, partition_id| {
-                let request = pb::ReadDirRequest { partition_id, parent, after: after.to_vec(), limit, plus };
+                let xattr = xattr.to_vec();
+                let request = pb::ReadDirRequest { partition_id, parent, after: after.to_vec(), limit, plus, xattr };
                 async move { c.read_dir(request).await }
             })
             .await?;
@@ -634,5 +716,21 @@ impl MetaClient {
     pub fn with_deadline(mut self, deadline: Duration) -> Self {
         self.deadline = deadline;
         self
+    }
+}
+
+/// Extended attributes to set, as (name, value).
+pub type XattrPairs<'a> = [(&'a [u8], &'a [u8])];
+
+/// A plain rename(2) command of (parent, name) to (parent, name).
+fn rename_op((src_parent, src_name): (u64, &[u8]), (dst_parent, dst_name): (u64, &[u8]), flags: u32) -> pb::RenameOp {
+    pb::RenameOp {
+        src_parent,
+        src_name: src_name.to_vec(),
+        dst_parent,
+        dst_name: dst_name.to_vec(),
+        flags,
+        evict_replaced: false,
+        set_xattrs: Vec::new(),
     }
 }

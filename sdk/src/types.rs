@@ -123,6 +123,9 @@ pub struct DirEntry {
     pub kind: FileKind,
     /// The entry's attributes, when asked for and still there.
     pub attr: Option<Attr>,
+    /// The extended attribute asked for with the listing, if the inode has it
+    /// (only known where `attr` came with the listing).
+    pub xattr: Option<Vec<u8>>,
 }
 
 impl TryFrom<pb::DirEntry> for DirEntry {
@@ -135,6 +138,7 @@ impl TryFrom<pb::DirEntry> for DirEntry {
         Ok(DirEntry {
             kind: FileKind::from_mode(entry.file_type)?,
             attr: entry.attr.map(Attr::try_from).transpose()?,
+            xattr: entry.xattr,
             name: entry.name,
             ino: entry.ino,
         })
@@ -347,9 +351,9 @@ mod tests {
 
     #[test]
     fn an_entry_without_a_name_is_refused() {
-        let entry = pb::DirEntry { name: Vec::new(), ino: 3, file_type: libc::S_IFREG, attr: None };
+        let entry = pb::DirEntry { name: Vec::new(), ino: 3, file_type: libc::S_IFREG, attr: None, xattr: None };
         assert!(DirEntry::try_from(entry).is_err());
-        let entry = pb::DirEntry { name: b"a".to_vec(), ino: 3, file_type: libc::S_IFDIR, attr: None };
+        let entry = pb::DirEntry { name: b"a".to_vec(), ino: 3, file_type: libc::S_IFDIR, attr: None, xattr: None };
         assert_eq!(DirEntry::try_from(entry).unwrap().kind, FileKind::Dir);
     }
 }

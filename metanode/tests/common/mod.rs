@@ -93,11 +93,21 @@ impl Ns {
     }
 
     pub async fn unlink(&mut self, parent: u64, name: &str, directory: bool) -> Result<Inode> {
-        self.run(0, Op::Unlink(UnlinkOp { parent, name: name.into(), directory })).await.map(Option::unwrap)
+        self.run(0, Op::Unlink(UnlinkOp { parent, name: name.into(), directory, evict: false }))
+            .await
+            .map(Option::unwrap)
     }
 
     pub async fn rename(&mut self, sp: u64, sn: &str, dp: u64, dn: &str, flags: u32) -> Result<Inode> {
-        let op = RenameOp { src_parent: sp, src_name: sn.into(), dst_parent: dp, dst_name: dn.into(), flags };
+        let op = RenameOp {
+            src_parent: sp,
+            src_name: sn.into(),
+            dst_parent: dp,
+            dst_name: dn.into(),
+            flags,
+            evict_replaced: false,
+            set_xattrs: vec![],
+        };
         self.run(0, Op::Rename(op)).await.map(Option::unwrap)
     }
 
@@ -118,7 +128,7 @@ impl Ns {
     }
 
     pub fn names(&self, dir: u64) -> Vec<String> {
-        let (entries, _) = read::readdir(&self.kv(), dir, b"", 4096, false).unwrap();
+        let (entries, _) = read::readdir(&self.kv(), dir, b"", 4096, false, b"").unwrap();
         entries.into_iter().map(|e| String::from_utf8(e.name).unwrap()).collect()
     }
 }

@@ -76,6 +76,13 @@ pub struct FirstWindow {
     changes: u64,
 }
 
+impl FirstWindow {
+    /// Every extent of the file, if the window covers all of it.
+    pub fn whole_file(&self) -> Option<&[Extent]> {
+        (self.window.start == 0 && self.window.size <= self.window.end).then_some(self.window.extents.as_slice())
+    }
+}
+
 /// The inode and the extents of its first [`EXTENT_WINDOW`] bytes, in one request.
 pub async fn first_window(meta: &MetaClient, ino: u64) -> Result<(Attr, FirstWindow)> {
     let changes = EXTENT_CHANGES.load(Ordering::SeqCst);
