@@ -23,6 +23,8 @@ pub const EMPTY_MD5: &str = "d41d8cd98f00b204e9800998ecf8427e";
 pub const BODY_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 /// Bytes read per step when hashing or serving a file.
 pub const CHUNK: u64 = 4 << 20;
+/// Pieces of [`CHUNK`] bytes one GET reads at once.
+pub const PIECES_AHEAD: usize = 4;
 /// Largest object one PUT may write (S3's limit).
 pub const MAX_OBJECT: u64 = 5 << 30;
 
@@ -115,23 +117,23 @@ async fn has_xattr(volume: &Volume, ino: u64, name: &[u8]) -> Result<bool> {
     }
 }
 
-/// The bytes [start, end) of a found object as a stream; a task reads one
-/// chunk ahead of the client, and stops when the client goes away.
+/// The bytes [start, end) of a found object as a stream; a task reads
+/// [`PIECES_AHEAD`] pieces at once ahead of the client (one stream of
+/// blocks from the datanodes would leave the links idle between pieces),
+/// and stops when the client goes away.
 pub fn body(found: &Found, start: u64, end: u64) -> impl Stream<Item = std::io::Result<Bytes>> + Send + Sync + 'static {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(2);
     if let Some(file) = found.file.clone() {
         tokio::spawn(async move {
-            let mut at = start;
-            while at < end {
-                let piece = match file.read(at, CHUNK.min(end - at)).await {
-                    Ok(piece) if piece.is_empty() => {
-                        Err(std::io::Error::other(format!("the object ended early at byte {at}")))
-                    }
-                    Ok(piece) => Ok(piece),
-                    Err(e) => Err(std::io::Error::other(e.to_string())),
-                };
+            let pieces = (start..end).step_by(CHUNK as usize).map(move |at| (at, CHUNK.min(end - at)));
+            let mut reads = futures::stream::iter(pieces)
+                .map(|(at, length)| {
+                    let file = file.clone();
+                    async move { read_piece(&file, at, length).await }
+                })
+                .buffered(PIECES_AHEAD);
+            while let Some(piece) = reads.next().await {
                 let failed = piece.is_err();
-                at += piece.as_ref().map_or(0, |p| p.len() as u64);
                 if tx.send(piece).await.is_err() || failed {
                     return;
                 }
@@ -139,6 +141,18 @@ pub fn body(found: &Found, start: u64, end: u64) -> impl Stream<Item = std::io::
         });
     }
     tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// Bytes [at, at + length) of an object being sent: all of them, or an error.
+async fn read_piece(file: &FileHandle, at: u64, length: u64) -> std::io::Result<Bytes> {
+    match file.read(at, length).await {
+        Ok(piece) if piece.len() as u64 == length => Ok(piece),
+        Ok(piece) => {
+            let ended = at + piece.len() as u64;
+            Err(std::io::Error::other(format!("the object ended early at byte {ended}")))
+        }
+        Err(e) => Err(std::io::Error::other(e.to_string())),
+    }
 }
 
 /// What a write stores besides the bytes.
