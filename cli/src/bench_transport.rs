@@ -41,6 +41,7 @@ async fn start(dir: &std::path::Path) -> anyhow::Result<Endpoints> {
     let address = listener.local_addr()?.to_string();
     let service = Arc::new(DataService::new(store.clone()));
     let router = tonic::transport::Server::builder()
+        .layer(strata_common::telemetry::GrpcMetrics)
         .initial_stream_window_size(WINDOW)
         .initial_connection_window_size(WINDOW * 4)
         .add_service(strata_datanode::data_server(service.clone()));

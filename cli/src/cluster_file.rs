@@ -26,6 +26,9 @@ pub struct DevNode {
     /// network's proxy in front of a datanode (`strata dev --net-delay-ms`).
     #[serde(default)]
     pub advertise: Option<String>,
+    /// Where the node serves its Prometheus metrics (`--metrics`).
+    #[serde(default)]
+    pub metrics: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -37,6 +40,11 @@ pub struct ClusterFile {
     /// The S3 gateway and the dev user's key pair, once started.
     #[serde(default)]
     pub s3: Option<crate::dev_s3::DevS3>,
+    /// Where the S3 gateway and the mount serve their metrics.
+    #[serde(default)]
+    pub s3_metrics: Option<String>,
+    #[serde(default)]
+    pub mount_metrics: Option<String>,
 }
 
 impl ClusterFile {

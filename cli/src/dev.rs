@@ -178,6 +178,7 @@ fn create_layout(dir: &Path, args: &DevArgs) -> anyhow::Result<ClusterFile> {
             config: home.join("strata.toml"),
             log: home.join("node.log"),
             advertise: None,
+            metrics: None,
         });
     };
     for i in 0..args.masters {
@@ -189,7 +190,7 @@ fn create_layout(dir: &Path, args: &DevArgs) -> anyhow::Result<ClusterFile> {
     for i in 0..args.datanodes {
         add(201 + i, "datanode", format!("127.0.0.1:{}", port(args, 200 + i)?));
     }
-    let file = ClusterFile { nodes, supervisor_pid: None, s3: None };
+    let file = ClusterFile { nodes, supervisor_pid: None, ..Default::default() };
     let peers: Vec<String> =
         file.nodes.iter().filter(|n| n.role == "master").map(|n| format!("{}={}", n.id, n.address)).collect();
     let masters = file.master_addresses();
@@ -257,6 +258,9 @@ fn spawn(node: &DevNode, detach: bool) -> anyhow::Result<Child> {
     if let Some(advertise) = &node.advertise {
         cmd.arg("--advertise").arg(advertise);
     }
+    if let Some(metrics) = &node.metrics {
+        cmd.arg("--metrics").arg(metrics);
+    }
     // Every node of the cluster shares this machine.
     cmd.arg("--io-threads").arg(crate::runtime::shared_machine_workers().to_string());
     // A node is configured by its file alone; the caller's overrides must not leak in.
@@ -268,6 +272,7 @@ fn spawn(node: &DevNode, detach: bool) -> anyhow::Result<Child> {
         "STRATA_MASTER",
         "STRATA_ADVERTISE",
         "STRATA_IO_THREADS",
+        "STRATA_METRICS",
     ] {
         cmd.env_remove(var);
     }
@@ -303,6 +308,7 @@ async fn supervise(dir: &Path, args: &DevArgs) -> anyhow::Result<()> {
         }
     };
     file.supervisor_pid = Some(std::process::id());
+    crate::dev_metrics::assign_ports(&mut file, !args.no_s3, args.mount.is_some())?;
     let _proxies = emulate_network(&mut file, args).await?;
     let mut children = Vec::new();
     for node in file.nodes.iter_mut() {
@@ -331,6 +337,12 @@ async fn supervise(dir: &Path, args: &DevArgs) -> anyhow::Result<()> {
         match mount_volume(dir, &file, &args.volume, mountpoint) {
             Ok(child) => mount = Some((child, mountpoint.clone())),
             Err(e) => eprintln!("mounting {} failed: {e:#}", args.volume),
+        }
+    }
+    if result.is_ok() {
+        match crate::dev_metrics::write_scrape_config(dir, &file, mount.is_some()) {
+            Ok(path) => println!("metrics: prometheus --config.file={}", path.display()),
+            Err(e) => eprintln!("writing the prometheus scrape config failed: {e:#}"),
         }
     }
     if result.is_ok() {
@@ -406,7 +418,11 @@ fn mount_volume(dir: &Path, file: &ClusterFile, volume: &str, mountpoint: &Path)
     anyhow::ensure!(!volume.is_empty(), "--mount needs a volume (--volume)");
     std::fs::create_dir_all(mountpoint).with_context(|| format!("creating {}", mountpoint.display()))?;
     anyhow::ensure!(!crate::mount_cmd::is_mounted(mountpoint), "{} is already a mount point", mountpoint.display());
-    let args = MountArgs { cache_dir: Some(dir.join("mount-cache")), ..MountArgs::new(volume, mountpoint) };
+    let args = MountArgs {
+        cache_dir: Some(dir.join("mount-cache")),
+        global_args: file.mount_metrics.iter().flat_map(|m| ["--metrics".to_string(), m.clone()]).collect(),
+        ..MountArgs::new(volume, mountpoint)
+    };
     let child = start_mount_process(&file.master_addresses(), &args, &dir.join("mount.log"))?;
     println!("volume {volume} mounted at {}", mountpoint.display());
     Ok(child)

@@ -44,6 +44,7 @@ pub async fn start(dir: &Path, file: &mut ClusterFile, port: Option<u16>) -> any
     command
         .arg("--master")
         .arg(file.master_addresses().join(","))
+        .args(file.s3_metrics.iter().flat_map(|m| ["--metrics", m.as_str()]))
         .arg("s3")
         .arg("--listen")
         .arg(&listen)
@@ -52,7 +53,8 @@ pub async fn start(dir: &Path, file: &mut ClusterFile, port: Option<u16>) -> any
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
-        .env_remove("STRATA_S3_LISTEN");
+        .env_remove("STRATA_S3_LISTEN")
+        .env_remove("STRATA_METRICS");
     let mut child = command.spawn().context("starting the s3 gateway")?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(&listen).is_err() {

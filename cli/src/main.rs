@@ -8,6 +8,7 @@ mod bench_transport;
 mod cluster_file;
 mod csi_cmd;
 mod dev;
+mod dev_metrics;
 mod dev_s3;
 mod fs_cmd;
 mod mount_cmd;
@@ -16,6 +17,7 @@ mod quota_cmd;
 mod runtime;
 mod s3_cmd;
 mod serve;
+mod telemetry;
 
 use clap::{Parser, Subcommand};
 use strata_sdk::MasterClient;
@@ -29,6 +31,16 @@ struct Cli {
     /// Machine-readable output.
     #[arg(long, global = true)]
     json: bool,
+    /// Serve this process's Prometheus metrics on IP:PORT (`GET /metrics`;
+    /// roles and the mount).
+    #[arg(long, env = "STRATA_METRICS", global = true)]
+    metrics: Option<String>,
+    /// Log lines as `text` or `json` (one object per line), for roles and the mount.
+    #[arg(long, env = "STRATA_LOG_FORMAT", global = true, default_value = "text")]
+    log_format: strata_common::logging::LogFormat,
+    /// Log levels per module, e.g. `info,strata_raftstore=debug` (default: RUST_LOG, else info).
+    #[arg(long, env = "STRATA_LOG_LEVEL", global = true)]
+    log_level: Option<String>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -214,39 +226,52 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let (log_level, log_format) = (cli.log_level.clone(), cli.log_format);
+    let init_logs = |default_filter: &str| {
+        strata_common::logging::init_with(default_filter, log_level.as_deref(), log_format);
+    };
+    let global_args = passed_on(&cli);
     let admin_client =
         || -> anyhow::Result<MasterClient> { Ok(MasterClient::new(admin::master_addresses(&cli.masters)?)?) };
     match cli.command {
         Cmd::Master(args) => {
-            strata_common::logging::init("info");
+            init_logs("info");
+            telemetry::serve(cli.metrics.as_deref(), "master")?;
             strata_master::run(serve::master_config(&args)?, serve::shutdown_signal()).await
         }
         Cmd::Metanode(args) => {
-            strata_common::logging::init("info");
+            init_logs("info");
+            telemetry::serve(cli.metrics.as_deref(), "metanode")?;
             strata_metanode::run(serve::node_config(&args, "metanode", &cli.masters)?, serve::shutdown_signal()).await
         }
         Cmd::Datanode(args) => {
-            strata_common::logging::init("info");
+            init_logs("info");
+            telemetry::serve(cli.metrics.as_deref(), "datanode")?;
             strata_datanode::run(serve::node_config(&args, "datanode", &cli.masters)?, serve::shutdown_signal()).await
         }
         Cmd::S3(args) => {
-            strata_common::logging::init("info");
+            init_logs("info");
+            telemetry::serve(cli.metrics.as_deref(), "s3")?;
             s3_cmd::run(admin::master_addresses(&cli.masters)?, args).await
         }
         Cmd::Csi(args) => {
             if !args.probe {
-                strata_common::logging::init("info");
+                init_logs("info");
+                telemetry::serve(cli.metrics.as_deref(), "csi")?;
             }
             csi_cmd::run(&cli.masters, args).await
         }
         Cmd::Dev(args) => {
-            strata_common::logging::init("warn");
+            init_logs("warn");
             dev::run(args).await
         }
-        Cmd::Mount(args) => {
+        Cmd::Mount(mut args) => {
             if args.foreground {
-                strata_common::logging::init("info");
+                init_logs("info");
+                telemetry::serve(cli.metrics.as_deref(), "mount")?;
             }
+            // A background mount passes the global flags on to its foreground process.
+            args.global_args = global_args;
             mount_cmd::mount(admin::master_addresses(&cli.masters)?, args).await
         }
         Cmd::Umount { mountpoint } => mount_cmd::unmount(&mountpoint),
@@ -313,6 +338,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// The global flags a role's process hands on to a process it starts for
+/// itself (the background mount's foreground child).
+fn passed_on(cli: &Cli) -> Vec<String> {
+    let mut args = Vec::new();
+    if let Some(metrics) = &cli.metrics {
+        args.extend(["--metrics".to_string(), metrics.clone()]);
+    }
+    if cli.log_format == strata_common::logging::LogFormat::Json {
+        args.extend(["--log-format".to_string(), "json".to_string()]);
+    }
+    if let Some(levels) = &cli.log_level {
+        args.extend(["--log-level".to_string(), levels.clone()]);
+    }
+    args
 }
 
 #[cfg(test)]

@@ -65,6 +65,10 @@ pub struct MountArgs {
     /// stat past the kernel's timeouts asks them again (no recall streams).
     #[arg(long)]
     pub no_delegations: bool,
+    /// Global flags for the foreground process of a background mount
+    /// (`--metrics`, `--log-format`, `--log-level`).
+    #[arg(skip)]
+    pub global_args: Vec<String>,
 }
 
 pub const DEFAULT_CACHE_SIZE: &str = "4GiB";
@@ -91,6 +95,7 @@ impl MountArgs {
             kernel_read_ahead: DEFAULT_KERNEL_READ_AHEAD.into(),
             cache_direct_io: false,
             no_delegations: false,
+            global_args: Vec::new(),
         }
     }
 
@@ -193,6 +198,7 @@ pub fn start_mount_process(masters: &[String], args: &MountArgs, log: &Path) -> 
     if args.cache_direct_io {
         command.arg("--cache-direct-io");
     }
+    command.args(&args.global_args);
     let mut child = command.spawn().context("starting the mount process")?;
     let deadline = Instant::now() + Duration::from_secs(60);
     while !is_mounted(&args.mountpoint) {

@@ -9,7 +9,11 @@ use strata_sdk::types::{Attr, FileKind};
 /// Block size reported by stat(2) and statfs(2).
 pub const BLOCK: u32 = 4096;
 
+/// The errno a failed request answers with; every error reply comes through
+/// here, so this is where the mount counts its errors by code.
 pub fn errno(e: &StrataError) -> Errno {
+    metrics::counter!(strata_common::telemetry::ERRORS_TOTAL, "service" => "fuse", "code" => e.code.name())
+        .increment(1);
     Errno::from_i32(e.code.errno())
 }
 

@@ -14,7 +14,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use fuser::{
     Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags,
@@ -44,13 +44,20 @@ impl StrataFs {
     /// module's documentation). The first poll's waker is a no-op: the
     /// runtime's poll that follows registers its own, as every future must
     /// allow.
-    fn spawn<F, Fut>(&self, work: F)
+    /// `op` names the request in the latency histogram
+    /// (`strata_request_duration_seconds{service="fuse"}`).
+    fn spawn<F, Fut>(&self, op: &'static str, work: F)
     where
         F: FnOnce(Arc<Inner>) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let _runtime = self.runtime.enter();
-        let mut work = Box::pin(work(self.inner.clone()));
+        let started = Instant::now();
+        let request = work(self.inner.clone());
+        let mut work = Box::pin(async move {
+            request.await;
+            strata_common::telemetry::record_latency("fuse", op, started);
+        });
         let mut here = Context::from_waker(Waker::noop());
         let polled = std::panic::catch_unwind(AssertUnwindSafe(|| {
             strata_sdk::cache::reading_in_place(|| work.as_mut().poll(&mut here))
@@ -122,7 +129,7 @@ impl Filesystem for StrataFs {
         pid: u32,
         reply: ReplyLock,
     ) {
-        self.spawn(move |fs| async move {
+        self.spawn("getlk", move |fs| async move {
             let op = lock_op(&fs, ino.0, lock_owner.0, start, end, typ, pid);
             match fs.meta.get_lock(op).await {
                 Ok(Some(held)) => {
@@ -149,7 +156,7 @@ impl Filesystem for StrataFs {
         sleep: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |fs| async move {
+        self.spawn("setlk", move |fs| async move {
             let op = lock_op(&fs, ino.0, lock_owner.0, start, end, typ, pid);
             reply_empty(reply, fs.set_lock(op, sleep).await)
         });
@@ -157,14 +164,14 @@ impl Filesystem for StrataFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = bytes(name);
-        self.spawn(move |fs| async move {
+        self.spawn("lookup", move |fs| async move {
             let result = fs.meta.lookup(parent.0, &name).await;
             reply_entry(reply, &fs, result)
         });
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        self.spawn(move |fs| async move {
+        self.spawn("getattr", move |fs| async move {
             let result = fs.getattr(ino.0).await;
             reply_attr(reply, &fs, result)
         });
@@ -197,14 +204,14 @@ impl Filesystem for StrataFs {
             atime: set_time(atime),
             mtime: set_time(mtime),
         };
-        self.spawn(move |fs| async move {
+        self.spawn("setattr", move |fs| async move {
             let result = fs.setattr(op).await;
             reply_attr(reply, &fs, result)
         });
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        self.spawn(move |fs| async move {
+        self.spawn("readlink", move |fs| async move {
             match fs.meta.readlink(ino.0).await {
                 Ok(target) => reply.data(&target),
                 Err(e) => reply.error(errno(&e)),
@@ -215,7 +222,7 @@ impl Filesystem for StrataFs {
     fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
         let (name, uid, gid) = (bytes(name), req.uid(), req.gid());
         let mode = (mode & libc::S_IFMT) | (mode & !umask & 0o7777);
-        self.spawn(move |fs| async move {
+        self.spawn("mknod", move |fs| async move {
             let result = fs.meta.create(parent.0, &name, mode, uid, gid, rdev.into()).await;
             reply_entry(reply, &fs, result)
         });
@@ -223,7 +230,7 @@ impl Filesystem for StrataFs {
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
         let (name, uid, gid) = (bytes(name), req.uid(), req.gid());
-        self.spawn(move |fs| async move {
+        self.spawn("mkdir", move |fs| async move {
             let result = fs.meta.mkdir(parent.0, &name, mode & !umask & 0o7777, uid, gid).await;
             reply_entry(reply, &fs, result)
         });
@@ -231,17 +238,20 @@ impl Filesystem for StrataFs {
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = bytes(name);
-        self.spawn(move |fs| async move { reply_empty(reply, fs.unlink(parent.0, &name).await) });
+        self.spawn("unlink", move |fs| async move { reply_empty(reply, fs.unlink(parent.0, &name).await) });
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = bytes(name);
-        self.spawn(move |fs| async move { reply_empty(reply, fs.meta.rmdir(parent.0, &name).await.map(drop)) });
+        self.spawn(
+            "rmdir",
+            move |fs| async move { reply_empty(reply, fs.meta.rmdir(parent.0, &name).await.map(drop)) },
+        );
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
         let (name, target, uid, gid) = (bytes(link_name), target.as_os_str().as_bytes().to_vec(), req.uid(), req.gid());
-        self.spawn(move |fs| async move {
+        self.spawn("symlink", move |fs| async move {
             let result = fs.meta.symlink(parent.0, &name, &target, uid, gid).await;
             reply_entry(reply, &fs, result)
         });
@@ -258,14 +268,14 @@ impl Filesystem for StrataFs {
         reply: ReplyEmpty,
     ) {
         let (name, newname, flags) = (bytes(name), bytes(newname), flags.bits());
-        self.spawn(move |fs| async move {
+        self.spawn("rename", move |fs| async move {
             reply_empty(reply, fs.rename(parent.0, &name, newparent.0, &newname, flags).await)
         });
     }
 
     fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
         let newname = bytes(newname);
-        self.spawn(move |fs| async move {
+        self.spawn("link", move |fs| async move {
             let result = fs.meta.link(ino.0, newparent.0, &newname).await;
             reply_entry(reply, &fs, result)
         });
@@ -273,7 +283,7 @@ impl Filesystem for StrataFs {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let read_only = flags.0 & libc::O_ACCMODE == libc::O_RDONLY;
-        self.spawn(move |fs| async move {
+        self.spawn("open", move |fs| async move {
             match fs.open(ino.0, read_only).await {
                 Ok((keep_cache, window)) => {
                     let fh = fs.handles.open(ino.0, |file| {
@@ -304,7 +314,7 @@ impl Filesystem for StrataFs {
             reply.error(Errno::EBADF);
             return;
         };
-        self.spawn(move |fs| async move {
+        self.spawn("read", move |fs| async move {
             let read = fs.read(&file, offset, size);
             match crate::watchdog::noisy_if_slow(read, || {
                 format!("read of inode {} at {offset} ({size} bytes)", file.ino)
@@ -334,7 +344,7 @@ impl Filesystem for StrataFs {
             return;
         };
         let data = data.to_vec();
-        self.spawn(move |fs| async move {
+        self.spawn("write", move |fs| async move {
             match fs.write(&file, offset, &data).await {
                 Ok(()) => reply.written(data.len() as u32),
                 Err(e) => reply.error(errno(&e)),
@@ -347,7 +357,7 @@ impl Filesystem for StrataFs {
             reply.error(Errno::EBADF);
             return;
         };
-        self.spawn(move |fs| async move {
+        self.spawn("flush", move |fs| async move {
             let flushed = flush_file(&file).await;
             // Closing a descriptor drops the POSIX locks its process held on the file.
             if let Err(e) = fs.unlock_owner(ino.0, lock_owner.0).await {
@@ -367,11 +377,11 @@ impl Filesystem for StrataFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |fs| async move { reply_empty(reply, fs.release(fh.0).await) });
+        self.spawn("release", move |fs| async move { reply_empty(reply, fs.release(fh.0).await) });
     }
 
     fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        self.spawn(move |fs| async move { reply_empty(reply, fs.flush_inode(ino.0).await) });
+        self.spawn("fsync", move |fs| async move { reply_empty(reply, fs.flush_inode(ino.0).await) });
     }
 
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -383,7 +393,7 @@ impl Filesystem for StrataFs {
             reply.error(Errno::EBADF);
             return;
         };
-        self.spawn(move |fs| async move {
+        self.spawn("readdir", move |fs| async move {
             // The listing is read once per open (rewinddir reads it again).
             let loaded = offset != 0 && listing.lock().unwrap().is_some();
             if !loaded {
@@ -408,7 +418,7 @@ impl Filesystem for StrataFs {
             reply.error(Errno::EBADF);
             return;
         };
-        self.spawn(move |fs| async move {
+        self.spawn("readdirplus", move |fs| async move {
             let loaded = offset != 0 && listing.lock().unwrap().is_some();
             if !loaded {
                 match fs.list_dir(ino.0, true).await {
@@ -450,7 +460,7 @@ impl Filesystem for StrataFs {
     /// The volume's figures, or inside a directory quota (a `subdir` PVC
     /// bind-mounted from here) the quota's.
     fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
-        self.spawn(move |fs| async move {
+        self.spawn("statfs", move |fs| async move {
             match fs.meta.statfs_at(ino.0).await {
                 Ok(s) => {
                     let block = u64::from(BLOCK);
@@ -479,9 +489,9 @@ impl Filesystem for StrataFs {
         if let Err(e) = no_acls(&name) {
             return reply.error(errno(&e));
         }
-        self.spawn(
-            move |fs| async move { reply_empty(reply, fs.meta.set_xattr(ino.0, &name, &value, flags as u32).await) },
-        );
+        self.spawn("setxattr", move |fs| async move {
+            reply_empty(reply, fs.meta.set_xattr(ino.0, &name, &value, flags as u32).await)
+        });
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -489,7 +499,7 @@ impl Filesystem for StrataFs {
         if let Err(e) = no_acls(&name) {
             return reply.error(errno(&e));
         }
-        self.spawn(move |fs| async move {
+        self.spawn("getxattr", move |fs| async move {
             let value = if ino == INodeNo::ROOT && name == strata_sdk::cache::CACHE_STATS_XATTR.as_bytes() {
                 let report =
                     strata_sdk::cache::CacheReport { delegation_hits: fs.meta.delegation_hits(), ..fs.cache.report() };
@@ -507,7 +517,7 @@ impl Filesystem for StrataFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        self.spawn(move |fs| async move {
+        self.spawn("listxattr", move |fs| async move {
             match fs.meta.list_xattr(ino.0).await {
                 Ok(names) => {
                     let mut list = Vec::new();
@@ -533,7 +543,10 @@ impl Filesystem for StrataFs {
         if let Err(e) = no_acls(&name) {
             return reply.error(errno(&e));
         }
-        self.spawn(move |fs| async move { reply_empty(reply, fs.meta.remove_xattr(ino.0, &name).await) });
+        self.spawn(
+            "removexattr",
+            move |fs| async move { reply_empty(reply, fs.meta.remove_xattr(ino.0, &name).await) },
+        );
     }
 
     fn fallocate(
@@ -546,7 +559,9 @@ impl Filesystem for StrataFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |fs| async move { reply_empty(reply, fs.fallocate(ino.0, offset, length, mode).await) });
+        self.spawn("fallocate", move |fs| async move {
+            reply_empty(reply, fs.fallocate(ino.0, offset, length, mode).await)
+        });
     }
 
     fn create(
@@ -561,7 +576,7 @@ impl Filesystem for StrataFs {
     ) {
         let (name, uid, gid) = (bytes(name), req.uid(), req.gid());
         let mode = libc::S_IFREG | (mode & !umask & 0o7777);
-        self.spawn(move |fs| async move {
+        self.spawn("create", move |fs| async move {
             match fs.meta.create(parent.0, &name, mode, uid, gid, 0).await {
                 Ok(inode) => {
                     fs.saw(&inode);

@@ -57,6 +57,17 @@ impl Mounted {
     }
 }
 
+/// Records the mount's cache figures every few seconds while it is mounted.
+async fn record_cache_figures(inner: std::sync::Weak<inner::Inner>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        strata_sdk::cache::CacheReport { delegation_hits: inner.meta.delegation_hits(), ..inner.cache.report() }
+            .record();
+    }
+}
+
 /// Mounts `config.volume` at `mountpoint`; requests are served on `runtime`.
 pub async fn mount(
     config: &MountConfig,
@@ -100,6 +111,7 @@ pub async fn mount(
         lock_users: std::sync::Mutex::new(std::collections::HashSet::new()),
     };
     let inner = Arc::new(inner);
+    runtime.spawn(record_cache_figures(Arc::downgrade(&inner)));
     let filesystem = fs::StrataFs { inner: inner.clone(), runtime };
     let mut options = Config::default();
     options.mount_options = vec![

@@ -24,13 +24,20 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
 /// rename, so readers see the old or the new file, never half of one. With
 /// `durable`, the file and its directory are fsynced before returning.
 pub fn write_json<T: Serialize>(path: &Path, value: &T, durable: bool) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(value)
+        .map_err(|e| StrataError::internal(format!("encoding {}: {e}", path.display())))?;
+    write_atomic(path, &bytes, durable)
+}
+
+/// Replaces `path` with `bytes` through a temporary file and a rename (see
+/// [`write_json`]).
+pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
     let io = |what: &str, e: std::io::Error| StrataError::internal(format!("{what} {}: {e}", path.display()));
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let bytes = serde_json::to_vec_pretty(value).map_err(|e| StrataError::internal(format!("encoding {name}: {e}")))?;
     let mut file = std::fs::File::create(&tmp).map_err(|e| io("creating a temporary file for", e))?;
-    file.write_all(&bytes).map_err(|e| io("writing", e))?;
+    file.write_all(bytes).map_err(|e| io("writing", e))?;
     if durable {
         file.sync_all().map_err(|e| io("syncing", e))?;
     }

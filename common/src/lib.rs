@@ -11,6 +11,7 @@ pub mod logging;
 pub mod net;
 pub mod size;
 pub mod sys;
+pub mod telemetry;
 pub mod types;
 
 pub use error::{ErrorCode, Result, S3Subject, StrataError};

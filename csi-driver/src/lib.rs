@@ -114,6 +114,7 @@ pub async fn serve(config: CsiConfig, shutdown: impl Future<Output = ()> + Send)
         .with_context(|| format!("listening on {}", config.socket.display()))?;
     tracing::info!(socket = %config.socket.display(), node_id = %config.node_id, role = ?config.role, fuse_scope = ?config.fuse_scope, "csi plugin serving");
     Server::builder()
+        .layer(strata_common::telemetry::GrpcMetrics)
         .add_service(IdentityServer::new(identity))
         .add_optional_service(controller)
         .add_optional_service(node)

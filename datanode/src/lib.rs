@@ -7,6 +7,7 @@ pub mod framed;
 pub mod repair;
 pub mod service;
 pub mod store;
+pub mod telemetry;
 
 use std::future::Future;
 
@@ -46,17 +47,20 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send) 
             }
         })
     };
+    let figures = tokio::spawn(telemetry::run(store.clone(), agent.stats.clone()));
     let heartbeats = tokio::spawn(async move {
         agent.heartbeat_loop(interval, move |response, _| repairer.on_assignments(response.data_partitions)).await;
     });
     let service = Arc::new(service::DataService::new(store.clone()));
     let router = tonic::transport::Server::builder()
+        .layer(strata_common::telemetry::GrpcMetrics)
         .initial_stream_window_size(WINDOW)
         .initial_connection_window_size(WINDOW * 4)
         .add_service(data_server(service.clone()))
         .add_service(info);
     let result = strata_node::framed_server::serve_port(listener, service, router, shutdown).await;
     heartbeats.abort();
+    figures.abort();
     bad_blobs.abort();
     disk_reports.abort();
     store.shutdown();

@@ -12,6 +12,7 @@ mod service;
 mod state;
 #[cfg(test)]
 mod state_tests;
+mod telemetry;
 
 pub use server::run;
 pub use state::MASTER_GROUP;

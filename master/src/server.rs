@@ -43,13 +43,18 @@ pub async fn run(config: MasterConfig, shutdown: impl Future<Output = ()> + Send
     let prober = tokio::spawn(probe_masters(engine.clone(), config.id, master_seen.clone()));
     let service = Arc::new(MasterService::new(engine.clone(), config, master_seen));
     let repairs = tokio::spawn(crate::repair::run(service.clone()));
+    let sampler = strata_raftstore::telemetry::spawn_sampler(engine.clone());
+    let figures = tokio::spawn(crate::telemetry::run(service.clone()));
     let result = tonic::transport::Server::builder()
+        .layer(strata_common::telemetry::GrpcMetrics)
         .add_service(MasterServer::from_arc(service))
         .add_service(RaftService::new(engine.clone()).into_server())
         .serve_with_incoming_shutdown(strata_common::net::incoming(listener), shutdown)
         .await;
     prober.abort();
     repairs.abort();
+    sampler.abort();
+    figures.abort();
     engine.shutdown();
     tracing::info!("master stopped");
     result.context("serving gRPC")

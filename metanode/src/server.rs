@@ -59,7 +59,9 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send) 
             }
         })
     };
+    let sampler = strata_raftstore::telemetry::spawn_sampler(engine.clone());
     let result = tonic::transport::Server::builder()
+        .layer(strata_common::telemetry::GrpcMetrics)
         .add_service(MetaServer::new(MetaService::new(host)))
         .add_service(RaftService::new(engine.clone()).into_server())
         .add_service(info)
@@ -67,6 +69,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send) 
         .await;
     heartbeats.abort();
     reconciler.abort();
+    sampler.abort();
     collector.abort();
     engine.shutdown();
     tracing::info!(node_id, "metanode stopped");

@@ -235,6 +235,7 @@ pub async fn serve(
         agent.heartbeat_loop(interval, |_, _| {}).await;
     });
     let result = tonic::transport::Server::builder()
+        .layer(strata_common::telemetry::GrpcMetrics)
         .add_service(info)
         .serve_with_incoming_shutdown(strata_common::net::incoming(listener), shutdown)
         .await;

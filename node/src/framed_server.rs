@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use strata_common::StrataError;
 use strata_common::sys::advise;
+use strata_common::telemetry;
 use strata_rpc::framed::{
     KIND_PING, KIND_READ, KIND_WRITE, READ_BUFFER, STATUS_ERR, STATUS_OK, encode_error, read_frame, write_frame,
     write_frame_head,
@@ -71,6 +72,16 @@ pub trait FramedHandler: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Reply, StrataError>> + Send;
 }
 
+/// The metrics label of a frame kind (a fixed set, whatever a peer sends).
+fn kind_name(kind: u8) -> &'static str {
+    match kind {
+        KIND_PING => "ping",
+        KIND_READ => "read",
+        KIND_WRITE => "write",
+        _ => "other",
+    }
+}
+
 /// Whether a connection's first byte starts a framed request for `handler`.
 fn is_framed(handler: &impl FramedHandler, first: u8) -> bool {
     first == KIND_PING || handler.serves(first)
@@ -93,11 +104,21 @@ pub async fn serve_connection<H: FramedHandler>(stream: TcpStream, handler: Arc<
                 return;
             }
         };
+        let started = Instant::now();
+        let received = payload.len() as u64;
         let result = match kind {
             KIND_PING => Ok(Reply::empty()),
             kind if handler.serves(kind) => handler.handle(kind, header, payload).await,
             other => Err(StrataError::invalid(format!("unknown frame kind {other}"))),
         };
+        let op = kind_name(kind);
+        let sent = match &result {
+            Ok(Reply::Bytes { payload, .. }) => payload.len() as u64,
+            Ok(Reply::File { slice, .. }) => slice.length,
+            Err(_) => 0,
+        };
+        telemetry::record_bytes("framed", op, received, sent);
+        telemetry::record_request("framed", op, telemetry::code_label(&result), started);
         let written = match result {
             Ok(Reply::Bytes { header, payload }) => write_frame(&mut w, STATUS_OK, &header, &payload).await,
             Ok(Reply::File { header, slice, drop_behind }) => {
@@ -121,7 +142,7 @@ pub async fn serve_connection<H: FramedHandler>(stream: TcpStream, handler: Arc<
 pub async fn serve_port<H: FramedHandler>(
     listener: TcpListener,
     handler: Arc<H>,
-    router: tonic::transport::server::Router,
+    router: telemetry::MeteredRouter,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let (grpc_tx, grpc_rx) = tokio::sync::mpsc::channel::<std::io::Result<TcpStream>>(64);

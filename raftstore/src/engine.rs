@@ -69,6 +69,8 @@ pub struct GroupStatus {
     pub learners: Vec<u64>,
     /// Hibernating (see `quiesce`): idle, not ticking.
     pub quiet: bool,
+    /// Proposals made here still waiting to apply.
+    pub proposals_in_flight: usize,
 }
 
 /// How to create a group on this node.
@@ -253,6 +255,16 @@ impl Engine {
 
     pub fn status(&self, group: u64) -> Option<GroupStatus> {
         self.shared.statuses.read().unwrap().get(&group).cloned()
+    }
+
+    /// The status of every group hosted here, as of each one's last round.
+    pub fn statuses(&self) -> Vec<GroupStatus> {
+        self.shared.statuses.read().unwrap().values().cloned().collect()
+    }
+
+    /// The node's RocksDB (for its figures; writes go through the groups).
+    pub(crate) fn db(&self) -> &Arc<DB> {
+        &self.shared.db
     }
 
     /// The address of the group's leader, if one is known and reachable by address.
@@ -653,9 +665,11 @@ impl Worker {
         if !wb.is_empty() {
             let mut opts = WriteOptions::default();
             opts.set_sync(needs_sync);
+            let started = Instant::now();
             if let Err(e) = db.write_opt(wb, &opts) {
                 panic!("persisting raft state failed: {e}");
             }
+            crate::telemetry::log_written(needs_sync, started);
         }
 
         // Phase 2: what may only happen after persistence.

@@ -18,6 +18,7 @@ mod quiesce;
 mod snapfile;
 mod snapshot;
 mod storage;
+pub mod telemetry;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod transport;

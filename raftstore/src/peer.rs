@@ -152,6 +152,7 @@ impl Peer {
             transport.send(to, self.group, msg);
             if is_snapshot {
                 self.node.report_snapshot(to, SnapshotStatus::Finish);
+                metrics::counter!(crate::telemetry::SNAPSHOTS_SENT).increment(1);
             }
         }
     }
@@ -161,6 +162,7 @@ impl Peer {
     pub fn on_soft_state(&mut self, role: StateRole, leader_id: u64, addresses: &AddressBook) {
         let was_leader = self.role == StateRole::Leader;
         if role != self.role || leader_id != self.leader_id {
+            metrics::counter!(crate::telemetry::ROLE_CHANGES).increment(1);
             tracing::info!(
                 group_id = self.group,
                 node_id = self.node.raft.id,
@@ -261,6 +263,9 @@ impl Peer {
                 // Committed: a quorum appended it, from a message sent after `proposed`.
                 self.extend_lease(*proposed);
             }
+            if let Some((_, proposed)) = &waiting {
+                metrics::histogram!(crate::telemetry::PROPOSAL_SECONDS).record(proposed.elapsed().as_secs_f64());
+            }
             if let (Some(result), Some((reply, _))) = (result, waiting) {
                 self.answers.push((reply, result));
             }
@@ -326,6 +331,7 @@ impl Peer {
             voters: sorted(&conf.voters),
             learners: sorted(&conf.learners),
             quiet: self.quiet,
+            proposals_in_flight: self.proposals.len(),
         }
     }
 }

@@ -78,6 +78,7 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Logged {
             };
             let op = slot.name();
             this.stats.record(&op, status, elapsed);
+            strata_common::telemetry::record_request("s3", op.clone(), status.to_string(), started);
             tracing::info!(
                 target: "s3_access",
                 request_id = %id,

@@ -379,6 +379,16 @@ impl Store {
         lost
     }
 
+    /// Each data directory and whether its disk has failed.
+    pub fn disks(&self) -> Vec<(&Path, bool)> {
+        self.shared.disks.iter().enumerate().map(|(d, dir)| (dir.as_path(), self.shared.health.is_failed(d))).collect()
+    }
+
+    /// The blob index (for its RocksDB figures).
+    pub fn index(&self) -> &DB {
+        &self.shared.db
+    }
+
     /// Whether any disk has failed.
     pub fn any_disk_failed(&self) -> bool {
         (0..self.shared.disks.len()).any(|d| self.shared.health.is_failed(d))

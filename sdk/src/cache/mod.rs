@@ -8,6 +8,7 @@
 
 pub mod disk;
 mod memory;
+mod telemetry;
 
 use std::cell::Cell;
 use std::collections::HashMap;
