@@ -2,11 +2,11 @@
 # Installs what building and testing Strata needs on Debian, if missing:
 # e2fsprogs (chattr, used by a test to fail a disk), clang/libclang (RocksDB's bindgen), protoc (raft-rs and our protos),
 # fuse3 (mounts), pkg-config, iproute2 (network namespaces in tests), a font for `strata bench --plot`,
-# prometheus (scrapes a dev cluster in a test), python3-venv (the S3 clients awscli and boto3 the tests drive, from PyPI into a venv), rclone and s3fs (more S3 clients).
+# prometheus (scrapes a dev cluster in a test), chromium (renders the web console in a test), python3-venv (the S3 clients awscli and boto3 the tests drive, from PyPI into a venv), rclone and s3fs (more S3 clients).
 # Sourced by dev-up.sh and test.sh; safe to run again.
 set -euo pipefail
 
-packages=(clang libclang-dev protobuf-compiler fuse3 libfuse3-dev pkg-config iproute2 build-essential e2fsprogs fonts-dejavu-core python3 python3-venv rclone s3fs prometheus)
+packages=(clang libclang-dev protobuf-compiler fuse3 libfuse3-dev pkg-config iproute2 build-essential e2fsprogs fonts-dejavu-core python3 python3-venv rclone s3fs prometheus chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -39,7 +39,7 @@ fn print_json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
 }
 
 /// Prints `value` as JSON, or for people with `human`.
-fn output<T: Serialize + ?Sized>(json: bool, value: &T, human: impl FnOnce(&T)) -> anyhow::Result<()> {
+pub(crate) fn output<T: Serialize + ?Sized>(json: bool, value: &T, human: impl FnOnce(&T)) -> anyhow::Result<()> {
     if json {
         return print_json(value);
     }
@@ -260,6 +260,9 @@ pub struct VolumeView {
     pub name: String,
     pub redundancy: String,
     pub capacity_bytes: u64,
+    /// Bytes of regular files and inodes, as the meta partitions last reported.
+    pub used_bytes: u64,
+    pub inodes: u64,
     pub owner: String,
     pub created_at_ms: u64,
     pub meta_partitions: Vec<PartitionView>,
@@ -279,6 +282,8 @@ impl From<pb::Volume> for VolumeView {
                 .unwrap_or_default(),
             name: v.name,
             capacity_bytes: v.capacity_bytes,
+            used_bytes: v.used_bytes,
+            inodes: v.inodes,
             owner: v.owner,
             created_at_ms: v.created_at_ms,
             meta_partitions: v
@@ -301,7 +306,15 @@ impl From<pb::Volume> for VolumeView {
 }
 
 fn print_volume(v: &VolumeView) {
-    println!("volume {} (id {}): {}, capacity {}", v.name, v.id, v.redundancy, format_size(v.capacity_bytes));
+    println!(
+        "volume {} (id {}): {}, {} used of {}, {} inodes",
+        v.name,
+        v.id,
+        v.redundancy,
+        format_size(v.used_bytes),
+        format_size(v.capacity_bytes),
+        v.inodes
+    );
     for p in &v.meta_partitions {
         let end = p.inode_end.map(|e| e.to_string()).unwrap_or_else(|| "∞".into());
         println!("  meta partition {:<5} inodes [{}, {end})  on {:?}", p.id, p.inode_start.unwrap_or(0), p.members);
@@ -363,6 +376,12 @@ pub async fn volume_list(client: &MasterClient, json: bool) -> anyhow::Result<()
 pub async fn volume_info(client: &MasterClient, name: &str, json: bool) -> anyhow::Result<()> {
     let volume = VolumeView::from(client.get_volume(name).await?);
     output(json, &volume, print_volume)
+}
+
+pub async fn volume_expand(client: &MasterClient, name: &str, capacity: &str, json: bool) -> anyhow::Result<()> {
+    let capacity_bytes = parse_size(capacity)?;
+    let volume = VolumeView::from(client.set_volume_capacity(name, capacity_bytes).await?);
+    output(json, &volume, |v| println!("volume {} capacity set to {}", v.name, format_size(v.capacity_bytes)))
 }
 
 pub async fn volume_delete(client: &MasterClient, name: &str) -> anyhow::Result<()> {

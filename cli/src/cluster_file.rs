@@ -29,6 +29,9 @@ pub struct DevNode {
     /// Where the node serves its Prometheus metrics (`--metrics`).
     #[serde(default)]
     pub metrics: Option<String>,
+    /// Where a master serves the web console (`--console`).
+    #[serde(default)]
+    pub console: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -45,6 +48,9 @@ pub struct ClusterFile {
     pub s3_metrics: Option<String>,
     #[serde(default)]
     pub mount_metrics: Option<String>,
+    /// The `admin` user's access key (the console's login).
+    #[serde(default)]
+    pub admin: Option<crate::dev_admin::AdminKey>,
 }
 
 impl ClusterFile {

@@ -179,6 +179,7 @@ fn create_layout(dir: &Path, args: &DevArgs) -> anyhow::Result<ClusterFile> {
             log: home.join("node.log"),
             advertise: None,
             metrics: None,
+            console: None,
         });
     };
     for i in 0..args.masters {
@@ -213,6 +214,7 @@ fn create_layout(dir: &Path, args: &DevArgs) -> anyhow::Result<ClusterFile> {
                     initial_data_partitions: 4,
                     data_repair_delay_ms: args.repair_delay * 1000,
                     max_concurrent_repairs: 8,
+                    console: None,
                 }),
                 ..Default::default()
             }
@@ -261,6 +263,9 @@ fn spawn(node: &DevNode, detach: bool) -> anyhow::Result<Child> {
     if let Some(metrics) = &node.metrics {
         cmd.arg("--metrics").arg(metrics);
     }
+    if let Some(console) = &node.console {
+        cmd.arg("--console").arg(console);
+    }
     // Every node of the cluster shares this machine.
     cmd.arg("--io-threads").arg(crate::runtime::shared_machine_workers().to_string());
     // A node is configured by its file alone; the caller's overrides must not leak in.
@@ -273,6 +278,7 @@ fn spawn(node: &DevNode, detach: bool) -> anyhow::Result<Child> {
         "STRATA_ADVERTISE",
         "STRATA_IO_THREADS",
         "STRATA_METRICS",
+        "STRATA_CONSOLE",
     ] {
         cmd.env_remove(var);
     }
@@ -318,7 +324,10 @@ async fn supervise(dir: &Path, args: &DevArgs) -> anyhow::Result<()> {
     }
     file.store(dir)?;
 
-    let result = bring_up(&file, args).await;
+    let mut result = bring_up(&file, args).await;
+    if result.is_ok() {
+        result = crate::dev_admin::ensure(dir, &mut file).await;
+    }
     let mut gateway = None;
     if result.is_ok() && !args.no_s3 {
         match crate::dev_s3::start(dir, &mut file, args.s3_port).await {

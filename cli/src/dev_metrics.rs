@@ -15,11 +15,14 @@ pub const SCRAPE_CONFIG: &str = "prometheus.yml";
 const SCRAPE_INTERVAL_SECS: u64 = 5;
 
 /// Gives every node (and the gateway and mount, when started) a metrics
-/// port if it has none yet.
+/// port if it has none yet, and every master a console port.
 pub fn assign_ports(file: &mut ClusterFile, gateway: bool, mount: bool) -> anyhow::Result<()> {
     let free = || -> anyhow::Result<String> { Ok(format!("127.0.0.1:{}", crate::dev::free_port()?)) };
     for node in file.nodes.iter_mut().filter(|n| n.metrics.is_none()) {
         node.metrics = Some(free()?);
+    }
+    for master in file.nodes.iter_mut().filter(|n| n.role == "master" && n.console.is_none()) {
+        master.console = Some(free()?);
     }
     if gateway && file.s3_metrics.is_none() {
         file.s3_metrics = Some(free()?);

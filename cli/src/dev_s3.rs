@@ -31,7 +31,8 @@ pub struct DevS3 {
 /// Starts the gateway and returns its process; records it in `file`.
 pub async fn start(dir: &Path, file: &mut ClusterFile, port: Option<u16>) -> anyhow::Result<Child> {
     let client = MasterClient::new(file.master_addresses())?;
-    let (access_key_id, secret_access_key) = dev_key(&client, file.s3.as_ref()).await?;
+    let recorded = file.s3.as_ref().map(|s3| s3.access_key_id.as_str());
+    let (access_key_id, secret_access_key) = user_key(&client, DEV_USER, recorded).await?;
     let port = match (port, &file.s3) {
         (Some(port), _) => port,
         (None, Some(s3)) => s3.port,
@@ -74,20 +75,20 @@ pub async fn start(dir: &Path, file: &mut ClusterFile, port: Option<u16>) -> any
     Ok(child)
 }
 
-/// The dev user's key pair: the one recorded if the master still knows it,
-/// else a new one (making the user if needed).
-async fn dev_key(client: &MasterClient, recorded: Option<&DevS3>) -> anyhow::Result<(String, String)> {
-    if let Some(s3) = recorded {
-        match client.get_access_key(&s3.access_key_id).await {
+/// A key pair of `user`: the one recorded (`recorded`, an access key id) if
+/// the master still knows it, else a new one (making the user if needed).
+pub async fn user_key(client: &MasterClient, user: &str, recorded: Option<&str>) -> anyhow::Result<(String, String)> {
+    if let Some(id) = recorded {
+        match client.get_access_key(id).await {
             Ok(key) => return Ok((key.access_key_id, key.secret_access_key)),
             Err(e) if e.code == ErrorCode::NotFound => {}
-            Err(e) => return Err(e).context("looking up the dev access key"),
+            Err(e) => return Err(e).with_context(|| format!("looking up the {user} access key")),
         }
     }
-    let key = match client.create_user(DEV_USER).await {
+    let key = match client.create_user(user).await {
         Ok(user) => user.access_keys.into_iter().next().context("a new user comes with a key")?,
-        Err(e) if e.code == ErrorCode::AlreadyExists => client.create_access_key(DEV_USER).await?,
-        Err(e) => return Err(e).context("creating the dev user"),
+        Err(e) if e.code == ErrorCode::AlreadyExists => client.create_access_key(user).await?,
+        Err(e) => return Err(e).with_context(|| format!("creating the {user} user")),
     };
     Ok((key.access_key_id, key.secret_access_key))
 }

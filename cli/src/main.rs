@@ -6,8 +6,11 @@ mod bench_csi;
 mod bench_fs;
 mod bench_transport;
 mod cluster_file;
+mod cluster_info;
+mod console_cmd;
 mod csi_cmd;
 mod dev;
+mod dev_admin;
 mod dev_metrics;
 mod dev_s3;
 mod fs_cmd;
@@ -117,11 +120,42 @@ enum Cmd {
         #[command(subcommand)]
         action: KeyCmd,
     },
+    /// The master's web console.
+    Console {
+        #[command(subcommand)]
+        action: ConsoleCmd,
+    },
+    /// Recent cluster events: nodes lost and back, repairs, failed disks,
+    /// leader changes, volumes made and removed.
+    Events {
+        /// Show at most this many, the newest.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Meta and data partitions: where they live.
+    Partition {
+        #[command(subcommand)]
+        action: PartitionCmd,
+    },
     /// Who besides its owner may use a volume as an S3 bucket.
     Bucket {
         #[command(subcommand)]
         action: BucketCmd,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConsoleCmd {
+    /// Print a login link (signed with the admin key, valid for minutes).
+    Url(console_cmd::ConsoleUrlArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum PartitionCmd {
+    /// Every partition of one volume or of all, with its replicas.
+    List { volume: Option<String> },
+    /// One partition: its volume, kind, range, replicas and their state.
+    Info { partition_id: u64 },
 }
 
 #[derive(Debug, Subcommand)]
@@ -191,6 +225,12 @@ enum VolumeCmd {
     List,
     Info {
         name: String,
+    },
+    /// Set a volume's capacity (grow or shrink; not below what it holds).
+    Expand {
+        name: String,
+        /// The new capacity, e.g. 200GiB.
+        capacity: String,
     },
     /// Capacity, bytes used and files of a volume (its statfs).
     Df {
@@ -295,6 +335,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 VolumeCmd::List => admin::volume_list(&client, cli.json).await,
                 VolumeCmd::Info { name } => admin::volume_info(&client, &name, cli.json).await,
+                VolumeCmd::Expand { name, capacity } => admin::volume_expand(&client, &name, &capacity, cli.json).await,
                 VolumeCmd::Df { name } => admin::volume_df(&client, &name, cli.json).await,
                 VolumeCmd::Delete { name } => admin::volume_delete(&client, &name).await,
             }
@@ -324,6 +365,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 KeyCmd::List { user } => admin::key_list(&client, user.as_deref(), cli.json).await,
                 KeyCmd::Delete { access_key_id } => admin::key_delete(&client, &access_key_id).await,
             }
+        }
+        Cmd::Console { action: ConsoleCmd::Url(args) } => console_cmd::url(args, cli.json),
+        Cmd::Events { limit } => cluster_info::events(&admin_client()?, limit, cli.json).await,
+        Cmd::Partition { action: PartitionCmd::List { volume } } => {
+            cluster_info::partition_list(&admin_client()?, volume.as_deref(), cli.json).await
+        }
+        Cmd::Partition { action: PartitionCmd::Info { partition_id } } => {
+            cluster_info::partition_info(&admin_client()?, partition_id, cli.json).await
         }
         Cmd::Bucket { action } => {
             let client = admin_client()?;

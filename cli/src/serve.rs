@@ -33,6 +33,9 @@ pub struct ServeArgs {
     /// each a quarter of the cores, at least one).
     #[arg(long, env = "STRATA_IO_THREADS", default_value_t = 0)]
     pub io_threads: usize,
+    /// Serve the web console on HOST:PORT (master only; overrides `console`).
+    #[arg(long, env = "STRATA_CONSOLE")]
+    pub console: Option<String>,
 }
 
 /// Reads the role's section of the config file (an empty one if there is no
@@ -66,6 +69,11 @@ fn section(args: &ServeArgs, role: &str, masters: &[String]) -> anyhow::Result<t
     let id_field = if role == "master" { "id" } else { "node_id" };
     if let Some(id) = args.id {
         table.insert(id_field.into(), toml::Value::Integer(id as i64));
+    }
+    if role == "master"
+        && let Some(console) = &args.console
+    {
+        table.insert("console".into(), console.clone().into());
     }
     if !args.peers.is_empty() {
         table.insert("peers".into(), args.peers.clone().into());

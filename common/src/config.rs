@@ -61,6 +61,10 @@ pub struct MasterConfig {
     /// Data partition members being rebuilt at once, cluster-wide.
     #[serde(default = "default_max_concurrent_repairs")]
     pub max_concurrent_repairs: u32,
+    /// Address (`host:port`) of the web console this master serves over
+    /// HTTP, for keys of the `admin` user; none: no console.
+    #[serde(default)]
+    pub console: Option<String>,
 }
 
 fn default_data_repair_delay_ms() -> u64 {

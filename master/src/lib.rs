@@ -3,6 +3,8 @@
 //! [`MASTER_GROUP`]) hosted by `strata-raftstore` on every master replica;
 //! only the leader answers requests, followers point clients at it.
 
+pub mod console;
+mod events;
 mod liveness;
 mod placement;
 mod quotas;

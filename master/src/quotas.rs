@@ -14,25 +14,47 @@ use strata_proto::master as pb;
 use crate::service::{MasterService, VolumeViewData};
 use crate::state::{Command, QuotaRecord};
 
-/// The quota counters of every meta partition, as its leader last reported them.
+/// What one meta partition's leader last reported it holds.
+#[derive(Debug, Default)]
+struct PartitionUsage {
+    quotas: Vec<pb::QuotaUsage>,
+    inodes: u64,
+    data_bytes: u64,
+}
+
+/// The quota counters and totals of every meta partition, as its leader
+/// last reported them.
 #[derive(Default)]
 pub struct QuotaUsageTable {
-    by_partition: Mutex<HashMap<u64, Vec<pb::QuotaUsage>>>,
+    by_partition: Mutex<HashMap<u64, PartitionUsage>>,
 }
 
 impl QuotaUsageTable {
     pub fn record(&self, reports: &[pb::MetaPartitionReport]) {
         let mut table = self.by_partition.lock().unwrap();
         for report in reports {
-            table.insert(report.partition_id, report.quotas.clone());
+            let usage = PartitionUsage {
+                quotas: report.quotas.clone(),
+                inodes: report.inode_count,
+                data_bytes: report.data_bytes,
+            };
+            table.insert(report.partition_id, usage);
         }
+    }
+
+    /// Bytes of regular files and inodes over `partitions` (a volume's).
+    pub fn volume_usage(&self, partitions: impl Iterator<Item = u64>) -> (u64, u64) {
+        let table = self.by_partition.lock().unwrap();
+        partitions
+            .filter_map(|p| table.get(&p))
+            .fold((0, 0), |(bytes, inodes), u| (bytes + u.data_bytes, inodes + u.inodes))
     }
 
     /// The usage of quota `root` summed over `partitions`.
     fn sum(&self, partitions: impl Iterator<Item = u64>, root: u64) -> pb::QuotaUsage {
         let table = self.by_partition.lock().unwrap();
         let mut total = pb::QuotaUsage { root, bytes: 0, inodes: 0 };
-        for usage in partitions.filter_map(|p| table.get(&p)).flatten().filter(|u| u.root == root) {
+        for usage in partitions.filter_map(|p| table.get(&p)).flat_map(|u| &u.quotas).filter(|u| u.root == root) {
             total.bytes = total.bytes.saturating_add(usage.bytes);
             total.inodes = total.inodes.saturating_add(usage.inodes);
         }
@@ -125,5 +147,19 @@ mod tests {
         let others = table.sum([2, 3].into_iter(), 7);
         assert_eq!((others.bytes, others.inodes), (50, 2), "a partition that never reported adds nothing");
         assert_eq!(table.sum([1, 2].into_iter(), 8).bytes, 0, "another quota");
+    }
+
+    #[test]
+    fn volume_usage_sums_the_partitions_totals() {
+        let table = QuotaUsageTable::default();
+        let report = |partition_id, data_bytes, inode_count| pb::MetaPartitionReport {
+            partition_id,
+            data_bytes,
+            inode_count,
+            ..Default::default()
+        };
+        table.record(&[report(1, 1000, 10), report(2, 24, 2), report(9, 5, 5)]);
+        table.record(&[report(2, 48, 3)]);
+        assert_eq!(table.volume_usage([1, 2, 3].into_iter()), (1048, 13));
     }
 }

@@ -39,12 +39,17 @@ pub async fn run(config: MasterConfig, shutdown: impl Future<Output = ()> + Send
         .with_context(|| format!("listening on {}", config.listen))?;
     tracing::info!(master_id = config.id, listen = %config.listen, peers = peers.len(), "master started");
 
+    let console = match &config.console {
+        Some(address) => Some(start_console(address, &peers).await?),
+        None => None,
+    };
     let master_seen = Arc::new(RwLock::new(HashMap::new()));
     let prober = tokio::spawn(probe_masters(engine.clone(), config.id, master_seen.clone()));
     let service = Arc::new(MasterService::new(engine.clone(), config, master_seen));
     let repairs = tokio::spawn(crate::repair::run(service.clone()));
     let sampler = strata_raftstore::telemetry::spawn_sampler(engine.clone());
     let figures = tokio::spawn(crate::telemetry::run(service.clone()));
+    let watcher = tokio::spawn(crate::events::watch(service.clone()));
     let result = tonic::transport::Server::builder()
         .layer(strata_common::telemetry::GrpcMetrics)
         .add_service(MasterServer::from_arc(service))
@@ -55,9 +60,28 @@ pub async fn run(config: MasterConfig, shutdown: impl Future<Output = ()> + Send
     repairs.abort();
     sampler.abort();
     figures.abort();
+    watcher.abort();
+    if let Some(console) = console {
+        console.abort();
+    }
     engine.shutdown();
     tracing::info!("master stopped");
     result.context("serving gRPC")
+}
+
+/// Serves the web console on `address`, reading the cluster from the masters
+/// (whichever leads) like any client.
+async fn start_console(address: &str, peers: &[(u64, String)]) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("listening for the console on {address}"))?;
+    let masters = strata_rpc::MasterClient::new(peers.iter().map(|(_, a)| a.clone()).collect())?;
+    tracing::info!(console = %address, "serving the web console");
+    Ok(tokio::spawn(async move {
+        if let Err(e) = crate::console::serve(listener, masters).await {
+            tracing::error!(error = %e, "the web console stopped");
+        }
+    }))
 }
 
 /// While leading, asks every other master for its status once a second, so

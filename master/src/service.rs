@@ -47,6 +47,8 @@ pub struct MasterService {
     volume_view: Mutex<Option<(u64, VolumeView)>>,
     /// What each meta partition's leader last reported of the directory quotas.
     pub(crate) quota_usage: crate::quotas::QuotaUsageTable,
+    /// What happened lately, for `strata events` and the console.
+    pub(crate) events: crate::events::EventLog,
 }
 
 /// Volumes as protos, each with the nodes holding a partition of it.
@@ -110,6 +112,7 @@ impl MasterService {
             leadership: Mutex::new((0, Instant::now())),
             volume_view: Mutex::new(None),
             quota_usage: Default::default(),
+            events: Default::default(),
         }
     }
 
@@ -152,6 +155,17 @@ impl MasterService {
 
     pub(crate) fn node_timeout(&self) -> Duration {
         Duration::from_millis(self.config.node_timeout_ms)
+    }
+
+    /// `decommissioned`, `alive` (heard from within the node timeout) or `dead`.
+    pub(crate) fn node_state(&self, node: &crate::state::NodeRecord) -> &'static str {
+        if node.decommissioned {
+            "decommissioned"
+        } else if self.liveness.is_alive(node.id, self.node_timeout()) {
+            "alive"
+        } else {
+            "dead"
+        }
     }
 
     pub(crate) fn ensure_leader(&self) -> Result<GroupStatus> {
@@ -252,6 +266,9 @@ impl MasterService {
             capacity_bytes: volume.capacity_bytes,
             owner: volume.owner.clone(),
             created_at_ms: volume.created_at_ms,
+            // Soft state, filled in where it is answered (`with_usage`).
+            used_bytes: 0,
+            inodes: 0,
             meta_partitions: volume
                 .meta_partitions
                 .iter()
@@ -356,6 +373,13 @@ impl MasterService {
             }
         }
         out
+    }
+
+    /// `volume` with the usage its meta partitions last reported.
+    fn with_usage(&self, mut volume: pb::Volume) -> pb::Volume {
+        let partitions = volume.meta_partitions.iter().map(|p| p.id);
+        (volume.used_bytes, volume.inodes) = self.quota_usage.volume_usage(partitions);
+        volume
     }
 
     fn master_infos(&self, status: &GroupStatus) -> Vec<pb::NodeInfo> {
@@ -548,7 +572,7 @@ impl pb::master_server::Master for MasterService {
     async fn list_volumes(&self, _request: Request<pb::ListVolumesRequest>) -> RpcResult<pb::ListVolumesResponse> {
         let state = self.read_state().await?;
         let addresses = Self::addresses(&state.nodes()?);
-        let volumes = state.volumes()?.iter().map(|v| Self::volume_to_proto(v, &addresses)).collect();
+        let volumes = state.volumes()?.iter().map(|v| self.with_usage(Self::volume_to_proto(v, &addresses))).collect();
         Ok(Response::new(pb::ListVolumesResponse { volumes }))
     }
 
@@ -557,7 +581,14 @@ impl pb::master_server::Master for MasterService {
         let state = self.read_state().await?;
         let volume =
             state.volume(&name)?.ok_or_else(|| StrataError::not_found(format!("volume {name} does not exist")))?;
-        Ok(Response::new(Self::volume_to_proto(&volume, &Self::addresses(&state.nodes()?))))
+        Ok(Response::new(self.with_usage(Self::volume_to_proto(&volume, &Self::addresses(&state.nodes()?)))))
+    }
+
+    async fn list_events(&self, request: Request<pb::ListEventsRequest>) -> RpcResult<pb::ListEventsResponse> {
+        let req = request.into_inner();
+        let status = self.ensure_leader()?;
+        let events = self.events.list(req.after_seq, req.limit as usize);
+        Ok(Response::new(pb::ListEventsResponse { events, master_id: status.node_id }))
     }
 
     async fn delete_volume(&self, request: Request<pb::DeleteVolumeRequest>) -> RpcResult<pb::DeleteVolumeResponse> {

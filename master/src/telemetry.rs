@@ -33,14 +33,7 @@ fn record_cluster(service: &MasterService) -> strata_common::Result<()> {
     let state = StateReader(service.engine.kv(MASTER_GROUP));
     let mut nodes: BTreeMap<(String, &'static str), u64> = BTreeMap::new();
     for node in state.nodes()? {
-        let condition = if node.decommissioned {
-            "decommissioned"
-        } else if service.liveness.is_alive(node.id, service.node_timeout()) {
-            "alive"
-        } else {
-            "dead"
-        };
-        *nodes.entry((node.role.clone(), condition)).or_default() += 1;
+        *nodes.entry((node.role.clone(), service.node_state(&node))).or_default() += 1;
     }
     // Every combination is set each round, so a count that drops to zero says 0.
     for role in ["metanode", "datanode"] {

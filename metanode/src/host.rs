@@ -431,6 +431,7 @@ impl PartitionHost {
                     inode_count: stats.inode_count,
                     next_inode: stats.next_inode,
                     inode_end: stats.inode_end,
+                    data_bytes: stats.data_bytes,
                     quotas: crate::quota::report(&kv).unwrap_or_default(),
                 });
             }

@@ -76,6 +76,12 @@ impl MasterClient {
         self.call("listing nodes", |mut c| async move { c.list_nodes(pb::ListNodesRequest {}).await }).await
     }
 
+    /// The leader's recent events after `after_seq`, at most the newest `limit` (0: all kept).
+    pub async fn list_events(&self, after_seq: u64, limit: u32) -> Result<pb::ListEventsResponse> {
+        let request = pb::ListEventsRequest { after_seq, limit };
+        self.call("listing events", |mut c| async move { c.list_events(request).await }).await
+    }
+
     /// Drains a datanode; answers how many data partitions move away from it.
     pub async fn decommission_node(&self, node_id: u64) -> Result<u64> {
         let request = pb::DecommissionNodeRequest { node_id };

@@ -2,6 +2,8 @@
 //! with SIGKILL and restarted through `strata dev restart`.
 #![allow(dead_code)]
 
+pub mod http;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
