@@ -263,6 +263,8 @@ pub struct VolumeView {
     /// Bytes of regular files and inodes, as the meta partitions last reported.
     pub used_bytes: u64,
     pub inodes: u64,
+    /// Seconds deleted files stay in the volume's trash (0: no trash).
+    pub trash_secs: u64,
     pub owner: String,
     pub created_at_ms: u64,
     pub meta_partitions: Vec<PartitionView>,
@@ -284,6 +286,7 @@ impl From<pb::Volume> for VolumeView {
             capacity_bytes: v.capacity_bytes,
             used_bytes: v.used_bytes,
             inodes: v.inodes,
+            trash_secs: v.trash_secs,
             owner: v.owner,
             created_at_ms: v.created_at_ms,
             meta_partitions: v
@@ -382,6 +385,15 @@ pub async fn volume_expand(client: &MasterClient, name: &str, capacity: &str, js
     let capacity_bytes = parse_size(capacity)?;
     let volume = VolumeView::from(client.set_volume_capacity(name, capacity_bytes).await?);
     output(json, &volume, |v| println!("volume {} capacity set to {}", v.name, format_size(v.capacity_bytes)))
+}
+
+pub async fn volume_set(client: &MasterClient, name: &str, trash_secs: Option<u64>, json: bool) -> anyhow::Result<()> {
+    anyhow::ensure!(trash_secs.is_some(), "nothing to set: pass --trash-hours N");
+    let volume = VolumeView::from(client.set_volume_options(name, trash_secs).await?);
+    output(json, &volume, |v| match v.trash_secs {
+        0 => println!("volume {}: no trash", v.name),
+        secs => println!("volume {}: deleted files are kept {} hours", v.name, secs / 3600),
+    })
 }
 
 pub async fn volume_delete(client: &MasterClient, name: &str) -> anyhow::Result<()> {

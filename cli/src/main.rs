@@ -21,6 +21,7 @@ mod runtime;
 mod s3_cmd;
 mod serve;
 mod telemetry;
+mod trash_cmd;
 
 use clap::{Parser, Subcommand};
 use strata_sdk::MasterClient;
@@ -132,6 +133,11 @@ enum Cmd {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
+    /// Deleted files a volume keeps (`strata volume set NAME --trash-hours N`).
+    Trash {
+        #[command(subcommand)]
+        action: trash_cmd::TrashCmd,
+    },
     /// Meta and data partitions: where they live.
     Partition {
         #[command(subcommand)]
@@ -225,6 +231,13 @@ enum VolumeCmd {
     List,
     Info {
         name: String,
+    },
+    /// Set a volume's policies.
+    Set {
+        name: String,
+        /// Keep deleted files this many hours in the volume's trash (0: off).
+        #[arg(long)]
+        trash_hours: Option<u64>,
     },
     /// Set a volume's capacity (grow or shrink; not below what it holds).
     Expand {
@@ -335,6 +348,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 VolumeCmd::List => admin::volume_list(&client, cli.json).await,
                 VolumeCmd::Info { name } => admin::volume_info(&client, &name, cli.json).await,
+                VolumeCmd::Set { name, trash_hours } => {
+                    admin::volume_set(&client, &name, trash_hours.map(|h| h.saturating_mul(3600)), cli.json).await
+                }
                 VolumeCmd::Expand { name, capacity } => admin::volume_expand(&client, &name, &capacity, cli.json).await,
                 VolumeCmd::Df { name } => admin::volume_df(&client, &name, cli.json).await,
                 VolumeCmd::Delete { name } => admin::volume_delete(&client, &name).await,
@@ -366,6 +382,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 KeyCmd::Delete { access_key_id } => admin::key_delete(&client, &access_key_id).await,
             }
         }
+        Cmd::Trash { action } => trash_cmd::run(admin::master_addresses(&cli.masters)?, action, cli.json).await,
         Cmd::Console { action: ConsoleCmd::Url(args) } => console_cmd::url(args, cli.json),
         Cmd::Events { limit } => cluster_info::events(&admin_client()?, limit, cli.json).await,
         Cmd::Partition { action: PartitionCmd::List { volume } } => {

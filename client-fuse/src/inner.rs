@@ -14,6 +14,7 @@ use strata_sdk::MetaClient;
 use strata_sdk::cache::BlockCache;
 use strata_sdk::data::DataClient;
 use strata_sdk::data::file::FileWriter;
+use strata_sdk::trash::Deleted;
 use strata_sdk::types::{Attr, DirEntry, FileKind, Lock, LockKind, SetAttr};
 
 use crate::handles::{Handles, OpenFile};
@@ -156,8 +157,12 @@ impl Inner {
 
     /// unlink(2): a file that lost its last name is reclaimed now, or at its
     /// last close if it is open in this mount.
+    /// unlink(2): into the volume's trash if it keeps deleted files; a file
+    /// that lost its last name and is not open is reclaimed.
     pub async fn unlink(&self, parent: u64, name: &[u8]) -> Result<()> {
-        let inode = self.meta.unlink(parent, name).await?;
+        let Deleted::Unlinked(inode) = self.meta.delete_file(parent, name, false).await? else {
+            return Ok(());
+        };
         if inode.nlink == 0 && !inode.is_dir() && !self.handles.unlinked(inode.ino) {
             self.meta.evict(inode.ino).await?;
         }

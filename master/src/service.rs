@@ -269,6 +269,7 @@ impl MasterService {
             // Soft state, filled in where it is answered (`with_usage`).
             used_bytes: 0,
             inodes: 0,
+            trash_secs: volume.trash_secs,
             meta_partitions: volume
                 .meta_partitions
                 .iter()
@@ -373,6 +374,14 @@ impl MasterService {
             }
         }
         out
+    }
+
+    /// The volume `name` as a client gets it, after a change to it.
+    async fn volume_answer(&self, name: &str) -> RpcResult<pb::Volume> {
+        let state = self.read_state().await?;
+        let volume =
+            state.volume(name)?.ok_or_else(|| StrataError::not_found(format!("volume {name} does not exist")))?;
+        Ok(Response::new(self.with_usage(Self::volume_to_proto(&volume, &Self::addresses(&state.nodes()?)))))
     }
 
     /// `volume` with the usage its meta partitions last reported.
@@ -577,11 +586,7 @@ impl pb::master_server::Master for MasterService {
     }
 
     async fn get_volume(&self, request: Request<pb::GetVolumeRequest>) -> RpcResult<pb::Volume> {
-        let name = request.into_inner().name;
-        let state = self.read_state().await?;
-        let volume =
-            state.volume(&name)?.ok_or_else(|| StrataError::not_found(format!("volume {name} does not exist")))?;
-        Ok(Response::new(self.with_usage(Self::volume_to_proto(&volume, &Self::addresses(&state.nodes()?)))))
+        self.volume_answer(&request.into_inner().name).await
     }
 
     async fn list_events(&self, request: Request<pb::ListEventsRequest>) -> RpcResult<pb::ListEventsResponse> {
@@ -708,11 +713,15 @@ impl pb::master_server::Master for MasterService {
         let command = Command::SetCapacity { volume: request.name.clone(), capacity_bytes: request.capacity_bytes };
         self.propose(command).await?;
         tracing::info!(volume = %request.name, capacity_bytes = request.capacity_bytes, "volume capacity set");
-        let state = self.read_state().await?;
-        let volume = state
-            .volume(&request.name)?
-            .ok_or_else(|| StrataError::not_found(format!("volume {} does not exist", request.name)))?;
-        Ok(Response::new(Self::volume_to_proto(&volume, &Self::addresses(&state.nodes()?))))
+        self.volume_answer(&request.name).await
+    }
+
+    async fn set_volume_options(&self, request: Request<pb::SetVolumeOptionsRequest>) -> RpcResult<pb::Volume> {
+        let request = request.into_inner();
+        let command = Command::SetOptions { volume: request.name.clone(), trash_secs: request.trash_secs };
+        self.propose(command).await?;
+        tracing::info!(volume = %request.name, trash_secs = ?request.trash_secs, "volume options set");
+        self.volume_answer(&request.name).await
     }
 
     async fn set_quota(&self, request: Request<pb::SetQuotaRequest>) -> RpcResult<pb::QuotaStatus> {

@@ -75,6 +75,9 @@ pub struct VolumeRecord {
     /// Directory quotas, by the inode number of their root directory.
     #[serde(default)]
     pub quotas: std::collections::BTreeMap<u64, QuotaRecord>,
+    /// Seconds a deleted file stays in the volume's trash (0: no trash).
+    #[serde(default)]
+    pub trash_secs: u64,
 }
 
 /// The limits of a directory quota (0: no limit).
@@ -158,6 +161,11 @@ pub enum Command {
     SetCapacity {
         volume: String,
         capacity_bytes: u64,
+    },
+    /// Sets a volume's policies; `None` leaves one as it is.
+    SetOptions {
+        volume: String,
+        trash_secs: Option<u64>,
     },
     /// Sets the directory quota rooted at inode `root` (`None`: removes it).
     SetQuota {
@@ -365,6 +373,7 @@ fn apply(batch: &mut ApplyBatch<'_>, cmd: Command) -> Result<Outcome> {
                 next_blob_id: 1,
                 grants: Default::default(),
                 quotas: Default::default(),
+                trash_secs: 0,
             };
             tx.put(&volume_key(&name), &volume);
             Ok(Outcome::Volume(volume))
@@ -481,6 +490,16 @@ fn apply(batch: &mut ApplyBatch<'_>, cmd: Command) -> Result<Outcome> {
                 return Err(StrataError::not_found(format!("volume {volume} does not exist")));
             };
             record.capacity_bytes = capacity_bytes;
+            tx.put(&volume_key(&volume), &record);
+            Ok(Outcome::Done)
+        }
+        Command::SetOptions { volume, trash_secs } => {
+            let Some(mut record) = tx.get::<VolumeRecord>(&volume_key(&volume), "volume")? else {
+                return Err(StrataError::not_found(format!("volume {volume} does not exist")));
+            };
+            if let Some(trash_secs) = trash_secs {
+                record.trash_secs = trash_secs;
+            }
             tx.put(&volume_key(&volume), &record);
             Ok(Outcome::Done)
         }

@@ -76,6 +76,16 @@ impl MasterClient {
         self.call("listing nodes", |mut c| async move { c.list_nodes(pb::ListNodesRequest {}).await }).await
     }
 
+    /// Sets the volume's trash retention (`None` leaves it as it is).
+    pub async fn set_volume_options(&self, volume: &str, trash_secs: Option<u64>) -> Result<pb::Volume> {
+        let request = pb::SetVolumeOptionsRequest { name: volume.to_string(), trash_secs };
+        self.call("setting volume options", |mut c| {
+            let request = request.clone();
+            async move { c.set_volume_options(request).await }
+        })
+        .await
+    }
+
     /// The leader's recent events after `after_seq`, at most the newest `limit` (0: all kept).
     pub async fn list_events(&self, after_seq: u64, limit: u32) -> Result<pb::ListEventsResponse> {
         let request = pb::ListEventsRequest { after_seq, limit };

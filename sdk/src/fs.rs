@@ -401,19 +401,21 @@ impl Volume {
         Ok(ino)
     }
 
-    /// Removes the file, symlink or empty directory `path`.
+    /// Removes the file, symlink or empty directory `path` (a file goes to
+    /// the volume's trash if it keeps deleted files: [`crate::trash`]).
     pub async fn remove(&self, path: &[u8]) -> Result<()> {
         let (parent, name) = self.parent_of(path, false).await?;
-        match self.meta.unlink_and_reclaim(parent.ino, name).await {
+        match self.meta.delete_file(parent.ino, name, true).await {
             Err(e) if e.code == ErrorCode::IsDir => self.meta.rmdir(parent.ino, name).await.map(drop),
             other => other.map(drop),
         }
     }
 
-    /// Removes the file or symlink `path`; a directory there is `IsDir` and stays.
+    /// Removes the file or symlink `path` (into the trash, as [`Volume::remove`]);
+    /// a directory there is `IsDir` and stays.
     pub async fn remove_file(&self, path: &[u8]) -> Result<()> {
         let (parent, name) = self.parent_of(path, false).await?;
-        self.meta.unlink_and_reclaim(parent.ino, name).await.map(drop)
+        self.meta.delete_file(parent.ino, name, true).await.map(drop)
     }
 
     /// Removes `path` and everything below it (`rm -r`); nothing to do if

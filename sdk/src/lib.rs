@@ -20,6 +20,7 @@ pub mod fsck;
 pub mod meta_client;
 mod meta_tx;
 pub mod quota;
+pub mod trash;
 pub mod types;
 
 pub use meta_client::MetaClient;

@@ -51,6 +51,8 @@ pub struct MetaClient {
     pub(crate) next_dir_partition: std::sync::atomic::AtomicUsize,
     /// Grants held, once [`MetaClient::enable_delegations`] ran.
     delegations: OnceLock<Arc<Delegations>>,
+    /// The volume's trash policy and directory ([`crate::trash`]).
+    pub(crate) trash: crate::trash::TrashState,
 }
 
 /// What statfs(2) reports for a volume.
@@ -81,6 +83,7 @@ impl MetaClient {
             deadline: META_DEADLINE,
             next_dir_partition: std::sync::atomic::AtomicUsize::new(0),
             delegations: OnceLock::new(),
+            trash: Default::default(),
         };
         client.apply_view(&view)?;
         Ok(client)
@@ -105,6 +108,7 @@ impl MetaClient {
         }
         partitions.sort_by_key(|p| p.inode_start);
         *self.partitions.write().unwrap() = partitions;
+        self.trash.set_retention(view.trash_secs);
         Ok(())
     }
 
