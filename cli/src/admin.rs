@@ -39,6 +39,12 @@ fn print_json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
 }
 
 /// Prints `value` as JSON, or for people with `human`.
+/// The outcome of a command that changes something and has nothing else to
+/// show: `record` as JSON with `--json`, else the sentence `human`.
+pub(crate) fn done(json: bool, record: serde_json::Value, human: &str) -> anyhow::Result<()> {
+    output(json, &record, |_| println!("{human}"))
+}
+
 pub(crate) fn output<T: Serialize + ?Sized>(json: bool, value: &T, human: impl FnOnce(&T)) -> anyhow::Result<()> {
     if json {
         return print_json(value);
@@ -230,10 +236,11 @@ pub async fn status(client: &MasterClient, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn node_decommission(client: &MasterClient, node_id: u64) -> anyhow::Result<()> {
+pub async fn node_decommission(client: &MasterClient, node_id: u64, json: bool) -> anyhow::Result<()> {
     let moved = client.decommission_node(node_id).await?;
-    println!("node {node_id} is being drained: {moved} data partitions get a new member (see `strata status`)");
-    Ok(())
+    let human =
+        format!("node {node_id} is being drained: {moved} data partitions get a new member (see `strata status`)");
+    done(json, serde_json::json!({ "node_id": node_id, "partitions_moved": moved }), &human)
 }
 
 pub async fn node_list(client: &MasterClient, json: bool) -> anyhow::Result<()> {
@@ -396,10 +403,9 @@ pub async fn volume_set(client: &MasterClient, name: &str, trash_secs: Option<u6
     })
 }
 
-pub async fn volume_delete(client: &MasterClient, name: &str) -> anyhow::Result<()> {
+pub async fn volume_delete(client: &MasterClient, name: &str, json: bool) -> anyhow::Result<()> {
     client.delete_volume(name).await?;
-    println!("volume {name} deleted");
-    Ok(())
+    done(json, serde_json::json!({ "deleted_volume": name }), &format!("volume {name} deleted"))
 }
 
 #[derive(Debug, Serialize)]
@@ -472,10 +478,10 @@ pub async fn key_list(client: &MasterClient, user: Option<&str>, json: bool) -> 
     })
 }
 
-pub async fn key_delete(client: &MasterClient, access_key_id: &str) -> anyhow::Result<()> {
+pub async fn key_delete(client: &MasterClient, access_key_id: &str, json: bool) -> anyhow::Result<()> {
     client.delete_access_key(access_key_id).await?;
-    println!("access key {access_key_id} deleted");
-    Ok(())
+    let human = format!("access key {access_key_id} deleted");
+    done(json, serde_json::json!({ "deleted_access_key_id": access_key_id }), &human)
 }
 
 #[derive(Debug, Serialize)]
@@ -516,14 +522,19 @@ pub async fn bucket_grant(
     bucket: &str,
     access_key_id: &str,
     level: Option<AccessLevel>,
+    json: bool,
 ) -> anyhow::Result<()> {
     client.set_bucket_grant(bucket, access_key_id, level).await?;
-    match level {
-        Some(level) => println!("access key {access_key_id} may {level} bucket {bucket}"),
-        None => println!("access key {access_key_id} has no grant on bucket {bucket} any more"),
-    }
-    println!("(gateways apply it within 30 s)");
-    Ok(())
+    let human = match level {
+        Some(level) => format!("access key {access_key_id} may {level} bucket {bucket}"),
+        None => format!("access key {access_key_id} has no grant on bucket {bucket} any more"),
+    };
+    let record = serde_json::json!({
+        "bucket": bucket,
+        "access_key_id": access_key_id,
+        "level": level.map(AccessLevel::as_str),
+    });
+    done(json, record, &format!("{human}\n(gateways apply it within 30 s)"))
 }
 
 #[derive(Debug, Serialize)]
@@ -553,10 +564,9 @@ pub async fn bucket_grants(client: &MasterClient, bucket: &str, json: bool) -> a
     })
 }
 
-pub async fn user_delete(client: &MasterClient, name: &str) -> anyhow::Result<()> {
+pub async fn user_delete(client: &MasterClient, name: &str, json: bool) -> anyhow::Result<()> {
     client.delete_user(name).await?;
-    println!("user {name} deleted");
-    Ok(())
+    done(json, serde_json::json!({ "deleted_user": name }), &format!("user {name} deleted"))
 }
 
 pub async fn fsck(client: &MasterClient, volume: &str, grace_secs: u64, json: bool) -> anyhow::Result<()> {

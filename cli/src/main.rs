@@ -332,7 +332,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Status => admin::status(&admin_client()?, cli.json).await,
         Cmd::Node { action: NodeCmd::List } => admin::node_list(&admin_client()?, cli.json).await,
         Cmd::Node { action: NodeCmd::Decommission { node_id } } => {
-            admin::node_decommission(&admin_client()?, node_id).await
+            admin::node_decommission(&admin_client()?, node_id, cli.json).await
         }
         Cmd::Volume { action } => {
             let client = admin_client()?;
@@ -353,7 +353,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 VolumeCmd::Expand { name, capacity } => admin::volume_expand(&client, &name, &capacity, cli.json).await,
                 VolumeCmd::Df { name } => admin::volume_df(&client, &name, cli.json).await,
-                VolumeCmd::Delete { name } => admin::volume_delete(&client, &name).await,
+                VolumeCmd::Delete { name } => admin::volume_delete(&client, &name, cli.json).await,
             }
         }
         Cmd::Fsck { volume, grace_secs } => admin::fsck(&admin_client()?, &volume, grace_secs, cli.json).await,
@@ -371,7 +371,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             match action {
                 UserCmd::Create { name } => admin::user_create(&client, &name, cli.json).await,
                 UserCmd::List => admin::user_list(&client, cli.json).await,
-                UserCmd::Delete { name } => admin::user_delete(&client, &name).await,
+                UserCmd::Delete { name } => admin::user_delete(&client, &name, cli.json).await,
             }
         }
         Cmd::Key { action } => {
@@ -379,7 +379,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             match action {
                 KeyCmd::Create { user } => admin::key_create(&client, &user, cli.json).await,
                 KeyCmd::List { user } => admin::key_list(&client, user.as_deref(), cli.json).await,
-                KeyCmd::Delete { access_key_id } => admin::key_delete(&client, &access_key_id).await,
+                KeyCmd::Delete { access_key_id } => admin::key_delete(&client, &access_key_id, cli.json).await,
             }
         }
         Cmd::Trash { action } => trash_cmd::run(admin::master_addresses(&cli.masters)?, action, cli.json).await,
@@ -395,10 +395,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let client = admin_client()?;
             match action {
                 BucketCmd::Allow { access_key_id, bucket, level } => {
-                    admin::bucket_grant(&client, &bucket, &access_key_id, Some(level.level())).await
+                    admin::bucket_grant(&client, &bucket, &access_key_id, Some(level.level()), cli.json).await
                 }
                 BucketCmd::Revoke { access_key_id, bucket } => {
-                    admin::bucket_grant(&client, &bucket, &access_key_id, None).await
+                    admin::bucket_grant(&client, &bucket, &access_key_id, None, cli.json).await
                 }
                 BucketCmd::Grants { bucket } => admin::bucket_grants(&client, &bucket, cli.json).await,
             }

@@ -25,6 +25,8 @@ pub enum QuotaCmd {
     },
     /// A volume's quotas with their usage (a second or two old).
     List { volume: String },
+    /// The quota rooted at PATH with its usage.
+    Get { volume: String, path: String },
     /// Take the quota off PATH (which must be empty).
     Remove { volume: String, path: String },
 }
@@ -86,11 +88,25 @@ pub async fn run(masters: Vec<String>, command: QuotaCmd, json: bool) -> anyhow:
             let quotas = handle.meta().list_quotas().await.with_context(|| format!("listing quotas of {volume}"))?;
             print(&quotas.into_iter().map(QuotaView::from).collect::<Vec<_>>(), json)
         }
+        QuotaCmd::Get { volume, path } => {
+            let handle = open(masters, &volume).await?;
+            let root = handle.stat(path.as_bytes()).await.with_context(|| format!("finding {path}"))?.ino;
+            let quotas = handle.meta().list_quotas().await.with_context(|| format!("listing quotas of {volume}"))?;
+            let quota = quotas
+                .into_iter()
+                .find(|q| q.root == root)
+                .ok_or_else(|| anyhow::anyhow!("{path} is not the root of a quota"))?;
+            print(&[quota.into()], json)
+        }
         QuotaCmd::Remove { volume, path } => {
             let handle = open(masters, &volume).await?;
             let root = handle.stat(path.as_bytes()).await.with_context(|| format!("finding {path}"))?.ino;
             handle.meta().remove_quota(root).await.with_context(|| format!("removing the quota of {path}"))?;
-            Ok(())
+            crate::admin::done(
+                json,
+                serde_json::json!({ "removed_quota_root": root }),
+                &format!("quota of {path} removed"),
+            )
         }
     }
 }

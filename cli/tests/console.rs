@@ -162,6 +162,21 @@ fn the_console_admits_only_admin_keys_and_shows_the_live_cluster() {
     assert_eq!(json(&cluster, &["volume", "info", volume])["capacity_bytes"].as_u64(), Some(20 << 30));
     assert!(!cluster.strata(&["volume", "expand", volume, "lots"]).status.success(), "a bad size is an error");
 
+    // The other admin verbs answer --json too.
+    let user = json(&cluster, &["user", "create", "ops"]);
+    let key = user["access_keys"][0][0].as_str().expect("a new user's key").to_string();
+    assert_eq!(json(&cluster, &["key", "delete", &key])["deleted_access_key_id"], key.as_str());
+    assert_eq!(json(&cluster, &["user", "delete", "ops"])["deleted_user"], "ops");
+    cluster.strata_ok(&["fs", "mkdir", volume, "q"]);
+    let set = json(&cluster, &["quota", "set", volume, "q", "--max-bytes", "1MiB", "--max-inodes", "10"]);
+    let root = set[0]["root"].as_u64().unwrap();
+    let got = json(&cluster, &["quota", "get", volume, "q"]);
+    assert_eq!((got[0]["root"].as_u64(), got[0]["max_bytes"].as_u64()), (Some(root), Some(1 << 20)));
+    assert!(!cluster.strata(&["quota", "get", volume, "/"]).status.success(), "the root has no quota");
+    assert_eq!(json(&cluster, &["quota", "remove", volume, "q"])["removed_quota_root"].as_u64(), Some(root));
+    let grant = json(&cluster, &["bucket", "allow", dev_id, volume, "--read"]);
+    assert_eq!(grant["level"], "read");
+
     // docs/figures/console.png is made this way.
     if let Ok(path) = std::env::var("STRATA_CONSOLE_SCREENSHOT") {
         chromium(&link_path_url(&console, &cluster), &base.join("chromium-shot"), Some(Path::new(&path)));
