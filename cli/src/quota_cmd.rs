@@ -17,10 +17,10 @@ pub enum QuotaCmd {
         volume: String,
         path: String,
         /// Bytes of file contents allowed, e.g. 10GiB (0: no limit).
-        #[arg(long, default_value = "0")]
+        #[arg(long, visible_alias = "bytes", default_value = "0")]
         max_bytes: String,
         /// Files and directories allowed, the root included (0: no limit).
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, visible_alias = "files", default_value_t = 0)]
         max_inodes: u64,
     },
     /// A volume's quotas with their usage (a second or two old).

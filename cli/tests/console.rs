@@ -168,7 +168,7 @@ fn the_console_admits_only_admin_keys_and_shows_the_live_cluster() {
     assert_eq!(json(&cluster, &["key", "delete", &key])["deleted_access_key_id"], key.as_str());
     assert_eq!(json(&cluster, &["user", "delete", "ops"])["deleted_user"], "ops");
     cluster.strata_ok(&["fs", "mkdir", volume, "q"]);
-    let set = json(&cluster, &["quota", "set", volume, "q", "--max-bytes", "1MiB", "--max-inodes", "10"]);
+    let set = json(&cluster, &["quota", "set", volume, "q", "--bytes", "1MiB", "--files", "10"]);
     let root = set[0]["root"].as_u64().unwrap();
     let got = json(&cluster, &["quota", "get", volume, "q"]);
     assert_eq!((got[0]["root"].as_u64(), got[0]["max_bytes"].as_u64()), (Some(root), Some(1 << 20)));

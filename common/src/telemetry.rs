@@ -160,9 +160,14 @@ fn grpc_outcome(headers: &http::HeaderMap) -> &'static str {
 /// compiled-in services), leaked once each so the metrics keep `'static` labels.
 fn intern(value: &str) -> &'static str {
     use std::collections::HashSet;
-    use std::sync::{Mutex, OnceLock};
-    static INTERNED: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
-    let mut set = INTERNED.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    use std::sync::{OnceLock, RwLock};
+    static INTERNED: OnceLock<RwLock<HashSet<&'static str>>> = OnceLock::new();
+    let interned = INTERNED.get_or_init(Default::default);
+    // Every request looks its label up; only a new one takes the write lock.
+    if let Some(known) = interned.read().unwrap_or_else(|e| e.into_inner()).get(value) {
+        return known;
+    }
+    let mut set = interned.write().unwrap_or_else(|e| e.into_inner());
     if let Some(known) = set.get(value) {
         return known;
     }
