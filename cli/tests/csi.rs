@@ -27,6 +27,8 @@ struct Plugin {
     socket: PathBuf,
     state: PathBuf,
     log: PathBuf,
+    /// Where it serves its Prometheus metrics.
+    metrics: String,
 }
 
 impl Plugin {
@@ -36,7 +38,10 @@ impl Plugin {
         let state = dir.join("csi-state");
         let log = dir.join(format!("csi-{starts}.log"));
         let masters = cluster.masters().join(",");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let metrics = format!("127.0.0.1:{port}");
         let child = Command::new(STRATA)
+            .args(["--metrics", &metrics])
             .args(["csi", "--mode", "both", "--node-id", "node-1", "--default-volume", "default"])
             .arg("--endpoint")
             .arg(format!("unix://{}", socket.display()))
@@ -47,7 +52,7 @@ impl Plugin {
             .stderr(std::fs::File::create(log.with_extension("err")).unwrap())
             .spawn()
             .unwrap();
-        let plugin = Plugin { child, socket, state, log };
+        let plugin = Plugin { child, socket, state, log, metrics };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let probe = Command::new(STRATA)
@@ -432,6 +437,13 @@ fn csi_volumes_live_and_survive_the_plugin_and_their_fuse_process() {
 
     runtime.block_on(identity_and_refusals(&mut c, &dir));
     runtime.block_on(pvc_life(&mut c, &cluster, &dir, "pvc-subdir", &[]));
+    // The plugin's metrics count its CSI calls per method and outcome.
+    let (status, exposition) = http::get(&plugin.metrics, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    for call in ["Identity/Probe", "Controller/CreateVolume", "Node/NodePublishVolume"] {
+        let line = format!("strata_requests_total{{role=\"csi\",service=\"grpc\",op=\"{call}\",code=\"ok\"}}");
+        assert!(exposition.contains(&line), "no {line} in the plugin's metrics:\n{exposition}");
+    }
     runtime.block_on(pvc_life(
         &mut c,
         &cluster,

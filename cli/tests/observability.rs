@@ -76,6 +76,7 @@ fn expected(role: &str) -> (Vec<Series>, Vec<Series>) {
                 ("strata_raft_applied_index", "group="),
                 ("strata_raft_apply_lag_entries", "group="),
                 ("strata_rocksdb_block_cache_bytes", "db=\"raft\""),
+                ("strata_metanode_gc_queued_blobs", ""),
             ]);
             vec![
                 ("strata_requests_total", "service=\"grpc\""),
@@ -107,6 +108,7 @@ fn expected(role: &str) -> (Vec<Series>, Vec<Series>) {
                 ("strata_request_duration_seconds_bucket", "service=\"fuse\",op=\"write\""),
                 ("strata_request_duration_seconds_bucket", "service=\"fuse\",op=\"lookup\""),
                 ("strata_cache_misses_total", "level=\"memory\""),
+                ("strata_cache_evictions_total", "level=\"disk\""),
                 ("strata_cache_remote_bytes_total", ""),
             ]);
             vec![]

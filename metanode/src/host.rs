@@ -97,6 +97,8 @@ const MISSING_BEFORE_REMOVAL: u32 = 3;
 
 /// Freed blobs deleted per partition and round at most.
 const GC_BATCH: usize = 1000;
+/// Freed blobs counted per partition for the GC queue's gauge (a scan each round).
+const GC_QUEUE_COUNTED: usize = 10_000;
 /// Rounds of garbage collection between two full scans of a freed queue.
 const GC_CURSOR_RESET_ROUNDS: u32 = 30;
 
@@ -128,11 +130,13 @@ impl PartitionHost {
     pub async fn collect_garbage(&self) {
         let hosted: Vec<Assignment> = self.hosted.read().unwrap().values().cloned().collect();
         let before = now_ns().saturating_sub(self.gc_grace.as_nanos() as i64);
+        let mut queued = 0;
         for a in hosted {
             if a.volume_name.is_empty() || self.engine.status(a.partition_id).is_none_or(|s| s.role != Role::Leader) {
                 continue;
             }
             let kv = self.engine.kv(a.partition_id);
+            queued += gc::queued(&kv, GC_QUEUE_COUNTED).unwrap_or(0);
             let cursor = self.gc_cursor(a.partition_id);
             let due = match gc::due(&kv, &cursor, before, GC_BATCH) {
                 Ok(due) if !due.is_empty() => due,
@@ -146,8 +150,10 @@ impl PartitionHost {
                 due.iter().filter(|f| !f.referenced).map(|f| (f.data_partition, f.blob_id)).collect();
             if let Err(e) = self.blobs.delete(&a.volume_name, &blobs).await {
                 tracing::warn!(partition_id = a.partition_id, volume = %a.volume_name, error = %e, "deleting freed blobs failed; will retry");
+                metrics::counter!("strata_metanode_gc_failures_total").increment(1);
                 continue;
             }
+            metrics::counter!("strata_metanode_gc_deleted_blobs_total").increment(blobs.len() as u64);
             let count = due.len();
             let keys: Vec<Vec<u8>> = due.into_iter().map(|f| f.key).collect();
             if let Some(last) = keys.last() {
@@ -156,6 +162,11 @@ impl PartitionHost {
             self.propose(a.partition_id, Op::DropFreed(DropFreedOp { keys }), "forgetting deleted blobs").await;
             tracing::info!(partition_id = a.partition_id, blobs = count, "freed blobs deleted");
         }
+        // Exported from the first round on, deletes or not.
+        metrics::counter!("strata_metanode_gc_deleted_blobs_total").increment(0);
+        metrics::counter!("strata_metanode_gc_failures_total").increment(0);
+        // The GC queue of the partitions led here (each counted up to GC_QUEUE_COUNTED).
+        metrics::gauge!("strata_metanode_gc_queued_blobs").set(queued as f64);
     }
 
     /// Where this round's scan of the freed queue starts. Entries are keyed

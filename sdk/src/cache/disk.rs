@@ -74,6 +74,8 @@ pub struct DiskCache {
     slot_locks: Vec<RwLock<()>>,
     /// Slots found damaged (CRC, length) and dropped.
     pub corrupt: AtomicU64,
+    /// Blocks dropped to make room.
+    pub evicted: AtomicU64,
     /// Held for as long as the cache is open (an flock on `LOCK`).
     _lock: File,
 }
@@ -204,6 +206,7 @@ impl DiskCache {
             }),
             slot_locks: (0..slots).map(|_| RwLock::new(())).collect(),
             corrupt: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
             _lock: lock,
         };
         cache.load(slots.min(len.div_ceil(slot_size) as u32), len.min(in_use))?;
@@ -330,6 +333,7 @@ impl DiskCache {
                 let Some((_, old)) = index.blocks.pop_lru() else { break };
                 index.bytes -= u64::from(old.len);
                 index.free.push(old.index);
+                self.evicted.fetch_add(1, Ordering::Relaxed);
             }
             let Some(slot) = index.free.pop() else { return Ok(()) };
             index.next_sequence += 1;

@@ -2,6 +2,7 @@
 //! once the total passes the configured size.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use lru::LruCache;
@@ -11,6 +12,8 @@ use super::BlockKey;
 pub struct MemCache {
     capacity: u64,
     inner: Mutex<Lru>,
+    /// Blocks dropped to make room.
+    pub evicted: AtomicU64,
 }
 
 struct Lru {
@@ -20,7 +23,11 @@ struct Lru {
 
 impl MemCache {
     pub fn new(capacity: u64) -> MemCache {
-        MemCache { capacity, inner: Mutex::new(Lru { blocks: LruCache::unbounded(), bytes: 0 }) }
+        MemCache {
+            capacity,
+            inner: Mutex::new(Lru { blocks: LruCache::unbounded(), bytes: 0 }),
+            evicted: AtomicU64::new(0),
+        }
     }
 
     pub fn get(&self, key: &BlockKey) -> Option<Bytes> {
@@ -46,6 +53,7 @@ impl MemCache {
         while lru.bytes > self.capacity {
             let Some((_, dropped)) = lru.blocks.pop_lru() else { break };
             lru.bytes -= dropped.len() as u64;
+            self.evicted.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -73,6 +81,7 @@ mod tests {
         assert!(cache.get(&key(1)).is_some()); // 1 is now the most recent
         cache.insert(key(4), Bytes::from(vec![4; 100]));
         assert!(cache.get(&key(2)).is_none());
+        assert_eq!(cache.evicted.load(Ordering::Relaxed), 1);
         assert_eq!(cache.get(&key(1)).unwrap()[0], 1);
         assert_eq!(cache.usage(), (3, 300));
         cache.insert(key(5), Bytes::from(vec![5; 301]));

@@ -117,12 +117,13 @@ impl LevelCounters {
         self.hit_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
-    fn report(&self, enabled: bool, capacity: u64, (blocks, bytes): (u64, u64)) -> LevelReport {
+    fn report(&self, enabled: bool, capacity: u64, (blocks, bytes): (u64, u64), evictions: u64) -> LevelReport {
         LevelReport {
             enabled,
             capacity,
             blocks,
             bytes,
+            evictions,
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
             hit_bytes: self.hit_bytes.load(Ordering::Relaxed),
@@ -143,6 +144,9 @@ pub struct LevelReport {
     pub hits: u64,
     pub misses: u64,
     pub hit_bytes: u64,
+    /// Blocks dropped to make room for others.
+    #[serde(default)]
+    pub evictions: u64,
 }
 
 /// What the caches of a client did (`strata cache stats`, `strata bench`).
@@ -476,10 +480,12 @@ impl BlockCache {
     pub fn report(&self) -> CacheReport {
         let mem_usage = self.mem.as_ref().map(MemCache::usage).unwrap_or_default();
         let disk_usage = self.disk.as_ref().map(|d| d.usage()).unwrap_or_default();
+        let mem_evicted = self.mem.as_ref().map_or(0, |m| m.evicted.load(Ordering::Relaxed));
+        let disk_evicted = self.disk.as_ref().map_or(0, |d| d.evicted.load(Ordering::Relaxed));
         CacheReport {
             block_size: self.block_size,
-            memory: self.mem_counters.report(self.mem.is_some(), self.mem_capacity, mem_usage),
-            disk: self.disk_counters.report(self.disk.is_some(), self.disk_capacity, disk_usage),
+            memory: self.mem_counters.report(self.mem.is_some(), self.mem_capacity, mem_usage, mem_evicted),
+            disk: self.disk_counters.report(self.disk.is_some(), self.disk_capacity, disk_usage, disk_evicted),
             remote_blocks: self.remote_blocks.load(Ordering::Relaxed),
             remote_bytes: self.data.stats.bytes_read.load(Ordering::Relaxed),
             prefetched_blocks: self.prefetched_blocks.load(Ordering::Relaxed),

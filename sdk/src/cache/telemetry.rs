@@ -27,6 +27,7 @@ fn record_level(level: &'static str, report: &LevelReport) {
     metrics::counter!("strata_cache_hits_total", "level" => level).absolute(report.hits);
     metrics::counter!("strata_cache_misses_total", "level" => level).absolute(report.misses);
     metrics::counter!("strata_cache_hit_bytes_total", "level" => level).absolute(report.hit_bytes);
+    metrics::counter!("strata_cache_evictions_total", "level" => level).absolute(report.evictions);
     metrics::gauge!("strata_cache_bytes", "level" => level).set(report.bytes as f64);
     metrics::gauge!("strata_cache_blocks", "level" => level).set(report.blocks as f64);
     metrics::gauge!("strata_cache_capacity_bytes", "level" => level).set(report.capacity as f64);
