@@ -283,12 +283,7 @@ impl From<pb::Volume> for VolumeView {
         let ids = |m: &[pb::PartitionMember]| m.iter().map(|m| m.node_id).collect();
         VolumeView {
             id: v.id,
-            redundancy: v
-                .redundancy
-                .as_ref()
-                .and_then(|r| Redundancy::try_from(r).ok())
-                .map(|r| r.to_string())
-                .unwrap_or_default(),
+            redundancy: Redundancy::name_of(v.redundancy.as_ref()).unwrap_or_default(),
             name: v.name,
             capacity_bytes: v.capacity_bytes,
             used_bytes: v.used_bytes,

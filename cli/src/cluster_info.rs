@@ -87,10 +87,6 @@ struct PartitionView {
     replicas: Vec<ReplicaView>,
 }
 
-fn redundancy_name(r: Option<&pb::Redundancy>) -> String {
-    r.and_then(|r| Redundancy::try_from(r).ok()).map(|r| r.to_string()).unwrap_or_default()
-}
-
 /// Every partition of `volumes`, with its replicas' state from `nodes`.
 fn partitions(volumes: &[pb::Volume], nodes: &[pb::NodeInfo]) -> Vec<PartitionView> {
     let replica = |m: &pb::PartitionMember, rebuilding: bool| {
@@ -121,7 +117,8 @@ fn partitions(volumes: &[pb::Volume], nodes: &[pb::NodeInfo]) -> Vec<PartitionVi
                 id: p.id,
                 volume: volume.name.clone(),
                 kind: "data",
-                redundancy: redundancy_name(p.redundancy.as_ref().or(volume.redundancy.as_ref())),
+                redundancy: Redundancy::name_of(p.redundancy.as_ref().or(volume.redundancy.as_ref()))
+                    .unwrap_or_default(),
                 inode_start: None,
                 inode_end: None,
                 replicas: p.members.iter().map(|m| replica(m, p.rebuilding.contains(&m.node_id))).collect(),

@@ -131,17 +131,40 @@ where
 }
 
 /// `<Service>/<Method>` of a gRPC path (`/strata.master.Master/CreateVolume`
-/// → `Master/CreateVolume`), interned so the label is `'static`; a path that
-/// is not a gRPC method counts as `unknown`.
+/// → `Master/CreateVolume`); a path that is not a gRPC method counts as
+/// `unknown`. Cached by path, so a known method costs one lookup under a
+/// read lock and no allocation.
 fn grpc_op(path: &str) -> &'static str {
-    let Some((service, method)) = path.trim_start_matches('/').split_once('/') else {
-        return "unknown";
-    };
-    let service = service.rsplit('.').next().unwrap_or(service);
-    if service.is_empty() || method.is_empty() || method.contains('/') {
+    use std::collections::HashMap;
+    use std::sync::{OnceLock, RwLock};
+    static LABELS: OnceLock<RwLock<HashMap<&'static str, &'static str>>> = OnceLock::new();
+    let labels = LABELS.get_or_init(Default::default);
+    if let Some(label) = labels.read().unwrap_or_else(|e| e.into_inner()).get(path) {
+        return label;
+    }
+    let Some(label) = op_label(path) else { return "unknown" };
+    let mut labels = labels.write().unwrap_or_else(|e| e.into_inner());
+    if let Some(known) = labels.get(path) {
+        return known;
+    }
+    // Bounded: a client inventing method paths must not grow this forever.
+    if labels.len() >= 1024 {
         return "unknown";
     }
-    intern(&format!("{service}/{method}"))
+    // Leaked once per method of the compiled-in services, so labels stay `'static`.
+    let label: &'static str = Box::leak(label.into_boxed_str());
+    labels.insert(Box::leak(path.to_owned().into_boxed_str()), label);
+    label
+}
+
+/// The label of a gRPC path, if it is one.
+fn op_label(path: &str) -> Option<String> {
+    let (service, method) = path.trim_start_matches('/').split_once('/')?;
+    let service = service.rsplit('.').next().unwrap_or(service);
+    if service.is_empty() || method.is_empty() || method.contains('/') {
+        return None;
+    }
+    Some(format!("{service}/{method}"))
 }
 
 /// The outcome of a gRPC answer from its headers: an error answer without a
@@ -152,32 +175,17 @@ fn grpc_outcome(headers: &http::HeaderMap) -> &'static str {
     }
     match headers.get("grpc-status").and_then(|v| v.to_str().ok()) {
         None | Some("0") => CODE_OK,
-        Some(status) => intern(&format!("grpc_{status}")),
+        Some(status) => grpc_status_label(status),
     }
 }
 
-/// Label values built at run time from a fixed set (gRPC method names of the
-/// compiled-in services), leaked once each so the metrics keep `'static` labels.
-fn intern(value: &str) -> &'static str {
-    use std::collections::HashSet;
-    use std::sync::{OnceLock, RwLock};
-    static INTERNED: OnceLock<RwLock<HashSet<&'static str>>> = OnceLock::new();
-    let interned = INTERNED.get_or_init(Default::default);
-    // Every request looks its label up; only a new one takes the write lock.
-    if let Some(known) = interned.read().unwrap_or_else(|e| e.into_inner()).get(value) {
-        return known;
-    }
-    let mut set = interned.write().unwrap_or_else(|e| e.into_inner());
-    if let Some(known) = set.get(value) {
-        return known;
-    }
-    // Bounded: a client inventing method paths must not grow this forever.
-    if set.len() >= 1024 {
-        return "unknown";
-    }
-    let leaked: &'static str = Box::leak(value.to_owned().into_boxed_str());
-    set.insert(leaked);
-    leaked
+/// `grpc_<status>` for a plain gRPC status code (0–16; others `grpc_other`).
+fn grpc_status_label(status: &str) -> &'static str {
+    const LABELS: [&str; 17] = [
+        "grpc_0", "grpc_1", "grpc_2", "grpc_3", "grpc_4", "grpc_5", "grpc_6", "grpc_7", "grpc_8", "grpc_9", "grpc_10",
+        "grpc_11", "grpc_12", "grpc_13", "grpc_14", "grpc_15", "grpc_16",
+    ];
+    status.parse::<usize>().ok().and_then(|n| LABELS.get(n)).copied().unwrap_or("grpc_other")
 }
 
 #[cfg(test)]

@@ -84,6 +84,11 @@ pub enum Redundancy {
 }
 
 impl Redundancy {
+    /// `replica:N` or `ec:K+M` of a wire redundancy; `None` if absent or invalid.
+    pub fn name_of(wire: Option<&pb::Redundancy>) -> Option<String> {
+        wire.and_then(|r| Redundancy::try_from(r).ok()).map(|r| r.to_string())
+    }
+
     /// How many datanodes one data partition spans.
     pub fn width(self) -> u32 {
         match self {

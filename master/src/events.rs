@@ -103,13 +103,15 @@ fn look(service: &MasterService) -> strata_common::Result<Seen> {
         }
         seen.nodes.insert(node.id, (node.role, condition));
     }
-    for volume in state.volumes()? {
+    // The cached view: rebuilt only when the state changed, not every second.
+    let view = service.volume_view()?;
+    for volume in view.volumes() {
         for partition in &volume.data_partitions {
             for member in &partition.rebuilding {
                 seen.rebuilding.insert((partition.id, *member), volume.name.clone());
             }
         }
-        seen.volumes.insert(volume.name);
+        seen.volumes.insert(volume.name.clone());
     }
     Ok(seen)
 }

@@ -64,6 +64,11 @@ pub(crate) struct VolumeViewData {
 type VolumeView = Arc<VolumeViewData>;
 
 impl VolumeViewData {
+    /// Every volume as clients see it.
+    pub(crate) fn volumes(&self) -> impl Iterator<Item = &pb::Volume> {
+        self.volumes.iter().map(|(v, _)| v)
+    }
+
     /// The volumes (as clients see them) with a partition on `node_id`.
     pub(crate) fn volumes_on(&self, node_id: u64) -> impl Iterator<Item = &pb::Volume> {
         self.volumes.iter().filter(move |(_, members)| members.binary_search(&node_id).is_ok()).map(|(v, _)| v)
@@ -117,7 +122,7 @@ impl MasterService {
     }
 
     /// [`VolumeView`] at least as new as the applied index when called.
-    fn volume_view(&self) -> Result<VolumeView> {
+    pub(crate) fn volume_view(&self) -> Result<VolumeView> {
         // The applied index is published after the state it covers is written:
         // read it first, and what is read after is at least as new.
         let applied = self.engine.status(MASTER_GROUP).map_or(0, |s| s.applied);

@@ -42,7 +42,8 @@ fn record_cluster(service: &MasterService) -> strata_common::Result<()> {
             metrics::gauge!("strata_master_nodes", "node_role" => role, "state" => condition).set(count as f64);
         }
     }
-    let volumes = state.volumes()?;
+    let view = service.volume_view()?;
+    let volumes: Vec<_> = view.volumes().collect();
     let meta_partitions: usize = volumes.iter().map(|v| v.meta_partitions.len()).sum();
     let data_partitions: usize = volumes.iter().map(|v| v.data_partitions.len()).sum();
     let rebuilding = volumes.iter().flat_map(|v| &v.data_partitions).filter(|p| !p.rebuilding.is_empty()).count();

@@ -39,10 +39,6 @@ fn node_json(node: &pb::NodeInfo) -> Value {
     })
 }
 
-fn redundancy_name(redundancy: Option<&pb::Redundancy>) -> String {
-    redundancy.and_then(|r| Redundancy::try_from(r).ok()).map_or_else(|| "unknown".into(), |r| r.to_string())
-}
-
 fn volume_json(volume: &pb::Volume) -> Value {
     let members = |members: &[pb::PartitionMember]| members.iter().map(|m| m.node_id).collect::<Vec<_>>();
     let meta: Vec<Value> = volume
@@ -64,7 +60,7 @@ fn volume_json(volume: &pb::Volume) -> Value {
         .collect();
     json!({
         "name": volume.name,
-        "redundancy": redundancy_name(volume.redundancy.as_ref()),
+        "redundancy": Redundancy::name_of(volume.redundancy.as_ref()).unwrap_or_else(|| "unknown".into()),
         "capacity_bytes": volume.capacity_bytes,
         "used_bytes": volume.used_bytes,
         "inodes": volume.inodes,
