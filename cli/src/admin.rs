@@ -70,6 +70,45 @@ pub struct NodeView {
     pub applied_index: Option<u64>,
     /// Being drained (`strata node decommission`).
     pub decommissioned: bool,
+    /// A cachenode's store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheNodeView>,
+}
+
+/// What a cachenode holds and how often it had what was asked.
+#[derive(Debug, Serialize)]
+pub struct CacheNodeView {
+    pub memory_bytes: u64,
+    pub memory_capacity: u64,
+    pub disk_bytes: u64,
+    pub disk_capacity: u64,
+    pub blocks: u64,
+    pub hits: u64,
+    pub misses: u64,
+    /// hits / (hits + misses); none before the first request.
+    pub hit_ratio: Option<f64>,
+    pub evictions: u64,
+    pub rejected: u64,
+    pub corrupt_blocks: u64,
+}
+
+impl From<pb::CacheTierReport> for CacheNodeView {
+    fn from(r: pb::CacheTierReport) -> CacheNodeView {
+        let asked = r.hits + r.misses;
+        CacheNodeView {
+            memory_bytes: r.memory_bytes,
+            memory_capacity: r.memory_capacity,
+            disk_bytes: r.disk_bytes,
+            disk_capacity: r.disk_capacity,
+            blocks: r.blocks,
+            hits: r.hits,
+            misses: r.misses,
+            hit_ratio: (asked > 0).then(|| r.hits as f64 / asked as f64),
+            evictions: r.evictions,
+            rejected: r.rejected,
+            corrupt_blocks: r.corrupt_blocks,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -160,6 +199,7 @@ pub async fn collect_status(client: &MasterClient) -> StatusView {
                     partitions_assigned: n.partitions_assigned,
                     applied_index: None,
                     decommissioned: n.decommissioned,
+                    cache: n.cache.map(CacheNodeView::from),
                 }
             }));
         }
@@ -182,6 +222,7 @@ fn master_view(id: u64, address: &str) -> NodeView {
         partitions_assigned: 0,
         applied_index: None,
         decommissioned: false,
+        cache: None,
     }
 }
 
@@ -207,6 +248,18 @@ fn print_nodes(nodes: &[NodeView]) {
             n.partitions_held,
             n.partitions_assigned
         );
+        if let Some(c) = &n.cache {
+            let ratio = c.hit_ratio.map_or("-".into(), |r| format!("{r:.2}"));
+            println!(
+                "       cache: memory {} of {}, disk {} of {}, hit ratio {ratio} ({} hits, {} misses)",
+                format_size(c.memory_bytes),
+                format_size(c.memory_capacity),
+                format_size(c.disk_bytes),
+                format_size(c.disk_capacity),
+                c.hits,
+                c.misses
+            );
+        }
     }
 }
 

@@ -12,7 +12,7 @@ pub const CLUSTER_FILE: &str = "cluster.json";
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DevNode {
     pub id: u64,
-    /// "master", "metanode" or "datanode".
+    /// "master", "metanode", "datanode" or "cachenode".
     pub role: String,
     pub address: String,
     /// Pid of the running process; None when stopped.

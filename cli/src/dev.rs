@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::mount_cmd::{MountArgs, start_mount_process};
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use strata_common::config::{ConfigFile, MasterConfig, NodeConfig, RaftConfig, StoreConfig};
+use strata_common::config::{CacheTierConfig, ConfigFile, MasterConfig, NodeConfig, RaftConfig, StoreConfig};
 use strata_common::size::parse_size;
 use strata_proto::master as pb;
 use strata_sdk::MasterClient;
@@ -37,7 +37,17 @@ pub struct DevArgs {
     pub metanodes: u64,
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u64).range(1..=99))]
     pub datanodes: u64,
-    /// First port: masters use BASE.., metanodes BASE+100.., datanodes BASE+200..;
+    /// Cachenodes of the shared cache tier (L3); 0 for none.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=99))]
+    pub cachenodes: u64,
+    /// MiB of blocks each cachenode keeps in memory...
+    #[arg(long, default_value_t = 512)]
+    pub cachenode_memory_mb: u64,
+    /// ...and on its disk.
+    #[arg(long, default_value_t = 4096)]
+    pub cachenode_disk_mb: u64,
+    /// First port: masters use BASE.., metanodes BASE+100.., datanodes
+    /// BASE+200.., cachenodes BASE+300..;
     /// 0 picks free ports (kept for later runs in cluster.json).
     #[arg(long, default_value_t = 17100)]
     pub base_port: u16,
@@ -191,6 +201,9 @@ fn create_layout(dir: &Path, args: &DevArgs) -> anyhow::Result<ClusterFile> {
     for i in 0..args.datanodes {
         add(201 + i, "datanode", format!("127.0.0.1:{}", port(args, 200 + i)?));
     }
+    for i in 0..args.cachenodes {
+        add(301 + i, "cachenode", format!("127.0.0.1:{}", port(args, 300 + i)?));
+    }
     let file = ClusterFile { nodes, supervisor_pid: None, ..Default::default() };
     let peers: Vec<String> =
         file.nodes.iter().filter(|n| n.role == "master").map(|n| format!("{}={}", n.id, n.address)).collect();
@@ -235,11 +248,16 @@ fn create_layout(dir: &Path, args: &DevArgs) -> anyhow::Result<ClusterFile> {
                     ..StoreConfig::default()
                 },
                 gc_grace_secs: args.gc_grace,
+                cache: CacheTierConfig {
+                    memory_mb: args.cachenode_memory_mb,
+                    disk_mb: args.cachenode_disk_mb,
+                    ..CacheTierConfig::default()
+                },
             };
-            if node.role == "metanode" {
-                ConfigFile { metanode: Some(section), ..Default::default() }
-            } else {
-                ConfigFile { datanode: Some(section), ..Default::default() }
+            match node.role.as_str() {
+                "metanode" => ConfigFile { metanode: Some(section), ..Default::default() },
+                "cachenode" => ConfigFile { cachenode: Some(section), ..Default::default() },
+                _ => ConfigFile { datanode: Some(section), ..Default::default() },
             }
         };
         std::fs::write(&node.config, toml::to_string_pretty(&config)?)
@@ -464,7 +482,13 @@ async fn bring_up(file: &ClusterFile, args: &DevArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let count = |role: &str| file.nodes.iter().filter(|n| n.role == role).count();
-    println!("masters: {}  metanodes: {}  datanodes: {}", count("master"), count("metanode"), count("datanode"));
+    println!(
+        "masters: {}  metanodes: {}  datanodes: {}  cachenodes: {}",
+        count("master"),
+        count("metanode"),
+        count("datanode"),
+        count("cachenode")
+    );
     println!("export STRATA_MASTER={}", file.master_addresses().join(","));
     if !args.volume.is_empty() {
         ensure_volume(&client, &args.volume, count("datanode"), &args.volume_capacity).await?;

@@ -63,6 +63,7 @@ pub(crate) async fn open(masters: Vec<String>, volume: &str) -> anyhow::Result<V
         disk_bytes: 0,
         block_size: DEFAULT_BLOCK_SIZE,
         disk_direct_io: false,
+        shared_tier: false,
     };
     Volume::connect(&master, volume, &cache).await.with_context(|| format!("opening volume {volume}"))
 }

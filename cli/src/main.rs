@@ -57,6 +57,8 @@ enum Cmd {
     Metanode(serve::ServeArgs),
     /// Run a datanode.
     Datanode(serve::ServeArgs),
+    /// Run a cachenode of the shared cache tier.
+    Cachenode(serve::ServeArgs),
     /// Run an S3 gateway: volumes as buckets, paths as keys.
     S3(s3_cmd::S3Args),
     /// Run the CSI driver (Kubernetes volumes) on a Unix socket.
@@ -301,6 +303,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             init_logs("info");
             telemetry::serve(cli.metrics.as_deref(), "datanode")?;
             strata_datanode::run(serve::node_config(&args, "datanode", &cli.masters)?, serve::shutdown_signal()).await
+        }
+        Cmd::Cachenode(args) => {
+            init_logs("info");
+            telemetry::serve(cli.metrics.as_deref(), "cachenode")?;
+            let config = serve::node_config(&args, "cachenode", &cli.masters)?;
+            strata_cachenode::run(config, serve::shutdown_signal()).await
         }
         Cmd::S3(args) => {
             init_logs("info");

@@ -61,6 +61,10 @@ pub struct MountArgs {
     /// spare memory (for caches much larger than memory).
     #[arg(long)]
     pub cache_direct_io: bool,
+    /// Do not ask the cluster's cachenodes (L3) for blocks the mount's own
+    /// caches miss: read them from the datanodes.
+    #[arg(long)]
+    pub no_shared_cache: bool,
     /// Do not ask the metanodes for delegations: every open, lookup and
     /// stat past the kernel's timeouts asks them again (no recall streams).
     #[arg(long)]
@@ -94,6 +98,7 @@ impl MountArgs {
             cache_block: DEFAULT_CACHE_BLOCK.into(),
             kernel_read_ahead: DEFAULT_KERNEL_READ_AHEAD.into(),
             cache_direct_io: false,
+            no_shared_cache: false,
             no_delegations: false,
             global_args: Vec::new(),
         }
@@ -123,6 +128,7 @@ impl MountArgs {
             disk_bytes: parse_size(&self.cache_size).context("--cache-size")?,
             block_size: parse_size(&self.cache_block).context("--cache-block")?,
             disk_direct_io: self.cache_direct_io,
+            shared_tier: !self.no_shared_cache,
         })
     }
 }
@@ -194,6 +200,9 @@ pub fn start_mount_process(masters: &[String], args: &MountArgs, log: &Path) -> 
     }
     if args.no_delegations {
         command.arg("--no-delegations");
+    }
+    if args.no_shared_cache {
+        command.arg("--no-shared-cache");
     }
     if args.cache_direct_io {
         command.arg("--cache-direct-io");

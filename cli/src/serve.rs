@@ -1,4 +1,4 @@
-//! `strata master|metanode|datanode`: run one role from its TOML config file,
+//! `strata master|metanode|datanode|cachenode`: run one role from its TOML config file,
 //! with single fields overridden by flags or environment variables.
 
 use std::path::PathBuf;

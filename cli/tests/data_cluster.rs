@@ -178,8 +178,8 @@ async fn erasure_coded_data_survives_lost_datanodes_damage_and_repair() {
     check_files(&volume, &inodes, len).await;
     // Every shard is there; one may still be given up on as slow on a loaded machine.
     let (degraded, slow) = (
-        volume.data.stats.degraded_reads.load(Ordering::Relaxed),
-        volume.data.stats.slow_shards.load(Ordering::Relaxed),
+        volume.data.read_counters().degraded_reads.load(Ordering::Relaxed),
+        volume.data.read_counters().slow_shards.load(Ordering::Relaxed),
     );
     assert!(degraded <= slow, "all shards were there, yet {degraded} reads were degraded ({slow} slow shards)");
 
@@ -191,7 +191,10 @@ async fn erasure_coded_data_survives_lost_datanodes_damage_and_repair() {
         kill(store_of(&datanodes, id)["pid"].as_u64().unwrap(), libc::SIGKILL);
     }
     check_files(&volume, &inodes, len).await;
-    assert!(volume.data.stats.degraded_reads.load(Ordering::Relaxed) > 0, "reads decoded around the dead nodes");
+    assert!(
+        volume.data.read_counters().degraded_reads.load(Ordering::Relaxed) > 0,
+        "reads decoded around the dead nodes"
+    );
 
     // The master replaces them; the new members rebuild their shards.
     wait_for_repair(&cluster, "coded").await;
@@ -207,10 +210,10 @@ async fn erasure_coded_data_survives_lost_datanodes_damage_and_repair() {
     let scrubbed_before = node::store_stats(&channels, &address).await.unwrap().scrubbed_bytes;
     let flipped = damage_segments(&victim, 3 * MIB as u64 + 4093);
     assert!(flipped > 20, "only {flipped} bytes flipped");
-    let degraded_before = volume.data.stats.degraded_reads.load(Ordering::Relaxed);
+    let degraded_before = volume.data.read_counters().degraded_reads.load(Ordering::Relaxed);
     check_files(&volume, &inodes, len).await;
     assert!(corrupt_blocks(std::slice::from_ref(&victim)).await > 0, "the damaged blocks were counted");
-    assert!(volume.data.stats.degraded_reads.load(Ordering::Relaxed) > degraded_before);
+    assert!(volume.data.read_counters().degraded_reads.load(Ordering::Relaxed) > degraded_before);
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         let stats = node::store_stats(&channels, &address).await.unwrap();

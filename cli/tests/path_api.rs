@@ -31,6 +31,7 @@ async fn client(masters: Vec<String>) -> Volume {
         disk_bytes: 0,
         block_size: DEFAULT_BLOCK_SIZE,
         disk_direct_io: false,
+        shared_tier: false,
     };
     let cache = BlockCache::new(data.clone(), &config).unwrap();
     Volume::from_parts(Arc::new(meta), data, cache)

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use fuser::{Config, MountOption};
-use strata_sdk::cache::{BlockCache, CacheConfig};
+use strata_sdk::cache::{BlockCache, CacheConfig, SharedTier};
 use strata_sdk::data::DataClient;
 use strata_sdk::data::file::DEFAULT_BLOB_SIZE;
 use strata_sdk::{MasterClient, MetaClient};
@@ -97,6 +97,9 @@ pub async fn mount(
     data.set_drop_behind(config.cache.disk_dir.is_some() && config.cache.disk_bytes > 0);
     let data = Arc::new(data);
     let cache = BlockCache::new(data.clone(), &config.cache).context("opening the block caches")?;
+    if config.cache.shared_tier {
+        cache.set_shared_tier(SharedTier::open(data.master()?).await);
+    }
     let inner = inner::Inner {
         meta,
         data,

@@ -15,6 +15,7 @@ pub struct ConfigFile {
     pub master: Option<MasterConfig>,
     pub metanode: Option<NodeConfig>,
     pub datanode: Option<NodeConfig>,
+    pub cachenode: Option<NodeConfig>,
 }
 
 /// Configuration of a master replica.
@@ -103,6 +104,49 @@ pub struct NodeConfig {
     /// long any client uses an extent map it read.
     #[serde(default = "default_gc_grace_secs")]
     pub gc_grace_secs: u64,
+    /// The block store of the shared cache tier (cachenodes).
+    #[serde(default)]
+    pub cache: CacheTierConfig,
+}
+
+/// A cachenode's store: blocks in memory and in a bounded local directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheTierConfig {
+    /// MiB of blocks kept in memory.
+    #[serde(default = "default_cache_memory_mb")]
+    pub memory_mb: u64,
+    /// MiB of blocks kept on the local disk (0: memory only); their contents
+    /// outlive restarts.
+    #[serde(default = "default_cache_disk_mb")]
+    pub disk_mb: u64,
+    /// Directory of the disk level; default: `cache` under `data_dir`.
+    #[serde(default)]
+    pub disk_dir: Option<PathBuf>,
+    /// Bytes per block: what clients ask for (the mounts' block size).
+    #[serde(default = "default_cache_block_size")]
+    pub block_size: u64,
+}
+
+impl Default for CacheTierConfig {
+    fn default() -> CacheTierConfig {
+        CacheTierConfig {
+            memory_mb: default_cache_memory_mb(),
+            disk_mb: default_cache_disk_mb(),
+            disk_dir: None,
+            block_size: default_cache_block_size(),
+        }
+    }
+}
+
+fn default_cache_memory_mb() -> u64 {
+    1024
+}
+fn default_cache_disk_mb() -> u64 {
+    10 * 1024
+}
+fn default_cache_block_size() -> u64 {
+    1 << 20
 }
 
 impl NodeConfig {

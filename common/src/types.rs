@@ -105,7 +105,7 @@ impl Redundancy {
         }
     }
 
-    fn validate(self) -> Result<Self> {
+    pub fn validate(self) -> Result<Self> {
         let ok = match self {
             Redundancy::Replicated { replicas } => (1..=MAX_PARTITION_WIDTH).contains(&replicas),
             Redundancy::ErasureCoded { data, parity } => {

@@ -58,8 +58,14 @@ impl ControllerService {
 
     /// `volume` by paths, without block caches (the controller only touches metadata).
     async fn open(&self, volume: &str) -> Result<Volume, StrataError> {
-        let cache =
-            CacheConfig { mem_bytes: 0, disk_dir: None, disk_bytes: 0, block_size: 1 << 20, disk_direct_io: false };
+        let cache = CacheConfig {
+            mem_bytes: 0,
+            disk_dir: None,
+            disk_bytes: 0,
+            block_size: 1 << 20,
+            disk_direct_io: false,
+            shared_tier: false,
+        };
         Volume::connect(&self.master, volume, &cache).await
     }
 

@@ -7,6 +7,7 @@ use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use strata_common::sys::DiskUsage;
+use strata_proto::master::CacheTierReport;
 
 #[derive(Debug, Clone)]
 pub struct Health {
@@ -15,6 +16,8 @@ pub struct Health {
     pub partitions_held: u64,
     /// Data partitions the node reported lost with a failed disk.
     pub lost_partitions: Vec<u64>,
+    /// A cachenode's store as last reported.
+    pub cache: Option<CacheTierReport>,
 }
 
 #[derive(Default)]
@@ -23,8 +26,7 @@ pub struct Liveness {
 }
 
 impl Liveness {
-    pub fn record(&self, node_id: u64, capacity: DiskUsage, partitions_held: u64, lost_partitions: Vec<u64>) {
-        let health = Health { last_seen: Instant::now(), capacity, partitions_held, lost_partitions };
+    pub fn record(&self, node_id: u64, health: Health) {
         self.nodes.write().unwrap().insert(node_id, health);
     }
 
@@ -45,7 +47,14 @@ mod tests {
     fn a_node_is_alive_only_within_the_timeout() {
         let liveness = Liveness::default();
         assert!(!liveness.is_alive(5, Duration::from_secs(5)), "never heard of");
-        liveness.record(5, DiskUsage::default(), 2, Vec::new());
+        let health = Health {
+            last_seen: Instant::now(),
+            capacity: DiskUsage::default(),
+            partitions_held: 2,
+            lost_partitions: Vec::new(),
+            cache: None,
+        };
+        liveness.record(5, health);
         assert!(liveness.is_alive(5, Duration::from_secs(5)));
         assert!(!liveness.is_alive(5, Duration::ZERO));
         assert_eq!(liveness.get(5).unwrap().partitions_held, 2);

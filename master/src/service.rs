@@ -415,6 +415,7 @@ impl MasterService {
                     partitions_assigned: 0,
                     is_leader: *id == status.leader_id,
                     decommissioned: false,
+                    cache: None,
                 }
             })
             .collect()
@@ -441,7 +442,14 @@ impl pb::master_server::Master for MasterService {
         let Outcome::Node(node) = self.propose(command).await? else {
             return Err(StrataError::internal("register returned no node").into());
         };
-        self.liveness.record(node.id, capacity_from(req.capacity.as_ref()), 0, Vec::new());
+        let health = crate::liveness::Health {
+            last_seen: std::time::Instant::now(),
+            capacity: capacity_from(req.capacity.as_ref()),
+            partitions_held: 0,
+            lost_partitions: Vec::new(),
+            cache: None,
+        };
+        self.liveness.record(node.id, health);
         tracing::info!(node_id = node.id, role = %node.role, address = %node.address, "node registered");
         Ok(Response::new(pb::RegisterNodeResponse {
             node_id: node.id,
@@ -457,8 +465,14 @@ impl pb::master_server::Master for MasterService {
         if kv.get(crate::state::node_key(req.node_id).as_bytes())?.is_none() {
             return Err(StrataError::not_found(format!("node {} is not registered", req.node_id)).into());
         }
-        let lost = req.lost_partitions.clone();
-        self.liveness.record(req.node_id, capacity_from(req.capacity.as_ref()), req.partitions_held, lost);
+        let health = crate::liveness::Health {
+            last_seen: std::time::Instant::now(),
+            capacity: capacity_from(req.capacity.as_ref()),
+            partitions_held: req.partitions_held,
+            lost_partitions: req.lost_partitions.clone(),
+            cache: req.cache,
+        };
+        self.liveness.record(req.node_id, health);
         self.quota_usage.record(&req.meta_reports);
         let view = self.volume_view()?;
         for report in &req.meta_reports {
@@ -501,6 +515,7 @@ impl pb::master_server::Master for MasterService {
                 partitions_assigned: assigned.get(&node.id).copied().unwrap_or(0),
                 is_leader: false,
                 decommissioned: node.decommissioned,
+                cache: health.as_ref().and_then(|h| h.cache),
             });
         }
         let repairs = self.repairs(&state)?;

@@ -54,6 +54,8 @@ pub struct NodeStats {
     pub repairs: std::sync::Mutex<Vec<pb::RepairProgress>>,
     /// Data partitions on a failed disk (datanodes).
     pub lost_partitions: std::sync::Mutex<Vec<u64>>,
+    /// The store's contents and counters (cachenodes).
+    pub cache: std::sync::Mutex<Option<pb::CacheTierReport>>,
 }
 
 pub struct NodeInfoService {
@@ -199,6 +201,7 @@ impl Agent {
                 rebuilt: self.stats.rebuilt.lock().unwrap().clone(),
                 repairs: self.stats.repairs.lock().unwrap().clone(),
                 lost_partitions: self.stats.lost_partitions.lock().unwrap().clone(),
+                cache: *self.stats.cache.lock().unwrap(),
             };
             let sent_at = Instant::now();
             let heartbeat = self.client.call("heartbeating", |mut c| {

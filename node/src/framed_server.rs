@@ -20,8 +20,8 @@ use strata_common::StrataError;
 use strata_common::sys::advise;
 use strata_common::telemetry;
 use strata_rpc::framed::{
-    KIND_PING, KIND_READ, KIND_WRITE, READ_BUFFER, STATUS_ERR, STATUS_OK, encode_error, read_frame, write_frame,
-    write_frame_head,
+    KIND_CACHE_READ, KIND_PING, KIND_READ, KIND_WRITE, READ_BUFFER, STATUS_ERR, STATUS_OK, encode_error, read_frame,
+    write_frame, write_frame_head,
 };
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::tcp::OwnedWriteHalf;
@@ -78,6 +78,7 @@ fn kind_name(kind: u8) -> &'static str {
         KIND_PING => "ping",
         KIND_READ => "read",
         KIND_WRITE => "write",
+        KIND_CACHE_READ => "cache_read",
         _ => "other",
     }
 }

@@ -15,7 +15,9 @@ use bytes::Bytes;
 use prost::Message;
 use strata_common::aligned::AlignedBuf;
 use strata_common::{ErrorCode, Result, StrataError};
-use strata_proto::data::{BlobMeta, ReadBlobRequest, ReadBlobResponse, WriteBlobRequest};
+use strata_proto::data::{
+    BlobMeta, CacheBlockRequest, CacheBlockResponse, ReadBlobRequest, ReadBlobResponse, WriteBlobRequest,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -24,6 +26,8 @@ pub const KIND_WRITE: u8 = 1;
 pub const KIND_READ: u8 = 2;
 /// Answered at once with an empty frame: is the node there at all?
 pub const KIND_PING: u8 = 3;
+/// A block from a cachenode ([`CacheBlockRequest`]).
+pub const KIND_CACHE_READ: u8 = 4;
 pub const STATUS_OK: u8 = 0;
 pub const STATUS_ERR: u8 = 1;
 /// Largest header accepted (headers are small prost messages).
@@ -312,6 +316,24 @@ impl FramedPool {
             tracing::warn!(%address, blob_id, "a blob read failed its CRC; asking the node to check its copy");
             request.verify = true;
         }
+    }
+
+    /// A block from the cachenode at `address` (with `fill_only`, no bytes:
+    /// the node loaded and kept it), CRC checked.
+    pub async fn cache_read(&self, address: &str, request: &CacheBlockRequest) -> Result<(CacheBlockResponse, Bytes)> {
+        let (header, data) = self.call(address, KIND_CACHE_READ, &request.encode_to_vec(), &[]).await?;
+        let response = CacheBlockResponse::decode(header.as_slice())
+            .map_err(|e| StrataError::internal(format!("a cache read header from {address}: {e}")))?;
+        if !request.fill_only && crc32fast::hash(&data) != response.crc32 {
+            return Err(StrataError::new(
+                ErrorCode::Corrupted,
+                format!(
+                    "block {} of blob {} from cachenode {address} damaged in transit",
+                    request.block, request.blob_id
+                ),
+            ));
+        }
+        Ok((response, data))
     }
 }
 

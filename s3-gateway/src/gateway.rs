@@ -172,6 +172,7 @@ impl Gateway {
             disk_bytes: 0,
             block_size: DEFAULT_BLOCK_SIZE,
             disk_direct_io: false,
+            shared_tier: true,
         };
         let volume = Volume::connect(&self.master, name, &cache).await.for_bucket()?;
         let volume = volume.with_dir_mark(IMPLICIT_DIR_XATTR, b"1");

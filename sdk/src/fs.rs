@@ -19,7 +19,7 @@ use bytes::Bytes;
 use strata_common::hash::Fnv64;
 use strata_common::{ErrorCode, Result, StrataError};
 
-use crate::cache::{BlockCache, CacheConfig};
+use crate::cache::{BlockCache, CacheConfig, SharedTier};
 use crate::data::DataClient;
 use crate::data::file::{DEFAULT_BLOB_SIZE, EXTENTS_PER_COMMIT, FileWriter, read_file};
 use crate::data::reader::{self, FileReader};
@@ -122,7 +122,11 @@ impl Volume {
     pub async fn connect(master: &MasterClient, name: &str, cache: &CacheConfig) -> Result<Volume> {
         let meta = Arc::new(MetaClient::open(master, name).await?);
         let data = Arc::new(DataClient::open(master, name).await?);
+        let shared = cache.shared_tier;
         let cache = BlockCache::new(data.clone(), cache)?;
+        if shared {
+            cache.set_shared_tier(SharedTier::open(data.master()?).await);
+        }
         Ok(Volume::from_parts(meta, data, cache))
     }
 

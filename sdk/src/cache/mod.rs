@@ -6,15 +6,14 @@
 //! neighbourhood), concurrent misses of one block share one fetch, and
 //! read-ahead ([`BlockCache::prefetch`]) loads blocks in the background.
 
-pub mod disk;
-mod memory;
 mod telemetry;
+pub mod tier;
 
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::{Bytes, BytesMut};
 use futures::future::try_join_all;
@@ -24,8 +23,8 @@ use strata_proto::meta::BlobRef;
 use tokio::sync::{OnceCell, Semaphore};
 
 use crate::data::DataClient;
-pub use disk::DiskCache;
-pub use memory::MemCache;
+pub use strata_blockcache::{BlockKey, DiskCache, MemCache, disk};
+pub use tier::{SharedTier, TierReport};
 
 /// Default size of a cached block.
 pub const DEFAULT_BLOCK_SIZE: u64 = 1 << 20;
@@ -63,21 +62,6 @@ pub fn reading_in_place<T>(work: impl FnOnce() -> T) -> T {
     work()
 }
 
-/// Where a cached block comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct BlockKey {
-    pub data_partition: u64,
-    pub blob_id: u64,
-    pub block: u64,
-}
-
-impl BlockKey {
-    /// Block `index` of `blob`.
-    pub fn of(blob: &BlobRef, index: u64) -> BlockKey {
-        BlockKey { data_partition: blob.data_partition, blob_id: blob.blob_id, block: index }
-    }
-}
-
 /// `bytes` if a read of `blob` returned the `expected` length.
 fn exactly(bytes: Bytes, expected: u64, blob: &BlobRef) -> Result<Bytes> {
     if bytes.len() as u64 != expected {
@@ -102,6 +86,8 @@ pub struct CacheConfig {
     pub block_size: u64,
     /// L2 with O_DIRECT (see [`disk`]).
     pub disk_direct_io: bool,
+    /// L3: ask the cluster's cachenodes for blocks missed here (see [`tier`]).
+    pub shared_tier: bool,
 }
 
 #[derive(Default)]
@@ -155,6 +141,9 @@ pub struct CacheReport {
     pub block_size: u64,
     pub memory: LevelReport,
     pub disk: LevelReport,
+    /// L3: the cluster's cachenodes.
+    #[serde(default)]
+    pub shared: TierReport,
     /// Blocks loaded from the datanodes, and bytes read from them in all
     /// (including reads that bypass the caches).
     pub remote_blocks: u64,
@@ -210,6 +199,8 @@ pub struct BlockCache {
     mem_capacity: u64,
     disk: Option<Arc<DiskCache>>,
     disk_capacity: u64,
+    /// L3, once set (see [`BlockCache::set_shared_tier`]).
+    tier: OnceLock<Arc<SharedTier>>,
     /// Blocks being fetched: later readers of the same block wait for it.
     loading: Mutex<HashMap<BlockKey, Arc<OnceCell<Bytes>>>>,
     prefetch_slots: Arc<Semaphore>,
@@ -243,6 +234,7 @@ impl BlockCache {
             mem_capacity: config.mem_bytes,
             disk_capacity: if disk.is_some() { config.disk_bytes } else { 0 },
             disk,
+            tier: OnceLock::new(),
             loading: Mutex::new(HashMap::new()),
             prefetch_slots: Arc::new(Semaphore::new(PREFETCH_IN_FLIGHT)),
             disk_write_slots: Arc::new(Semaphore::new(DISK_WRITES_PENDING)),
@@ -257,7 +249,15 @@ impl BlockCache {
 
     /// Whether any level is on (if not, reads go straight to the datanodes).
     pub fn enabled(&self) -> bool {
-        self.mem.is_some() || self.disk.is_some()
+        self.mem.is_some() || self.disk.is_some() || self.tier.get().is_some()
+    }
+
+    /// Puts the shared tier (L3) behind the client's own levels: blocks they
+    /// miss are asked of a cachenode before the datanodes.
+    pub fn set_shared_tier(&self, tier: Arc<SharedTier>) {
+        if self.tier.set(tier).is_err() {
+            tracing::warn!("the shared cache tier was set twice; keeping the first");
+        }
     }
 
     pub fn block_size(&self) -> u64 {
@@ -433,9 +433,14 @@ impl BlockCache {
         }
         let offset = key.block * self.block_size;
         let length = self.block_size.min(blob.blob_size.saturating_sub(offset));
-        let (block, crc) = self.data.read_with_crc(blob, offset, length).await?;
-        let block = exactly(block, length, blob)?;
-        self.remote_blocks.fetch_add(1, Ordering::Relaxed);
+        let (block, crc) = match self.from_shared_tier(blob, key.block, length).await {
+            Some((block, crc)) => (block, Some(crc)),
+            None => {
+                let (block, crc) = self.data.read_with_crc(blob, offset, length).await?;
+                self.remote_blocks.fetch_add(1, Ordering::Relaxed);
+                (exactly(block, length, blob)?, crc)
+            }
+        };
         if let Some(mem) = &self.mem {
             mem.insert(key, block.clone());
         }
@@ -443,6 +448,26 @@ impl BlockCache {
             self.store_on_disk(disk, key, &block, crc).await;
         }
         Ok(block)
+    }
+
+    /// Block `index` of `blob` from L3, if there is one and it gives it.
+    async fn from_shared_tier(&self, blob: &BlobRef, index: u64, length: u64) -> Option<(Bytes, u32)> {
+        let tier = self.tier.get()?;
+        let partition = self.data.partition_of(blob.data_partition).await.ok()?;
+        let redundancy = self.data.redundancy();
+        let (block, crc) = tier.block(blob, index, self.block_size, &partition, redundancy, false).await?;
+        // A cachenode answering with another length is not trusted with this block.
+        exactly(block, length, blob).ok().map(|block| (block, crc))
+    }
+
+    /// Loads block `index` of `blob` into L3 without bringing it here
+    /// (warm-up: the cachenode reads it from the datanodes itself); whether
+    /// the tier took it.
+    pub async fn warm_shared_tier(&self, blob: &BlobRef, index: u64) -> bool {
+        let Some(tier) = self.tier.get() else { return false };
+        let Ok(partition) = self.data.partition_of(blob.data_partition).await else { return false };
+        let redundancy = self.data.redundancy();
+        tier.block(blob, index, self.block_size, &partition, redundancy, true).await.is_some()
     }
 
     /// Writes a loaded block to the disk level. With memory on the reader
@@ -486,6 +511,7 @@ impl BlockCache {
             block_size: self.block_size,
             memory: self.mem_counters.report(self.mem.is_some(), self.mem_capacity, mem_usage, mem_evicted),
             disk: self.disk_counters.report(self.disk.is_some(), self.disk_capacity, disk_usage, disk_evicted),
+            shared: self.tier.get().map(|t| t.report()).unwrap_or_default(),
             remote_blocks: self.remote_blocks.load(Ordering::Relaxed),
             remote_bytes: self.data.stats.bytes_read.load(Ordering::Relaxed),
             prefetched_blocks: self.prefetched_blocks.load(Ordering::Relaxed),

@@ -8,6 +8,7 @@
 pub mod file;
 pub mod reader;
 
+pub use strata_rpc::blob_reader::BlobReader;
 pub use strata_rpc::datanode as node;
 pub use strata_rpc::{ec, framed};
 
@@ -16,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::future::join_all;
 use strata_common::types::Redundancy;
 use strata_common::{ErrorCode, Result, StrataError};
@@ -26,17 +27,12 @@ use strata_proto::meta::BlobRef;
 
 use crate::MasterClient;
 use crate::rpc::Channels;
-use framed::FramedPool;
+use strata_rpc::blob_reader::AVOID_FOR;
 
 /// Blob ids fetched from the master at a time.
 const ID_BATCH: u64 = 256;
-/// A partition that failed a write, or a node that could not be reached or
-/// hung, is left alone this long.
-const AVOID_FOR: Duration = Duration::from_secs(30);
 /// A blob write gives up after this long (each attempt goes to another partition).
 const WRITE_DEADLINE: Duration = Duration::from_secs(120);
-/// A shard that has not answered in this long is read around (decoded from others).
-const SLOW_SHARD: Duration = Duration::from_secs(3);
 
 /// What the data path did, for reports and tests.
 #[derive(Default)]
@@ -46,11 +42,6 @@ pub struct DataStats {
     /// Blob writes that failed on one partition and were done again on another.
     pub rewrites: AtomicU64,
     pub bytes_read: AtomicU64,
-    /// Reads that had to decode around a missing, slow or damaged shard or replica.
-    pub degraded_reads: AtomicU64,
-    /// Shard reads given up on as slow or hung (decoded around, though the
-    /// shard may be intact: a loaded node is not a lost one).
-    pub slow_shards: AtomicU64,
 }
 
 struct View {
@@ -66,16 +57,14 @@ pub struct DataClient {
     identity: String,
     view: RwLock<Arc<View>>,
     channels: Channels,
-    /// Connections of the framed data protocol, per datanode.
-    pool: FramedPool,
+    /// Connections to the datanodes, the ones that failed lately (writes go
+    /// to partitions without them, reads try them last) and read counters.
+    nodes: BlobReader,
     /// Allocated blob ids not used yet: [next, end).
     ids: tokio::sync::Mutex<(u64, u64)>,
     next_partition: AtomicUsize,
     /// Partitions that failed a write lately, until when.
     avoid: Mutex<HashMap<u64, Instant>>,
-    /// Datanodes (by address) that were unreachable or hung lately, until
-    /// when: writes go to partitions without them, reads try them last.
-    avoid_nodes: Mutex<HashMap<String, Instant>>,
     /// See [`DataClient::set_drop_behind`].
     drop_behind: AtomicBool,
     pub stats: DataStats,
@@ -122,17 +111,17 @@ impl DataClient {
             identity: format!("volume {} id {} created {}", record.name, record.id, record.created_at_ms),
             view: RwLock::new(Arc::new(view)),
             channels: Channels::default(),
-            pool: FramedPool::default(),
+            nodes: BlobReader::default(),
             ids: tokio::sync::Mutex::new((0, 0)),
             next_partition: AtomicUsize::new(rand::random::<u32>() as usize),
             avoid: Mutex::new(HashMap::new()),
-            avoid_nodes: Mutex::new(HashMap::new()),
             drop_behind: AtomicBool::new(false),
             stats: DataStats::default(),
         })
     }
 
-    fn master(&self) -> Result<MasterClient> {
+    /// A client of the volume's masters.
+    pub fn master(&self) -> Result<MasterClient> {
         MasterClient::new(self.masters.clone())
     }
 
@@ -178,27 +167,11 @@ impl DataClient {
         let mut avoid = self.avoid.lock().unwrap();
         avoid.retain(|_, until| *until > now);
         let start = self.next_partition.fetch_add(1, Ordering::Relaxed);
-        choose_partition(&view.partitions, start, |id| avoid.contains_key(&id), &self.avoided_nodes()).cloned()
+        choose_partition(&view.partitions, start, |id| avoid.contains_key(&id), &self.nodes.avoided_nodes()).cloned()
     }
 
     fn avoid_partition(&self, id: u64) {
         self.avoid.lock().unwrap().insert(id, Instant::now() + AVOID_FOR);
-    }
-
-    /// Remembers the node an error names as unreachable or hung, if any.
-    fn note_failed_node(&self, error: &StrataError) {
-        if let Some(address) = &error.failed_node {
-            tracing::info!(%address, "steering clear of a datanode that failed");
-            self.avoid_nodes.lock().unwrap().insert(address.clone(), Instant::now() + AVOID_FOR);
-        }
-    }
-
-    /// The addresses of the datanodes being steered clear of now.
-    fn avoided_nodes(&self) -> std::collections::HashSet<String> {
-        let now = Instant::now();
-        let mut nodes = self.avoid_nodes.lock().unwrap();
-        nodes.retain(|_, until| *until > now);
-        nodes.keys().cloned().collect()
     }
 
     /// Writes `data` as one new blob, durable on every member of its
@@ -226,7 +199,7 @@ impl DataClient {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 let _ = self.refresh().await;
                 self.avoid.lock().unwrap().clear();
-                self.avoid_nodes.lock().unwrap().clear();
+                self.nodes.forget_failures();
                 continue;
             };
             let blob_id = self.next_blob_id().await?;
@@ -250,7 +223,7 @@ impl DataClient {
                     tracing::warn!(partition_id = partition.id, blob_id, error = %e, "blob write failed; writing it elsewhere");
                     self.stats.rewrites.fetch_add(1, Ordering::Relaxed);
                     self.avoid_partition(partition.id);
-                    self.note_failed_node(&e);
+                    self.nodes.note_failed_node(&e);
                     self.forget_partial(&partition, blob_id);
                     if started.elapsed() > WRITE_DEADLINE {
                         return Err(e);
@@ -268,7 +241,7 @@ impl DataClient {
                 let meta = data_pb::BlobMeta { blob_size, ..Default::default() };
                 let forward = partition.members[1..].iter().map(|m| m.address.clone()).collect();
                 let primary = &partition.members[0].address;
-                self.pool.write(primary, partition.id, blob_id, meta, data, forward).await?;
+                self.nodes.pool.write(primary, partition.id, blob_id, meta, data, forward).await?;
                 Ok(ec::CODEC_REPLICA)
             }
             Redundancy::ErasureCoded { data: k, parity: m } => {
@@ -283,7 +256,7 @@ impl DataClient {
                         blob_size,
                     };
                     let address = member.address.as_str();
-                    async move { self.pool.write(address, partition.id, blob_id, meta, &shard, Vec::new()).await }
+                    async move { self.nodes.pool.write(address, partition.id, blob_id, meta, &shard, Vec::new()).await }
                 });
                 for result in join_all(writes).await {
                     result?;
@@ -360,152 +333,21 @@ impl DataClient {
 
     async fn read_once(&self, blob: &BlobRef, offset: u64, length: u64) -> Result<(Bytes, Option<u32>)> {
         let partition = self.partition(blob.data_partition).await?;
-        let (bytes, crc) = match blob.codec {
-            ec::CODEC_REPLICA => {
-                let answer = self.read_replicated(&partition, blob, offset, length).await?;
-                (answer.data, Some(answer.crc32))
-            }
-            ec::CODEC_RS_GF8 => (self.read_coded(&partition, blob, offset, length).await?, None),
-            other => return Err(StrataError::new(ErrorCode::Corrupted, format!("unknown blob codec {other}"))),
-        };
+        let redundancy = self.view().redundancy;
+        let (bytes, crc) = self.nodes.read(&partition, redundancy, blob, offset, length, self.drop_behind()).await?;
         self.stats.bytes_read.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         Ok((bytes, crc))
     }
 
-    async fn read_replicated(
-        &self,
-        partition: &master_pb::DataPartition,
-        blob: &BlobRef,
-        offset: u64,
-        length: u64,
-    ) -> Result<data_pb::ReadBlobResponse> {
-        let n = partition.members.len();
-        // Spread readers over the replicas, members being rebuilt last; fall
-        // through to the others on failure.
-        let first = (blob.blob_id as usize) % n;
-        let mut order: Vec<&master_pb::PartitionMember> = (0..n).map(|i| &partition.members[(first + i) % n]).collect();
-        let bad_nodes = self.avoided_nodes();
-        order.sort_by_key(|m| (partition.rebuilding.contains(&m.node_id), bad_nodes.contains(&m.address)));
-        let mut last_error = StrataError::unavailable("no replica was tried");
-        for (i, member) in order.into_iter().enumerate() {
-            let read = self.pool.read(&member.address, partition.id, blob.blob_id, offset, length, self.drop_behind());
-            match read.await {
-                Ok(r) => {
-                    if i > 0 {
-                        self.stats.degraded_reads.fetch_add(1, Ordering::Relaxed);
-                    }
-                    return Ok(r);
-                }
-                Err(e) => {
-                    tracing::debug!(partition_id = partition.id, blob_id = blob.blob_id, error = %e, "replica read failed");
-                    self.note_failed_node(&e);
-                    last_error = e;
-                }
-            }
-        }
-        Err(last_error)
+    /// What this client's reads had to do around failed or slow datanodes.
+    pub fn read_counters(&self) -> &BlobReader {
+        &self.nodes
     }
 
-    async fn read_coded(
-        &self,
-        partition: &master_pb::DataPartition,
-        blob: &BlobRef,
-        offset: u64,
-        length: u64,
-    ) -> Result<Bytes> {
-        let Redundancy::ErasureCoded { data: k, parity: m } = self.view().redundancy else {
-            return Err(StrataError::internal("an erasure-coded blob in a replicated volume"));
-        };
-        let (k, m) = (k as usize, m as usize);
-        let pieces = ec::pieces(blob.blob_size, k, offset, length);
-        let fetches = pieces.iter().map(|p| {
-            let member = &partition.members[p.shard];
-            let address = member.address.as_str();
-            let rebuilding = partition.rebuilding.contains(&member.node_id);
-            async move {
-                if rebuilding {
-                    return Err(StrataError::unavailable(format!("shard on {address} is being rebuilt")));
-                }
-                let read =
-                    self.pool.read(address, partition.id, blob.blob_id, p.shard_offset, p.length, self.drop_behind());
-                match tokio::time::timeout(SLOW_SHARD, read).await {
-                    Ok(Ok(r)) if r.data.len() as u64 == p.length => Ok(r.data),
-                    Ok(Ok(r)) => Err(StrataError::new(ErrorCode::Corrupted, format!("short shard: {}", r.data.len()))),
-                    Ok(Err(e)) => Err(e),
-                    Err(_) => Err(StrataError::new(ErrorCode::Timeout, format!("shard on {address} is slow"))),
-                }
-            }
-        });
-        let results = join_all(fetches).await;
-        let failed: Vec<usize> = results.iter().enumerate().filter(|(_, r)| r.is_err()).map(|(i, _)| i).collect();
-        let total: u64 = pieces.iter().map(|p| p.length).sum();
-        let mut out = BytesMut::zeroed(total as usize);
-        for (piece, result) in pieces.iter().zip(&results) {
-            if let Ok(bytes) = result {
-                let at = (piece.blob_offset - offset) as usize;
-                out[at..at + bytes.len()].copy_from_slice(bytes);
-            }
-        }
-        if failed.is_empty() {
-            return Ok(out.freeze());
-        }
-        self.stats.degraded_reads.fetch_add(1, Ordering::Relaxed);
-        for i in &failed {
-            if let Err(e) = &results[*i] {
-                if e.code == ErrorCode::Timeout {
-                    self.stats.slow_shards.fetch_add(1, Ordering::Relaxed);
-                }
-                tracing::info!(partition_id = partition.id, blob_id = blob.blob_id, shard = pieces[*i].shard, error = %e, "shard unreadable; decoding around it");
-            }
-        }
-        // Rebuild the failed pieces' columns from any K shards.
-        let lost: Vec<usize> = failed.iter().map(|i| pieces[*i].shard).collect();
-        let from = failed.iter().map(|i| pieces[*i].shard_offset).min().expect("failed is not empty");
-        let to = failed.iter().map(|i| pieces[*i].shard_offset + pieces[*i].length).max().expect("not empty");
-        let columns = self.read_columns(partition, blob.blob_id, k, m, &lost, from, to).await?;
-        for i in failed {
-            let piece = pieces[i];
-            let column = columns[piece.shard].as_ref().expect("reconstructed");
-            let start = (piece.shard_offset - from) as usize;
-            let at = (piece.blob_offset - offset) as usize;
-            out[at..at + piece.length as usize].copy_from_slice(&column[start..start + piece.length as usize]);
-        }
-        Ok(out.freeze())
-    }
-
-    /// Columns [from, to) of every data shard, read from the shards not in
-    /// `lost` and decoded.
-    #[allow(clippy::too_many_arguments)]
-    async fn read_columns(
-        &self,
-        partition: &master_pb::DataPartition,
-        blob_id: u64,
-        k: usize,
-        m: usize,
-        lost: &[usize],
-        from: u64,
-        to: u64,
-    ) -> Result<Vec<Option<Vec<u8>>>> {
-        let usable = |s: &usize| !lost.contains(s) && !partition.rebuilding.contains(&partition.members[*s].node_id);
-        let reads = (0..k + m).filter(usable).map(|shard| {
-            let address = partition.members[shard].address.as_str();
-            async move {
-                let read = self.pool.read(address, partition.id, blob_id, from, to - from, self.drop_behind());
-                let result = tokio::time::timeout(SLOW_SHARD * 2, read).await;
-                (shard, result)
-            }
-        });
-        let mut columns: Vec<Option<Vec<u8>>> = vec![None; k + m];
-        for (shard, result) in join_all(reads).await {
-            match result {
-                Ok(Ok(r)) if r.data.len() as u64 == to - from => columns[shard] = Some(r.data.to_vec()),
-                Ok(Ok(_)) => tracing::warn!(shard, "shard returned a short read"),
-                Ok(Err(e)) => tracing::info!(shard, error = %e, "shard unreadable while decoding"),
-                Err(_) => tracing::info!(shard, "shard too slow while decoding"),
-            }
-        }
-        tokio::task::block_in_place(|| ec::reconstruct(&mut columns, k, m))?;
-        Ok(columns)
+    /// The data partition `id` of the volume, looked up again if not known
+    /// (for a cachenode that reads the blob on this client's behalf).
+    pub async fn partition_of(&self, id: u64) -> Result<master_pb::DataPartition> {
+        self.partition(id).await
     }
 
     /// Deletes blobs from every member of their partitions (garbage collection).

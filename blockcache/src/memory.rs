@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use lru::LruCache;
 
-use super::BlockKey;
+use crate::BlockKey;
 
 pub struct MemCache {
     capacity: u64,
@@ -55,6 +55,23 @@ impl MemCache {
             lru.bytes -= dropped.len() as u64;
             self.evicted.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Drops `key` if held.
+    pub fn remove(&self, key: &BlockKey) {
+        let mut lru = self.inner.lock().unwrap();
+        if let Some(old) = lru.blocks.pop(key) {
+            lru.bytes -= old.len() as u64;
+        }
+    }
+
+    /// The block an insert of `size` bytes would drop first, if it would drop any.
+    pub fn victim_for(&self, size: u64) -> Option<BlockKey> {
+        let lru = self.inner.lock().unwrap();
+        if lru.bytes + size <= self.capacity {
+            return None;
+        }
+        lru.blocks.peek_lru().map(|(key, _)| *key)
     }
 
     /// (blocks, bytes) held.

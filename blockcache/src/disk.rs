@@ -40,7 +40,7 @@ use lru::LruCache;
 use strata_common::aligned::{ALIGN, AlignedBuf, round_up};
 use strata_common::{Result, StrataError};
 
-use super::BlockKey;
+use crate::BlockKey;
 
 const LOCK_FILE: &str = "LOCK";
 /// Names the volume whose blocks the directory holds (see [`DiskCache::open`]).
@@ -145,13 +145,11 @@ fn io_error(what: &str, path: &Path, e: std::io::Error) -> StrataError {
 
 impl DiskCache {
     /// Opens (creating) the cache in `dir` for blocks of `block_size` bytes
-    /// of the volume `identity` names ([`DataClient::identity`]), at most
-    /// `capacity` bytes of them, indexing what an earlier run left if it
-    /// cached the same volume (blocks of another volume or cluster are
-    /// dropped: their keys may name other bytes here); `direct`: with
+    /// of what `identity` names (a client's volume, a cachenode's cluster),
+    /// at most `capacity` bytes of them, indexing what an earlier run left if
+    /// it cached for the same identity (blocks of another volume or cluster
+    /// are dropped: their keys may name other bytes here); `direct`: with
     /// O_DIRECT (where the file system allows it).
-    ///
-    /// [`DataClient::identity`]: crate::DataClient::identity
     pub fn open(dir: &Path, identity: &str, block_size: u64, capacity: u64, direct: bool) -> Result<DiskCache> {
         if block_size == 0 || block_size > u32::MAX as u64 {
             return Err(StrataError::invalid(format!("a disk cache block of {block_size} bytes")));
@@ -446,6 +444,15 @@ impl DiskCache {
             }
         }
         Ok(())
+    }
+
+    /// The block an insert of `len` bytes would drop first, if it would drop any.
+    pub fn victim_for(&self, len: u64) -> Option<BlockKey> {
+        let index = self.index.lock().unwrap();
+        if index.bytes + len <= self.capacity && !index.free.is_empty() {
+            return None;
+        }
+        index.blocks.peek_lru().map(|(key, _)| *key)
     }
 
     /// (blocks, bytes) held.
