@@ -33,7 +33,7 @@ pub fn master_addresses(flag: &[String]) -> anyhow::Result<Vec<String>> {
     )
 }
 
-fn print_json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
+pub fn print_json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }

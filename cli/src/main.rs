@@ -22,6 +22,7 @@ mod s3_cmd;
 mod serve;
 mod telemetry;
 mod trash_cmd;
+mod warmup_cmd;
 
 use clap::{Parser, Subcommand};
 use strata_sdk::MasterClient;
@@ -103,7 +104,9 @@ enum Cmd {
     Mount(mount_cmd::MountArgs),
     /// Unmount a Strata mount point.
     Umount { mountpoint: std::path::PathBuf },
-    /// The block caches of a mount.
+    /// Load files into a cache level before a job reads them.
+    Warmup(warmup_cmd::WarmupArgs),
+    /// The block caches of a mount, or the shared tier's cachenodes.
     Cache {
         #[command(subcommand)]
         action: CacheCmd,
@@ -199,8 +202,10 @@ enum KeyCmd {
 
 #[derive(Debug, Subcommand)]
 enum CacheCmd {
-    /// Hits, misses and bytes per cache level of a mount, and what came from datanodes.
-    Stats { mountpoint: std::path::PathBuf },
+    /// Hits, misses and bytes per cache level of a mount, and what came
+    /// from the cachenodes and the datanodes; without a mount point, every
+    /// cachenode of the cluster.
+    Stats { mountpoint: Option<std::path::PathBuf> },
 }
 
 #[derive(Debug, Subcommand)]
@@ -336,7 +341,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             mount_cmd::mount(admin::master_addresses(&cli.masters)?, args).await
         }
         Cmd::Umount { mountpoint } => mount_cmd::unmount(&mountpoint),
-        Cmd::Cache { action: CacheCmd::Stats { mountpoint } } => mount_cmd::cache_stats(&mountpoint, cli.json),
+        Cmd::Cache { action: CacheCmd::Stats { mountpoint: Some(mountpoint) } } => {
+            mount_cmd::cache_stats(&mountpoint, cli.json)
+        }
+        Cmd::Cache { action: CacheCmd::Stats { mountpoint: None } } => {
+            warmup_cmd::cluster_cache_stats(&admin_client()?, cli.json).await
+        }
+        Cmd::Warmup(args) => warmup_cmd::run(admin::master_addresses(&cli.masters)?, args, cli.json).await,
         Cmd::Status => admin::status(&admin_client()?, cli.json).await,
         Cmd::Node { action: NodeCmd::List } => admin::node_list(&admin_client()?, cli.json).await,
         Cmd::Node { action: NodeCmd::Decommission { node_id } } => {

@@ -253,6 +253,19 @@ pub fn cache_stats(mountpoint: &Path, json: bool) -> anyhow::Result<()> {
             format_size(level.capacity)
         );
     }
+    let shared = &report.shared;
+    if shared.enabled {
+        println!(
+            "cachenodes ({}): {} hits, {} filled from datanodes, {} failed, {} returned",
+            shared.nodes,
+            shared.hits,
+            shared.fills,
+            shared.failures,
+            format_size(shared.bytes)
+        );
+    } else {
+        println!("cachenodes: off");
+    }
     println!(
         "datanodes: {} blocks loaded ({} by read-ahead), {} read in all",
         report.remote_blocks,

@@ -22,6 +22,7 @@ mod meta_tx;
 pub mod quota;
 pub mod trash;
 pub mod types;
+pub mod warmup;
 
 pub use meta_client::MetaClient;
 pub use strata_rpc::MasterClient;

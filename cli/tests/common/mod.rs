@@ -53,8 +53,12 @@ impl DevCluster {
         self.starts += 1;
         let log_path = self.dir.path().join(format!("dev-{}.log", self.starts));
         let log = std::fs::File::create(&log_path).unwrap();
+        // Tests that do not ask for the shared cache tier run without it, so
+        // their blocks come from the datanodes they count.
+        let no_tier: &[&str] = if extra.contains(&"--cachenodes") { &[] } else { &["--cachenodes", "0"] };
         let child = Command::new(STRATA)
             .args(["dev", "--base-port", "0"])
+            .args(no_tier)
             .args(extra)
             .current_dir(self.dir.path())
             .env_remove("STRATA_MASTER")
@@ -104,12 +108,12 @@ impl DevCluster {
             attempt += 1;
         }
         let status = self.status().expect("status after start");
-        let datanodes = extra
-            .iter()
-            .position(|a| *a == "--datanodes")
-            .map(|i| extra[i + 1].parse::<usize>().expect("--datanodes N"))
-            .unwrap_or(6);
-        assert_eq!(nodes(&status).len(), 6 + datanodes, "{status:#}");
+        let count = |flag: &str, default: usize| {
+            let at = extra.iter().position(|a| *a == flag);
+            at.map(|i| extra[i + 1].parse::<usize>().expect("a count")).unwrap_or(default)
+        };
+        let expected = 6 + count("--datanodes", 6) + count("--cachenodes", 0);
+        assert_eq!(nodes(&status).len(), expected, "{status:#}");
     }
 
     pub fn cluster_file(&self) -> Value {

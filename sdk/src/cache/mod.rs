@@ -252,6 +252,11 @@ impl BlockCache {
         self.mem.is_some() || self.disk.is_some() || self.tier.get().is_some()
     }
 
+    /// Live cachenodes of the shared tier known now (0: no tier).
+    pub fn shared_nodes(&self) -> usize {
+        self.tier.get().map_or(0, |t| t.nodes().len())
+    }
+
     /// Puts the shared tier (L3) behind the client's own levels: blocks they
     /// miss are asked of a cachenode before the datanodes.
     pub fn set_shared_tier(&self, tier: Arc<SharedTier>) {
