@@ -100,6 +100,11 @@ pub struct CacheDelta {
     pub disk_misses: u64,
     pub remote_blocks: u64,
     pub remote_bytes: u64,
+    /// Blocks the cachenodes (L3) had, and ones they filled from the datanodes.
+    #[serde(default)]
+    pub shared_hits: u64,
+    #[serde(default)]
+    pub shared_fills: u64,
 }
 
 impl CacheDelta {
@@ -111,6 +116,8 @@ impl CacheDelta {
             disk_misses: after.disk.misses.saturating_sub(before.disk.misses),
             remote_blocks: after.remote_blocks.saturating_sub(before.remote_blocks),
             remote_bytes: after.remote_bytes.saturating_sub(before.remote_bytes),
+            shared_hits: after.shared.hits.saturating_sub(before.shared.hits),
+            shared_fills: after.shared.fills.saturating_sub(before.shared.fills),
         }
     }
 
@@ -121,6 +128,8 @@ impl CacheDelta {
         self.disk_misses += other.disk_misses;
         self.remote_blocks += other.remote_blocks;
         self.remote_bytes += other.remote_bytes;
+        self.shared_hits += other.shared_hits;
+        self.shared_fills += other.shared_fills;
     }
 }
 

@@ -29,18 +29,20 @@ pub fn print_table(report: &Report) {
     }
     println!();
     println!(
-        "{:<6} {:<width$} {:>10} {:>10} {:>10} {:>10} {:>12}",
-        "load", "strata mount", "mem hits", "mem miss", "disk hits", "disk miss", "from nodes"
+        "{:<6} {:<width$} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>12}",
+        "load", "strata mount", "mem hits", "mem miss", "disk hits", "disk miss", "L3 hits", "L3 fills", "from nodes"
     );
     for c in &report.caches {
         println!(
-            "{:<6} {:<width$} {:>10} {:>10} {:>10} {:>10} {:>12}",
+            "{:<6} {:<width$} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>12}",
             c.workload.name(),
             c.target,
             c.delta.memory_hits,
             c.delta.memory_misses,
             c.delta.disk_hits,
             c.delta.disk_misses,
+            c.delta.shared_hits,
+            c.delta.shared_fills,
             format_size(c.delta.remote_bytes)
         );
     }
