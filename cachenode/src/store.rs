@@ -49,10 +49,14 @@ pub struct CacheStore {
     mem: MemCache,
     disk: Option<Arc<DiskCache>>,
     admission: Admission,
-    loading: Mutex<HashMap<BlockKey, Arc<OnceCell<(Bytes, u32)>>>>,
+    loading: Mutex<HashMap<BlockKey, Arc<Load>>>,
     reader: BlobReader,
     counters: Counters,
 }
+
+/// A block being read from the datanodes (its bytes and CRC once read),
+/// shared by everyone who asks meanwhile.
+type Load = OnceCell<(Bytes, u32)>;
 
 /// A block's request checked: what to read and from where.
 struct Wanted {

@@ -145,7 +145,7 @@ fn warm_through_mount(args: &WarmupArgs, json: bool) -> anyhow::Result<()> {
             scope.spawn(|| {
                 let mut buffer = vec![0u8; 1 << 20];
                 while let Some((path, _)) = queue.lock().unwrap().next() {
-                    match read_through(path, &mut buffer, &progress) {
+                    match read_through(path, &mut buffer, progress) {
                         Ok(()) => progress.files_done.fetch_add(1, Ordering::Relaxed),
                         Err(e) => {
                             *failed.lock().unwrap() = Some(format!("reading {}: {e}", path.display()));

@@ -438,7 +438,7 @@ impl BlockCache {
         }
         let offset = key.block * self.block_size;
         let length = self.block_size.min(blob.blob_size.saturating_sub(offset));
-        let (block, crc) = match self.from_shared_tier(blob, key.block, length).await {
+        let (block, crc) = match self.read_shared_tier(blob, key.block, length).await {
             Some((block, crc)) => (block, Some(crc)),
             None => {
                 let (block, crc) = self.data.read_with_crc(blob, offset, length).await?;
@@ -456,7 +456,7 @@ impl BlockCache {
     }
 
     /// Block `index` of `blob` from L3, if there is one and it gives it.
-    async fn from_shared_tier(&self, blob: &BlobRef, index: u64, length: u64) -> Option<(Bytes, u32)> {
+    async fn read_shared_tier(&self, blob: &BlobRef, index: u64, length: u64) -> Option<(Bytes, u32)> {
         let tier = self.tier.get()?;
         let partition = self.data.partition_of(blob.data_partition).await.ok()?;
         let redundancy = self.data.redundancy();

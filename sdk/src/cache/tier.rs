@@ -44,7 +44,7 @@ pub struct CacheNode {
 pub fn preference<'a>(key: &BlockKey, nodes: &'a [CacheNode]) -> Vec<&'a CacheNode> {
     let hash = key.stable_hash();
     let mut scored: Vec<(u64, &CacheNode)> = nodes.iter().map(|n| (mix(hash ^ mix(n.id)), n)).collect();
-    scored.sort_by(|a, b| b.0.cmp(&a.0));
+    scored.sort_by_key(|(score, _)| std::cmp::Reverse(*score));
     scored.into_iter().map(|(_, n)| n).collect()
 }
 
