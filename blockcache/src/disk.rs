@@ -276,6 +276,11 @@ impl DiskCache {
 
     /// The block, if cached and intact. Blocking: call from a blocking thread.
     pub fn get(&self, key: &BlockKey) -> Option<Bytes> {
+        self.get_with_crc(key).map(|(block, _)| block)
+    }
+
+    /// [`DiskCache::get`] with the block's CRC32 (checked against its bytes).
+    pub fn get_with_crc(&self, key: &BlockKey) -> Option<(Bytes, u32)> {
         // Looked up in the index first (which also marks it recently used).
         let slot = *self.index.lock().unwrap().blocks.get(key)?;
         let offset = u64::from(slot.index) * self.slot_size;
@@ -296,14 +301,15 @@ impl DiskCache {
             return None;
         }
         let block = Bytes::from_owner(buffer);
-        let intact = header.is_some_and(|h| h.len == slot.len && crc32fast::hash(&block) == h.crc);
-        if !intact {
-            tracing::warn!(path = %self.path.display(), slot = slot.index, "a cached block failed its checksum; dropped");
-            self.corrupt.fetch_add(1, Ordering::Relaxed);
-            self.forget(key, slot.index);
-            return None;
+        match header {
+            Some(h) if h.len == slot.len && crc32fast::hash(&block) == h.crc => Some((block, h.crc)),
+            _ => {
+                tracing::warn!(path = %self.path.display(), slot = slot.index, "a cached block failed its checksum; dropped");
+                self.corrupt.fetch_add(1, Ordering::Relaxed);
+                self.forget(key, slot.index);
+                None
+            }
         }
-        Some(block)
     }
 
     /// Stores a block in a free slot, or in the least recently used one's;

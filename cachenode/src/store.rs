@@ -19,7 +19,12 @@ use strata_proto::master as master_pb;
 use strata_proto::meta::BlobRef;
 use strata_rpc::blob_reader::BlobReader;
 use strata_rpc::ec;
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, Semaphore};
+
+/// Blocks waiting to be written to the disk level at most; past that a
+/// loaded block stays in memory only (a fill faster than the disk does not
+/// queue up memory).
+const DISK_WRITES_PENDING: usize = 64;
 
 /// Where a cachenode's store keeps its blocks and how many.
 #[derive(Debug, Clone)]
@@ -51,6 +56,7 @@ pub struct CacheStore {
     admission: Admission,
     loading: Mutex<HashMap<BlockKey, Arc<Load>>>,
     reader: BlobReader,
+    disk_write_slots: Arc<Semaphore>,
     counters: Counters,
 }
 
@@ -90,6 +96,7 @@ impl CacheStore {
             admission: Admission::new(blocks),
             loading: Mutex::new(HashMap::new()),
             reader: BlobReader::default(),
+            disk_write_slots: Arc::new(Semaphore::new(DISK_WRITES_PENDING)),
             counters: Counters::default(),
         }))
     }
@@ -107,13 +114,12 @@ impl CacheStore {
         }
         if let Some(disk) = &self.disk {
             let disk = disk.clone();
-            let found = tokio::task::spawn_blocking(move || disk.get(&key))
+            let found = tokio::task::spawn_blocking(move || disk.get_with_crc(&key))
                 .await
                 .map_err(|e| StrataError::internal(format!("cache disk read task: {e}")))?;
-            if let Some(block) = found {
+            if let Some((block, crc)) = found {
                 self.counters.hits.fetch_add(1, Ordering::Relaxed);
                 self.keep_in_memory(key, &block);
-                let crc = crc32fast::hash(&block);
                 return Ok((block, crc, CacheSource::Disk));
             }
         }
@@ -128,6 +134,13 @@ impl CacheStore {
         }
         let (block, crc) = loaded?;
         Ok((block, crc, CacheSource::Datanodes))
+    }
+
+    /// Waits for the disk writes under way, so that once the store is
+    /// dropped its disk level is closed (and can be opened again).
+    pub async fn flush(&self) {
+        let all = self.disk_write_slots.acquire_many(DISK_WRITES_PENDING as u32).await;
+        drop(all);
     }
 
     /// Reads the block from its partition and keeps it where admitted.
@@ -149,12 +162,22 @@ impl CacheStore {
         self.keep_in_memory(wanted.key, &block);
         if let Some(disk) = &self.disk {
             if self.admission.admits(&wanted.key, disk.victim_for(block.len() as u64).as_ref()) {
+                let Ok(slot) = self.disk_write_slots.clone().try_acquire_owned() else {
+                    tracing::debug!(
+                        blob_id = wanted.blob.blob_id,
+                        "cache disk writes behind; block kept in memory only"
+                    );
+                    return Ok((block, crc));
+                };
                 let (disk, key, copy) = (disk.clone(), wanted.key, block.clone());
                 // The reader need not wait for the disk: the block is in memory.
                 tokio::task::spawn_blocking(move || {
                     if let Err(e) = disk.insert(key, &copy, Some(crc)) {
                         tracing::warn!(error = %e, "writing a block to the cache disk failed");
                     }
+                    // The disk level before the slot: see [`CacheStore::flush`].
+                    drop(disk);
+                    drop(slot);
                 });
             } else {
                 self.counters.rejected.fetch_add(1, Ordering::Relaxed);

@@ -12,7 +12,7 @@ use strata_common::config::{RaftConfig, StoreConfig};
 use strata_datanode::service::DataService;
 use strata_datanode::store::Store;
 use strata_datanode::store::record::PieceMeta;
-use strata_node::framed_server::serve_connection;
+use strata_node::framed_server::serve_on_loopback;
 use strata_proto::data::{CacheBlockRequest, CacheSource};
 use strata_rpc::ec::CODEC_REPLICA;
 
@@ -36,15 +36,7 @@ async fn datanode() -> Datanode {
     let store = Store::open(dir.path(), &config, &RaftConfig::default()).unwrap();
     let data: Bytes = (0..BLOB_SIZE).map(|i| (i * 13 % 251) as u8).collect();
     store.write(PARTITION, BLOB, PieceMeta { blob_size: BLOB_SIZE, ..Default::default() }, data.clone()).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    let service = Arc::new(DataService::new(store));
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            tokio::spawn(serve_connection(stream, service.clone()));
-        }
-    });
+    let address = serve_on_loopback(Arc::new(DataService::new(store))).await.unwrap();
     Datanode { address, data, _dir: dir }
 }
 
@@ -134,6 +126,7 @@ async fn blocks_are_read_through_once_kept_checked_and_kept_across_restarts() {
 
     // A restart keeps what the disk level held.
     on_disk(&store, BLOCKS - 1).await;
+    store.flush().await;
     drop(store);
     let store = CacheStore::open(&options(dir.path(), 8, 32)).unwrap();
     let (bytes, _, source) = store.block(&request(&node, BLOCKS - 1)).await.unwrap();

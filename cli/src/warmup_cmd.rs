@@ -8,11 +8,13 @@
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
+use strata_client_fuse::mountinfo::strata_mount_containing;
 use strata_common::size::format_size;
 use strata_sdk::MasterClient;
 use strata_sdk::cache::CacheConfig;
@@ -46,32 +48,6 @@ pub struct WarmupArgs {
     pub volume: Option<String>,
 }
 
-/// A Strata mount holding `path`: (its mount point, its volume).
-fn strata_mount_of(path: &Path) -> Option<(PathBuf, String)> {
-    let path = path.canonicalize().ok()?;
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let mut best: Option<(PathBuf, String)> = None;
-    for line in info.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let Some(dash) = fields.iter().position(|f| *f == "-") else { continue };
-        let (Some(point), Some(fstype), Some(source)) = (fields.get(4), fields.get(dash + 1), fields.get(dash + 2))
-        else {
-            continue;
-        };
-        let Some(volume) = source.strip_prefix("strata:") else { continue };
-        // The subtype is not always kept (`fuse` then, not `fuse.strata`).
-        if !matches!(*fstype, "fuse" | "fuse.strata") {
-            continue;
-        }
-        let point = PathBuf::from(point.replace("\\040", " "));
-        if path.starts_with(&point) && best.as_ref().is_none_or(|(b, _)| point.as_os_str().len() > b.as_os_str().len())
-        {
-            best = Some((point, volume.to_string()));
-        }
-    }
-    best
-}
-
 /// The volume and the paths in it that `args` name.
 fn resolve(args: &WarmupArgs) -> anyhow::Result<(String, Vec<Vec<u8>>)> {
     if let Some(volume) = &args.volume {
@@ -81,7 +57,7 @@ fn resolve(args: &WarmupArgs) -> anyhow::Result<(String, Vec<Vec<u8>>)> {
     let mut volume = None;
     let mut paths = Vec::new();
     for path in &args.paths {
-        let (point, name) = strata_mount_of(path)
+        let (point, name) = strata_mount_containing(path)
             .with_context(|| format!("{} is not on a Strata mount (name the volume with --volume)", path.display()))?;
         if volume.as_ref().is_some_and(|v| *v != name) {
             anyhow::bail!("the paths are on mounts of different volumes");
@@ -111,16 +87,11 @@ pub async fn run(masters: Vec<String>, args: WarmupArgs, json: bool) -> anyhow::
     };
     let volume = Volume::connect(&master, &name, &cache).await.with_context(|| format!("opening volume {name}"))?;
     let files = warmup::collect(&volume, &paths).await.context("listing the files to warm")?;
-    let progress = WarmProgress::default();
+    let progress = Arc::new(WarmProgress::default());
     let started = Instant::now();
-    let work = warmup::warm(&volume, &files, args.threads, &progress);
-    let shown = show_progress(&progress, files.len() as u64, started, json);
-    tokio::pin!(work);
-    tokio::pin!(shown);
-    let result = tokio::select! {
-        result = &mut work => result,
-        () = &mut shown => unreachable!("progress runs until the work ends"),
-    };
+    let shown = ProgressLine::start(progress.clone(), files.len() as u64, started, json);
+    let result = warmup::warm(&volume, &files, args.threads, &progress).await;
+    shown.stop();
     result.context("warming the shared cache tier")?;
     finish(&progress, files.len() as u64, started, json)
 }
@@ -130,51 +101,34 @@ fn warm_through_mount(args: &WarmupArgs, json: bool) -> anyhow::Result<()> {
     anyhow::ensure!(args.volume.is_none(), "--level l2 warms through a mount: give paths on it, not --volume");
     let mut files = Vec::new();
     for path in &args.paths {
-        strata_mount_of(path).with_context(|| format!("{} is not on a Strata mount", path.display()))?;
+        strata_mount_containing(path).with_context(|| format!("{} is not on a Strata mount", path.display()))?;
         collect_local(path, &mut files)?;
     }
-    let progress = WarmProgress::default();
-    let total: u64 = files.iter().map(|(_, size)| size).sum();
-    progress.bytes_total.store(total, Ordering::Relaxed);
+    let progress = Arc::new(WarmProgress::default());
+    progress.bytes_total.store(files.iter().map(|(_, size)| size).sum(), Ordering::Relaxed);
     let started = Instant::now();
-    let queue = &std::sync::Mutex::new(files.iter());
-    let failed = &std::sync::Mutex::new(None);
-    let progress = &progress;
+    let shown = ProgressLine::start(progress.clone(), files.len() as u64, started, json);
+    let queue = Mutex::new(files.iter());
+    let failed = Mutex::new(None);
     std::thread::scope(|scope| {
         for _ in 0..args.threads.max(1) {
             scope.spawn(|| {
                 let mut buffer = vec![0u8; 1 << 20];
                 while let Some((path, _)) = queue.lock().unwrap().next() {
-                    match read_through(path, &mut buffer, progress) {
-                        Ok(()) => progress.files_done.fetch_add(1, Ordering::Relaxed),
-                        Err(e) => {
-                            *failed.lock().unwrap() = Some(format!("reading {}: {e}", path.display()));
-                            return;
-                        }
-                    };
+                    if let Err(e) = read_through(path, &mut buffer, &progress) {
+                        *failed.lock().unwrap() = Some(format!("reading {}: {e}", path.display()));
+                        return;
+                    }
+                    progress.files_done.fetch_add(1, Ordering::Relaxed);
                 }
             });
         }
-        let count = files.len() as u64;
-        scope.spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
-            let watch = async {
-                while progress.files_done.load(Ordering::Relaxed) < count && failed.lock().unwrap().is_none() {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            };
-            runtime.block_on(async {
-                tokio::select! {
-                    () = watch => {}
-                    () = show_progress(progress, count, started, json) => {}
-                }
-            });
-        });
     });
-    if let Some(e) = failed.lock().unwrap().take() {
+    shown.stop();
+    if let Some(e) = failed.into_inner().unwrap() {
         anyhow::bail!(e);
     }
-    finish(progress, files.len() as u64, started, json)
+    finish(&progress, files.len() as u64, started, json)
 }
 
 fn read_through(path: &Path, buffer: &mut [u8], progress: &WarmProgress) -> std::io::Result<()> {
@@ -202,23 +156,43 @@ fn collect_local(path: &Path, files: &mut Vec<(PathBuf, u64)>) -> anyhow::Result
     Ok(())
 }
 
-/// Shows progress until dropped: one line rewritten on a terminal, a line
-/// every five seconds otherwise, nothing with `--json`.
-async fn show_progress(progress: &WarmProgress, files: u64, started: Instant, json: bool) {
-    let terminal = std::io::stderr().is_terminal();
-    let every = if terminal { Duration::from_millis(250) } else { Duration::from_secs(5) };
-    loop {
-        tokio::time::sleep(every).await;
-        if json {
-            continue;
-        }
-        let line = progress_line(progress, files, started);
-        if terminal {
-            eprint!("\r{line}\x1b[K");
-            let _ = std::io::stderr().flush();
-        } else {
-            eprintln!("{line}");
-        }
+/// The progress line, drawn by a thread of its own until stopped: one
+/// line rewritten on a terminal, a line every five seconds otherwise,
+/// nothing with `--json`.
+struct ProgressLine {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl ProgressLine {
+    fn start(progress: Arc<WarmProgress>, files: u64, started: Instant, json: bool) -> ProgressLine {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let terminal = std::io::stderr().is_terminal();
+            let every = if terminal { Duration::from_millis(250) } else { Duration::from_secs(5) };
+            let mut last = Instant::now();
+            while !stopped.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(50));
+                if json || last.elapsed() < every {
+                    continue;
+                }
+                last = Instant::now();
+                let line = progress_line(&progress, files, started);
+                if terminal {
+                    eprint!("\r{line}\x1b[K");
+                    let _ = std::io::stderr().flush();
+                } else {
+                    eprintln!("{line}");
+                }
+            }
+        });
+        ProgressLine { stop, thread }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
     }
 }
 

@@ -118,7 +118,7 @@ pub async fn mount(
     let filesystem = fs::StrataFs { inner: inner.clone(), runtime };
     let mut options = Config::default();
     options.mount_options = vec![
-        MountOption::FSName(format!("strata:{}", config.volume)),
+        MountOption::FSName(mountinfo::source_of(&config.volume)),
         MountOption::Subtype("strata".into()),
         MountOption::DefaultPermissions,
     ];

@@ -1,7 +1,7 @@
 //! Whether a path is a mount point, and unmounting one: shared by the
 //! `strata mount` command and the CSI node plugin, which both manage mounts.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
@@ -11,6 +11,32 @@ pub fn is_mounted(path: &Path) -> bool {
     let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
     info.lines().any(|line| line.split(' ').nth(4).is_some_and(|p| Path::new(&unescape(p)) == path))
+}
+
+/// The source a Strata mount of `volume` shows in mountinfo.
+pub fn source_of(volume: &str) -> String {
+    format!("strata:{volume}")
+}
+
+/// The Strata mount holding `path`, if any: its mount point and volume (the
+/// innermost where mounts nest).
+pub fn strata_mount_containing(path: &Path) -> Option<(PathBuf, String)> {
+    let path = path.canonicalize().ok()?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines()
+        .filter_map(|line| {
+            // Fields: ... mount-point ... - fstype source options
+            let fields: Vec<&str> = line.split(' ').collect();
+            let dash = fields.iter().position(|f| *f == "-")?;
+            // The subtype is not always kept (`fuse` then, not `fuse.strata`).
+            if !matches!(*fields.get(dash + 1)?, "fuse" | "fuse.strata") {
+                return None;
+            }
+            let volume = fields.get(dash + 2)?.strip_prefix("strata:")?;
+            let point = PathBuf::from(unescape(fields.get(4)?));
+            path.starts_with(&point).then(|| (point, volume.to_string()))
+        })
+        .max_by_key(|(point, _)| point.as_os_str().len())
 }
 
 /// A mountinfo field with its octal escapes (`\040` for a space) undone.

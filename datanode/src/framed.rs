@@ -60,7 +60,7 @@ mod tests {
 
     use strata_common::ErrorCode;
     use strata_common::config::{RaftConfig, StoreConfig};
-    use strata_node::framed_server::{DROP_AT, serve_connection};
+    use strata_node::framed_server::{DROP_AT, serve_on_loopback};
     use strata_rpc::framed::FramedPool;
 
     use super::*;
@@ -69,16 +69,7 @@ mod tests {
 
     /// A datanode's framed protocol on a loopback port, over `store`.
     async fn serve(store: Arc<Store>) -> String {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap().to_string();
-        let service = Arc::new(DataService::new(store));
-        tokio::spawn(async move {
-            loop {
-                let (stream, _) = listener.accept().await.unwrap();
-                tokio::spawn(serve_connection(stream, service.clone()));
-            }
-        });
-        address
+        serve_on_loopback(Arc::new(DataService::new(store))).await.unwrap()
     }
 
     const PAGE: u64 = 4096;

@@ -20,6 +20,13 @@ pub struct Health {
     pub cache: Option<CacheTierReport>,
 }
 
+impl Health {
+    /// A node heard from now, reporting `capacity` and nothing else.
+    pub fn now(capacity: DiskUsage) -> Health {
+        Health { last_seen: Instant::now(), capacity, partitions_held: 0, lost_partitions: Vec::new(), cache: None }
+    }
+}
+
 #[derive(Default)]
 pub struct Liveness {
     nodes: RwLock<HashMap<u64, Health>>,
@@ -47,14 +54,7 @@ mod tests {
     fn a_node_is_alive_only_within_the_timeout() {
         let liveness = Liveness::default();
         assert!(!liveness.is_alive(5, Duration::from_secs(5)), "never heard of");
-        let health = Health {
-            last_seen: Instant::now(),
-            capacity: DiskUsage::default(),
-            partitions_held: 2,
-            lost_partitions: Vec::new(),
-            cache: None,
-        };
-        liveness.record(5, health);
+        liveness.record(5, Health { partitions_held: 2, ..Health::now(DiskUsage::default()) });
         assert!(liveness.is_alive(5, Duration::from_secs(5)));
         assert!(!liveness.is_alive(5, Duration::ZERO));
         assert_eq!(liveness.get(5).unwrap().partitions_held, 2);

@@ -442,14 +442,7 @@ impl pb::master_server::Master for MasterService {
         let Outcome::Node(node) = self.propose(command).await? else {
             return Err(StrataError::internal("register returned no node").into());
         };
-        let health = crate::liveness::Health {
-            last_seen: std::time::Instant::now(),
-            capacity: capacity_from(req.capacity.as_ref()),
-            partitions_held: 0,
-            lost_partitions: Vec::new(),
-            cache: None,
-        };
-        self.liveness.record(node.id, health);
+        self.liveness.record(node.id, crate::liveness::Health::now(capacity_from(req.capacity.as_ref())));
         tracing::info!(node_id = node.id, role = %node.role, address = %node.address, "node registered");
         Ok(Response::new(pb::RegisterNodeResponse {
             node_id: node.id,
@@ -466,11 +459,10 @@ impl pb::master_server::Master for MasterService {
             return Err(StrataError::not_found(format!("node {} is not registered", req.node_id)).into());
         }
         let health = crate::liveness::Health {
-            last_seen: std::time::Instant::now(),
-            capacity: capacity_from(req.capacity.as_ref()),
             partitions_held: req.partitions_held,
             lost_partitions: req.lost_partitions.clone(),
             cache: req.cache,
+            ..crate::liveness::Health::now(capacity_from(req.capacity.as_ref()))
         };
         self.liveness.record(req.node_id, health);
         self.quota_usage.record(&req.meta_reports);

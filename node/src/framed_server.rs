@@ -138,6 +138,22 @@ pub async fn serve_connection<H: FramedHandler>(stream: TcpStream, handler: Arc<
     }
 }
 
+/// Serves `handler` over the framed protocol alone on a free loopback port
+/// until the runtime ends (tests and tools: no gRPC); answers the address.
+pub async fn serve_on_loopback<H: FramedHandler>(handler: Arc<H>) -> std::io::Result<String> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?.to_string();
+    tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => drop(tokio::spawn(serve_connection(stream, handler.clone()))),
+                Err(e) => tracing::warn!(error = %e, "accepting a connection failed"),
+            }
+        }
+    });
+    Ok(address)
+}
+
 /// Serves `listener` for both protocols: framed connections go to `handler`,
 /// the others to the gRPC `router`, until `shutdown` resolves.
 pub async fn serve_port<H: FramedHandler>(
@@ -322,15 +338,7 @@ mod tests {
     async fn any_handler_is_served_with_pings_errors_and_file_ranges() {
         let mut file = tempfile::tempfile().unwrap();
         file.write_all(b"0123456789").unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap().to_string();
-        let handler = Arc::new(Echo { file: Arc::new(file) });
-        tokio::spawn(async move {
-            loop {
-                let (stream, _) = listener.accept().await.unwrap();
-                tokio::spawn(serve_connection(stream, handler.clone()));
-            }
-        });
+        let address = serve_on_loopback(Arc::new(Echo { file: Arc::new(file) })).await.unwrap();
         let mut conn = FramedConn::connect(&address).await.unwrap();
         let (header, payload) = conn.request(KIND_ECHO, b"h", b"payload").await.unwrap();
         assert_eq!((header.as_slice(), payload.as_ref()), (&b"h"[..], &b"payload"[..]));

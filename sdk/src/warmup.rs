@@ -94,47 +94,42 @@ pub async fn warm(volume: &Volume, files: &[WarmFile], threads: usize, progress:
         return Err(StrataError::new(ErrorCode::Unavailable, "the cluster has no live cachenodes to warm"));
     }
     let block_size = cache.block_size();
-    let meta = volume.meta().clone();
+    let meta = volume.meta();
     // Every file's blocks (extent maps read `threads` files at a time).
     let mut mapped = futures::stream::iter(files.iter().enumerate())
-        .map(|(i, file)| {
-            let meta = meta.clone();
-            async move {
-                let (extents, _) = meta.get_extents(file.ino, 0, file.size).await?;
-                let mut blocks = BTreeMap::new();
-                for extent in extents {
-                    let blob = extent.blob;
-                    let end = (blob.offset + extent.length).min(blob.blob_size).div_ceil(block_size);
-                    for index in blob.offset / block_size..end {
-                        blocks.insert((blob.data_partition, blob.blob_id, index), blob);
-                    }
+        .map(|(i, file)| async move {
+            let (extents, _) = meta.get_extents(file.ino, 0, file.size).await?;
+            let mut blocks = BTreeMap::new();
+            for extent in extents {
+                let blob = extent.blob;
+                let end = (blob.offset + extent.length).min(blob.blob_size).div_ceil(block_size);
+                for index in blob.offset / block_size..end {
+                    blocks.insert((blob.data_partition, blob.blob_id, index), blob);
                 }
-                Ok::<_, StrataError>((i, blocks))
             }
+            Ok::<_, StrataError>((i, blocks))
         })
         .buffer_unordered(threads.max(1));
+    // (file, blob, block index, bytes of the block)
     let mut blocks = Vec::new();
-    let left: Vec<AtomicU64> = files.iter().map(|_| AtomicU64::new(0)).collect();
+    // Blocks left per file: a file is done when its last block is.
+    let mut left = vec![0u64; files.len()];
     while let Some(result) = mapped.next().await {
         let (i, file_blocks) = result?;
-        left[i].store(file_blocks.len() as u64, Ordering::Relaxed);
+        left[i] = file_blocks.len() as u64;
         if file_blocks.is_empty() {
             progress.files_done.fetch_add(1, Ordering::Relaxed);
         }
         for ((_, _, index), blob) in file_blocks {
-            progress.bytes_total.fetch_add(block_size.min(blob.blob_size - index * block_size), Ordering::Relaxed);
-            blocks.push((i, blob, index));
+            let covered = block_size.min(blob.blob_size - index * block_size);
+            progress.bytes_total.fetch_add(covered, Ordering::Relaxed);
+            blocks.push((i, blob, index, covered));
         }
     }
     drop(mapped);
+    let cache = &cache;
     let mut warmed = futures::stream::iter(blocks)
-        .map(|(i, blob, index)| {
-            let cache = cache.clone();
-            async move {
-                let ok = cache.warm_shared_tier(&blob, index).await;
-                (i, ok, block_size.min(blob.blob_size - index * block_size))
-            }
-        })
+        .map(|(i, blob, index, covered)| async move { (i, cache.warm_shared_tier(&blob, index).await, covered) })
         .buffer_unordered(threads.max(1));
     while let Some((i, ok, covered)) = warmed.next().await {
         progress.blocks_done.fetch_add(1, Ordering::Relaxed);
@@ -142,7 +137,8 @@ pub async fn warm(volume: &Volume, files: &[WarmFile], threads: usize, progress:
         if !ok {
             progress.blocks_failed.fetch_add(1, Ordering::Relaxed);
         }
-        if left[i].fetch_sub(1, Ordering::Relaxed) == 1 {
+        left[i] -= 1;
+        if left[i] == 0 {
             progress.files_done.fetch_add(1, Ordering::Relaxed);
         }
     }

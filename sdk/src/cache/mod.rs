@@ -19,6 +19,7 @@ use bytes::{Bytes, BytesMut};
 use futures::future::try_join_all;
 use serde::{Deserialize, Serialize};
 use strata_common::{ErrorCode, Result, StrataError};
+use strata_proto::data::CacheBlockRequest;
 use strata_proto::meta::BlobRef;
 use tokio::sync::{OnceCell, Semaphore};
 
@@ -455,12 +456,18 @@ impl BlockCache {
         Ok(block)
     }
 
-    /// Block `index` of `blob` from L3, if there is one and it gives it.
-    async fn read_shared_tier(&self, blob: &BlobRef, index: u64, length: u64) -> Option<(Bytes, u32)> {
+    /// Block `index` of `blob` from L3, if there is one and it gives it;
+    /// `fill_only`: the cachenode keeps it and answers without its bytes.
+    async fn ask_shared_tier(&self, blob: &BlobRef, index: u64, fill_only: bool) -> Option<(Bytes, u32)> {
         let tier = self.tier.get()?;
-        let partition = self.data.partition_of(blob.data_partition).await.ok()?;
-        let redundancy = self.data.redundancy();
-        let (block, crc) = tier.block(blob, index, self.block_size, &partition, redundancy, false).await?;
+        let partition = self.data.partition(blob.data_partition).await.ok()?;
+        let request = tier::request_for(blob, index, self.block_size, &partition, self.data.redundancy());
+        tier.block(&CacheBlockRequest { fill_only, ..request }).await
+    }
+
+    /// Block `index` of `blob` (`length` bytes) from L3.
+    async fn read_shared_tier(&self, blob: &BlobRef, index: u64, length: u64) -> Option<(Bytes, u32)> {
+        let (block, crc) = self.ask_shared_tier(blob, index, false).await?;
         // A cachenode answering with another length is not trusted with this block.
         exactly(block, length, blob).ok().map(|block| (block, crc))
     }
@@ -469,10 +476,7 @@ impl BlockCache {
     /// (warm-up: the cachenode reads it from the datanodes itself); whether
     /// the tier took it.
     pub async fn warm_shared_tier(&self, blob: &BlobRef, index: u64) -> bool {
-        let Some(tier) = self.tier.get() else { return false };
-        let Ok(partition) = self.data.partition_of(blob.data_partition).await else { return false };
-        let redundancy = self.data.redundancy();
-        tier.block(blob, index, self.block_size, &partition, redundancy, true).await.is_some()
+        self.ask_shared_tier(blob, index, true).await.is_some()
     }
 
     /// Writes a loaded block to the disk level. With memory on the reader

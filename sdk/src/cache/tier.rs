@@ -78,8 +78,27 @@ pub struct SharedTier {
 
 impl SharedTier {
     /// The tier of the cluster `master` leads, its cachenodes listed now and
-    /// every few seconds after (for as long as the tier is in use).
+    /// every few seconds after (for as long as the tier is in use). One per
+    /// cluster in a process: volumes opened by one process (an S3
+    /// gateway's buckets) share its node list, connections and counters.
     pub async fn open(master: MasterClient) -> Arc<SharedTier> {
+        static OPEN: Mutex<Vec<(Vec<String>, Weak<SharedTier>)>> = Mutex::new(Vec::new());
+        let mut masters = master.masters().to_vec();
+        masters.sort();
+        let known = {
+            let mut open = OPEN.lock().unwrap();
+            open.retain(|(_, tier)| tier.strong_count() > 0);
+            open.iter().find(|(m, _)| *m == masters).and_then(|(_, tier)| tier.upgrade())
+        };
+        if let Some(tier) = known {
+            return tier;
+        }
+        let tier = Self::start(master).await;
+        OPEN.lock().unwrap().push((masters, Arc::downgrade(&tier)));
+        tier
+    }
+
+    async fn start(master: MasterClient) -> Arc<SharedTier> {
         let tier = Arc::new(SharedTier {
             master,
             nodes: RwLock::new(Vec::new()),
@@ -123,22 +142,13 @@ impl SharedTier {
         preference(key, &nodes).into_iter().find(|n| !down.contains_key(&n.address)).cloned()
     }
 
-    /// Block `index` of `blob` (`length` bytes at `offset`) from its
-    /// cachenode, with its CRC32; `None` when there is no cachenode or it
-    /// could not give the block in time (the caller reads the datanodes).
-    pub async fn block(
-        &self,
-        blob: &BlobRef,
-        index: u64,
-        block_size: u64,
-        partition: &master_pb::DataPartition,
-        redundancy: Redundancy,
-        fill_only: bool,
-    ) -> Option<(Bytes, u32)> {
-        let key = BlockKey::of(blob, index);
+    /// The block `request` names (see [`request_for`]) from its cachenode,
+    /// with its CRC32; `None` when there is no cachenode or it could not
+    /// give the block in time (the caller reads the datanodes).
+    pub async fn block(&self, request: &CacheBlockRequest) -> Option<(Bytes, u32)> {
+        let key = BlockKey { data_partition: request.partition_id, blob_id: request.blob_id, block: request.block };
         let node = self.node_for(&key)?;
-        let request = request_for(blob, index, block_size, partition, redundancy, fill_only);
-        let asked = tokio::time::timeout(DEADLINE, self.pool.cache_read(&node.address, &request)).await;
+        let asked = tokio::time::timeout(DEADLINE, self.pool.cache_read(&node.address, request)).await;
         let answer = match asked {
             Ok(answer) => answer,
             Err(_) => Err(StrataError::new(ErrorCode::Timeout, format!("cachenode {} is slow", node.address))
@@ -160,7 +170,7 @@ impl SharedTier {
                     tracing::info!(address = %node.address, error = %e, "passing over a cachenode that failed");
                     self.down.lock().unwrap().insert(node.address.clone(), Instant::now() + DOWN_FOR);
                 } else {
-                    tracing::debug!(address = %node.address, blob_id = blob.blob_id, error = %e, "a cachenode could not give a block");
+                    tracing::debug!(address = %node.address, blob_id = request.blob_id, error = %e, "a cachenode could not give a block");
                 }
                 None
             }
@@ -189,15 +199,15 @@ async fn keep_refreshing(tier: Weak<SharedTier>) {
     }
 }
 
-/// The framed request for one block, naming the partition's members so the
-/// cachenode can read the block itself.
-fn request_for(
+/// The framed request for block `index` of `blob`, naming the partition's
+/// members so the cachenode can read the block itself (with its bytes;
+/// set `fill_only` for a warm-up).
+pub fn request_for(
     blob: &BlobRef,
     index: u64,
     block_size: u64,
     partition: &master_pb::DataPartition,
     redundancy: Redundancy,
-    fill_only: bool,
 ) -> CacheBlockRequest {
     let (data_shards, parity_shards) = match redundancy {
         Redundancy::Replicated { .. } => (0, 0),
@@ -221,7 +231,7 @@ fn request_for(
         rebuilding,
         data_shards,
         parity_shards,
-        fill_only,
+        fill_only: false,
     }
 }
 

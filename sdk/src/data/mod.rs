@@ -281,7 +281,9 @@ impl DataClient {
         });
     }
 
-    async fn partition(&self, id: u64) -> Result<master_pb::DataPartition> {
+    /// The data partition `id` of the volume, looked up again if not known
+    /// (readers, and a cachenode reading a blob on this client's behalf).
+    pub async fn partition(&self, id: u64) -> Result<master_pb::DataPartition> {
         if let Some(p) = self.view().partitions.iter().find(|p| p.id == id) {
             return Ok(p.clone());
         }
@@ -342,12 +344,6 @@ impl DataClient {
     /// What this client's reads had to do around failed or slow datanodes.
     pub fn read_counters(&self) -> &BlobReader {
         &self.nodes
-    }
-
-    /// The data partition `id` of the volume, looked up again if not known
-    /// (for a cachenode that reads the blob on this client's behalf).
-    pub async fn partition_of(&self, id: u64) -> Result<master_pb::DataPartition> {
-        self.partition(id).await
     }
 
     /// Deletes blobs from every member of their partitions (garbage collection).
