@@ -248,14 +248,15 @@ impl BlockCache {
         }))
     }
 
-    /// Whether any level is on (if not, reads go straight to the datanodes).
+    /// Whether any level is on (if not, reads go straight to the datanodes
+    /// for exactly the bytes asked). L3 counts while it has cachenodes.
     pub fn enabled(&self) -> bool {
-        self.mem.is_some() || self.disk.is_some() || self.tier.get().is_some()
+        self.mem.is_some() || self.disk.is_some() || self.shared_nodes() > 0
     }
 
     /// Live cachenodes of the shared tier known now (0: no tier).
     pub fn shared_nodes(&self) -> usize {
-        self.tier.get().map_or(0, |t| t.nodes().len())
+        self.tier.get().map_or(0, |t| t.node_count())
     }
 
     /// Puts the shared tier (L3) behind the client's own levels: blocks they

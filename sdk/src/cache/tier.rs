@@ -132,6 +132,11 @@ impl SharedTier {
         self.nodes.read().unwrap().clone()
     }
 
+    /// How many cachenodes are known now (without copying the list).
+    pub fn node_count(&self) -> usize {
+        self.nodes.read().unwrap().len()
+    }
+
     /// The cachenode to ask for `key`: the first in its preference that is
     /// not passed over.
     fn node_for(&self, key: &BlockKey) -> Option<CacheNode> {
@@ -180,7 +185,7 @@ impl SharedTier {
     pub fn report(&self) -> TierReport {
         TierReport {
             enabled: true,
-            nodes: self.nodes.read().unwrap().len() as u64,
+            nodes: self.node_count() as u64,
             hits: self.hits.load(Ordering::Relaxed),
             fills: self.fills.load(Ordering::Relaxed),
             bytes: self.bytes.load(Ordering::Relaxed),
